@@ -1,0 +1,56 @@
+"""SimConfig: everything a simulated gateway can be told at start-up (CLI options map onto it 1:1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from harvester.sim.faults import Faults
+from harvester.sim.rules import PacingLimits
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """HMDS answer time = base + per_bar × bars, at most `workers` answers in progress at once.
+
+    Defaults are realistic for a healthy gateway (ib_insync #268 saw 1950 one-minute bars in ~8 s on a
+    busy day; a quiet HMDS answers a few thousand bars in 1-4 s). Times are multiplied by the scale.
+    """
+
+    base_s: float = 0.3
+    per_bar_s: float = 0.0015
+    workers: int = 4
+
+    def seconds(self, bars: int, scale: float) -> float:
+        return (self.base_s + self.per_bar_s * bars) * scale
+
+
+@dataclass
+class SimConfig:
+    """Start-up settings of a SimGateway. `port=0` picks a free port (read it back from `gw.port`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    contracts: str | Path | None = None  # securities master CSV; None = bundled S&P 500 + ETFs
+    replay: str | Path | None = None  # bars served exactly as given (CSV/Parquet), see replay.py
+    now: datetime | str | None = None  # simulated "now" at start; None = real time
+    pacing_scale: float = 1.0  # multiplies every pacing time constant (0.01: 600 s → 6 s)
+    latency_scale: float | None = None  # None → pacing_scale
+    journal_path: str | Path | None = None  # JSON lines, one per request
+    faults: Faults = field(default_factory=Faults)
+    account: str = "DU0000001"
+    pacing: PacingLimits = field(default_factory=PacingLimits)
+    latency: LatencyModel = field(default_factory=LatencyModel)
+
+    def __post_init__(self) -> None:
+        if self.pacing_scale <= 0:
+            raise ValueError(f"pacing_scale must be positive, got {self.pacing_scale}")
+        if self.latency_scale is not None and self.latency_scale < 0:
+            raise ValueError(f"latency_scale must be >= 0, got {self.latency_scale}")
+        if not self.account or "," in self.account:
+            raise ValueError(f"account must be one non-empty id, got {self.account!r}")
+
+    @property
+    def effective_latency_scale(self) -> float:
+        return self.pacing_scale if self.latency_scale is None else self.latency_scale
