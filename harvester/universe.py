@@ -1,0 +1,178 @@
+"""Read and validate a universe CSV into contract specs.
+
+The universe file is user input that ends up in IB requests, file names and SQL, so every symbol is
+checked against a strict alphabet and every problem is reported as one line naming file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_ROWS = 20_000
+MAX_SYMBOL_LEN = 12
+SEC_TYPES = frozenset({"STK", "ETF", "IND", "FUT", "CASH", "CFD", "BOND", "FUND", "CMDTY", "CRYPTO"})
+# Starts alphanumeric and has no ".." so a symbol can never climb out of a path.
+_SYMBOL_OK = re.compile(r"(?!.*\.\.)[A-Z0-9][A-Z0-9 .\-/&]*")
+_NAME_OK = re.compile(r"[A-Z0-9.]*")
+_DIGITS = re.compile(r"[0-9]{1,12}")
+_SYMBOL_ALIASES = ("symbol", "ticker")
+_OPTIONAL = ("sec_type", "exchange", "primary_exchange", "currency", "con_id")
+
+
+class UniverseError(ValueError):
+    """A universe file that cannot be used; the message is one line: ``<file>:<line>: <reason>``."""
+
+    def __init__(self, path: Path | str, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ContractSpec:
+    """One instrument of the universe, spelled the way IB wants it (share classes with a space)."""
+
+    symbol: str
+    sec_type: str = "STK"
+    exchange: str = "SMART"
+    primary_exchange: str = ""
+    currency: str = "USD"
+    con_id: int = 0
+    line: int = 0
+
+    def identity(self) -> tuple[str, str, str, str, int]:
+        """What must agree between two rows naming the same symbol."""
+        return (self.sec_type, self.exchange, self.primary_exchange, self.currency, self.con_id)
+
+
+def ib_symbol(raw: str) -> str:
+    """Vendor ticker → IB symbol: IB spells share classes with a space (``BRK.B``/``BF/B`` → ``BRK B``)."""
+    symbol = raw.strip().upper()
+    return re.sub(r"(?<=[A-Z0-9])[./](?=[A-Z]{1,2}$)", " ", symbol)
+
+
+def load_universe(path: Path | str) -> list[ContractSpec]:
+    """Parse a universe CSV; raise UniverseError on anything that should not reach IB."""
+    path = Path(path)
+    text = _read_text(path)
+    lines = text.splitlines()
+    header_no, header = _find_header(path, lines)
+    columns = _column_map(path, header_no, header)
+    specs: dict[str, ContractSpec] = {}
+    for rows, (line_no, row) in enumerate(_data_rows(path, lines, header_no, len(header)), start=1):
+        if rows > MAX_ROWS:
+            raise UniverseError(path, line_no, f"more than {MAX_ROWS} rows; split the universe")
+        spec = _spec_from_row(path, line_no, row, columns)
+        previous = specs.get(spec.symbol)
+        if previous is None:
+            specs[spec.symbol] = spec
+        elif previous.identity() != spec.identity():
+            raise UniverseError(
+                path, line_no, f"symbol {spec.symbol!r} conflicts with line {previous.line}"
+            )
+    if not specs:
+        raise UniverseError(path, header_no, "no rows: the universe is empty")
+    return list(specs.values())
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UniverseError(path, 0, "file not found") from None
+    except OSError as exc:
+        raise UniverseError(path, 0, f"cannot read: {exc.strerror}") from None
+    if b"\x00" in data:
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise UniverseError(path, line, "binary content (NUL byte); expected a UTF-8 CSV")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UniverseError(path, line, f"not UTF-8 (byte 0x{data[exc.start]:02x})") from None
+
+
+def _is_skippable(line: str) -> bool:
+    stripped = line.strip()
+    return not stripped or stripped.startswith("#") or not stripped.strip(",").strip()
+
+
+def _parse_line(path: Path, line_no: int, line: str) -> list[str]:
+    try:
+        rows = list(csv.reader(io.StringIO(line), strict=True))
+    except csv.Error as exc:
+        raise UniverseError(path, line_no, f"unparseable CSV: {exc}") from None
+    if len(rows) != 1:
+        raise UniverseError(path, line_no, "unparseable CSV row")
+    return [field.strip() for field in rows[0]]
+
+
+def _find_header(path: Path, lines: list[str]) -> tuple[int, list[str]]:
+    for index, line in enumerate(lines):
+        if not _is_skippable(line):
+            return index + 1, [name.lower().replace(" ", "_") for name in _parse_line(path, index + 1, line)]
+    raise UniverseError(path, 1, "empty file: no header and no rows")
+
+
+def _column_map(path: Path, header_no: int, header: list[str]) -> dict[str, int]:
+    columns: dict[str, int] = {}
+    for alias in _SYMBOL_ALIASES:
+        if alias in header:
+            columns["symbol"] = header.index(alias)
+            break
+    else:
+        raise UniverseError(path, header_no, "no 'symbol' column (also accepted: 'ticker')")
+    for name in _OPTIONAL:
+        if name in header:
+            columns[name] = header.index(name)
+    return columns
+
+
+def _data_rows(path: Path, lines: list[str], header_no: int, width: int):
+    for index in range(header_no, len(lines)):
+        line_no = index + 1
+        if _is_skippable(lines[index]):
+            continue
+        row = _parse_line(path, line_no, lines[index])
+        if len(row) != width:
+            raise UniverseError(path, line_no, f"expected {width} fields, found {len(row)}")
+        yield line_no, row
+
+
+def _spec_from_row(path: Path, line_no: int, row: list[str], columns: dict[str, int]) -> ContractSpec:
+    def field(name: str, default: str) -> str:
+        return row[columns[name]].strip() if name in columns and row[columns[name]].strip() else default
+
+    raw = field("symbol", "")
+    if not raw:
+        raise UniverseError(path, line_no, "empty symbol")
+    symbol = ib_symbol(raw)
+    if not raw.isascii() or len(symbol) > MAX_SYMBOL_LEN or not _SYMBOL_OK.fullmatch(symbol):
+        raise UniverseError(path, line_no, f"invalid symbol {raw!r} (allowed: A-Z 0-9 space . - / &, ≤12)")
+    sec_type = field("sec_type", "STK").upper()
+    if sec_type not in SEC_TYPES:
+        raise UniverseError(path, line_no, f"unknown sec_type {sec_type!r}")
+    names = {
+        name: field(name, default).upper()
+        for name, default in (("exchange", "SMART"), ("primary_exchange", ""), ("currency", "USD"))
+    }
+    for name, value in names.items():
+        if len(value) > 16 or not _NAME_OK.fullmatch(value):
+            raise UniverseError(path, line_no, f"invalid {name} {value!r}")
+    con_id_text = field("con_id", "0")
+    if not _DIGITS.fullmatch(con_id_text):
+        raise UniverseError(path, line_no, f"bad con_id {con_id_text!r}: expected a positive integer")
+    return ContractSpec(
+        symbol=symbol,
+        sec_type=sec_type,
+        exchange=names["exchange"],
+        primary_exchange=names["primary_exchange"],
+        currency=names["currency"],
+        con_id=int(con_id_text),
+        line=line_no,
+    )

@@ -1,0 +1,135 @@
+"""Universe CSV parsing: what real-world files look like, and what must be refused with file:line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harvester.universe import MAX_ROWS, ContractSpec, UniverseError, ib_symbol, load_universe
+
+
+def write(tmp_path: Path, content: str | bytes, name: str = "u.csv") -> Path:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def symbols(specs: list[ContractSpec]) -> list[str]:
+    return [s.symbol for s in specs]
+
+
+def test_minimal_file_gives_defaults(tmp_path):
+    specs = load_universe(write(tmp_path, "symbol\nAAPL\nMSFT\n"))
+    assert specs == [ContractSpec("AAPL", line=2), ContractSpec("MSFT", line=3)]
+    assert specs[0].exchange == "SMART" and specs[0].currency == "USD" and specs[0].sec_type == "STK"
+
+
+def test_wikipedia_style_sp500_with_bom_and_extra_columns(tmp_path):
+    content = "\ufeffSymbol,Security,GICS Sector\nMMM,3M,Industrials\nBRK.B,Berkshire Hathaway,Financials\n"
+    specs = load_universe(write(tmp_path, content))
+    assert symbols(specs) == ["MMM", "BRK B"]
+
+
+def test_ticker_alias_header_case_whitespace_comments_and_blank_lines(tmp_path):
+    content = "# my universe\n\n TICKER , Primary_Exchange ,Currency\n# tech\n aapl , nasdaq , usd \n\n,,\nbf/b,NYSE,USD\n# end\n"
+    specs = load_universe(write(tmp_path, content))
+    assert specs == [
+        ContractSpec("AAPL", primary_exchange="NASDAQ", line=5),
+        ContractSpec("BF B", primary_exchange="NYSE", line=8),
+    ]
+
+
+def test_all_optional_columns(tmp_path):
+    content = "symbol,sec_type,exchange,primary_exchange,currency,con_id\nSPY,STK,ARCA,ARCA,USD,756733\n"
+    (spec,) = load_universe(write(tmp_path, content))
+    assert spec == ContractSpec("SPY", "STK", "ARCA", "ARCA", "USD", 756733, line=2)
+
+
+def test_identical_duplicates_are_merged(tmp_path):
+    specs = load_universe(write(tmp_path, "symbol,currency\nAAPL,USD\nMSFT,USD\naapl,usd\n"))
+    assert symbols(specs) == ["AAPL", "MSFT"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("BRK.B", "BRK B"), ("BF/B", "BF B"), ("BP.", "BP."), ("rds.a", "RDS A"), ("A", "A")]
+)
+def test_share_class_spelling(raw, expected):
+    assert ib_symbol(raw) == expected
+
+
+def error_for(tmp_path: Path, content: str | bytes) -> UniverseError:
+    path = write(tmp_path, content)
+    with pytest.raises(UniverseError) as info:
+        load_universe(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}:")
+    return info.value
+
+
+def test_missing_file_names_the_file(tmp_path):
+    with pytest.raises(UniverseError, match="nope.csv:0: file not found"):
+        load_universe(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "reason"),
+    [
+        ("", 1, "empty file"),
+        ("# only a comment\n\n", 1, "empty file"),
+        ("symbol\n\n# nothing\n", 1, "no rows"),
+        ("name,sector\nAAPL,Tech\n", 1, "no 'symbol' column"),
+        ("symbol,currency\nAAPL,USD\nAAPL,EUR\n", 3, "conflicts with line 2"),
+        ("symbol,con_id\nAAPL,265598\naapl,1\n", 3, "conflicts with line 2"),
+        ("symbol,primary_exchange\nX,NYSE\nX,ARCA\n", 3, "conflicts"),
+        ("symbol,security\nAAPL,Apple\nMSFT\n", 3, "expected 2 fields, found 1"),
+        ('symbol,security\nAAPL,"Apple\n', 2, "unparseable"),
+        ("symbol,con_id\nAAPL,12x\n", 2, "bad con_id"),
+        ("symbol,con_id\nAAPL,-5\n", 2, "bad con_id"),
+        ("symbol,sec_type\nAAPL,WARRANTY\n", 2, "unknown sec_type"),
+        ("symbol\nAAPL\nMSFT,extra\n", 3, "expected 1 fields, found 2"),
+        ("symbol,exchange\nAAPL,SMART;DROP\n", 2, "invalid exchange"),
+    ],
+)
+def test_rejected_files(tmp_path, content, line, reason):
+    error = error_for(tmp_path, content)
+    assert error.line == line
+    assert reason in str(error)
+
+
+@pytest.mark.parametrize(
+    "symbol",
+    ["../../etc", "A';DROP TABLE bars;--", "$(rm -rf)", "\u0410APL", "ÅAPL", "ßPY", "ABCDEFGHIJKLM", "A\tB", "A*", "A/../B", "-A"],
+)
+def test_hostile_symbols_are_refused(tmp_path, symbol):
+    error = error_for(tmp_path, f'symbol\nAAPL\n"{symbol}"\n')
+    assert error.line == 3
+    assert "invalid symbol" in str(error)
+
+
+def test_binary_content_is_refused(tmp_path):
+    error = error_for(tmp_path, b"symbol\nAAPL\nMS\x00FT\n")
+    assert error.line == 3
+    assert "NUL" in str(error)
+
+
+def test_non_utf8_is_refused_with_line(tmp_path):
+    error = error_for(tmp_path, "symbol\nAAPL\nNESTL\xc9\n".encode("latin-1"))
+    assert error.line == 3
+    assert "not UTF-8" in str(error)
+
+
+def test_row_limit_is_named(tmp_path):
+    rows = "\n".join(f"S{i}" for i in range(MAX_ROWS + 1))
+    error = error_for(tmp_path, f"symbol\n{rows}\n")
+    assert str(MAX_ROWS) in str(error)
+    assert error.line == MAX_ROWS + 2
+
+
+def test_at_the_row_limit_is_accepted(tmp_path):
+    rows = "\n".join(f"S{i}" for i in range(MAX_ROWS))
+    assert len(load_universe(write(tmp_path, f"symbol\n{rows}\n"))) == MAX_ROWS
