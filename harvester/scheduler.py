@@ -1,0 +1,287 @@
+"""Run a list of requests against a Source: several in flight, paced, retried, resumed after outages.
+
+IB punishes bursts (pacing violations) and drops connections (nightly reset, 1100/1102, socket loss),
+and ib_insync retries nothing. So every send asks the PacingWindow first (head timestamps included),
+retryable outcomes go back to the queue with exponential backoff, permanent ones (no permission,
+invalid, unknown contract) are final at once, a 1100 pauses sending until 1102, and a lost socket is
+reconnected with bounded backoff before the queue resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import zip_longest
+
+from harvester.ibrules import request_weight
+from harvester.pacing import PacedRequest, PacingWindow
+from harvester.series import BarRequest, Outcome, SeriesKey
+from harvester.source import ContractInfo, FetchResult, HeadResult, IBSource, SourceError
+
+LOOKAHEAD = 64  # queued requests scanned for one the pacer lets go now (avoids head-of-line blocking)
+
+
+@dataclass
+class Work:
+    """One request to get answered: bars for a planned window, or a series' head timestamp."""
+
+    kind: str  # "bars" | "head"
+    contract: ContractInfo
+    series: SeriesKey
+    request: BarRequest | None = None
+    attempt: int = 0
+    not_before: float = 0.0
+
+    @property
+    def symbol(self) -> str:
+        return self.contract.symbol
+
+    def paced(self) -> PacedRequest:
+        s = self.series
+        if self.kind == "head":
+            identity: tuple = ("head", s.con_id, s.what_to_show, s.use_rth)
+        else:
+            assert self.request is not None
+            identity = ("bars", s.con_id, s.bar_size, s.what_to_show, s.use_rth, self.request.end,
+                        self.request.duration)
+        return PacedRequest(
+            con_id=s.con_id,
+            exchange=self.contract.exchange,
+            what_to_show=s.what_to_show,
+            identity=identity,
+            weight=request_weight(s.what_to_show),
+            kind=self.kind,
+        )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempts per request and exponential backoff between them (seconds, before any scaling)."""
+
+    max_attempts: int = 5
+    backoff_s: float = 2.0
+    backoff_max_s: float = 120.0
+    reconnect_attempts: int = 6
+
+    def delay(self, attempt: int) -> float:
+        return min(self.backoff_max_s, self.backoff_s * 2 ** max(0, attempt - 1))
+
+
+@dataclass(frozen=True)
+class TimeoutPolicy:
+    """Per-request timeouts: HMDS answer time grows with the bars asked for (ib-facts §2.2)."""
+
+    base_s: float = 30.0
+    per_bar_s: float = 0.01
+    head_s: float = 30.0
+
+    def for_work(self, work: Work) -> float:
+        if work.kind == "head" or work.request is None:
+            return self.head_s
+        return self.base_s + self.per_bar_s * work.request.expected_bars
+
+
+@dataclass
+class Progress:
+    """Running totals, handed to the progress callback after every answer."""
+
+    planned: int = 0
+    done: int = 0
+    bars: int = 0
+    violations: int = 0
+    retries: int = 0
+    failed: int = 0
+    reconnects: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One attempt's answer, for the caller's journal/staging. `final`: no further attempt follows."""
+
+    work: Work
+    result: FetchResult | HeadResult
+    sent_at: datetime
+    attempt: int
+    final: bool
+
+
+RETRYABLE = {Outcome.PACING, Outcome.TIMEOUT, Outcome.DISCONNECTED, Outcome.CANCELLED, Outcome.ERROR}
+
+
+def interleave(groups: Sequence[Sequence[Work]]) -> list[Work]:
+    """Round-robin over per-series lists so consecutive sends hit different contracts."""
+    return [w for row in zip_longest(*groups) for w in row if w is not None]
+
+
+class Scheduler:
+    """Sends queued Work through one IBSource under one PacingWindow. Reusable across `run` calls."""
+
+    def __init__(
+        self,
+        source: IBSource,
+        window: PacingWindow,
+        *,
+        max_in_flight: int = 6,
+        retry: RetryPolicy = RetryPolicy(),
+        timeouts: TimeoutPolicy = TimeoutPolicy(),
+        on_answer: Callable[[Answer], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not 1 <= max_in_flight < 50:
+            raise ValueError(f"max_in_flight must be within 1..49 (IB allows 50 open), got {max_in_flight}")
+        self.source, self.window = source, window
+        self.max_in_flight, self.retry, self.timeouts = max_in_flight, retry, timeouts
+        self.on_answer, self.on_progress, self.clock = on_answer, on_progress, clock
+        self.progress = Progress()
+        self._wake = asyncio.Event()
+        self._online = asyncio.Event()
+        self._online.set()
+        self._paused = False
+        self._reconnecting: asyncio.Task | None = None
+        self._gave_up: str = ""
+        source.connectivity_listeners.append(self._on_connectivity)
+        source.disconnect_listeners.append(self._on_disconnect)
+
+    async def run(self, work: Sequence[Work]) -> list[Answer]:
+        """Answer every Work (retrying as needed); returns the final answers that are failures."""
+        pending = list(work)
+        self.progress.planned += len(pending)
+        failures: list[Answer] = []
+        in_flight: set[asyncio.Task] = set()
+        self._notify()
+        while pending or in_flight:
+            if self._gave_up:
+                failures += self._abandon(pending)
+                pending = []
+            picked, wait = self._pick(pending) if len(in_flight) < self.max_in_flight and self._can_send() else (
+                None, None)
+            if picked is not None:
+                in_flight.add(asyncio.ensure_future(self._attempt(picked, pending, failures)))
+                continue
+            self._wake.clear()
+            waiters = {asyncio.ensure_future(self._wake.wait()), *in_flight}
+            done, _ = await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            for task in waiters - in_flight:
+                task.cancel()
+            for task in done & in_flight:
+                in_flight.discard(task)
+                task.result()
+        return failures
+
+    def _can_send(self) -> bool:
+        return self._online.is_set() and not self._paused and self.source.is_connected()
+
+    def _pick(self, pending: list[Work]) -> tuple[Work | None, float | None]:
+        """The first of the next LOOKAHEAD items allowed now, else how long until one may be."""
+        now = self.clock()
+        soonest: float | None = None
+        for index, work in enumerate(pending[:LOOKAHEAD]):
+            wait = max(work.not_before - now, self.window.wait_time(work.paced()))
+            if wait <= 0:
+                return pending.pop(index), None
+            soonest = wait if soonest is None else min(soonest, wait)
+        return None, soonest
+
+    async def _attempt(self, work: Work, pending: list[Work], failures: list[Answer]) -> None:
+        paced = work.paced()
+        work.attempt += 1
+        sent_at = datetime.now(UTC)
+        self.window.sent(paced)
+        try:
+            result = await self._send(work)
+        finally:
+            self.window.finished(paced)
+            self._wake.set()
+        outcome = result.outcome
+        retry = outcome in RETRYABLE and work.attempt < self.retry.max_attempts
+        if retry:
+            delay = self.retry.delay(work.attempt)
+            work.not_before = self.clock() + delay
+            pending.insert(0, work)
+            self.progress.retries += 1
+        answer = Answer(work, result, sent_at, work.attempt, final=not retry)
+        if not retry and not outcome.covers:
+            failures.append(answer)
+            self.progress.failed += 1
+        self._count(answer)
+        if outcome is Outcome.DISCONNECTED or not self.source.is_connected():
+            self._start_reconnect()
+        if self.on_answer is not None:
+            self.on_answer(answer)
+        self._notify()
+
+    async def _send(self, work: Work) -> FetchResult | HeadResult:
+        timeout = self.timeouts.for_work(work)
+        try:
+            if work.kind == "head":
+                return await self.source.head_timestamp(
+                    work.contract, work.series.what_to_show, work.series.use_rth, timeout=timeout)
+            assert work.request is not None
+            return await self.source.historical_bars(work.contract, work.request, timeout=timeout)
+        except ConnectionError as exc:
+            return FetchResult(Outcome.DISCONNECTED, None, None, str(exc) or "socket disconnect", 0.0)
+
+    def _count(self, answer: Answer) -> None:
+        p, outcome = self.progress, answer.result.outcome
+        p.by_outcome[outcome.value] = p.by_outcome.get(outcome.value, 0) + 1
+        if outcome is Outcome.PACING:
+            p.violations += 1
+        if answer.final:
+            p.done += 1
+        if isinstance(answer.result, FetchResult) and answer.result.bars is not None:
+            p.bars += len(answer.result.bars)
+
+    def _abandon(self, pending: list[Work]) -> list[Answer]:
+        abandoned = []
+        for work in pending:
+            result = FetchResult(Outcome.DISCONNECTED, None, None, self._gave_up, 0.0)
+            answer = Answer(work, result, datetime.now(UTC), work.attempt, final=True)
+            abandoned.append(answer)
+            self.progress.failed += 1
+            self._count(answer)
+        return abandoned
+
+    def _notify(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+
+    def _on_connectivity(self, code: int) -> None:
+        """1100: IB lost its servers, requests go unanswered → hold sends. 1101/1102: restored."""
+        self._paused = code == 1100
+        self._wake.set()
+
+    def _on_disconnect(self) -> None:
+        self._start_reconnect()
+
+    def _start_reconnect(self) -> None:
+        if self._reconnecting is None or self._reconnecting.done():
+            self._online.clear()
+            self._reconnecting = asyncio.ensure_future(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """Bounded reconnect with backoff; on success the queue resumes where it stopped."""
+        if self.source.is_connected():
+            self._online.set()
+            self._wake.set()
+            return
+        last = ""
+        for attempt in range(1, self.retry.reconnect_attempts + 1):
+            await asyncio.sleep(self.retry.delay(attempt))
+            try:
+                await self.source.connect()
+            except SourceError as exc:
+                last = str(exc)
+                continue
+            self.progress.reconnects += 1
+            self._paused = False
+            self._online.set()
+            self._wake.set()
+            return
+        self._gave_up = f"gateway lost; {self.retry.reconnect_attempts} reconnect attempts failed ({last})"
+        self._online.set()
+        self._wake.set()

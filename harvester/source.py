@@ -1,0 +1,323 @@
+"""The only door to IB: connect, qualify, current time, head timestamps and bars, as typed outcomes.
+
+This is the one module that imports ib_insync. ib_insync hides what matters to a harvester: an error
+or a timeout both end a request with an empty `BarDataList`, head-timestamp requests have no timeout
+and hold an open slot until cancelled, and a duplicate client id makes `connect` wait its whole timeout.
+So requests are issued with the library's own request plumbing (`client.getReqId`, `wrapper.startReq`)
+to know the reqId up front, errors are matched to requests through `errorEvent`, and timeouts are ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+from ib_insync import IB, Contract
+
+from harvester.ibrules import classify_error
+from harvester.series import BarRequest, Outcome
+from harvester.universe import ContractSpec
+
+CLIENT_ID_IN_USE = 326
+CONNECTIVITY_CODES = (1100, 1101, 1102)
+BAR_COLUMNS = ["date", "open", "high", "low", "close", "volume", "wap", "bar_count"]
+
+# ib_insync logs every IB error at ERROR level (printed by logging's last-resort handler when the app
+# configures none); every one of them reaches the caller here as a typed outcome instead.
+logging.getLogger("ib_insync").setLevel(logging.CRITICAL)
+
+
+class SourceError(Exception):
+    """A failure talking to the gateway that the caller must report, not retry blindly."""
+
+
+class GatewayUnreachable(SourceError):
+    """Nothing (or nothing speaking the TWS API) answers at host:port."""
+
+
+class ClientIdInUse(SourceError):
+    """The gateway refused the client id (error 326): another API client is connected with it."""
+
+
+@dataclass(frozen=True)
+class ContractInfo:
+    """A qualified contract: what requests need (conId + exchange) and what the warehouse stores."""
+
+    con_id: int
+    symbol: str
+    sec_type: str
+    exchange: str
+    primary_exchange: str
+    currency: str
+    long_name: str = ""
+    time_zone: str = ""
+    trading_hours: str = ""
+    liquid_hours: str = ""
+
+    def ib_contract(self) -> Contract:
+        return Contract(
+            conId=self.con_id,
+            symbol=self.symbol,
+            secType=self.sec_type,
+            exchange=self.exchange,
+            primaryExchange=self.primary_exchange,
+            currency=self.currency,
+        )
+
+
+@dataclass(frozen=True)
+class QualifyResult:
+    """Qualified specs, and the rest by symbol with the reason (unknown, ambiguous, no answer)."""
+
+    contracts: dict[ContractSpec, ContractInfo]
+    failures: dict[str, str]
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """One historical request's answer. `bars` holds BAR_COLUMNS (IB's raw dates) when outcome is BARS."""
+
+    outcome: Outcome
+    bars: pd.DataFrame | None
+    error_code: int | None
+    error_text: str
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class HeadResult:
+    """One head-timestamp answer; `head` is UTC-aware when outcome is BARS."""
+
+    outcome: Outcome
+    head: datetime | None
+    error_code: int | None
+    error_text: str
+    latency_s: float
+
+
+def ib_end_time(end: datetime) -> str:
+    """IB's explicit-UTC spelling `yyyymmdd-hh:mm:ss` (no zone-less string: that draws warning 2174)."""
+    return end.astimezone(UTC).strftime("%Y%m%d-%H:%M:%S")
+
+
+def bars_frame(bars: Sequence) -> pd.DataFrame:
+    """ib_insync BarData list → DataFrame of BAR_COLUMNS (dates as IB sent them: date or UTC datetime)."""
+    return pd.DataFrame(
+        {
+            "date": [b.date for b in bars],
+            "open": [b.open for b in bars],
+            "high": [b.high for b in bars],
+            "low": [b.low for b in bars],
+            "close": [b.close for b in bars],
+            "volume": [float(b.volume) for b in bars],
+            "wap": [b.average for b in bars],
+            "bar_count": [b.barCount for b in bars],
+        },
+        columns=BAR_COLUMNS,
+    )
+
+
+class IBSource:
+    """One API connection to a gateway. Not thread-safe: use it from one event loop."""
+
+    def __init__(self, host: str, port: int, client_id: int, *, connect_timeout: float = 10.0):
+        self.host, self.port, self.client_id = host, port, client_id
+        self.connect_timeout = connect_timeout
+        self.ib = IB()
+        self.account = ""
+        self._errors: dict[int, tuple[int, str]] = {}
+        self._client_id_refused = asyncio.Event()
+        self.connectivity_listeners: list[Callable[[int], None]] = []
+        self.disconnect_listeners: list[Callable[[], None]] = []
+        self.ib.errorEvent += self._on_error
+        self.ib.disconnectedEvent += self._on_disconnected
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def is_connected(self) -> bool:
+        return self.ib.isConnected()
+
+    async def connect(self) -> None:
+        """Connect and sync; GatewayUnreachable / ClientIdInUse instead of a bare timeout."""
+        self._client_id_refused = asyncio.Event()
+        connecting = asyncio.ensure_future(
+            self.ib.connectAsync(self.host, self.port, self.client_id, timeout=self.connect_timeout,
+                                 readonly=True)
+        )
+        refused = asyncio.ensure_future(self._client_id_refused.wait())
+        try:
+            await asyncio.wait({connecting, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+        if self._client_id_refused.is_set():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+            self.ib.disconnect()
+            raise ClientIdInUse(
+                f"client id {self.client_id} is already in use at {self.address}; "
+                "pick another with --client-id or HARVEST_CLIENT_ID"
+            )
+        try:
+            connecting.result()
+        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            self.ib.disconnect()
+            reason = "no API handshake" if isinstance(exc, asyncio.TimeoutError) else str(exc) or type(exc).__name__
+            raise GatewayUnreachable(f"cannot reach an IB gateway at {self.address}: {reason}") from None
+        accounts = self.ib.client.getAccounts()
+        self.account = accounts[0] if accounts else ""
+
+    def disconnect(self) -> None:
+        self.ib.disconnect()
+
+    async def current_time(self) -> datetime:
+        """The gateway's "now" (UTC-aware): plans use it, never the local clock."""
+        now = await asyncio.wait_for(self.ib.reqCurrentTimeAsync(), self.connect_timeout)
+        return now.astimezone(UTC)
+
+    async def qualify(
+        self, specs: Sequence[ContractSpec], *, batch_size: int = 50, timeout: float = 30.0
+    ) -> QualifyResult:
+        """Contract details for each spec, `batch_size` at a time; unknown/ambiguous reported by symbol."""
+        contracts: dict[ContractSpec, ContractInfo] = {}
+        failures: dict[str, str] = {}
+        for first in range(0, len(specs), batch_size):
+            batch = specs[first : first + batch_size]
+            answers = await asyncio.gather(
+                *(asyncio.wait_for(self.ib.reqContractDetailsAsync(_spec_contract(s)), timeout) for s in batch),
+                return_exceptions=True,
+            )
+            for spec, details in zip(batch, answers, strict=True):
+                if isinstance(details, BaseException):
+                    failures[spec.symbol] = _describe_failure(details)
+                elif not details:
+                    failures[spec.symbol] = "unknown contract (no security definition)"
+                elif len(details) > 1:
+                    where = ", ".join(sorted({d.contract.primaryExchange for d in details}))
+                    failures[spec.symbol] = f"ambiguous contract ({len(details)} matches: {where}); set primary_exchange"
+                else:
+                    contracts[spec] = _contract_info(details[0], spec.exchange)
+        return QualifyResult(contracts, failures)
+
+    async def head_timestamp(
+        self, contract: ContractInfo, what_to_show: str, use_rth: bool, *, timeout: float
+    ) -> HeadResult:
+        """Earliest available bar (formatDate=2 → UTC). Always cancelled at once: it holds an open slot."""
+        req_id = self.ib.client.getReqId()
+        future = self.ib.wrapper.startReq(req_id, contract.ib_contract())
+        started = time.monotonic()
+        self.ib.client.reqHeadTimeStamp(req_id, contract.ib_contract(), what_to_show, use_rth, 2)
+        try:
+            value, outcome = await self._await(future, timeout)
+        finally:
+            if self.is_connected():
+                self.ib.client.cancelHeadTimeStamp(req_id)
+        code, text = self._errors.pop(req_id, (None, ""))
+        latency = time.monotonic() - started
+        if outcome is None and code is not None:
+            outcome = classify_error(code, text) or Outcome.ERROR
+        if outcome is None and isinstance(value, datetime):
+            return HeadResult(Outcome.BARS, value.astimezone(UTC), None, "", latency)
+        return HeadResult(outcome or Outcome.ERROR, None, code, text or _no_answer(outcome), latency)
+
+    async def historical_bars(self, contract: ContractInfo, request: BarRequest, *, timeout: float) -> FetchResult:
+        """One reqHistoricalData (formatDate=2, explicit UTC end) → typed outcome.
+
+        An empty answer is EMPTY only when IB said so ("HMDS query returned no data") or ended the
+        request cleanly with zero bars; a timeout or any error is never EMPTY.
+        """
+        from ib_insync import BarDataList
+
+        series = request.series
+        req_id = self.ib.client.getReqId()
+        bars = BarDataList()
+        bars.reqId = req_id
+        future = self.ib.wrapper.startReq(req_id, contract.ib_contract(), container=bars)
+        end = "" if series.what_to_show == "ADJUSTED_LAST" else ib_end_time(request.end)
+        started = time.monotonic()
+        self.ib.client.reqHistoricalData(
+            req_id, contract.ib_contract(), end, request.duration, series.bar_size,
+            series.what_to_show, series.use_rth, 2, False, [],
+        )
+        _, outcome = await self._await(future, timeout)
+        if outcome is Outcome.TIMEOUT and self.is_connected():
+            self.ib.client.cancelHistoricalData(req_id)
+        code, text = self._errors.pop(req_id, (None, ""))
+        latency = time.monotonic() - started
+        if outcome is None and code is not None:
+            outcome = classify_error(code, text) or Outcome.ERROR
+        if outcome is None:
+            outcome = Outcome.BARS if len(bars) else Outcome.EMPTY
+        frame = bars_frame(bars) if outcome is Outcome.BARS else None
+        return FetchResult(outcome, frame, code, text or _no_answer(outcome), latency)
+
+    async def _await(self, future: asyncio.Future, timeout: float) -> tuple[object, Outcome | None]:
+        """(result, None) when the request ended; (None, TIMEOUT | DISCONNECTED) otherwise."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout), None
+        except asyncio.TimeoutError:
+            return None, Outcome.TIMEOUT
+        except ConnectionError:
+            return None, Outcome.DISCONNECTED
+
+    def _on_error(self, req_id: int, code: int, text: str, _contract: object) -> None:
+        if code == CLIENT_ID_IN_USE:
+            self._client_id_refused.set()
+        elif code in CONNECTIVITY_CODES:
+            for listener in list(self.connectivity_listeners):
+                listener(code)
+        elif req_id >= 0 and classify_error(code, text) is not None:
+            self._errors[req_id] = (code, text)
+
+    def _on_disconnected(self) -> None:
+        for listener in list(self.disconnect_listeners):
+            listener()
+
+
+def _spec_contract(spec: ContractSpec) -> Contract:
+    return Contract(
+        conId=spec.con_id,
+        symbol=spec.symbol,
+        secType=spec.sec_type,
+        exchange=spec.exchange,
+        primaryExchange=spec.primary_exchange,
+        currency=spec.currency,
+    )
+
+
+def _contract_info(details, exchange: str) -> ContractInfo:
+    c = details.contract
+    return ContractInfo(
+        con_id=c.conId,
+        symbol=c.symbol,
+        sec_type=c.secType,
+        exchange=exchange or c.exchange,
+        primary_exchange=c.primaryExchange,
+        currency=c.currency,
+        long_name=details.longName,
+        time_zone=details.timeZoneId,
+        trading_hours=details.tradingHours,
+        liquid_hours=details.liquidHours,
+    )
+
+
+def _describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no answer to the contract-details request"
+    if isinstance(exc, ConnectionError):
+        return "disconnected while qualifying"
+    return f"qualification failed: {exc}"
+
+
+def _no_answer(outcome: Outcome | None) -> str:
+    if outcome is Outcome.TIMEOUT:
+        return "no answer before the timeout (request cancelled)"
+    if outcome is Outcome.DISCONNECTED:
+        return "connection lost before the answer"
+    return ""
