@@ -14,3 +14,4 @@ def main(ctx: click.Context) -> None:
 
 
 # Subcommands register below, one line each, from the module that owns them.
+main.add_command(__import__("harvester.sim.cli", fromlist=["sim_command"]).sim_command)

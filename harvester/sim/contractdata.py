@@ -1,0 +1,59 @@
+"""reqContractDetails (message 9) in, contractData (10) out: the exact 42-field stock layout at 176.
+
+IB answers an ambiguous description with one contractData per candidate (no error); only data requests
+on an ambiguous contract get 200. tradingHours/liquidHours come from the instrument's calendar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from harvester.sim.calendar import SessionCalendar
+from harvester.sim.messages import ContractSpec, Out
+from harvester.sim.protocol import Field, FieldReader
+from harvester.sim.securities import Instrument
+
+VALID_EXCHANGES = "SMART,AMEX,NYSE,CBOE,PHLX,ISE,CHX,ARCA,ISLAND,NASDAQ,BATS,IEX,PEARL,LTSE"
+ORDER_TYPES = "ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,DAY,GAT,GTC,GTD,IOC,LIT,LMT,MIT,MKT,MOC,STP"
+
+
+@dataclass(frozen=True)
+class ContractDetailsRequest:
+    req_id: int
+    contract: ContractSpec
+    include_expired: bool
+    sec_id_type: str
+    sec_id: str
+
+    @classmethod
+    def read(cls, fields: FieldReader) -> ContractDetailsRequest:
+        fields.int()  # version 8
+        req_id = fields.int()
+        contract = ContractSpec.read(fields)
+        include_expired = fields.bool()
+        sec_id_type = fields.str() if fields.remaining() else ""
+        sec_id = fields.str() if fields.remaining() else ""
+        return cls(req_id, contract, include_expired, sec_id_type, sec_id)
+
+
+def contract_data(
+    req_id: int, inst: Instrument, requested_exchange: str, calendar: SessionCalendar, now: datetime
+) -> list[Field]:
+    """One contractData message; integer fields stay integer strings (ib_insync uses int())."""
+    trading_class = "NMS" if inst.primary_exchange == "NASDAQ" else inst.symbol
+    sec_ids: list[Field] = [1, "ISIN", inst.isin] if inst.isin else [0]
+    n_exchanges = len(VALID_EXCHANGES.split(","))
+    return [
+        Out.CONTRACT_DATA, req_id, inst.symbol, inst.sec_type, "", "0", "",
+        requested_exchange or inst.primary_exchange, inst.currency, inst.symbol, trading_class,
+        trading_class, inst.con_id, "0.01", "", ORDER_TYPES, VALID_EXCHANGES, 1, 0, inst.long_name,
+        inst.primary_exchange, "", "", "", "", inst.time_zone,
+        calendar.trading_hours(now), calendar.liquid_hours(now), "", "",
+        *sec_ids, 1, "", "", ",".join(["26"] * n_exchanges), "", inst.stock_type,
+        "0.0001", "0.0001", "100",
+    ]  # fmt: skip
+
+
+def contract_data_end(req_id: int) -> list[Field]:
+    return [Out.CONTRACT_DATA_END, 1, req_id]

@@ -1,0 +1,257 @@
+"""Data requests of every session: contract details, historical bars, head timestamps, cancels.
+
+Order of checks for a historical request, as a real gateway appears to apply them: faults that drop
+the socket; contract (200); parameters (321, 10314, 162 invalid step / ADJUSTED_LAST with an end);
+open-request cap (322); pacing (162); faults that silence or fail it; no data (162); else bars after
+the latency model's delay. Only admitted requests hold an open slot and count toward pacing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from harvester.sim import messages as m
+from harvester.sim.contractdata import ContractDetailsRequest, contract_data, contract_data_end
+from harvester.sim.faults import resolve_error
+from harvester.sim.historical import HeadTimestampRequest, HistoricalDesk, HistoricalRequest, historical_data
+from harvester.sim.historical import head_timestamp as head_timestamp_message
+from harvester.sim.messages import ContractSpec
+from harvester.sim.protocol import FieldReader
+from harvester.sim.rules import PacedRequest, PacingEngine, Verdict
+from harvester.sim.validation import (
+    RequestRejected,
+    check_format_date,
+    check_step,
+    parse_bar_size,
+    parse_duration,
+    parse_end,
+    parse_what_to_show,
+)
+
+if TYPE_CHECKING:
+    from harvester.sim.server import SimServer
+    from harvester.sim.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class Slot:
+    """One admitted request's claim on the 50-open limit; releasing twice is harmless."""
+
+    def __init__(self, pacing: PacingEngine) -> None:
+        self._pacing = pacing
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._pacing.release()
+
+
+class DataService:
+    """Shared by all sessions of one gateway: pacing, journal and HMDS workers are per gateway."""
+
+    def __init__(self, server: SimServer, desk: HistoricalDesk) -> None:
+        self.server = server
+        self.desk = desk
+        self.pacing = PacingEngine(server.config.pacing, time.monotonic, server.config.pacing_scale)
+        self.workers = asyncio.Semaphore(server.config.latency.workers)
+
+    # -- contract details ------------------------------------------------------------------
+    def contract_details(self, session: Session, fields: FieldReader) -> None:
+        request = ContractDetailsRequest.read(fields)
+        spec = request.contract
+        entry = self._entry(session, "contract_details", request.req_id, spec)
+        if self._drop_or_silence(session, spec, entry):
+            return
+        isin = request.sec_id if request.sec_id_type.upper() == "ISIN" else ""
+        found = self.desk.master.match(
+            con_id=spec.con_id, symbol=spec.symbol, sec_type=spec.sec_type, exchange=spec.exchange,
+            primary_exchange=spec.primary_exchange, currency=spec.currency, isin=isin,
+        )  # fmt: skip
+        if not found:
+            session.error(request.req_id, 200, m.TEXT_UNKNOWN_CONTRACT)
+            self._journal(entry, "unknown_contract", error_code=200)
+            return
+        now = self.server.clock.now()
+        for inst in found:
+            calendar = self.desk.calendar(inst)
+            session.send(contract_data(request.req_id, inst, spec.exchange, calendar, now))
+        session.send(contract_data_end(request.req_id))
+        self._journal(entry, "details", bars=len(found))
+
+    # -- historical data -------------------------------------------------------------------
+    def historical(self, session: Session, fields: FieldReader) -> None:
+        request = HistoricalRequest.read(fields)
+        entry = self._entry(session, "historical", request.req_id, request.contract)
+        entry.update(bar_size=request.bar_size, duration=request.duration, end=request.end,
+                     what_to_show=request.what_to_show, use_rth=request.use_rth)  # fmt: skip
+        self._spawn(session, request.req_id, lambda: self._historical(session, request, entry))
+
+    async def _historical(self, session: Session, request: HistoricalRequest, entry: dict[str, Any]) -> None:
+        spec, req_id = request.contract, request.req_id
+        if self._drop_or_silence(session, spec, entry, silence=False):
+            return
+        slot: Slot | None = None
+        try:
+            inst = self.desk.resolve(spec)
+            entry["con_id"] = inst.con_id
+            bar_size = parse_bar_size(request.bar_size)
+            check_format_date(request.format_date)
+            what = parse_what_to_show(request.what_to_show)
+            duration = parse_duration(request.duration)
+            check_step(bar_size, duration)
+            end = parse_end(request.end)
+            if what == "ADJUSTED_LAST" and end.instant is not None:
+                raise RequestRejected(162, m.HMDS + "End date not supported with adjusted last", "invalid")
+            if end.implied_zone:
+                session.error(req_id, 2174, m.TEXT_NO_ZONE)
+            identity = (inst.con_id, spec.exchange, request.end, request.bar_size, request.duration,
+                        what, request.use_rth)  # fmt: skip
+            slot = self._admit(PacedRequest(identity, (inst.con_id, spec.exchange, what), what, bar_size.name))
+            await self._faults(session, spec, inst.primary_exchange, req_id, entry, forced=True)
+            now = self.server.clock.now()
+            window = self.desk.window(inst, end.instant or now, duration, request.use_rth)
+            bars = self.desk.bars(inst, bar_size, what, request.use_rth, window, now)
+            if not bars:
+                raise self.desk.no_data(spec, what)
+            started = time.monotonic()
+            await self._latency(len(bars))
+            session.send(historical_data(req_id, bars, window, bar_size, request.format_date, inst.time_zone))
+            self._journal(entry, "bars", bars=len(bars), latency_s=round(time.monotonic() - started, 4))
+        except RequestRejected as rejected:
+            session.error(req_id, rejected.code, rejected.text)
+            self._journal(entry, rejected.outcome, error_code=rejected.code)
+        finally:
+            if slot is not None:
+                slot.release()
+
+    def cancel_historical(self, session: Session, req_id: int) -> None:
+        """Drop a request still in progress and say so with IB's 162; a finished one needs nothing."""
+        task = session.pending.pop(req_id, None)
+        if task is None or task.done():
+            return
+        task.cancel()
+        session.error(req_id, 162, m.TEXT_CANCELLED.format(req_id=req_id))
+        self.server.journal.record(self._entry(session, "cancel_historical", req_id, None) | {"outcome": "cancelled"})
+
+    # -- head timestamp --------------------------------------------------------------------
+    def head_timestamp(self, session: Session, fields: FieldReader) -> None:
+        request = HeadTimestampRequest.read(fields)
+        entry = self._entry(session, "head_timestamp", request.req_id, request.contract)
+        entry.update(what_to_show=request.what_to_show, use_rth=request.use_rth)
+        self._spawn(session, request.req_id, lambda: self._head_timestamp(session, request, entry))
+
+    async def _head_timestamp(self, session: Session, request: HeadTimestampRequest, entry: dict[str, Any]) -> None:
+        spec, req_id = request.contract, request.req_id
+        if self._drop_or_silence(session, spec, entry, silence=False):
+            return
+        slot: Slot | None = None
+        try:
+            inst = self.desk.resolve(spec)
+            entry["con_id"] = inst.con_id
+            what = parse_what_to_show(request.what_to_show)
+            check_format_date(request.format_date)
+            identity = ("head", inst.con_id, spec.exchange, what, request.use_rth, request.format_date)
+            slot = self._admit(PacedRequest(identity, (inst.con_id, spec.exchange, what), what, None))
+            await self._faults(session, spec, inst.primary_exchange, req_id, entry, forced=False)
+            head = self.desk.market_data.head_timestamp(inst, what, request.use_rth)
+            await self._latency(0)
+            session.send(head_timestamp_message(req_id, head, request.format_date))
+            session.open_heads[req_id] = slot
+            slot = None  # IB keeps it open until cancelHeadTimeStamp
+            self._journal(entry, "timestamp", bars=0)
+        except RequestRejected as rejected:
+            session.error(req_id, rejected.code, rejected.text)
+            self._journal(entry, rejected.outcome, error_code=rejected.code)
+        finally:
+            if slot is not None:
+                slot.release()
+
+    def cancel_head_timestamp(self, session: Session, req_id: int) -> None:
+        task = session.pending.pop(req_id, None)
+        if task is not None:
+            task.cancel()
+        slot = session.open_heads.pop(req_id, None)
+        if slot is not None:
+            slot.release()
+
+    def release_heads(self, session: Session) -> None:
+        for slot in session.open_heads.values():
+            slot.release()
+        session.open_heads.clear()
+
+    # -- shared steps ----------------------------------------------------------------------
+    def _spawn(self, session: Session, req_id: int, work: Callable[[], Awaitable[None]]) -> None:
+        task = asyncio.get_running_loop().create_task(work())
+        session.pending[req_id] = task
+        task.add_done_callback(lambda t: session.pending.pop(req_id, None) if session.pending.get(req_id) is t else None)
+
+    def _admit(self, request: PacedRequest) -> Slot:
+        verdict = self.pacing.admit(request)
+        if verdict is Verdict.TOO_MANY_OPEN:
+            raise RequestRejected(322, m.TEXT_TOO_MANY_OPEN, "too_many_open")
+        if verdict is Verdict.PACING_VIOLATION:
+            raise RequestRejected(162, m.TEXT_PACING, "pacing")
+        return Slot(self.pacing)
+
+    def _drop_or_silence(self, session: Session, spec: ContractSpec, entry: dict[str, Any], silence: bool = True) -> bool:
+        """Socket-dropping faults (and, for contract details, silence); True when the request ends here."""
+        faults = self.server.faults
+        if faults.take_drop():
+            self._journal(entry, "dropped")
+            self.server.drop_connections()
+            return True
+        if silence and (faults.take_silence(spec.label) or self.server.outage):
+            self._journal(entry, "unanswered")
+            return True
+        return False
+
+    async def _faults(self, session: Session, spec: ContractSpec, primary: str, req_id: int,
+                      entry: dict[str, Any], forced: bool) -> None:  # fmt: skip
+        """Silence (waits until cancelled), forced/per-symbol/random errors (raise), HMDS outage (waits)."""
+        faults = self.server.faults
+        if faults.take_silence(spec.label) or self.server.outage:
+            self._journal(entry, "unanswered")
+            await asyncio.Future()  # never completes; a cancel or a disconnect ends it
+        spec_error = faults.error_symbols.get(spec.label)
+        if spec_error is None and forced:
+            spec_error = faults.force_error
+        if spec_error is None and faults.random_error_rate and self.server.rng.random() < faults.random_error_rate:
+            spec_error = faults.random_error
+        if spec_error is not None:
+            code, template = resolve_error(spec_error)
+            what = entry.get("what_to_show", "")
+            text = template.format(
+                req_id=req_id, symbol=spec.label, exchange=spec.exchange or "SMART", primary=primary,
+                sec_type=spec.sec_type or "STK", what=what.title(),
+            )  # fmt: skip
+            raise RequestRejected(code, text, spec_error if isinstance(spec_error, str) else "error")
+        await self.server.hmds_available()
+
+    async def _latency(self, bars: int) -> None:
+        config = self.server.config
+        delay = config.latency.seconds(bars, config.effective_latency_scale)
+        async with self.workers:
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    def _entry(self, session: Session, kind: str, req_id: int, spec: ContractSpec | None) -> dict[str, Any]:
+        return {
+            "time": self.server.clock.now().isoformat(),
+            "client_id": session.client_id,
+            "kind": kind,
+            "req_id": req_id,
+            "con_id": spec.con_id if spec else None,
+            "symbol": spec.label if spec else None,
+            "bar_size": None, "duration": None, "end": None, "what_to_show": None, "use_rth": None,
+            "outcome": None, "error_code": None, "bars": 0, "latency_s": None,
+        }  # fmt: skip
+
+    def _journal(self, entry: dict[str, Any], outcome: str, **extra: Any) -> None:
+        entry.update(outcome=outcome, **extra)
+        self.server.journal.record(entry)

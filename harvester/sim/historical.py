@@ -1,0 +1,191 @@
+"""The HMDS side of the simulator: resolve contracts, turn durations into windows, fetch and format bars.
+
+Windows (ib-facts.md §2, tws-protocol.md §6): `S` = seconds back from the end; `D` = the last N sessions
+that start before the end; `W`/`M`/`Y` = calendar weeks/months/years back from the end. The end is
+clipped to "now"; bars of 30 s or less older than six months do not exist (IB's horizon).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from harvester.sim import messages as m
+from harvester.sim.barsizes import BarSize
+from harvester.sim.calendar import SessionCalendar
+from harvester.sim.marketdata import Bar, MarketData
+from harvester.sim.messages import ContractSpec
+from harvester.sim.protocol import Field, FieldReader, format_number
+from harvester.sim.securities import Instrument, SecuritiesMaster
+from harvester.sim.validation import (
+    DAILY_OR_LONGER,
+    SMALL_BAR_HORIZON,
+    Duration,
+    RequestRejected,
+    subtract_months,
+)
+
+WHAT_LABEL = {
+    "TRADES": "Trades",
+    "MIDPOINT": "Midpoint",
+    "BID": "Bid",
+    "ASK": "Ask",
+    "BID_ASK": "Bid_Ask",
+    "ADJUSTED_LAST": "Adjusted_Last",
+}
+
+
+@dataclass(frozen=True)
+class HistoricalRequest:
+    """Message 20 as sent at version 176 (bar size BEFORE duration on the wire)."""
+
+    req_id: int
+    contract: ContractSpec
+    include_expired: bool
+    end: str
+    bar_size: str
+    duration: str
+    use_rth: bool
+    what_to_show: str
+    format_date: int
+    keep_up_to_date: bool
+
+    @classmethod
+    def read(cls, fields: FieldReader) -> HistoricalRequest:
+        req_id = fields.int()
+        contract = ContractSpec.read(fields)
+        include_expired, end, bar_size, duration = fields.bool(), fields.str(), fields.str(), fields.str()
+        use_rth, what, format_date = fields.bool(), fields.str(), fields.int()
+        if contract.sec_type == "BAG":
+            for _ in range(fields.int()):
+                fields.int(), fields.int(), fields.str(), fields.str()
+        keep_up_to_date = fields.bool() if fields.remaining() else False
+        return cls(req_id, contract, include_expired, end, bar_size, duration, use_rth, what, format_date,
+                   keep_up_to_date)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HeadTimestampRequest:
+    """Message 87: note useRTH comes before whatToShow."""
+
+    req_id: int
+    contract: ContractSpec
+    include_expired: bool
+    use_rth: bool
+    what_to_show: str
+    format_date: int
+
+    @classmethod
+    def read(cls, fields: FieldReader) -> HeadTimestampRequest:
+        req_id = fields.int()
+        contract = ContractSpec.read(fields)
+        return cls(req_id, contract, fields.bool(), fields.bool(), fields.str(), fields.int())
+
+
+class HistoricalDesk:
+    """Answers data questions from A's securities master, calendars and market data."""
+
+    def __init__(self, master: SecuritiesMaster, market_data: MarketData) -> None:
+        self.master = master
+        self.market_data = market_data
+        self._calendars: dict[int, SessionCalendar] = {}
+
+    def candidates(self, spec: ContractSpec) -> list[Instrument]:
+        return self.master.match(
+            con_id=spec.con_id,
+            symbol=spec.symbol,
+            sec_type=spec.sec_type,
+            exchange=spec.exchange,
+            primary_exchange=spec.primary_exchange,
+            currency=spec.currency,
+        )
+
+    def resolve(self, spec: ContractSpec) -> Instrument:
+        """The one instrument a data request means, or IB's 200 (unknown or ambiguous)."""
+        found = self.candidates(spec)
+        if not found:
+            raise RequestRejected(200, m.TEXT_UNKNOWN_CONTRACT, "unknown_contract")
+        if len(found) > 1:
+            raise RequestRejected(200, m.TEXT_AMBIGUOUS.format(symbol=spec.label), "unknown_contract")
+        return found[0]
+
+    def calendar(self, inst: Instrument) -> SessionCalendar:
+        if inst.con_id not in self._calendars:
+            self._calendars[inst.con_id] = SessionCalendar.for_instrument(inst)
+        return self._calendars[inst.con_id]
+
+    def window(
+        self, inst: Instrument, end: datetime, duration: Duration, use_rth: bool
+    ) -> tuple[datetime, datetime]:
+        """[start, end) the duration covers, ending at `end`."""
+        if duration.unit == "S":
+            return end - timedelta(seconds=duration.count), end
+        if duration.unit == "D":
+            sessions = self.calendar(inst).sessions_ending_by(end, duration.count, use_rth)
+            return (sessions[0].open_utc if sessions else end), end
+        if duration.unit == "W":
+            return end - timedelta(weeks=duration.count), end
+        months = duration.count * (12 if duration.unit == "Y" else 1)
+        return subtract_months(end, months), end
+
+    def bars(
+        self,
+        inst: Instrument,
+        bar_size: BarSize,
+        what: str,
+        use_rth: bool,
+        window: tuple[datetime, datetime],
+        now: datetime,
+    ) -> list[Bar]:
+        """Bars starting in the window, complete by `now`; small bars stop at IB's six-month horizon."""
+        start, end = window
+        end = min(end, now)
+        if bar_size.seconds <= 30:
+            start = max(start, now - SMALL_BAR_HORIZON)
+        if start >= end:
+            return []
+        return self.market_data.bars(inst, bar_size.name, what, use_rth, start, end, now)
+
+    def no_data(self, spec: ContractSpec, what: str) -> RequestRejected:
+        text = m.TEXT_NO_DATA.format(
+            symbol=spec.label, exchange=spec.exchange or "SMART", what=WHAT_LABEL.get(what, what)
+        )
+        return RequestRejected(162, text, "no_data")
+
+
+def _ib_time(instant: datetime, zone: str) -> str:
+    return instant.astimezone(ZoneInfo(zone)).strftime("%Y%m%d %H:%M:%S ") + zone
+
+
+def historical_data(
+    req_id: int,
+    bars: list[Bar],
+    window: tuple[datetime, datetime],
+    bar_size: BarSize,
+    format_date: int,
+    zone: str,
+) -> list[Field]:
+    """Message 17: window strings, count, then 8 fields per bar; -1 stays -1, never empty."""
+    fields: list[Field] = [m.Out.HISTORICAL_DATA, req_id, _ib_time(window[0], zone), _ib_time(window[1], zone)]
+    fields.append(len(bars))
+    daily = bar_size.kind in DAILY_OR_LONGER
+    for bar in bars:
+        if daily:
+            stamp = bar.session_date.strftime("%Y%m%d")
+        elif format_date == 2:
+            stamp = str(int(bar.start.timestamp()))
+        else:
+            stamp = _ib_time(bar.start, zone)
+        fields += [stamp, format_number(bar.open), format_number(bar.high), format_number(bar.low)]
+        fields += [format_number(bar.close), format_number(bar.volume), format_number(bar.wap)]
+        fields.append(str(int(bar.count)))
+    return fields
+
+
+def head_timestamp(req_id: int, instant: datetime, format_date: int) -> list[Field]:
+    """Message 88: formatDate 1 is `yyyyMMdd-HH:mm:ss` in UTC, 2 is epoch seconds."""
+    if format_date == 2:
+        return [m.Out.HEAD_TIMESTAMP, req_id, str(int(instant.timestamp()))]
+    return [m.Out.HEAD_TIMESTAMP, req_id, instant.astimezone(ZoneInfo("UTC")).strftime("%Y%m%d-%H:%M:%S")]
+
