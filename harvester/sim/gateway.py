@@ -20,7 +20,6 @@ from harvester.sim.config import SimConfig
 from harvester.sim.faults import Faults
 from harvester.sim.historical import HistoricalDesk
 from harvester.sim.journal import Journal
-from harvester.sim.marketdata import MarketData
 from harvester.sim.securities import SecuritiesMaster
 from harvester.sim.server import SimServer
 
@@ -44,6 +43,8 @@ class SimGateway:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> Self:
         """Load reference data and start listening; `port` is valid afterwards."""
+        from harvester.sim.marketdata import MarketData
+
         master = SecuritiesMaster.load(self.config.contracts)
         replay = None
         if self.config.replay is not None:

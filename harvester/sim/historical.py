@@ -8,13 +8,13 @@ clipped to "now"; bars of 30 s or less older than six months do not exist (IB's 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from harvester.sim import messages as m
 from harvester.sim.barsizes import BarSize
 from harvester.sim.calendar import SessionCalendar
-from harvester.sim.marketdata import Bar, MarketData
 from harvester.sim.messages import ContractSpec
 from harvester.sim.protocol import Field, FieldReader, format_number
 from harvester.sim.securities import Instrument, SecuritiesMaster
@@ -25,6 +25,9 @@ from harvester.sim.validation import (
     RequestRejected,
     subtract_months,
 )
+
+if TYPE_CHECKING:
+    from harvester.sim.marketdata import Bar, MarketData
 
 WHAT_LABEL = {
     "TRADES": "Trades",
