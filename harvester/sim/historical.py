@@ -8,8 +8,8 @@ clipped to "now"; bars of 30 s or less older than six months do not exist (IB's 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from harvester.sim import messages as m
