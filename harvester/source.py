@@ -166,9 +166,9 @@ class IBSource:
             )
         try:
             connecting.result()
-        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, OSError, ConnectionError) as exc:
             self.ib.disconnect()
-            reason = "no API handshake" if isinstance(exc, asyncio.TimeoutError) else str(exc) or type(exc).__name__
+            reason = "no API handshake" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
             raise GatewayUnreachable(f"cannot reach an IB gateway at {self.address}: {reason}") from None
         accounts = self.ib.client.getAccounts()
         self.account = accounts[0] if accounts else ""
@@ -261,7 +261,7 @@ class IBSource:
         """(result, None) when the request ended; (None, TIMEOUT | DISCONNECTED) otherwise."""
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout), None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None, Outcome.TIMEOUT
         except ConnectionError:
             return None, Outcome.DISCONNECTED
@@ -308,7 +308,7 @@ def _contract_info(details, exchange: str) -> ContractInfo:
 
 
 def _describe_failure(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return "no answer to the contract-details request"
     if isinstance(exc, ConnectionError):
         return "disconnected while qualifying"
