@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harvester.series import Outcome
+
 
 @dataclass(frozen=True)
 class BarSize:
@@ -69,3 +71,139 @@ def bar_size(name: str) -> BarSize:
         return BAR_SIZES[canonical]
     legal = ", ".join(BAR_SIZES)
     raise ValueError(f"unknown bar size {name!r}; legal ones are: {legal}")
+
+
+# --- Durations: the CAMPUS rule set (ib-facts §2.2 items 2 and 3), one deliberate choice among three ---
+
+DURATION_UNITS = ("S", "D", "W", "M", "Y")
+MAX_DURATION: dict[str, int] = {"S": 86_400, "D": 365, "W": 52, "M": 12, "Y": 68}
+MAX_DURATION_1_SECS: dict[str, int] = {"S": 2000}  # `1 secs` takes seconds only ("invalid step: 1" for 1 D)
+# Smallest and largest bar (seconds) per duration unit. Deviation from CAMPUS: `1 day` bars are allowed
+# with `D`, as real gateways serve `1 day` × `5 D` and the planner needs it for increments.
+STEP_TABLE: dict[str, tuple[int, int]] = {
+    "S": (1, 60),
+    "D": (5, 3600),
+    "W": (10, 4 * 3600),
+    "M": (30, 8 * 3600),
+    "Y": (60, _DAY),
+}
+_WEEK_MONTH_BARS = ("1 week", "1 month")  # only a duration in years takes these
+
+# Bars of 30 s or less exist only for the last six months; 180 days sits safely inside IB's horizon.
+SMALL_BAR_HORIZON_DAYS = 180
+# A daily backfill with no head timestamp asks this far back in ONE request: IB starts it at the listing.
+DAILY_HORIZON_YEARS = 40
+
+
+@dataclass(frozen=True)
+class Duration:
+    """An IB durationStr, e.g. `30 D`."""
+
+    count: int
+    unit: str
+
+    def __str__(self) -> str:
+        return f"{self.count} {self.unit}"
+
+
+def parse_duration(text: str) -> Duration:
+    """`"30 D"` → Duration(30, "D"); ValueError naming the text otherwise."""
+    parts = text.split(" ")
+    if len(parts) != 2 or not parts[0].isascii() or not parts[0].isdigit() or parts[1] not in DURATION_UNITS:
+        raise ValueError(f"bad duration {text!r}: expected '<N> <S|D|W|M|Y>'")
+    count = int(parts[0])
+    if count <= 0:
+        raise ValueError(f"bad duration {text!r}: the count must be positive")
+    return Duration(count, parts[1])
+
+
+def max_duration(bar_name: str, unit: str) -> int:
+    """Largest count IB accepts for `unit` with this bar size (0 = the unit is not allowed)."""
+    bar = bar_size(bar_name)
+    if bar.seconds == 1:
+        return MAX_DURATION_1_SECS.get(unit, 0)
+    if bar.ib_name in _WEEK_MONTH_BARS:
+        return MAX_DURATION["Y"] if unit == "Y" else 0
+    if bar.ib_name == "1 day" and unit == "D":
+        return MAX_DURATION["D"]
+    low, high = STEP_TABLE[unit]
+    return MAX_DURATION[unit] if low <= bar.seconds <= high else 0
+
+
+def check_duration(bar_name: str, duration: str) -> None:
+    """Raise ValueError if IB would refuse this duration for this bar size (invalid step / 321)."""
+    parsed = parse_duration(duration)
+    if parsed.unit == "D" and parsed.count > MAX_DURATION["D"]:
+        raise ValueError(f"duration {duration!r}: more than 365 days must be written in years")
+    limit = max_duration(bar_name, parsed.unit)
+    if limit == 0:
+        raise ValueError(f"duration unit {parsed.unit!r} is not allowed for {bar_name!r} bars")
+    if parsed.count > limit:
+        raise ValueError(f"duration {duration!r} is too long for {bar_name!r} bars (max {limit} {parsed.unit})")
+
+
+# --- Pacing (ib-facts §1): the hard rules, applied to every bar size and to head timestamps ---
+
+
+@dataclass(frozen=True)
+class PacingLimits:
+    """IB's historical pacing rules; `scaled(f)` compresses every time span for demos and tests."""
+
+    window_s: float = 600.0  # sliding window for the weighted count
+    max_weighted: int = 60  # weighted requests per window (BID_ASK weighs 2)
+    identical_s: float = 15.0  # no identical request within this span
+    same_contract_s: float = 2.0  # burst span per (contract, exchange, whatToShow)
+    same_contract_max: int = 5  # at most this many in that span (the 6th is a violation)
+    max_open: int = 50  # open historical requests, head timestamps included until cancelled
+    safety_s: float = 1.0  # margin added to every span: send-vs-receive jitter must never violate
+
+    def scaled(self, factor: float) -> PacingLimits:
+        """Every time span multiplied by `factor` (0.01 → a 6 s window); counts unchanged."""
+        if factor <= 0:
+            raise ValueError(f"pacing scale must be positive, got {factor}")
+        return PacingLimits(
+            window_s=self.window_s * factor,
+            max_weighted=self.max_weighted,
+            identical_s=self.identical_s * factor,
+            same_contract_s=self.same_contract_s * factor,
+            same_contract_max=self.same_contract_max,
+            max_open=self.max_open,
+            safety_s=self.safety_s * factor,
+        )
+
+
+def request_weight(what_to_show: str) -> int:
+    """Pacing weight: BID_ASK counts double because IB runs a BID and an ASK query for it."""
+    return 2 if what_to_show.upper() == "BID_ASK" else 1
+
+
+# --- Error classification (ib-facts §1.2, §6) ---
+
+_WARNINGS = frozenset({165, 2174, 10167})
+_PERMISSION_CODES = frozenset({354, 10089, 10090, 10168, 10186, 10187})
+_DISCONNECT_CODES = frozenset({1100, 1300, 504, 502})
+
+
+def classify_error(code: int, text: str) -> Outcome | None:
+    """What an IB error on a historical request means; None for warnings that do not end it.
+
+    Code 162 is HMDS's catch-all, so it is told apart by its text.
+    """
+    lowered = text.lower()
+    if code in _WARNINGS or 2100 <= code <= 2199:
+        return None
+    if "hmds query returned no data" in lowered:
+        return Outcome.EMPTY
+    if "pacing violation" in lowered or code == 322:
+        return Outcome.PACING
+    if "no market data permissions" in lowered or code in _PERMISSION_CODES:
+        return Outcome.NO_PERMISSION
+    if "query cancelled" in lowered or code == 366:
+        return Outcome.CANCELLED
+    if "invalid step" in lowered or code in (321, 10314):
+        return Outcome.INVALID
+    if code == 200:
+        return Outcome.UNKNOWN_CONTRACT
+    if code in _DISCONNECT_CODES or "connection" in lowered or "not connected" in lowered:
+        return Outcome.DISCONNECTED
+    return Outcome.ERROR
