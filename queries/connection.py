@@ -1,0 +1,205 @@
+"""An in-memory DuckDB connection with views over the warehouse: bars, contracts, coverage, gaps, ...
+
+Readers take no lock: a `.duckdb` file opened read-write locks every other process out, so views live
+in memory over `read_parquet` globs, which re-glob per query (new commits show up, no refresh step) and
+never match the writer's `.name.tmp-*` files. DuckDB fails a glob that matches nothing, so every glob
+also spans a private directory holding one typed, empty file per table, next to a symlink to the
+warehouse: a brand-new warehouse answers with 0 rows, and the empty file's schema fixes the columns.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from datetime import date
+from functools import cache, lru_cache
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harvester.ibrules import BY_LABEL
+from queries.config import resolve_data_dir
+
+_TS = pa.timestamp("us")
+BARS_FILE_SCHEMA = pa.schema(
+    [("symbol", pa.string()), ("con_id", pa.int64()), ("ts", _TS), ("session_date", pa.date32())]
+    + [(c, pa.float64()) for c in ("open", "high", "low", "close", "volume", "wap")]
+    + [("bar_count", pa.int64())]
+)
+BARS_COLUMNS = (
+    "symbol, con_id, bar_size, what_to_show, use_rth, ts, session_date, "
+    "open, high, low, close, volume, wap, bar_count"
+)
+_SCHEMAS = {
+    "contracts/contracts.parquet": pa.schema(
+        [("con_id", pa.int64())]
+        + [
+            (c, pa.string())
+            for c in ("symbol", "sec_type", "exchange", "primary_exchange", "currency", "long_name",
+                      "time_zone", "trading_hours", "liquid_hours")
+        ]
+        + [("qualified_at", _TS)]
+    ),
+    "heads/heads.parquet": pa.schema(
+        [("con_id", pa.int64()), ("what_to_show", pa.string()), ("use_rth", pa.bool_()),
+         ("head_ts", _TS), ("fetched_at", _TS)]
+    ),
+    "coverage/coverage.parquet": pa.schema(
+        [("con_id", pa.int64()), ("bar_size", pa.string()), ("what_to_show", pa.string()),
+         ("use_rth", pa.bool_()), ("start_ts", _TS), ("end_ts", _TS), ("kind", pa.string()),
+         ("bars", pa.int64()), ("recorded_at", _TS)]
+    ),
+    "journal/empty-0.parquet": pa.schema(
+        [("run_id", pa.string()), ("sent_at", _TS), ("con_id", pa.int64()), ("symbol", pa.string()),
+         ("kind", pa.string()), ("bar_size", pa.string()), ("what_to_show", pa.string()),
+         ("use_rth", pa.bool_()), ("start_ts", _TS), ("end_ts", _TS), ("duration", pa.string()),
+         ("outcome", pa.string()), ("error_code", pa.int64()), ("error_text", pa.string()),
+         ("bars", pa.int64()), ("latency_s", pa.float64()), ("attempt", pa.int64())]
+    ),
+    "quarantine/bars-empty-0.parquet": BARS_FILE_SCHEMA.append(pa.field("reason", pa.string())),
+    "bars/bar_size=1day/what_to_show=TRADES/use_rth=1/year=1970/data.parquet": BARS_FILE_SCHEMA,
+}
+BARS_GLOB = "bars/*/*/*/*/*.parquet"
+_HIVE_TYPES = "{'bar_size': VARCHAR, 'what_to_show': VARCHAR, 'use_rth': INTEGER, 'year': INTEGER}"
+
+
+@cache
+def shadow_root(data_dir: Path) -> Path:
+    """This process's private directory: `empty/` (typed empty tables) and `live` → the warehouse.
+
+    Globs of the form `<root>/*/bars/...` then match the warehouse's files plus one empty file.
+    """
+    root = Path(tempfile.mkdtemp(prefix="harvest-views-"))
+    atexit.register(shutil.rmtree, root, True)
+    for rel, schema in _SCHEMAS.items():
+        path = root / "empty" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(schema.empty_table(), path)
+    os.symlink(data_dir, root / "live", target_is_directory=True)
+    return root
+
+
+def _bar_size_case(column: str) -> str:
+    whens = " ".join(f"WHEN '{label}' THEN '{b.ib_name}'" for label, b in BY_LABEL.items())
+    return f"CASE {column} {whens} END"
+
+
+def view_statements(data_dir: Path, root: Path) -> list[str]:
+    """The CREATE VIEW statements over `root` (the shadow root, or the warehouse itself for sql-init)."""
+    glob = f"{root}/*"
+
+    def table(pattern: str) -> str:
+        return f"read_parquet('{glob}/{pattern}', union_by_name = true)"
+
+    return [
+        (f"CREATE OR REPLACE VIEW bars_files AS SELECT * FROM read_parquet('{glob}/{BARS_GLOB}', "
+        f"hive_partitioning = true, hive_types = {_HIVE_TYPES}, filename = true)"),
+        (f"CREATE OR REPLACE VIEW bars AS SELECT symbol, con_id, {_bar_size_case('bar_size')} AS bar_size, "
+        "what_to_show, use_rth = 1 AS use_rth, ts, session_date, open, high, low, close, volume, wap, "
+        "bar_count FROM bars_files"),
+        f"CREATE OR REPLACE VIEW contracts AS SELECT * FROM {table('contracts/*.parquet')}",
+        f"CREATE OR REPLACE VIEW heads AS SELECT * FROM {table('heads/*.parquet')}",
+        f"CREATE OR REPLACE VIEW journal AS SELECT * FROM {table('journal/*.parquet')}",
+        f"CREATE OR REPLACE VIEW quarantine AS SELECT * FROM {table('quarantine/bars-*.parquet')}",
+        ("CREATE OR REPLACE VIEW symbols AS SELECT con_id, arg_max(symbol, qualified_at) AS symbol "
+        "FROM contracts GROUP BY con_id"),
+        ("CREATE OR REPLACE VIEW coverage AS SELECT c.con_id, s.symbol, c.bar_size, c.what_to_show, "
+        "c.use_rth, c.start_ts, c.end_ts, c.kind, c.bars, c.recorded_at "
+        f"FROM {table('coverage/*.parquet')} c LEFT JOIN symbols s USING (con_id)"),
+        _COVERED_SQL,
+        _SERIES_SQL,
+        _GAPS_SQL,
+    ]
+
+
+# Union of each series' intervals ("islands"): a session is covered when one island spans it.
+_COVERED_SQL = """CREATE OR REPLACE VIEW covered AS
+WITH ordered AS (
+  SELECT *, max(end_ts) OVER (PARTITION BY con_id, bar_size, what_to_show, use_rth ORDER BY start_ts, end_ts
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
+  FROM coverage),
+islands AS (
+  SELECT *, sum(CASE WHEN reach IS NULL OR start_ts > reach THEN 1 ELSE 0 END)
+              OVER (PARTITION BY con_id, bar_size, what_to_show, use_rth ORDER BY start_ts, end_ts) AS island
+  FROM ordered)
+SELECT con_id, any_value(symbol) AS symbol, bar_size, what_to_show, use_rth,
+       min(start_ts) AS start_ts, max(end_ts) AS end_ts, sum(bars) AS bars
+FROM islands GROUP BY con_id, bar_size, what_to_show, use_rth, island"""
+
+_SERIES_SQL = """CREATE OR REPLACE VIEW series AS
+SELECT con_id, any_value(symbol) AS symbol, bar_size, what_to_show, use_rth,
+       min(start_ts) AS covered_from, max(end_ts) AS covered_to,
+       count(*) FILTER (WHERE kind = 'bars') AS bar_intervals,
+       count(*) FILTER (WHERE kind = 'empty') AS empty_intervals,
+       coalesce(sum(bars), 0) AS bars, max(recorded_at) AS last_recorded
+FROM coverage GROUP BY con_id, bar_size, what_to_show, use_rth"""
+
+# Sessions (regular hours) between a series' first and last covered instant that no island spans.
+_GAPS_SQL = """CREATE OR REPLACE VIEW gaps AS
+SELECT s.con_id, s.symbol, s.bar_size, s.what_to_show, s.use_rth, x.session_date, x.open_ts, x.close_ts
+FROM series s JOIN sessions x ON x.close_ts > s.covered_from AND x.open_ts < s.covered_to
+WHERE NOT EXISTS (
+  SELECT 1 FROM covered c
+  WHERE c.con_id = s.con_id AND c.bar_size = s.bar_size AND c.what_to_show = s.what_to_show
+    AND c.use_rth = s.use_rth AND c.start_ts <= x.open_ts AND c.end_ts >= x.close_ts)"""
+
+
+@lru_cache(maxsize=8)
+def _xnys_sessions(first: date, last: date) -> pa.Table:
+    import exchange_calendars  # 0.5 s to import; only paid when the warehouse has coverage
+
+    cal = exchange_calendars.get_calendar("XNYS", start=max(first, date(1990, 1, 2)).isoformat())
+    sched = cal.schedule.loc[: last.isoformat()]
+    return pa.table(
+        {
+            "session_date": pa.array(sched.index.date, pa.date32()),
+            "open_ts": pa.array(sched["open"].dt.tz_localize(None).astype("datetime64[us]"), _TS),
+            "close_ts": pa.array(sched["close"].dt.tz_localize(None).astype("datetime64[us]"), _TS),
+        }
+    )
+
+
+def _create_sessions(con: duckdb.DuckDBPyConnection) -> None:
+    """XNYS sessions from the first covered day to the calendar's end (≈ a year ahead), UTC naive.
+
+    Built once per connection from the coverage present at connect time: a connection opened on an
+    empty warehouse has no sessions (and so no gaps) until it reconnects.
+    """
+    first = con.execute("SELECT min(start_ts)::DATE FROM coverage").fetchall()[0][0]
+    empty = pa.schema([("session_date", pa.date32()), ("open_ts", _TS), ("close_ts", _TS)]).empty_table()
+    sessions = empty if first is None else _xnys_sessions(first, date(2100, 1, 1))
+    con.register("_sessions", sessions)
+    con.execute("CREATE TABLE sessions AS SELECT * FROM _sessions")
+    con.unregister("_sessions")
+
+
+def connect(data_dir: str | os.PathLike[str] | None = None) -> duckdb.DuckDBPyConnection:
+    """A new in-memory connection with the warehouse views (bars, contracts, heads, coverage, covered,
+    series, journal, quarantine, gaps) and a `sessions` table. No lock is taken on the warehouse."""
+    directory = resolve_data_dir(data_dir)
+    con = duckdb.connect(":memory:")
+    root = shadow_root(directory)
+    statements = view_statements(directory, root)
+    for sql in statements[:-1]:
+        con.execute(sql)
+    _create_sessions(con)
+    con.execute(statements[-1])
+    return con
+
+
+def restrict(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str] | None = None) -> None:
+    """Forbid reading outside the warehouse, extensions and setting changes, for good on `con`.
+
+    DuckDB still lets COPY write inside allowed directories: statement checks (scanners) cover that.
+    """
+    directory = resolve_data_dir(data_dir)
+    allowed = [f"{directory}/", f"{shadow_root(directory)}/"]
+    con.execute("SET allowed_directories = $dirs", {"dirs": allowed})
+    con.execute("SET enable_external_access = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET lock_configuration = true")

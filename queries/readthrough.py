@@ -1,0 +1,171 @@
+"""`bars()`: the stored bars of some symbols as a DataFrame, fetching only what is missing when allowed.
+
+DuckDB cannot derive the partition (year, part file) from a filter on `ts`, so this helper adds the
+`year` and `filename` predicates itself from the requested range; bars are partitioned by exchange
+session date, which is within a day of the UTC bar start, so the range is widened by a day each side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from harvester.ibrules import BarSize
+from harvester.ibrules import bar_size as lookup_bar_size
+from queries.config import resolve_data_dir
+from queries.connection import BARS_COLUMNS, connect, shadow_root
+
+FETCH_MODES = ("missing", "never")
+OUTPUT_KINDS = ("pandas", "arrow", "polars")
+
+
+class BarsRequestError(ValueError):
+    """An argument of `bars()` is unusable; the message names it."""
+
+
+def to_utc_naive(value: str | date | datetime | pd.Timestamp | None, name: str) -> datetime | None:
+    """An instant as naive UTC (how `ts` is stored); naive inputs are taken as UTC, dates as midnight UTC."""
+    if value is None:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise BarsRequestError(f"{name}={value!r} is not a date or time") from exc
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts.to_pydatetime()
+
+
+def _part(day: date, granularity: str) -> tuple[int, str]:
+    if granularity == "year":
+        return day.year, "data"
+    if granularity == "month":
+        return day.year, f"{day:%Y-%m}"
+    return day.year, day.isoformat()
+
+
+def partition_files(root: Path, size: BarSize, what_to_show: str, use_rth: bool,
+                    start: datetime, end: datetime) -> list[str]:
+    """Every partition file path (existing or not) that can hold bars starting in [start, end)."""
+    first = start.date() - timedelta(days=1)
+    last = (end - timedelta(microseconds=1)).date() + timedelta(days=1)
+    days = (last - first).days + 1
+    series = root / "bars" / f"bar_size={size.label}" / f"what_to_show={what_to_show}" / f"use_rth={int(use_rth)}"
+    parts = dict.fromkeys(_part(first + timedelta(days=i), size.partition) for i in range(days))
+    return [str(series / f"year={year}" / f"{name}.parquet") for year, name in parts]
+
+
+def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: datetime | None,
+               what_to_show: str, use_rth: bool, root: Path) -> tuple[str, list[Any]]:
+    """SQL + parameters over the `bars_files` view, with the partition predicates spelled out."""
+    where = ["bar_size = ?", "what_to_show = ?", "use_rth = ?"]
+    params: list[Any] = [size.label, what_to_show, int(use_rth)]
+    if symbols:
+        where.append(f"symbol IN ({', '.join('?' * len(symbols))})")
+        params += symbols
+    if start is not None:
+        where.append("ts >= ?")
+        params.append(start)
+        where.append("year >= ?")
+        params.append((start - timedelta(days=1)).year)
+    if end is not None:
+        where.append("ts < ?")
+        params.append(end)
+        where.append("year <= ?")
+        params.append((end + timedelta(days=1)).year)
+    if start is not None and end is not None:
+        files = partition_files(root / "live", size, what_to_show, use_rth, start, end)
+        where.append(f"filename IN ({', '.join('?' * len(files))})")
+        params += files
+    columns = BARS_COLUMNS.replace("bar_size", "? AS bar_size").replace("use_rth", "use_rth = 1 AS use_rth")
+    sql = f"SELECT {columns} FROM bars_files WHERE {' AND '.join(where)} ORDER BY symbol, ts"
+    return sql, [size.ib_name, *params]
+
+
+def _normalise_symbols(symbols: str | Iterable[str]) -> list[str]:
+    items = [symbols] if isinstance(symbols, str) else list(symbols)
+    for s in items:
+        if not isinstance(s, str) or not s.strip():
+            raise BarsRequestError(f"symbol {s!r} is not a non-empty string")
+    return [s.strip().upper() for s in items]
+
+
+def bars(
+    symbols: str | Iterable[str],
+    bar_size: str = "1 day",
+    start: str | date | datetime | None = None,
+    end: str | date | datetime | None = None,
+    what_to_show: str = "TRADES",
+    use_rth: bool = True,
+    fetch: str = "never",
+    host: str | None = None,
+    port: int | None = None,
+    client_id: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    as_: str = "pandas",
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> Any:
+    """Bars of `symbols` with bar start in [start, end) (UTC), columns as the `bars` view, sorted (symbol, ts).
+
+    fetch='missing' first harvests the uncovered part of the range through the harvester (planner,
+    pacer, scheduler, writer); 'never' only reads. `con` reuses a `queries.connect()` connection.
+    """
+    names = _normalise_symbols(symbols)
+    try:
+        size = lookup_bar_size(bar_size)
+    except ValueError as exc:
+        raise BarsRequestError(str(exc)) from exc
+    if fetch not in FETCH_MODES:
+        raise BarsRequestError(f"fetch={fetch!r}; expected one of {', '.join(FETCH_MODES)}")
+    if as_ not in OUTPUT_KINDS:
+        raise BarsRequestError(f"as_={as_!r}; expected one of {', '.join(OUTPUT_KINDS)}")
+    lo, hi = to_utc_naive(start, "start"), to_utc_naive(end, "end")
+    if lo is not None and hi is not None and lo >= hi:
+        raise BarsRequestError(f"start {lo} is not before end {hi}")
+    directory = resolve_data_dir(data_dir)
+    if fetch == "missing":
+        fetch_missing(names, size.ib_name, lo, hi, what_to_show, use_rth, host, port, client_id, directory)
+    connection = con or connect(directory)
+    sql, params = bars_query(names, size, lo, hi, what_to_show, use_rth, shadow_root(directory))
+    result = connection.execute(sql, params)
+    if as_ == "arrow":
+        return result.to_arrow_table()
+    if as_ == "polars":
+        return result.pl()
+    return result.df()
+
+
+def run_in_worker_thread(fn: Any, *args: Any) -> Any:
+    """Run blocking `fn` in a thread with its own event loop, so it also works under Jupyter's running loop."""
+    def call() -> Any:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            return fn(*args)
+        finally:
+            loop.close()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(call).result()
+
+
+def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end: datetime | None,
+                  what_to_show: str, use_rth: bool, host: str | None, port: int | None,
+                  client_id: int | None, data_dir: Path) -> None:
+    """Harvest the uncovered part of the range through `harvester.harvest.run_harvest`."""
+    try:
+        from harvester import harvest
+    except ImportError as exc:
+        raise NotImplementedError(
+            "bars(fetch='missing') needs harvester.harvest.run_harvest, which is not available yet; "
+            "use fetch='never' or run `harvest` first"
+        ) from exc
+    raise NotImplementedError(f"bars(fetch='missing') is not wired to {harvest.__name__} yet")
