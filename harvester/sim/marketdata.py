@@ -1,0 +1,313 @@
+"""Deterministic, chunking-invariant historical bars for any instrument, bar size and whatToShow.
+
+Each session is three segments (pre-market, regular, after-hours) whose bars are decided directly
+from hashed daily returns (cached per instrument, so ~9,000 daily bars cost a few ms). Minutes are
+drawn from their segment and seconds from their minute (see pricepath), so a daily bar is exactly
+its minutes' aggregate and every coarser bar is an aggregate of finer ones. useRTH 1 serves the
+regular segment only; the same minutes appear in both flavours.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from harvester.sim import pricepath as pp
+from harvester.sim.barsizes import BarKind, parse_bar_size
+from harvester.sim.calendar import SessionCalendar
+from harvester.sim.securities import Instrument, SecuritiesMaster
+
+if TYPE_CHECKING:
+    from harvester.sim.replay import ReplayBook
+
+WHAT_TO_SHOW = frozenset({"TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUSTED_LAST"})
+_WITH_VOLUME = frozenset({"TRADES", "ADJUSTED_LAST"})
+_SEGMENT_WIDTH = 400  # minutes; the longest segment (regular session) is 390
+_UTC = datetime.UTC
+
+
+class UnsupportedWhatToShow(ValueError):
+    """A whatToShow the generator has no data for."""
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One historical bar as the gateway sends it; volume, wap and count are -1 where IB sends -1."""
+
+    start: datetime.datetime  # UTC; for 1 day/1W/1M bars the (flavoured) session open
+    session_date: datetime.date
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    wap: float
+    count: int
+
+
+class InstrumentHistory:
+    """Per-session segment bars of one instrument from its listing to the calendar's end (cached)."""
+
+    def __init__(self, inst: Instrument, calendar: SessionCalendar) -> None:
+        self.inst = inst
+        self.calendar = calendar
+        self.first = calendar.first_ordinal_on_or_after(inst.listing_date)
+        self.ordinals = np.arange(self.first, len(calendar.dates))
+        cid = inst.con_id
+        traits = pp.uniform(pp.hash_keys(cid, 7, np.arange(5)))
+        self.half_spread = 0.01 * (1 + int(traits[0] * 3))
+        base = np.exp(np.log(15.0) + traits[1] * np.log(150.0 / 15.0))
+        sigma = 0.012 + 0.013 * traits[2]
+        base_volume = np.exp(np.log(3e5) + traits[3] * np.log(100.0))
+        trade_size = 80 + int(traits[4] * 170)
+        k = self.ordinals
+
+        def draw(stream: int) -> np.ndarray:
+            return pp.normal(pp.hash_keys(cid, stream, k))
+
+        walk = np.cumsum(sigma * draw(1))
+        rth_close = pp.round_cents(base * np.exp(1.3 * np.tanh(walk / 1.3)))
+        prev_close = np.concatenate([[base], rth_close[:-1]])
+        rth_open = pp.round_cents(prev_close * np.exp(0.3 * sigma * draw(2)))
+        ext_close = pp.round_cents(rth_close * np.exp(0.15 * sigma * draw(3)))
+        prev_ext_close = np.concatenate([[base], ext_close[:-1]])
+        ext_open = pp.round_cents(prev_ext_close * np.exp(0.1 * sigma * draw(4)))
+
+        rth_o, rth_c, ext_o, ext_c = (a[k] for a in calendar.bounds(True) + calendar.bounds(False))
+        self.segment_starts = np.stack([ext_o, rth_o, rth_c])  # (3, sessions) epoch seconds
+        self.segment_minutes = (np.stack([rth_o, rth_c, ext_c]) - self.segment_starts) // 60
+        volume_rth = base_volume * np.exp(0.35 * draw(5))
+        ends = [
+            (ext_open, rth_open, 0.35, 0.02),
+            (rth_open, rth_close, 1.0, 1.0),
+            (rth_close, ext_close, 0.35, 0.015),
+        ]
+        self.segments = [
+            _segment(
+                cid, 10 + s, k, o, c, sigma * scale, volume_rth * share, self.segment_minutes[s], trade_size
+            )
+            for s, (o, c, scale, share) in enumerate(ends)
+        ]
+
+    @cached_property
+    def daily_rth(self) -> pp.BarArrays:
+        return self.segments[1]
+
+    @cached_property
+    def daily_ext(self) -> pp.BarArrays:
+        """Whole extended sessions: the three segments combined, as their minutes would aggregate."""
+        pre, rth, post = self.segments
+        stacked = pp.concat([pre, rth, post])
+        n = len(rth)
+        order = np.arange(3 * n).reshape(3, n).T.ravel()
+        weights = self.segment_minutes.T.ravel().astype(np.float64)
+        return pp.aggregate(stacked.take(order), np.arange(0, 3 * n, 3), weights)
+
+    def daily(self, use_rth: bool) -> pp.BarArrays:
+        return self.daily_rth if use_rth else self.daily_ext
+
+    def minutes(self, rows: np.ndarray, use_rth: bool) -> tuple[pp.BarArrays, np.ndarray]:
+        """Minute bars (and their start epochs) of the sessions at `rows` (indexes into `ordinals`)."""
+        segs = np.array([1] if use_rth else [0, 1, 2])
+        r_idx = np.repeat(rows, len(segs))
+        s_idx = np.tile(segs, len(rows))
+        parent = pp.BarArrays(
+            *(np.stack([getattr(seg, f) for seg in self.segments])[s_idx, r_idx] for f in pp.FIELDS)
+        )
+        sizes = self.segment_minutes[s_idx, r_idx]
+        keep = sizes > 0
+        parent, sizes, r_idx, s_idx = parent.take(keep), sizes[keep], r_idx[keep], s_idx[keep]
+        seeds = pp.hash_keys(self.inst.con_id, 20 + s_idx, self.ordinals[r_idx])
+        minutes = pp.expand(parent, sizes, seeds, _SEGMENT_WIDTH)
+        starts = np.repeat(self.segment_starts[s_idx, r_idx], sizes) + 60 * _ranks(sizes)
+        return minutes, starts
+
+
+def _segment(
+    cid: int,
+    stream: int,
+    k: np.ndarray,
+    open_: np.ndarray,
+    close: np.ndarray,
+    sigma: float,
+    volume: np.ndarray,
+    minutes: np.ndarray,
+    trade_size: int,
+) -> pp.BarArrays:
+    """One segment's bar per session: range around open/close, volume, trades, wap and mean price."""
+    u = [pp.uniform(pp.hash_keys(cid, stream, k, j)) for j in range(4)]
+    top, bottom = np.maximum(open_, close), np.minimum(open_, close)
+    high = np.maximum(pp.ceil_cents(top * np.exp(sigma * 0.8 * u[0])), top + 0.01)
+    low = np.maximum(np.minimum(pp.floor_cents(bottom * np.exp(-sigma * 0.8 * u[1])), bottom - 0.01), 0.01)
+    vol = np.maximum(np.rint(volume).astype(np.int64), 4 * minutes)
+    count = np.maximum(vol // trade_size, minutes)
+    centre = (open_ + close + high + low) / 4
+    wap = np.clip(centre + (high - low) * 0.2 * (u[2] - 0.5), low, high)
+    mid = np.clip((open_ + close) / 4 + wap / 2 + (high - low) * 0.1 * (u[3] - 0.5), low, high)
+    return pp.BarArrays(open_, high, low, close, vol, wap, count, mid)
+
+
+class MarketData:
+    """The gateway's historical data: replayed files first, the generator for everything else."""
+
+    def __init__(self, master: SecuritiesMaster, replay: ReplayBook | None = None) -> None:
+        self.master = master
+        self.replay = replay
+        self._histories: dict[int, InstrumentHistory] = {}
+
+    def history(self, inst: Instrument) -> InstrumentHistory:
+        if inst.con_id not in self._histories:
+            self._histories[inst.con_id] = InstrumentHistory(inst, SessionCalendar.for_instrument(inst))
+        return self._histories[inst.con_id]
+
+    def bars(
+        self,
+        inst: Instrument,
+        bar_size: str,
+        what_to_show: str,
+        use_rth: bool,
+        start_utc: datetime.datetime,
+        end_utc: datetime.datetime,
+        now_utc: datetime.datetime,
+    ) -> list[Bar]:
+        """Bars starting in [start, end) and complete by now, oldest first; none before listing."""
+        if what_to_show not in WHAT_TO_SHOW:
+            raise UnsupportedWhatToShow(f"no simulated data for whatToShow {what_to_show!r}")
+        if self.replay is not None and inst.symbol in self.replay.symbols():
+            return self.replay.bars(inst, bar_size, what_to_show, use_rth, start_utc, end_utc, now_utc)
+        size = parse_bar_size(bar_size)
+        hist = self.history(inst)
+        window = (int(start_utc.timestamp()), int(end_utc.timestamp()), int(now_utc.timestamp()))
+        if size.kind is BarKind.DAY:
+            arrays, starts, rows = self._daily(hist, use_rth, window)
+        elif size.kind in (BarKind.WEEK, BarKind.MONTH):
+            arrays, starts, rows = self._periods(hist, use_rth, window, size.kind)
+        else:
+            arrays, starts, rows = self._intraday(hist, use_rth, window, size.seconds)
+        dates = [hist.calendar.dates[k] for k in hist.ordinals[rows].tolist()]
+        return _to_bars(arrays, starts, dates, what_to_show, hist.half_spread)
+
+    def head_timestamp(self, inst: Instrument, what_to_show: str, use_rth: bool) -> datetime.datetime:
+        """Start of the first bar at listing (the first session's open in the flavour)."""
+        if self.replay is not None and inst.symbol in self.replay.symbols():
+            return self.replay.head_timestamp(inst, use_rth)
+        hist = self.history(inst)
+        opens, _ = hist.calendar.bounds(use_rth)
+        return datetime.datetime.fromtimestamp(int(opens[hist.first]), _UTC)
+
+    @staticmethod
+    def _daily(hist: InstrumentHistory, use_rth: bool, window: tuple[int, int, int]):
+        start, end, now = window
+        opens, closes = (a[hist.ordinals] for a in hist.calendar.bounds(use_rth))
+        rows = np.flatnonzero((opens >= start) & (opens < end) & (closes <= now))
+        return hist.daily(use_rth).take(rows), opens[rows], rows
+
+    @staticmethod
+    def _periods(hist: InstrumentHistory, use_rth: bool, window: tuple[int, int, int], kind: BarKind):
+        start, end, now = window
+        opens, closes = (a[hist.ordinals] for a in hist.calendar.bounds(use_rth))
+        period = _period_ids(hist.calendar, kind)
+        group = period[hist.ordinals]
+        firsts = np.flatnonzero(np.diff(group, prepend=group[0] - 1))
+        lasts = np.append(firsts[1:], len(group)) - 1
+        # A period is complete when the calendar's last session of that period has closed.
+        calendar_last = np.searchsorted(period, group[firsts], side="right") - 1
+        _, all_closes = hist.calendar.bounds(use_rth)
+        done = (opens[firsts] >= start) & (opens[firsts] < end) & (all_closes[calendar_last] <= now)
+        if not done.any():
+            return _empty(), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        chosen_first, chosen_last = firsts[done], lasts[done]
+        rows = np.concatenate([np.arange(a, b + 1) for a, b in zip(chosen_first, chosen_last)])
+        weights = (closes - opens)[rows].astype(np.float64)
+        group_starts = np.cumsum(np.concatenate([[0], (chosen_last - chosen_first + 1)[:-1]]))
+        arrays = pp.aggregate(hist.daily(use_rth).take(rows), group_starts, weights)
+        return arrays, opens[chosen_first], chosen_first
+
+    @staticmethod
+    def _intraday(hist: InstrumentHistory, use_rth: bool, window: tuple[int, int, int], seconds: int):
+        start, end, now = window
+        opens, closes = (a[hist.ordinals] for a in hist.calendar.bounds(use_rth))
+        rows = np.flatnonzero((closes > start) & (opens < min(end, now)))
+        minutes, m_starts = hist.minutes(rows, use_rth)
+        session_row = np.repeat(rows, _minutes_per_session(hist, rows, use_rth))
+        if seconds < 60:
+            pick = np.flatnonzero((m_starts + 60 > start) & (m_starts < end))
+            seeds = pp.hash_keys(hist.inst.con_id, 30, m_starts[pick])
+            sizes = np.full(len(pick), 60, dtype=np.int64)
+            fine = pp.expand(minutes.take(pick), sizes, seeds, 60)
+            f_starts = np.repeat(m_starts[pick], 60) + _ranks(sizes)
+            session_row = np.repeat(session_row[pick], 60)
+            minutes, m_starts, step = fine, f_starts, 1
+        else:
+            step = 60
+        offset = m_starts - opens[session_row]
+        bar_no = offset // seconds
+        key = session_row * 100_000 + bar_no
+        firsts = np.flatnonzero(np.diff(key, prepend=-1)) if len(key) else np.zeros(0, dtype=np.int64)
+        if not len(firsts):
+            return _empty(), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        bars = pp.aggregate(minutes, firsts, np.full(len(minutes), float(step)))
+        b_starts = opens[session_row[firsts]] + bar_no[firsts] * seconds
+        b_ends = np.minimum(b_starts + seconds, closes[session_row[firsts]])
+        keep = np.flatnonzero((b_starts >= start) & (b_starts < end) & (b_ends <= now))
+        return bars.take(keep), b_starts[keep], session_row[firsts][keep]
+
+
+def _minutes_per_session(hist: InstrumentHistory, rows: np.ndarray, use_rth: bool) -> np.ndarray:
+    if use_rth:
+        return hist.segment_minutes[1, rows]
+    return hist.segment_minutes[:, rows].sum(axis=0)
+
+
+def _period_ids(calendar: SessionCalendar, kind: BarKind) -> np.ndarray:
+    """Week (Monday-based) or month number of every calendar session."""
+    if kind is BarKind.WEEK:
+        return (calendar.day_numbers - 1) // 7  # ordinal 1 (0001-01-01) is a Monday
+    return np.array([d.year * 12 + d.month for d in calendar.dates], dtype=np.int64)
+
+
+def _ranks(sizes: np.ndarray) -> np.ndarray:
+    """0..n-1 for each group of the given sizes, concatenated."""
+    total = int(sizes.sum())
+    return np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+
+
+def _empty() -> pp.BarArrays:
+    f, i = np.zeros(0), np.zeros(0, dtype=np.int64)
+    return pp.BarArrays(f, f, f, f, i, f, i, f)
+
+
+def _to_bars(
+    arrays: pp.BarArrays, starts: np.ndarray, dates: list[datetime.date], what: str, half_spread: float
+) -> list[Bar]:
+    """Price the bars for whatToShow: BID/ASK shift by the half spread; BID_ASK follows IB's recipe."""
+    o, h, low, c = arrays.open, arrays.high, arrays.low, arrays.close
+    if what == "BID":
+        o, h, low, c = (pp.round_cents(x - half_spread) for x in (o, h, low, c))
+    elif what == "ASK":
+        o, h, low, c = (pp.round_cents(x + half_spread) for x in (o, h, low, c))
+    elif what == "BID_ASK":
+        o, h, low, c = (
+            arrays.mid - half_spread,
+            pp.round_cents(h + half_spread),
+            pp.round_cents(low - half_spread),
+            (arrays.mid + half_spread),
+        )
+    if what in _WITH_VOLUME:
+        volume, wap, count = (
+            arrays.volume.astype(np.float64).tolist(),
+            arrays.wap.tolist(),
+            arrays.count.tolist(),
+        )
+    else:
+        volume = wap = [-1.0] * len(o)
+        count = [-1] * len(o)
+    stamps = [datetime.datetime.fromtimestamp(s, _UTC) for s in starts.tolist()]
+    return [
+        Bar(*row)
+        for row in zip(stamps, dates, o.tolist(), h.tolist(), low.tolist(), c.tolist(), volume, wap, count)
+    ]
