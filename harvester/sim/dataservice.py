@@ -112,7 +112,9 @@ class DataService:
                 session.error(req_id, 2174, m.TEXT_NO_ZONE)
             identity = (inst.con_id, spec.exchange, request.end, request.bar_size, request.duration,
                         what, request.use_rth)  # fmt: skip
-            slot = self._admit(PacedRequest(identity, (inst.con_id, spec.exchange, what), what, bar_size.name))
+            slot = self._admit(
+                PacedRequest(identity, (inst.con_id, spec.exchange, what), what, bar_size.name)
+            )
             await self._faults(session, spec, inst.primary_exchange, req_id, entry, forced=True)
             now = self.server.clock.now()
             window = self.desk.window(inst, end.instant or now, duration, request.use_rth)
@@ -137,7 +139,7 @@ class DataService:
             return
         task.cancel()
         session.error(req_id, 162, m.TEXT_CANCELLED.format(req_id=req_id))
-        self.server.journal.record(self._entry(session, "cancel_historical", req_id, None) | {"outcome": "cancelled"})
+        self._journal(self._entry(session, "cancel_historical", req_id, None), "cancelled")
 
     # -- head timestamp --------------------------------------------------------------------
     def head_timestamp(self, session: Session, fields: FieldReader) -> None:
@@ -146,7 +148,9 @@ class DataService:
         entry.update(what_to_show=request.what_to_show, use_rth=request.use_rth)
         self._spawn(session, request.req_id, lambda: self._head_timestamp(session, request, entry))
 
-    async def _head_timestamp(self, session: Session, request: HeadTimestampRequest, entry: dict[str, Any]) -> None:
+    async def _head_timestamp(
+        self, session: Session, request: HeadTimestampRequest, entry: dict[str, Any]
+    ) -> None:
         spec, req_id = request.contract, request.req_id
         if self._drop_or_silence(session, spec, entry, silence=False):
             return
@@ -179,6 +183,8 @@ class DataService:
         slot = session.open_heads.pop(req_id, None)
         if slot is not None:
             slot.release()
+        entry = self._entry(session, "cancel_head_timestamp", req_id, None)
+        self._journal(entry, "cancelled" if task is not None or slot is not None else "unknown")
 
     def release_heads(self, session: Session) -> None:
         for slot in session.open_heads.values():
@@ -189,7 +195,9 @@ class DataService:
     def _spawn(self, session: Session, req_id: int, work: Callable[[], Awaitable[None]]) -> None:
         task = asyncio.get_running_loop().create_task(work())
         session.pending[req_id] = task
-        task.add_done_callback(lambda t: session.pending.pop(req_id, None) if session.pending.get(req_id) is t else None)
+        task.add_done_callback(
+            lambda t: session.pending.pop(req_id, None) if session.pending.get(req_id) is t else None
+        )
 
     def _admit(self, request: PacedRequest) -> Slot:
         verdict = self.pacing.admit(request)
@@ -199,7 +207,9 @@ class DataService:
             raise RequestRejected(162, m.TEXT_PACING, "pacing")
         return Slot(self.pacing)
 
-    def _drop_or_silence(self, session: Session, spec: ContractSpec, entry: dict[str, Any], silence: bool = True) -> bool:
+    def _drop_or_silence(
+        self, session: Session, spec: ContractSpec, entry: dict[str, Any], silence: bool = True
+    ) -> bool:
         """Socket-dropping faults (and, for contract details, silence); True when the request ends here."""
         faults = self.server.faults
         if faults.take_drop():
@@ -221,7 +231,11 @@ class DataService:
         spec_error = faults.error_symbols.get(spec.label)
         if spec_error is None and forced:
             spec_error = faults.force_error
-        if spec_error is None and faults.random_error_rate and self.server.rng.random() < faults.random_error_rate:
+        if (
+            spec_error is None
+            and faults.random_error_rate
+            and self.server.rng.random() < faults.random_error_rate
+        ):
             spec_error = faults.random_error
         if spec_error is not None:
             code, template = resolve_error(spec_error)

@@ -2,13 +2,14 @@
 
 Entry keys: time (simulated, ISO), client_id, kind, req_id, con_id, symbol, bar_size, duration, end,
 what_to_show, use_rth, outcome, error_code, bars, latency_s. Outcomes: bars, no_data, error, pacing,
-too_many_open, unanswered, cancelled, dropped, details (contract details answered), timestamp.
+too_many_open, unanswered, cancelled, dropped, details (contract details answered), timestamp (head timestamp answered), unknown (cancel of nothing).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ class Journal(list):
     def __init__(self, path: str | Path | None = None) -> None:
         super().__init__()
         self.path = Path(path) if path is not None else None
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._file = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,11 +32,17 @@ class Journal(list):
             if self._file is not None:
                 self._file.write(json.dumps(entry, default=str) + "\n")
                 self._file.flush()
+            self._lock.notify_all()
+
+    def wait_for(self, predicate: Callable[[Journal], bool], timeout: float) -> bool:
+        """Block until `predicate(journal)` holds (re-checked on every new entry); False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: predicate(self), timeout)
 
     def matching(self, **criteria: Any) -> list[dict[str, Any]]:
         """Entries whose fields equal every given criterion, e.g. `matching(kind="historical")`."""
         with self._lock:
-            return [e for e in self if all(e.get(k) == v for k, v in criteria.items())]
+            return [e for e in list(self) if all(e.get(k) == v for k, v in criteria.items())]
 
     def count_where(self, **criteria: Any) -> int:
         """How many entries match, e.g. `count_where(kind="historical", outcome="pacing")`."""

@@ -1,0 +1,55 @@
+"""Shared fixtures: a simulated gateway in its own thread, and a connected ib_insync client on it.
+
+def test_x(ib, sim_gateway): ...            # defaults: SIM_NOW, pacing ×0.01, latency ×0.001
+def test_y(make_gateway): gw = make_gateway(pacing_scale=1.0, faults=Faults(...))
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+import pytest
+from ib_insync import IB
+
+from harvester.sim import SimConfig, SimGateway
+
+SIM_NOW = "2024-06-14T20:00:00+00:00"  # a Friday, 16:00 New York: the session just closed
+FAST = {"now": SIM_NOW, "pacing_scale": 0.01, "latency_scale": 0.001}
+
+_client_ids = itertools.count(101)
+
+
+def next_client_id() -> int:
+    """A client id no other test in this process uses."""
+    return next(_client_ids)
+
+
+@pytest.fixture
+def make_gateway() -> Iterator[Callable[..., SimGateway]]:
+    """Factory: `make_gateway(**SimConfig fields)` starts a thread-run gateway, stopped at teardown."""
+    running = []
+
+    def make(**overrides) -> SimGateway:
+        gateway = SimGateway(SimConfig(**{**FAST, **overrides}))
+        context = gateway.running_in_thread()
+        context.__enter__()
+        running.append(context)
+        return gateway
+
+    yield make
+    for context in reversed(running):
+        context.__exit__(None, None, None)
+
+
+@pytest.fixture
+def sim_gateway(make_gateway) -> SimGateway:
+    return make_gateway()
+
+
+@pytest.fixture
+def ib(sim_gateway: SimGateway) -> Iterator[IB]:
+    client = IB()
+    client.connect("127.0.0.1", sim_gateway.port, clientId=next_client_id(), timeout=10)
+    yield client
+    client.disconnect()
