@@ -1,0 +1,90 @@
+"""Bars at the door: normalise one IB answer and split it into rows to keep and rows to quarantine.
+
+IB uses -1 as "not available" for volume, WAP and bar count (MIDPOINT/BID/ASK bars have no volume); those
+become NULL. A row that breaks OHLC sanity, has negative volume, repeats a timestamp within one answer or
+lies outside the requested window is not stored and not dropped either: it goes to quarantine with a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from harvester.atomic import WarehouseError
+from harvester.partitions import BARS_SCHEMA
+from harvester.series import BarRequest
+
+INPUT_COLUMNS = ("ts", "session_date", "open", "high", "low", "close", "volume", "wap", "bar_count")
+QUARANTINE_SCHEMA = BARS_SCHEMA.append(pa.field("reason", pa.string()))
+
+
+class BarsFormatError(WarehouseError):
+    """The bars frame handed to the warehouse does not have the agreed shape (a caller bug, not bad data)."""
+
+
+@dataclass(frozen=True)
+class CheckedBars:
+    kept: pa.Table  # BARS_SCHEMA
+    quarantined: pa.Table  # QUARANTINE_SCHEMA
+
+
+def check_bars(request: BarRequest, bars: pd.DataFrame | None, symbol: str) -> CheckedBars:
+    """Normalise (UTC naive ts, sentinels → NULL) and validate one answer against its request."""
+    if bars is None or len(bars) == 0:
+        return CheckedBars(BARS_SCHEMA.empty_table(), QUARANTINE_SCHEMA.empty_table())
+    missing = [c for c in INPUT_COLUMNS if c not in bars.columns]
+    if missing:
+        raise BarsFormatError(f"bars for {symbol or request.series.con_id} lack column(s): {', '.join(missing)}")
+    frame = _normalise(bars, request, symbol)
+    reason = _reasons(frame, request)
+    bad = reason.notna().to_numpy()
+    kept = pa.Table.from_pandas(frame[~bad], schema=BARS_SCHEMA, preserve_index=False)
+    rejected = frame[bad].assign(reason=reason[bad])
+    quarantined = pa.Table.from_pandas(rejected, schema=QUARANTINE_SCHEMA, preserve_index=False)
+    return CheckedBars(kept, quarantined)
+
+
+def _normalise(bars: pd.DataFrame, request: BarRequest, symbol: str) -> pd.DataFrame:
+    ts = bars["ts"]
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+        raise BarsFormatError(f"bars for {symbol or request.series.con_id}: column ts must be timezone-aware UTC")
+    frame = pd.DataFrame(
+        {
+            "symbol": symbol,
+            "con_id": np.int64(request.series.con_id),
+            "ts": ts.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]").to_numpy(),
+            "session_date": pd.to_datetime(bars["session_date"]).dt.date.to_numpy(),
+        }
+    )
+    for col in ("open", "high", "low", "close"):
+        frame[col] = pd.to_numeric(bars[col]).astype("float64").to_numpy()
+    for col in ("volume", "wap"):
+        values = pd.to_numeric(bars[col]).astype("float64").to_numpy()
+        frame[col] = np.where(values == -1, np.nan, values)
+    counts = pd.Series(pd.to_numeric(bars["bar_count"]).to_numpy()).astype("Int64")
+    frame["bar_count"] = counts.mask(counts == -1).to_numpy()
+    return frame
+
+
+def _reasons(frame: pd.DataFrame, request: BarRequest) -> pd.Series:
+    """First failed check per row (None when the row is fine); checks ordered from most to least basic."""
+    start = pd.Timestamp(request.start).tz_convert("UTC").tz_localize(None)
+    end = pd.Timestamp(request.end).tz_convert("UTC").tz_localize(None)
+    o, h, low, c, v = (frame[k] for k in ("open", "high", "low", "close", "volume"))
+    checks = [
+        (frame["ts"].isna() | frame["session_date"].isna(), "missing ts or session_date"),
+        (o.isna() | h.isna() | low.isna() | c.isna(), "missing price"),
+        (~(low <= h), "low above high"),
+        (~(low <= np.minimum(o, c)), "low above open or close"),
+        (~(np.maximum(o, c) <= h), "open or close above high"),
+        (v.notna() & (v < 0), "negative volume"),
+        ((frame["ts"] < start) | (frame["ts"] >= end), "outside request window"),
+        (frame["ts"].duplicated(keep="first"), "duplicate ts in one answer"),
+    ]
+    reason = pd.Series([None] * len(frame), index=frame.index, dtype="object")
+    for failed, text in reversed(checks):
+        reason = reason.mask(failed.to_numpy(), text)
+    return reason
