@@ -1,0 +1,213 @@
+"""Serve user-supplied bars (CSV or Parquet) exactly as given, for the bar size the file holds.
+
+A `date` column means daily bars (each labelled with its session's open, as generated bars are); a
+`ts` column means intraday bars whose size is inferred from the smallest spacing or given explicitly.
+Naive `ts` values are read as UTC. Missing `wap` defaults to (high+low+close)/3, missing `bar_count`
+to 0. Other bar sizes get no bars (the gateway then answers "HMDS query returned no data").
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harvester.sim.barsizes import BAR_SIZE_NAMES, BarKind, parse_bar_size
+from harvester.sim.calendar import SessionCalendar
+from harvester.sim.marketdata import Bar
+from harvester.sim.securities import Instrument
+
+_REQUIRED = ("symbol", "open", "high", "low", "close", "volume")
+_NUMERIC = ("open", "high", "low", "close", "volume", "wap", "bar_count")
+_TRADES_LIKE = frozenset({"TRADES", "ADJUSTED_LAST"})
+_UTC = datetime.UTC
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """One symbol's bars, oldest first: epoch seconds (ts files) or dates (date files)."""
+
+    keys: list
+    values: np.ndarray  # (n, 7): open, high, low, close, volume, wap, bar_count
+
+
+class ReplayBook:
+    """Bars per symbol from one file; MarketData serves these symbols from here instead of generating."""
+
+    def __init__(self, bar_size: str, rows: dict[str, _Rows]) -> None:
+        self.bar_size = parse_bar_size(bar_size)
+        self._rows = rows
+
+    @classmethod
+    def load(cls, path: str | Path, bar_size: str | None = None) -> ReplayBook:
+        """Read CSV or Parquet; a bad file raises ValueError naming file:line (CSV) or file:column."""
+        path = Path(path)
+        frame = _read(path)
+        missing = [c for c in _REQUIRED if c not in frame.columns]
+        if "date" not in frame.columns and "ts" not in frame.columns:
+            missing.append("date or ts")
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        daily = "date" in frame.columns
+        if "wap" not in frame.columns:
+            frame["wap"] = np.nan
+        if "bar_count" not in frame.columns:
+            frame["bar_count"] = 0
+        for column in _NUMERIC:
+            frame[column] = _numeric(path, frame, column)
+        frame["wap"] = frame["wap"].fillna((frame["high"] + frame["low"] + frame["close"]) / 3)
+        keys = _dates(path, frame) if daily else _epochs(path, frame)
+        frame = frame.assign(_key=keys).sort_values(["symbol", "_key"], kind="stable")
+        rows = {
+            str(symbol).upper(): _Rows(list(group["_key"]), group[list(_NUMERIC)].to_numpy(dtype=np.float64))
+            for symbol, group in frame.groupby("symbol", sort=True)
+        }
+        if bar_size is None:
+            bar_size = "1 day" if daily else _infer_bar_size(path, rows)
+        return cls(bar_size, rows)
+
+    def symbols(self) -> set[str]:
+        return set(self._rows)
+
+    def bars(
+        self,
+        inst: Instrument,
+        bar_size: str,
+        what_to_show: str,
+        use_rth: bool,
+        start_utc: datetime.datetime,
+        end_utc: datetime.datetime,
+        now_utc: datetime.datetime,
+    ) -> list[Bar]:
+        """The file's bars starting in [start, end) and complete by now; useRTH 1 keeps regular-session bars."""
+        if bar_size != self.bar_size.name and parse_bar_size(bar_size) != self.bar_size:
+            return []
+        rows = self._rows.get(inst.symbol)
+        if rows is None:
+            return []
+        calendar = SessionCalendar.for_instrument(inst)
+        start, end, now = start_utc.timestamp(), end_utc.timestamp(), now_utc.timestamp()
+        out = []
+        for key, values in zip(rows.keys, rows.values):
+            span = self._span(calendar, key, use_rth)
+            if span is None or not (start <= span[0] < end and span[1] <= now):
+                continue
+            out.append(_bar(span[0], span[2], values, what_to_show))
+        return out
+
+    def head_timestamp(self, inst: Instrument, use_rth: bool) -> datetime.datetime:
+        calendar = SessionCalendar.for_instrument(inst)
+        for key in self._rows[inst.symbol].keys:
+            span = self._span(calendar, key, use_rth)
+            if span is not None:
+                return datetime.datetime.fromtimestamp(span[0], _UTC)
+        raise ValueError(f"replay has no {'regular-hours ' if use_rth else ''}bars for {inst.symbol}")
+
+    def _span(self, calendar: SessionCalendar, key, use_rth: bool) -> tuple[int, int, datetime.date] | None:
+        """(start, end, session date) of one file row, or None when useRTH excludes it."""
+        if self.bar_size.kind is BarKind.DAY:
+            k = calendar.first_ordinal_on_or_after(key)
+            opens, closes = calendar.bounds(use_rth)
+            if k < len(calendar.dates) and calendar.dates[k] == key:
+                return int(opens[k]), int(closes[k]), key
+            midnight = int(datetime.datetime.combine(key, datetime.time(), tzinfo=calendar.zone).timestamp())
+            return midnight, midnight + 86400, key
+        local_date = datetime.datetime.fromtimestamp(key, calendar.zone).date()
+        if use_rth:
+            k = calendar.first_ordinal_on_or_after(local_date)
+            in_session = k < len(calendar.dates) and calendar.dates[k] == local_date
+            if not in_session or not calendar.rth_open[k] <= key < calendar.rth_close[k]:
+                return None
+        return key, key + self.bar_size.seconds, local_date
+
+
+def _bar(start: int, session_date: datetime.date, values: np.ndarray, what: str) -> Bar:
+    o, h, low, c, volume, wap, count = values.tolist()
+    if what not in _TRADES_LIKE:
+        volume, wap, count = -1.0, -1.0, -1
+    return Bar(
+        datetime.datetime.fromtimestamp(start, _UTC), session_date, o, h, low, c, volume, wap, int(count)
+    )
+
+
+def _read(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, comment="#", dtype={"symbol": str, "date": str, "ts": str})
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise ValueError(f"{path}: cannot read replay file ({exc})") from None
+
+
+def _where(path: Path, frame: pd.DataFrame, index: int, column: str) -> str:
+    """file:line for CSV (header is line 1; comment lines ignored), file:column for Parquet."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return f"{path}: row {index + 1} column {column}"
+    return f"{path}:{_csv_line(path, index)}: column {column}"
+
+
+def _csv_line(path: Path, index: int) -> int:
+    data_lines = 0
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if line.startswith("#"):
+                continue
+            if data_lines == index + 1:
+                return number
+            data_lines += 1
+    return index + 2
+
+
+def _numeric(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = values.isna() & frame[column].notna()
+    if column != "wap":
+        bad |= frame[column].isna()
+    if bad.any():
+        index = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ValueError(
+            f"{_where(path, frame, index, column)} is not a number ({frame[column].iloc[index]!r})"
+        )
+    return values
+
+
+def _dates(path: Path, frame: pd.DataFrame) -> list[datetime.date]:
+    out = []
+    for index, text in enumerate(frame["date"].astype(str)):
+        try:
+            out.append(pd.Timestamp(text.strip()).date())
+        except ValueError:
+            raise ValueError(f"{_where(path, frame, index, 'date')} is not a date ({text!r})") from None
+    return out
+
+
+def _epochs(path: Path, frame: pd.DataFrame) -> list[int]:
+    out = []
+    for index, value in enumerate(frame["ts"]):
+        try:
+            stamp = pd.Timestamp(value)
+            if pd.isna(stamp):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{_where(path, frame, index, 'ts')} is not a timestamp ({value!r})") from None
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+        out.append(int(stamp.timestamp()))
+    return out
+
+
+def _infer_bar_size(path: Path, rows: dict[str, _Rows]) -> str:
+    """The smallest positive spacing between a symbol's bars, which must be an IB intraday bar size."""
+    gaps = [np.diff(np.array(r.keys)) for r in rows.values() if len(r.keys) > 1]
+    positive = np.concatenate(gaps) if gaps else np.zeros(0)
+    positive = positive[positive > 0]
+    if not len(positive):
+        raise ValueError(f"{path}: cannot infer the bar size from one bar per symbol; pass bar_size")
+    spacing = int(positive.min())
+    for name in BAR_SIZE_NAMES:
+        size = parse_bar_size(name)
+        if size.seconds == spacing and size.kind in (BarKind.SECONDS, BarKind.MINUTES):
+            return name
+    raise ValueError(f"{path}: bar spacing of {spacing} s is not an IB bar size; pass bar_size")
