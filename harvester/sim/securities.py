@@ -171,7 +171,7 @@ def _clean_row(path: Path, line_no: int, row: dict[str, str | None]) -> dict[str
     if clean.get("con_id") and not clean["con_id"].isdigit():
         raise ValueError(f"{path}:{line_no}: con_id {clean['con_id']!r} is not a positive integer")
     try:
-        datetime.date.fromisoformat(clean["listing_date"])
+        datetime.datetime.strptime(clean["listing_date"], "%Y-%m-%d")
     except ValueError:
         raise ValueError(
             f"{path}:{line_no}: listing_date {clean['listing_date']!r} is not YYYY-MM-DD"
