@@ -1,0 +1,387 @@
+"""The nightly harvest as a Python API: `run_harvest(HarvestJob(...)) -> HarvestReport`.
+
+Steps: open and lock the warehouse → connect → ask the gateway for "now" (never the local clock) →
+qualify only new or stale contracts → head timestamps only where they save requests → plan against
+stored coverage → run the scheduler, staging every answer durably → commit every few minutes and at
+the end. A crash anywhere leaves staged answers the next run's commit recovers; coverage is never
+recorded for bars that are not stored, so a rerun fetches exactly what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from harvester.ibrules import PacingLimits, bar_size, request_weight
+from harvester.pacing import PacingWindow, pacing_floor
+from harvester.plan import SeriesState, needs_head_timestamp, plan_requests
+from harvester.scheduler import Answer, Progress, RetryPolicy, Scheduler, TimeoutPolicy, Work, interleave
+from harvester.series import BarRequest, Outcome, SeriesKey
+from harvester.sessions import TradingCalendar
+from harvester.source import ContractInfo, IBSource, QualifyResult
+from harvester.universe import ContractSpec
+from harvester.warehouse import Warehouse
+
+WHAT_TO_SHOW = ("TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUSTED_LAST")
+
+
+class HarvestConfigError(ValueError):
+    """A job that cannot run as given; the message names the culprit."""
+
+
+@dataclass
+class HarvestJob:
+    """Everything one harvest needs. `start=None` means "from the head" (earliest available)."""
+
+    universe: Sequence[ContractSpec]
+    data_dir: Path = Path("data")
+    bar_sizes: tuple[str, ...] = ("1 day",)
+    what_to_show: str = "TRADES"
+    start: date | None = None
+    end: date | None = None  # None: the gateway's now
+    use_rth: bool = True
+    host: str = "127.0.0.1"
+    port: int = 7497
+    client_id: int = 17
+    sim: bool = False  # the warehouse is (to be) marked simulated
+    pacing_scale: float = 1.0
+    commit_every_s: float = 180.0
+    target_bars: int = 5000
+    plan_only: bool = False
+    max_in_flight: int = 6
+    connect_timeout: float = 10.0
+    retry: RetryPolicy | None = None  # None: defaults scaled by pacing_scale
+    timeouts: TimeoutPolicy | None = None  # None: defaults scaled by pacing_scale (floor 5 s)
+
+    def validate(self, today: date | None = None) -> None:
+        """Raise HarvestConfigError naming the first bad field; nothing is touched before this."""
+        today = today or datetime.now(UTC).date()
+        if not self.universe:
+            raise HarvestConfigError("universe: no contracts to harvest")
+        if not self.bar_sizes:
+            raise HarvestConfigError("bar size: give at least one")
+        for name in self.bar_sizes:
+            try:
+                bar_size(name)
+            except ValueError as exc:
+                raise HarvestConfigError(f"bar size: {exc}") from None
+        if self.what_to_show not in WHAT_TO_SHOW:
+            raise HarvestConfigError(f"what: unknown whatToShow {self.what_to_show!r}; legal: {', '.join(WHAT_TO_SHOW)}")
+        if self.end is not None and self.end > today:
+            raise HarvestConfigError(f"end: {self.end} is in the future (today is {today})")
+        if self.start is not None and self.start > (self.end or today):
+            raise HarvestConfigError(f"start: {self.start} is after the end {self.end or today}")
+        for name in ("pacing_scale", "commit_every_s", "connect_timeout"):
+            if getattr(self, name) <= 0:
+                raise HarvestConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        for name in ("target_bars", "max_in_flight"):
+            if getattr(self, name) <= 0:
+                raise HarvestConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.max_in_flight >= 50:
+            raise HarvestConfigError(f"max_in_flight: IB allows 50 open requests, got {self.max_in_flight}")
+        if not 0 <= self.port < 65536 or self.client_id < 0:
+            raise HarvestConfigError(f"port/client id: bad value {self.port}/{self.client_id}")
+
+    def policies(self) -> tuple[RetryPolicy, TimeoutPolicy]:
+        scale = self.pacing_scale
+        retry = self.retry or RetryPolicy(backoff_s=max(0.05, 2.0 * scale), backoff_max_s=max(1.0, 120.0 * scale))
+        timeouts = self.timeouts or TimeoutPolicy(
+            base_s=max(5.0, 30.0 * scale), per_bar_s=max(0.001, 0.01 * scale), head_s=max(5.0, 30.0 * scale))
+        return retry, timeouts
+
+
+@dataclass
+class HarvestReport:
+    """What happened: by series, by request outcome, and the plan that was (or would be) run."""
+
+    series_total: int = 0
+    series_complete: int = 0
+    failures: dict[str, list[str]] = field(default_factory=dict)  # symbol -> reasons
+    bars_written: int = 0
+    requests_by_outcome: dict[str, int] = field(default_factory=dict)
+    head_requests: int = 0
+    violations: int = 0
+    retries: int = 0
+    reconnects: int = 0
+    wall_s: float = 0.0
+    plan: list[BarRequest] = field(default_factory=list)
+    eta_s: float = 0.0
+    gateway_now: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def fail(self, symbol: str, reason: str) -> None:
+        self.failures.setdefault(symbol, []).append(reason)
+
+
+def run_harvest(job: HarvestJob, progress: Callable[[Progress], None] | None = None) -> HarvestReport:
+    """Validate, then run the whole harvest on a fresh event loop (see `harvest_async`)."""
+    job.validate()
+    return asyncio.run(harvest_async(job, progress))
+
+
+async def harvest_async(job: HarvestJob, progress: Callable[[Progress], None] | None = None) -> HarvestReport:
+    """The harvest for callers already inside an event loop. Raises WarehouseLocked,
+    MixedWarehouseError, WarehouseError, GatewayUnreachable, ClientIdInUse; series failures are reported."""
+    started = time.monotonic()
+    warehouse = Warehouse.open(job.data_dir, simulated=job.sim, gateway=f"{job.host}:{job.port}")
+    try:
+        if job.plan_only:
+            report = await _harvest(job, warehouse, progress)
+        else:
+            with warehouse.lock():
+                report = await _harvest(job, warehouse, progress)
+    finally:
+        warehouse.close()
+    report.wall_s = time.monotonic() - started
+    return report
+
+
+async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestReport:
+    report = HarvestReport()
+    source = IBSource(job.host, job.port, job.client_id, connect_timeout=job.connect_timeout)
+    await source.connect()
+    try:
+        now = await source.current_time()
+        report.gateway_now = now
+        contracts, failed = await resolve_contracts(source, warehouse, job.universe, now)
+        for symbol, reason in failed.items():
+            report.fail(symbol, reason)
+        series = [
+            (info, SeriesKey(info.con_id, size, job.what_to_show, job.use_rth))
+            for info in contracts for size in job.bar_sizes
+        ]
+        report.series_total = len(series) + len(failed) * len(job.bar_sizes)
+        limits = PacingLimits().scaled(job.pacing_scale)
+        retry, timeouts = job.policies()
+        recorder = _Recorder(warehouse, job, report)
+        scheduler = Scheduler(
+            source, PacingWindow(limits, time.monotonic), max_in_flight=job.max_in_flight, retry=retry,
+            timeouts=timeouts, on_answer=recorder.on_answer, on_progress=progress,
+        )
+        start = _start_instant(job.start)
+        head_work = _head_work(series, warehouse.heads(), start)
+        report.head_requests = len(head_work)
+        if not job.plan_only:
+            for answer in await scheduler.run(head_work):
+                recorder.fail(answer)
+        heads = warehouse.heads()
+        end = min(now, _end_instant(job.end)) if job.end else now
+        work_by_series = []
+        for info, key in series:
+            if recorder.failed_series(key):
+                continue
+            state = SeriesState(
+                series=key, symbol=info.symbol, calendar=TradingCalendar.for_exchange(info.primary_exchange),
+                head=heads.get((key.con_id, key.what_to_show, key.use_rth)),
+                coverage=tuple(warehouse.coverage().intervals(key)),
+            )
+            requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
+            report.plan.extend(requests)
+            work_by_series.append([Work("bars", info, key, r) for r in requests])
+        weights = [request_weight(job.what_to_show)] * (len(report.plan) + len(head_work))
+        report.eta_s = pacing_floor(weights, limits) if weights else 0.0
+        if not job.plan_only:
+            for answer in await scheduler.run(interleave(work_by_series)):
+                recorder.fail(answer)
+            recorder.commit()
+        report.series_complete = len(series) - len(recorder.failed)
+        p = scheduler.progress
+        report.requests_by_outcome = dict(p.by_outcome)
+        report.violations, report.retries, report.reconnects = p.violations, p.retries, p.reconnects
+    finally:
+        source.disconnect()
+    return report
+
+
+def _start_instant(start: date | None) -> datetime | None:
+    return None if start is None else datetime(start.year, start.month, start.day, tzinfo=UTC)
+
+
+def _end_instant(end: date) -> datetime:
+    """An end date includes that whole day."""
+    return datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def _head_work(series: list[tuple[ContractInfo, SeriesKey]], heads: dict, start: datetime | None) -> list[Work]:
+    """One head-timestamp request per (conId, whatToShow, RTH) not stored yet, only where it saves requests."""
+    wanted: dict[tuple[int, str, bool], Work] = {}
+    for info, key in series:
+        head_key = (key.con_id, key.what_to_show, key.use_rth)
+        if head_key not in heads and head_key not in wanted and needs_head_timestamp(key, start):
+            wanted[head_key] = Work("head", info, key)
+    return list(wanted.values())
+
+
+class _Recorder:
+    """Journals every attempt, stages every covering answer, saves heads, commits on a timer."""
+
+    def __init__(self, warehouse: Warehouse, job: HarvestJob, report: HarvestReport):
+        self.warehouse, self.job, self.report = warehouse, job, report
+        self.run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
+        self.failed: set[SeriesKey] = set()
+        self._failed_heads: set[tuple[int, str, bool]] = set()
+        self._last_commit = time.monotonic()
+        self._calendars: dict[str, TradingCalendar] = {}
+
+    def on_answer(self, answer: Answer) -> None:
+        work, result = answer.work, answer.result
+        self.warehouse.record_request(journal_row(self.run_id, answer))
+        if work.kind == "head":
+            if result.outcome is Outcome.BARS:
+                s = work.series
+                self.warehouse.save_head(s.con_id, s.what_to_show, s.use_rth, result.head)
+        elif result.outcome.covers:
+            frame = None
+            if result.outcome is Outcome.BARS:
+                frame = warehouse_frame(result.bars, work.series, self._calendar(work.contract))
+                self.report.bars_written += len(frame)
+            self.warehouse.stage(work.request, result.outcome, frame, symbol=work.symbol)
+        if time.monotonic() - self._last_commit >= self.job.commit_every_s:
+            self.commit()
+
+    def commit(self) -> None:
+        self.warehouse.commit()
+        self._last_commit = time.monotonic()
+
+    def fail(self, answer: Answer) -> None:
+        """A final failure: the series is incomplete; say why, by symbol."""
+        work, result = answer.work, answer.result
+        self.failed.add(work.series)
+        if work.kind == "head":
+            self._failed_heads.add((work.series.con_id, work.series.what_to_show, work.series.use_rth))
+        what = "head timestamp" if work.kind == "head" else f"{work.series.bar_size} bars"
+        detail = f": {result.error_text}" if result.error_text else ""
+        self.report.fail(work.symbol, f"{what} {result.outcome.value}{detail}")
+
+    def failed_series(self, key: SeriesKey) -> bool:
+        """A series whose head timestamp failed cannot be planned."""
+        return key in self.failed or (key.con_id, key.what_to_show, key.use_rth) in self._failed_heads
+
+    def _calendar(self, info: ContractInfo) -> TradingCalendar:
+        cal = self._calendars.get(info.primary_exchange)
+        if cal is None:
+            cal = self._calendars[info.primary_exchange] = TradingCalendar.for_exchange(info.primary_exchange)
+        return cal
+
+
+STALE_AFTER = timedelta(days=7)  # contract details (hours, names) change; conIds practically don't
+
+
+async def resolve_contracts(
+    source: IBSource, warehouse: Warehouse, specs: Sequence[ContractSpec], now: datetime
+) -> tuple[list[ContractInfo], dict[str, str]]:
+    """Stored contracts for known specs, a qualification round trip only for new or stale ones."""
+    stored = _stored_contracts(warehouse.contracts(), now)
+    known: dict[ContractSpec, ContractInfo] = {}
+    todo = []
+    for spec in specs:
+        match = [i for i in stored.get(spec.symbol, ()) if _fits(spec, i)]
+        if len(match) == 1:
+            known[spec] = match[0]
+        else:
+            todo.append(spec)
+    fresh: QualifyResult = await source.qualify(todo) if todo else QualifyResult({}, {})
+    if fresh.contracts:
+        warehouse.save_contracts(_contracts_frame(list(fresh.contracts.values()), now))
+    ordered, seen = [], set()
+    for spec in specs:
+        info = known.get(spec) or fresh.contracts.get(spec)
+        if info is not None and info.con_id not in seen:
+            seen.add(info.con_id)
+            ordered.append(info)
+    return ordered, dict(fresh.failures)
+
+
+def _fits(spec: ContractSpec, info: ContractInfo) -> bool:
+    if spec.con_id:
+        return spec.con_id == info.con_id
+    return (
+        spec.sec_type == info.sec_type
+        and spec.currency == info.currency
+        and spec.primary_exchange in ("", info.primary_exchange)
+    )
+
+
+def _stored_contracts(frame: pd.DataFrame, now: datetime) -> dict[str, list[ContractInfo]]:
+    by_symbol: dict[str, list[ContractInfo]] = {}
+    if frame is None or frame.empty:
+        return by_symbol
+    qualified = pd.to_datetime(frame["qualified_at"])
+    if qualified.dt.tz is None:
+        qualified = qualified.dt.tz_localize(UTC)
+    fresh = frame[(qualified >= now - STALE_AFTER).to_numpy()]
+    names = [f for f in ContractInfo.__dataclass_fields__]
+    for row in fresh[names].itertuples(index=False):
+        info = ContractInfo(*(("" if v is None else v) for v in row))
+        by_symbol.setdefault(info.symbol, []).append(info)
+    return by_symbol
+
+
+def _contracts_frame(infos: list[ContractInfo], now: datetime) -> pd.DataFrame:
+    frame = pd.DataFrame([vars(i) for i in infos])
+    frame["con_id"] = frame["con_id"].astype("int64")
+    frame["qualified_at"] = pd.Timestamp(now).tz_convert(UTC).tz_localize(None)
+    return frame
+
+
+def warehouse_frame(raw: pd.DataFrame, series: SeriesKey, calendar: TradingCalendar) -> pd.DataFrame:
+    """IB's bars → the warehouse's columns: `ts` bar start (UTC), `session_date` exchange-local date.
+
+    Daily and longer bars arrive as dates (formatDate is ignored for them); their `ts` is the session's
+    open in the requested flavour (RTH or extended). Intraday bars arrive as UTC epoch (formatDate=2).
+    """
+    frame = raw.rename(columns={"date": "_date"})
+    if bar_size(series.bar_size).intraday:
+        ts = pd.to_datetime(frame["_date"], utc=True)
+        local = ts.dt.tz_convert(calendar.time_zone)
+        frame["session_date"] = local.dt.date
+        frame["ts"] = ts
+    else:
+        days = pd.to_datetime(frame["_date"])
+        lo = datetime.combine(days.min().date() - timedelta(days=3), datetime.min.time(), UTC)
+        hi = datetime.combine(days.max().date() + timedelta(days=10), datetime.min.time(), UTC)
+        sessions = calendar.sessions(lo, hi, series.use_rth)
+        session_days = pd.to_datetime([s.date for s in sessions])
+        opens = pd.to_datetime([s.open_utc for s in sessions], utc=True)
+        index = session_days.searchsorted(days).clip(max=len(sessions) - 1)
+        frame["ts"] = opens[index]
+        frame["session_date"] = session_days[index].date
+    return frame.drop(columns="_date")[
+        ["ts", "session_date", "open", "high", "low", "close", "volume", "wap", "bar_count"]
+    ]
+
+
+def journal_row(run_id: str, answer: Answer) -> dict:
+    """One journal row (layout.md) for one attempt, whatever its outcome."""
+    work, result = answer.work, answer.result
+    request = work.request
+    bars = getattr(result, "bars", None)
+    return {
+        "run_id": run_id,
+        "sent_at": answer.sent_at,
+        "con_id": work.series.con_id,
+        "symbol": work.symbol,
+        "kind": work.kind,
+        "bar_size": work.series.bar_size,
+        "what_to_show": work.series.what_to_show,
+        "use_rth": work.series.use_rth,
+        "start_ts": request.start if request else None,
+        "end_ts": request.end if request else None,
+        "duration": request.duration if request else "",
+        "outcome": result.outcome.value,
+        "error_code": result.error_code,
+        "error_text": result.error_text,
+        "bars": 0 if bars is None else len(bars),
+        "latency_s": result.latency_s,
+        "attempt": answer.attempt,
+    }
