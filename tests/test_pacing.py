@@ -1,0 +1,206 @@
+"""The pacer against a fake clock, and a long simulated run checked by an independent brute-force checker."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+
+import pytest
+
+from harvester.ibrules import PacingLimits, request_weight
+from harvester.pacing import PacedRequest, PacingWindow, pacing_floor
+
+EXACT = PacingLimits(safety_s=0.0)
+TOL = 1e-9
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def req(con_id: int = 1, what: str = "TRADES", n: int = 0, kind: str = "bars") -> PacedRequest:
+    return PacedRequest(con_id, "SMART", what, (con_id, what, n, kind), request_weight(what), kind)
+
+
+def pacer(limits: PacingLimits = EXACT) -> tuple[PacingWindow, FakeClock]:
+    clock = FakeClock()
+    return PacingWindow(limits, clock), clock
+
+
+def send(window: PacingWindow, r: PacedRequest) -> None:
+    assert window.wait_time(r) == 0.0
+    window.sent(r)
+    window.finished(r)
+
+
+def test_sixty_go_at_once_and_the_61st_waits_until_the_first_leaves():
+    window, clock = pacer()
+    send(window, req(con_id=0))
+    clock.now += 100.0
+    for i in range(1, 60):
+        send(window, req(con_id=i))
+    assert window.wait_time(req(con_id=99)) == pytest.approx(500.0)
+    clock.now += 499.999
+    assert window.wait_time(req(con_id=99)) > 0
+    clock.now += 0.001
+    send(window, req(con_id=99))
+    assert window.wait_time(req(con_id=100)) == pytest.approx(100.0)
+
+
+def test_safety_margin_delays_by_exactly_the_margin():
+    window, _ = pacer(PacingLimits(safety_s=1.5))
+    for i in range(60):
+        send(window, req(con_id=i))
+    assert window.wait_time(req(con_id=99)) == pytest.approx(601.5)
+
+
+def test_bid_ask_counts_two():
+    window, clock = pacer()
+    for i in range(30):
+        send(window, req(con_id=i, what="BID_ASK"))
+    assert window.wait_time(req(con_id=99)) == pytest.approx(600.0)
+    clock.now += 600.0
+    for i in range(2):
+        send(window, req(con_id=100 + i))
+    assert window.wait_time(req(con_id=200, what="BID_ASK")) == 0.0
+
+
+def test_bid_ask_needs_two_free_units():
+    window, clock = pacer()
+    for i in range(59):
+        send(window, req(con_id=i))
+        clock.now += 1.0
+    assert window.wait_time(req(con_id=99)) == 0.0
+    assert window.wait_time(req(con_id=99, what="BID_ASK")) == pytest.approx(600.0 - 59.0)
+
+
+def test_identical_request_waits_fifteen_seconds():
+    window, clock = pacer()
+    send(window, req(con_id=1, n=7))
+    clock.now += 3.0
+    assert window.wait_time(req(con_id=1, n=7)) == pytest.approx(12.0)
+    assert window.wait_time(req(con_id=2, n=7)) == 0.0
+
+
+def test_same_contract_burst_allows_five_per_two_seconds():
+    window, clock = pacer()
+    for n in range(5):
+        send(window, req(con_id=1, n=n))
+        clock.now += 0.1
+    assert window.wait_time(req(con_id=1, n=9)) == pytest.approx(1.5)
+    assert window.wait_time(req(con_id=1, what="MIDPOINT", n=9)) == 0.0
+    assert window.wait_time(req(con_id=2, n=9)) == 0.0
+
+
+def test_open_cap_blocks_until_a_request_finishes():
+    window, _ = pacer(PacingLimits(safety_s=0.0, max_open=3))
+    held = [req(con_id=i, kind="head") for i in range(3)]
+    for r in held:
+        window.sent(r)
+    assert window.open_count() == 3
+    assert window.wait_time(req(con_id=9)) == math.inf
+    window.finished(held[1])
+    window.finished(held[1])  # a late cancel after the answer is harmless
+    assert window.open_count() == 2
+    assert window.wait_time(req(con_id=9)) == 0.0
+
+
+def test_scaled_limits_compress_the_window():
+    window, _ = pacer(PacingLimits(safety_s=0.0).scaled(0.01))
+    for i in range(60):
+        send(window, req(con_id=i))
+    assert window.wait_time(req(con_id=99)) == pytest.approx(6.0)
+
+
+def test_pacing_floor():
+    assert pacing_floor([], EXACT) == 0.0
+    assert pacing_floor([1] * 60, EXACT) == 0.0
+    assert pacing_floor([1] * 61, EXACT) == 600.0
+    assert pacing_floor([2] * 61, EXACT) == 1200.0
+    assert pacing_floor([1] * 500, EXACT.scaled(0.01)) == pytest.approx(8 * 6.0)
+
+
+def violations(log: list[tuple[float, PacedRequest]], limits: PacingLimits, new: tuple[float, PacedRequest]):
+    """Brute force, independent of the pacer: which rules does `new` break given every earlier send?
+    A send exactly one span after another is allowed (half-open spans); TOL absorbs float rounding."""
+    t, r = new
+    t += TOL
+    broken = []
+    weighted = sum(x.weight for s, x in log if s > t - limits.window_s) + r.weight
+    if weighted > limits.max_weighted:
+        broken.append("weighted")
+    if any(x.identity == r.identity and s > t - limits.identical_s for s, x in log):
+        broken.append("identical")
+    same = sum(1 for s, x in log if x.contract_key == r.contract_key and s > t - limits.same_contract_s)
+    if same + 1 > limits.same_contract_max:
+        broken.append("burst")
+    return broken
+
+
+def simulate(limits: PacingLimits, requests: list[PacedRequest], latency: random.Random):
+    """Drive the pacer like a scheduler would: send as soon as allowed, finish after a random latency."""
+    window, clock = pacer(limits)
+    clock.now = 0.0
+    pending: list[tuple[float, int, PacedRequest]] = []
+    log: list[tuple[float, PacedRequest]] = []
+    open_at_send: list[int] = []
+    cap_blocked: list[bool] = []
+    cap_freed_at = -1.0
+    queue = list(requests)
+    while queue:
+        r = queue[0]
+        wait = window.wait_time(r)
+        if pending and pending[0][0] <= clock.now + wait:
+            done_at, _, done = heapq.heappop(pending)
+            clock.now = max(clock.now, done_at)
+            if window.open_count() >= limits.max_open:
+                cap_freed_at = clock.now
+            window.finished(done)
+            continue
+        clock.now += wait
+        assert window.wait_time(r) == 0.0
+        window.sent(r)
+        open_at_send.append(window.open_count())
+        cap_blocked.append(clock.now == cap_freed_at)
+        log.append((clock.now, r))
+        heapq.heappush(pending, (clock.now + latency.uniform(0.05, 40.0), len(log), r))
+        queue.pop(0)
+    return log, open_at_send, cap_blocked
+
+
+def test_simulated_run_never_breaks_a_rule_and_never_idles():
+    rng = random.Random(7)
+    limits = PacingLimits(safety_s=0.0, max_open=8)
+    whats = ["TRADES", "TRADES", "MIDPOINT", "BID_ASK"]
+    requests = [
+        req(con_id=rng.randrange(6), what=rng.choice(whats), n=rng.randrange(4), kind=rng.choice(["bars", "head"]))
+        for _ in range(500)
+    ]
+    log, open_at_send, cap_blocked = simulate(limits, requests, rng)
+    assert len(log) == 500
+    assert max(open_at_send) <= limits.max_open
+    assert any(cap_blocked), "the run should exercise the open cap"
+    for k, (t, r) in enumerate(log):
+        assert violations(log[:k], limits, (t, r)) == [], (k, t, r)
+        if k and t > log[k - 1][0] and not cap_blocked[k]:
+            # Not idle: a moment earlier the same send would have broken a rule.
+            assert violations(log[:k], limits, (t - 1e-6, r)), (k, t, r)
+    weights = [r.weight for _, r in log]
+    assert log[-1][0] >= pacing_floor(weights, limits)
+
+
+def test_safety_margin_survives_arrival_jitter():
+    rng = random.Random(3)
+    limits = PacingLimits(safety_s=0.05).scaled(1.0)
+    requests = [req(con_id=rng.randrange(3), n=rng.randrange(3)) for _ in range(200)]
+    log, _, _ = simulate(limits, requests, rng)
+    strict = PacingLimits(safety_s=0.0)
+    jittered = [(t + rng.uniform(0.0, 0.049), r) for t, r in log]
+    jittered.sort(key=lambda item: item[0])
+    for k, entry in enumerate(jittered):
+        assert violations(jittered[:k], strict, entry) == []
