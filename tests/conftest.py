@@ -6,8 +6,10 @@ def test_y(make_gateway): gw = make_gateway(pacing_scale=1.0, faults=Faults(...)
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import pytest
 from ib_insync import IB
@@ -23,6 +25,14 @@ _client_ids = itertools.count(101)
 def next_client_id() -> int:
     """A client id no other test in this process uses."""
     return next(_client_ids)
+
+
+def ensure_event_loop() -> None:
+    """ib_insync's sync API needs a main-thread loop; an earlier `asyncio.run` leaves none set."""
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 @pytest.fixture
@@ -43,12 +53,25 @@ def make_gateway() -> Iterator[Callable[..., SimGateway]]:
 
 
 @pytest.fixture
+def sim_now() -> datetime:
+    """The simulated "now" every default gateway starts at."""
+    return datetime.fromisoformat(SIM_NOW)
+
+
+@pytest.fixture
+def new_client_id() -> Callable[[], int]:
+    """Call it for a client id no other test in this process uses."""
+    return next_client_id
+
+
+@pytest.fixture
 def sim_gateway(make_gateway) -> SimGateway:
     return make_gateway()
 
 
 @pytest.fixture
 def ib(sim_gateway: SimGateway) -> Iterator[IB]:
+    ensure_event_loop()
     client = IB()
     client.connect("127.0.0.1", sim_gateway.port, clientId=next_client_id(), timeout=10)
     yield client
