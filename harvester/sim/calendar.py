@@ -7,6 +7,7 @@ session for US stocks is 04:00-20:00 local, cut to 04:00-17:00 on early-close da
 from __future__ import annotations
 
 import datetime
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
@@ -40,7 +41,9 @@ class SessionCalendar:
     """All sessions of one exchange calendar as epoch-second arrays (index = stable session ordinal)."""
 
     def __init__(self, calendar_name: str, time_zone: str) -> None:
-        cal = exchange_calendars.get_calendar(calendar_name, start=CALENDAR_START, end=CALENDAR_END)
+        with warnings.catch_warnings():  # exchange_calendars 4.x trips a pandas 3 deprecation
+            warnings.filterwarnings("ignore", message="Series.values returning")
+            cal = exchange_calendars.get_calendar(calendar_name, start=CALENDAR_START, end=CALENDAR_END)
         zone = ZoneInfo(time_zone)
         schedule = cal.schedule
         self.name = calendar_name
