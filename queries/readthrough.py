@@ -90,7 +90,9 @@ def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: d
     return sql, [size.ib_name, *params]
 
 
-def _normalise_symbols(symbols: str | Iterable[str]) -> list[str]:
+def _normalise_symbols(symbols: str | Iterable[str] | None) -> list[str]:
+    if symbols is None:
+        return []
     items = [symbols] if isinstance(symbols, str) else list(symbols)
     for s in items:
         if not isinstance(s, str) or not s.strip():
@@ -99,7 +101,7 @@ def _normalise_symbols(symbols: str | Iterable[str]) -> list[str]:
 
 
 def bars(
-    symbols: str | Iterable[str],
+    symbols: str | Iterable[str] | None,
     bar_size: str = "1 day",
     start: str | date | datetime | None = None,
     end: str | date | datetime | None = None,
@@ -113,7 +115,7 @@ def bars(
     as_: str = "pandas",
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> Any:
-    """Bars of `symbols` with bar start in [start, end) (UTC), columns as the `bars` view, sorted (symbol, ts).
+    """Bars of `symbols` (None: all) with bar start in [start, end) (UTC), columns as the `bars` view, sorted (symbol, ts).
 
     fetch='missing' first harvests the uncovered part of the range through the harvester (planner,
     pacer, scheduler, writer); 'never' only reads. `con` reuses a `queries.connect()` connection.

@@ -1,0 +1,120 @@
+"""Named scanner SQL (queries/sql/*.sql) and the guarded runner behind `harvest query`.
+
+A scanner file opens with a comment block: what it answers, then one line per parameter,
+`--   $name = default   meaning` (default is a literal; NULL means "not set"). Callers pass values
+by name; unknown names are refused so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from queries.connection import connect
+
+SQL_DIR = Path(__file__).with_name("sql")
+_PARAM_LINE = re.compile(r"^--\s+\$(\w+)\s*=\s*('[^']*'|\S+)\s*(.*)$")
+# SELECT-like statements only: everything else can write files, attach databases or change settings.
+_READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+class ScannerError(ValueError):
+    """Unknown scanner or parameter, or a refused statement; the message names the culprit."""
+
+
+@dataclass(frozen=True)
+class Scanner:
+    """One named SQL file: its text, its documentation and its parameters' defaults."""
+
+    name: str
+    sql: str
+    doc: str
+    defaults: dict[str, str | None]
+
+
+def _literal(text: str) -> str | None:
+    if text.upper() == "NULL":
+        return None
+    return text[1:-1] if text.startswith("'") and text.endswith("'") else text
+
+
+def load(name: str) -> Scanner:
+    """The scanner `name` (file stem under queries/sql/)."""
+    path = SQL_DIR / f"{name}.sql"
+    if not re.fullmatch(r"\w+", name) or not path.is_file():
+        raise ScannerError(f"no scanner named {name!r}; known: {', '.join(names())}")
+    sql = path.read_text()
+    header = []
+    for line in sql.splitlines():
+        if not line.startswith("--"):
+            break
+        header.append(line)
+    defaults = {m[1]: _literal(m[2]) for m in map(_PARAM_LINE.match, header) if m}
+    doc = "\n".join(line[2:].strip() for line in header)
+    return Scanner(name, sql, doc, defaults)
+
+
+def names() -> list[str]:
+    """Every scanner name, sorted."""
+    return sorted(p.stem for p in SQL_DIR.glob("*.sql"))
+
+
+def bind(scanner: Scanner, params: dict[str, Any]) -> dict[str, Any]:
+    """Defaults overridden by `params`; unknown parameter names raise ScannerError."""
+    unknown = sorted(set(params) - set(scanner.defaults))
+    if unknown:
+        known = ", ".join(f"${k}" for k in scanner.defaults) or "none"
+        raise ScannerError(f"scanner {scanner.name!r} has no parameter ${unknown[0]}; it takes: {known}")
+    return {**scanner.defaults, **params}
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse anything but SELECT/EXPLAIN statements (COPY, ATTACH, INSTALL, SET, CREATE, ...)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise ScannerError(f"SQL does not parse: {str(exc).splitlines()[0]}") from exc
+    if not statements:
+        raise ScannerError("SQL is empty")
+    for st in statements:
+        if st.type not in _READ_ONLY:
+            raise ScannerError(f"refused {st.type.name} statement (only SELECT is allowed without --allow-writes)")
+
+
+def run(con: duckdb.DuckDBPyConnection, name_or_sql: str, params: dict[str, Any] | None = None,
+        allow_writes: bool = False) -> duckdb.DuckDBPyRelation:
+    """Run a scanner (bare name) or SQL text on `con`; the last statement's result is returned.
+
+    Without `allow_writes` only SELECT/EXPLAIN statements pass; the CLI also `restrict()`s `con`.
+    """
+    text = name_or_sql.strip()
+    if re.fullmatch(r"\w+", text):
+        scanner = load(text)
+        sql, values = scanner.sql, bind(scanner, params or {})
+    else:
+        sql, values = text, dict(params or {})
+    if not allow_writes:
+        check_read_only(sql)
+    statements = duckdb.extract_statements(sql)
+    for st in statements[:-1]:
+        con.execute(st.query)
+    last = statements[-1].query
+    used = {k: v for k, v in values.items() if re.search(rf"\${k}\b", last)}
+    return con.sql(last, params=used or None)
+
+
+def scan(name: str, con: duckdb.DuckDBPyConnection | None = None,
+         data_dir: str | os.PathLike[str] | None = None, as_: str = "pandas", **params: Any) -> Any:
+    """Run scanner `name` with `params` (notebook face of `harvest query NAME`); returns a DataFrame."""
+    connection = con or connect(data_dir)
+    relation = run(connection, name, params)
+    if as_ == "arrow":
+        return relation.to_arrow_table()
+    if as_ == "polars":
+        return relation.pl()
+    return relation.df()
