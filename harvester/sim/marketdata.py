@@ -188,8 +188,14 @@ class MarketData:
             arrays, starts, rows = self._periods(hist, use_rth, window, size.kind)
         else:
             arrays, starts, rows = self._intraday(hist, use_rth, window, size.seconds)
-        dates = [hist.calendar.dates[k] for k in hist.ordinals[rows].tolist()]
-        return _to_bars(arrays, starts, dates, what_to_show, hist.half_spread)
+        ordinals = hist.ordinals[rows].tolist()
+        dates = [hist.calendar.dates[k] for k in ordinals]
+        if size.kind in (BarKind.DAY, BarKind.WEEK, BarKind.MONTH):
+            opens = hist.calendar.open_datetimes(use_rth)
+            stamps = [opens[k] for k in ordinals]
+        else:
+            stamps = [datetime.datetime.fromtimestamp(s, _UTC) for s in starts.tolist()]
+        return _to_bars(arrays, stamps, dates, what_to_show, hist.half_spread)
 
     def head_timestamp(self, inst: Instrument, what_to_show: str, use_rth: bool) -> datetime.datetime:
         """Start of the first bar at listing (the first session's open in the flavour)."""
@@ -282,7 +288,11 @@ def _empty() -> pp.BarArrays:
 
 
 def _to_bars(
-    arrays: pp.BarArrays, starts: np.ndarray, dates: list[datetime.date], what: str, half_spread: float
+    arrays: pp.BarArrays,
+    stamps: list[datetime.datetime],
+    dates: list[datetime.date],
+    what: str,
+    half_spread: float,
 ) -> list[Bar]:
     """Price the bars for whatToShow: BID/ASK shift by the half spread; BID_ASK follows IB's recipe."""
     o, h, low, c = arrays.open, arrays.high, arrays.low, arrays.close
@@ -306,7 +316,6 @@ def _to_bars(
     else:
         volume = wap = [-1.0] * len(o)
         count = [-1] * len(o)
-    stamps = [datetime.datetime.fromtimestamp(s, _UTC) for s in starts.tolist()]
     return [
         Bar(*row)
         for row in zip(stamps, dates, o.tolist(), h.tolist(), low.tolist(), c.tolist(), volume, wap, count)
