@@ -142,7 +142,7 @@ def _read(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path}: cannot read replay file ({exc})") from None
 
 
-def _where(path: Path, frame: pd.DataFrame, index: int, column: str) -> str:
+def _where(path: Path, index: int, column: str) -> str:
     """file:line for CSV (header is line 1; comment lines ignored), file:column for Parquet."""
     if path.suffix.lower() in (".parquet", ".pq"):
         return f"{path}: row {index + 1} column {column}"
@@ -168,9 +168,7 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
         bad |= frame[column].isna()
     if bad.any():
         index = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ValueError(
-            f"{_where(path, frame, index, column)} is not a number ({frame[column].iloc[index]!r})"
-        )
+        raise ValueError(f"{_where(path, index, column)} is not a number ({frame[column].iloc[index]!r})")
     return values
 
 
@@ -180,7 +178,7 @@ def _dates(path: Path, frame: pd.DataFrame) -> list[datetime.date]:
         try:
             out.append(pd.Timestamp(text.strip()).date())
         except ValueError:
-            raise ValueError(f"{_where(path, frame, index, 'date')} is not a date ({text!r})") from None
+            raise ValueError(f"{_where(path, index, 'date')} is not a date ({text!r})") from None
     return out
 
 
@@ -192,7 +190,7 @@ def _epochs(path: Path, frame: pd.DataFrame) -> list[int]:
             if pd.isna(stamp):
                 raise ValueError
         except ValueError:
-            raise ValueError(f"{_where(path, frame, index, 'ts')} is not a timestamp ({value!r})") from None
+            raise ValueError(f"{_where(path, index, 'ts')} is not a timestamp ({value!r})") from None
         stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
         out.append(int(stamp.timestamp()))
     return out
