@@ -74,15 +74,14 @@ class DataService:
             primary_exchange=spec.primary_exchange, currency=spec.currency, isin=isin,
         )  # fmt: skip
         if not found:
-            session.error(request.req_id, 200, m.TEXT_UNKNOWN_CONTRACT)
             self._journal(entry, "unknown_contract", error_code=200)
+            session.error(request.req_id, 200, m.TEXT_UNKNOWN_CONTRACT)
             return
         now = self.server.clock.now()
-        for inst in found:
-            calendar = self.desk.calendar(inst)
-            session.send(contract_data(request.req_id, inst, spec.exchange, calendar, now))
-        session.send(contract_data_end(request.req_id))
+        replies = [contract_data(request.req_id, i, spec.exchange, self.desk.calendar(i), now) for i in found]
         self._journal(entry, "details", bars=len(found))
+        for reply in [*replies, contract_data_end(request.req_id)]:
+            session.send(reply)
 
     # -- historical data -------------------------------------------------------------------
     def historical(self, session: Session, fields: FieldReader) -> None:
@@ -123,11 +122,12 @@ class DataService:
                 raise self.desk.no_data(spec, what)
             started = time.monotonic()
             await self._latency(len(bars))
-            session.send(historical_data(req_id, bars, window, bar_size, request.format_date, inst.time_zone))
+            reply = historical_data(req_id, bars, window, bar_size, request.format_date, inst.time_zone)
             self._journal(entry, "bars", bars=len(bars), latency_s=round(time.monotonic() - started, 4))
+            session.send(reply)
         except RequestRejected as rejected:
-            session.error(req_id, rejected.code, rejected.text)
             self._journal(entry, rejected.outcome, error_code=rejected.code)
+            session.error(req_id, rejected.code, rejected.text)
         finally:
             if slot is not None:
                 slot.release()
@@ -138,8 +138,8 @@ class DataService:
         if task is None or task.done():
             return
         task.cancel()
-        session.error(req_id, 162, m.TEXT_CANCELLED.format(req_id=req_id))
         self._journal(self._entry(session, "cancel_historical", req_id, None), "cancelled")
+        session.error(req_id, 162, m.TEXT_CANCELLED.format(req_id=req_id))
 
     # -- head timestamp --------------------------------------------------------------------
     def head_timestamp(self, session: Session, fields: FieldReader) -> None:
@@ -165,13 +165,13 @@ class DataService:
             await self._faults(session, spec, inst.primary_exchange, req_id, entry, forced=False)
             head = self.desk.market_data.head_timestamp(inst, what, request.use_rth)
             await self._latency(0)
-            session.send(head_timestamp_message(req_id, head, request.format_date))
             session.open_heads[req_id] = slot
             slot = None  # IB keeps it open until cancelHeadTimeStamp
             self._journal(entry, "timestamp", bars=0)
+            session.send(head_timestamp_message(req_id, head, request.format_date))
         except RequestRejected as rejected:
-            session.error(req_id, rejected.code, rejected.text)
             self._journal(entry, rejected.outcome, error_code=rejected.code)
+            session.error(req_id, rejected.code, rejected.text)
         finally:
             if slot is not None:
                 slot.release()

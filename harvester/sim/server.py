@@ -20,6 +20,7 @@ from harvester.sim.session import Session
 log = logging.getLogger(__name__)
 
 TICK_S = 0.05  # how often time-based faults are checked (real seconds)
+STOP_TIMEOUT_S = 5.0
 
 
 class SimServer:
@@ -37,6 +38,7 @@ class SimServer:
         self.hmds_down = False
         self._hmds_up = asyncio.Event()
         self._hmds_up.set()
+        self._idle = asyncio.Event()
         self.data = DataService(self, desk)
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task | None = None
@@ -56,12 +58,15 @@ class SimServer:
         if self._server is not None:
             self._server.close()
         self.drop_connections()
+        if self.sessions:
+            await asyncio.wait_for(self._idle.wait(), STOP_TIMEOUT_S)
         if self._server is not None:
             await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = Session(self, reader, writer)
         self.sessions.add(session)
+        self._idle.clear()
         await session.serve()
 
     def claim_client_id(self, client_id: int, session: Session) -> bool:
@@ -73,6 +78,8 @@ class SimServer:
 
     def forget(self, session: Session) -> None:
         self.sessions.discard(session)
+        if not self.sessions:
+            self._idle.set()
         if session.client_id is not None and self.clients.get(session.client_id) is session:
             del self.clients[session.client_id]
 
