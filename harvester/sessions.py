@@ -7,6 +7,7 @@ epoch-second arrays so the planner can bisect them for hundreds of series per se
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
@@ -55,9 +56,12 @@ class TradingCalendar:
     """All sessions of one exchange calendar, both flavours, as sorted int64 epoch arrays."""
 
     def __init__(self, calendar_name: str, time_zone: str) -> None:
-        schedule = exchange_calendars.get_calendar(
-            calendar_name, start=CALENDAR_START, end=CALENDAR_END
-        ).schedule
+        with warnings.catch_warnings():  # exchange_calendars trips pandas 3 deprecations inside itself
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            schedule = exchange_calendars.get_calendar(
+                calendar_name, start=CALENDAR_START, end=CALENDAR_END
+            ).schedule
         self.name = calendar_name
         self.time_zone = time_zone
         self.day_numbers = np.array([d.toordinal() for d in schedule.index.date], dtype=np.int64)
