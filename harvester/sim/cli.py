@@ -57,20 +57,30 @@ def _symbol_errors(items: tuple[str, ...]) -> dict[str, ErrorSpec]:
 @click.option("--pacing-scale", default=1.0, show_default=True, type=float, help="0.01 turns 600 s into 6 s.")
 @click.option("--latency-scale", type=float, help="Defaults to --pacing-scale.")
 @click.option("--pace-small-bars-only", is_flag=True, help="Hard pacing rules only for bars of 30 s or less.")
-@click.option("--journal", "journal_path", type=click.Path(dir_okay=False), help="JSON-lines request journal.")
+@click.option(
+    "--journal", "journal_path", type=click.Path(dir_okay=False), help="JSON-lines request journal."
+)
 @click.option("--drop-after", type=int, help="Serve N data requests, then close every socket.")
 @click.option("--drop-at", help="Close every socket at this simulated instant (ISO 8601).")
 @click.option("--never-answer", is_flag=True, help="Answer no data request at all.")
 @click.option("--never-answer-nth", type=int, help="Leave the Nth data request unanswered.")
-@click.option("--never-answer-symbol", multiple=True, help="Leave requests for SYMBOL unanswered (repeatable).")
-@click.option("--force-error", help=f"Fail every historical request: KIND ({', '.join(ERRORS)}) or CODE:TEXT.")
+@click.option(
+    "--never-answer-symbol", multiple=True, help="Leave requests for SYMBOL unanswered (repeatable)."
+)
+@click.option(
+    "--force-error", help=f"Fail every historical request: KIND ({', '.join(ERRORS)}) or CODE:TEXT."
+)
 @click.option("--error-symbol", multiple=True, help="SYMBOL=KIND or SYMBOL=CODE:TEXT (repeatable).")
 @click.option("--error-rate", default=0.0, type=float, help="Fail this fraction of historical requests.")
-@click.option("--random-error", default="pacing", show_default=True, help="KIND or CODE:TEXT for --error-rate.")
+@click.option(
+    "--random-error", default="pacing", show_default=True, help="KIND or CODE:TEXT for --error-rate."
+)
 @click.option("--seed", default=0, type=int, show_default=True)
 @click.option("--outage-at", help="Send 1100 at this simulated instant, 1102 after --outage-seconds.")
 @click.option("--outage-seconds", default=30.0, show_default=True, type=float)
-@click.option("--hmds-outage-at", help="Send 2105 at this simulated instant, 2106 after --hmds-outage-seconds.")
+@click.option(
+    "--hmds-outage-at", help="Send 2105 at this simulated instant, 2106 after --hmds-outage-seconds."
+)
 @click.option("--hmds-outage-seconds", default=30.0, show_default=True, type=float)
 def sim_command(**opts) -> None:
     """Run a simulated IB Gateway (TWS API v176) on loopback until interrupted."""

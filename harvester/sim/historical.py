@@ -170,7 +170,12 @@ def historical_data(
     zone: str,
 ) -> list[Field]:
     """Message 17: window strings, count, then 8 fields per bar; -1 stays -1, never empty."""
-    fields: list[Field] = [m.Out.HISTORICAL_DATA, req_id, _ib_time(window[0], zone), _ib_time(window[1], zone)]
+    fields: list[Field] = [
+        m.Out.HISTORICAL_DATA,
+        req_id,
+        _ib_time(window[0], zone),
+        _ib_time(window[1], zone),
+    ]
     fields.append(len(bars))
     daily = bar_size.kind in DAILY_OR_LONGER
     for bar in bars:
@@ -191,4 +196,3 @@ def head_timestamp(req_id: int, instant: datetime, format_date: int) -> list[Fie
     if format_date == 2:
         return [m.Out.HEAD_TIMESTAMP, req_id, str(int(instant.timestamp()))]
     return [m.Out.HEAD_TIMESTAMP, req_id, instant.astimezone(ZoneInfo("UTC")).strftime("%Y%m%d-%H:%M:%S")]
-
