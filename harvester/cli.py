@@ -198,3 +198,4 @@ def _print_summary(report, plan_only: bool) -> None:
 # Subcommands register below, one line each, from the module that owns them.
 main.add_command(__import__("harvester.sim.cli", fromlist=["sim_command"]).sim_command)
 main.add_command(__import__("harvester.compaction", fromlist=["compact_command"]).compact_command)
+[main.add_command(c) for c in __import__("queries.cli", fromlist=["COMMANDS"]).COMMANDS]

@@ -21,8 +21,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harvester.config import load_settings
 from harvester.ibrules import BY_LABEL
-from queries.config import resolve_data_dir
 
 _TS = pa.timestamp("us")
 BARS_FILE_SCHEMA = pa.schema(
@@ -64,23 +64,38 @@ _SCHEMAS = {
     "bars/bar_size=1day/what_to_show=TRADES/use_rth=1/year=1970/data.parquet": BARS_FILE_SCHEMA,
 }
 BARS_GLOB = "bars/*/*/*/*/*.parquet"
+_LABEL_OF_FILE = "regexp_extract(file_name, 'bar_size=([^/]+)', 1)"
 _HIVE_TYPES = "{'bar_size': VARCHAR, 'what_to_show': VARCHAR, 'use_rth': INTEGER, 'year': INTEGER}"
 
 
-@cache
-def shadow_root(data_dir: Path) -> Path:
-    """This process's private directory: `empty/` (typed empty tables) and `live` → the warehouse.
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The warehouse directory, absolute: the argument, else the harvester's settings
+    (HARVEST_DATA_DIR, harvest.toml, ./data), so notebooks read what the nightly job writes."""
+    return Path(data_dir if data_dir is not None else load_settings().data_dir).expanduser().resolve()
+
+
+def build_shadow(root: Path, data_dir: Path) -> Path:
+    """Fill `root` with `empty/` (typed empty tables) and `live` → the warehouse; returns `root`.
 
     Globs of the form `<root>/*/bars/...` then match the warehouse's files plus one empty file.
     """
-    root = Path(tempfile.mkdtemp(prefix="harvest-views-"))
-    atexit.register(shutil.rmtree, root, True)
     for rel, schema in _SCHEMAS.items():
         path = root / "empty" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(schema.empty_table(), path)
-    os.symlink(data_dir, root / "live", target_is_directory=True)
+    live = root / "live"
+    if live.is_symlink():
+        live.unlink()
+    os.symlink(data_dir, live, target_is_directory=True)
     return root
+
+
+@cache
+def shadow_root(data_dir: Path) -> Path:
+    """This process's private shadow directory for `data_dir`, removed at exit."""
+    root = Path(tempfile.mkdtemp(prefix="harvest-views-"))
+    atexit.register(shutil.rmtree, root, True)
+    return build_shadow(root, data_dir)
 
 
 def _bar_size_case(column: str) -> str:
@@ -88,8 +103,8 @@ def _bar_size_case(column: str) -> str:
     return f"CASE {column} {whens} END"
 
 
-def view_statements(data_dir: Path, root: Path) -> list[str]:
-    """The CREATE VIEW statements over `root` (the shadow root, or the warehouse itself for sql-init)."""
+def view_statements(root: Path) -> list[str]:
+    """The CREATE VIEW statements over a shadow root; `sessions` must exist before the last (gaps)."""
     glob = f"{root}/*"
 
     def table(pattern: str) -> str:
@@ -101,6 +116,11 @@ def view_statements(data_dir: Path, root: Path) -> list[str]:
         (f"CREATE OR REPLACE VIEW bars AS SELECT symbol, con_id, {_bar_size_case('bar_size')} AS bar_size, "
         "what_to_show, use_rth = 1 AS use_rth, ts, session_date, open, high, low, close, volume, wap, "
         "bar_count FROM bars_files"),
+        (f"CREATE OR REPLACE VIEW bar_files AS SELECT {_bar_size_case(_LABEL_OF_FILE)} "
+         "AS bar_size, regexp_extract(file_name, 'what_to_show=([^/]+)', 1) AS what_to_show, "
+         "regexp_extract(file_name, 'use_rth=([01])', 1) = '1' AS use_rth, file_name, num_rows, num_row_groups, "
+         f"file_size_bytes FROM parquet_file_metadata('{glob}/{BARS_GLOB}') "
+         f"WHERE NOT starts_with(file_name, '{root}/empty/')"),
         f"CREATE OR REPLACE VIEW contracts AS SELECT * FROM {table('contracts/*.parquet')}",
         f"CREATE OR REPLACE VIEW heads AS SELECT * FROM {table('heads/*.parquet')}",
         f"CREATE OR REPLACE VIEW journal AS SELECT * FROM {table('journal/*.parquet')}",
@@ -149,11 +169,11 @@ WHERE NOT EXISTS (
 
 
 @lru_cache(maxsize=8)
-def _xnys_sessions(first: date, last: date) -> pa.Table:
+def _xnys_sessions(first: date) -> pa.Table:
     import exchange_calendars  # 0.5 s to import; only paid when the warehouse has coverage
 
     cal = exchange_calendars.get_calendar("XNYS", start=max(first, date(1990, 1, 2)).isoformat())
-    sched = cal.schedule.loc[: last.isoformat()]
+    sched = cal.schedule
     return pa.table(
         {
             "session_date": pa.array(sched.index.date, pa.date32()),
@@ -163,32 +183,50 @@ def _xnys_sessions(first: date, last: date) -> pa.Table:
     )
 
 
-def _create_sessions(con: duckdb.DuckDBPyConnection) -> None:
+def _sessions_for(con: duckdb.DuckDBPyConnection) -> pa.Table:
     """XNYS sessions from the first covered day to the calendar's end (≈ a year ahead), UTC naive.
 
-    Built once per connection from the coverage present at connect time: a connection opened on an
-    empty warehouse has no sessions (and so no gaps) until it reconnects.
+    Built from the coverage present when called: a connection opened on an empty warehouse has no
+    sessions (and so no gaps) until it reconnects.
     """
     first = con.execute("SELECT min(start_ts)::DATE FROM coverage").fetchall()[0][0]
-    empty = pa.schema([("session_date", pa.date32()), ("open_ts", _TS), ("close_ts", _TS)]).empty_table()
-    sessions = empty if first is None else _xnys_sessions(first, date(2100, 1, 1))
-    con.register("_sessions", sessions)
-    con.execute("CREATE TABLE sessions AS SELECT * FROM _sessions")
-    con.unregister("_sessions")
+    if first is None:
+        return pa.schema([("session_date", pa.date32()), ("open_ts", _TS), ("close_ts", _TS)]).empty_table()
+    return _xnys_sessions(first)
 
 
 def connect(data_dir: str | os.PathLike[str] | None = None) -> duckdb.DuckDBPyConnection:
-    """A new in-memory connection with the warehouse views (bars, contracts, heads, coverage, covered,
-    series, journal, quarantine, gaps) and a `sessions` table. No lock is taken on the warehouse."""
+    """A new in-memory connection with the warehouse views (bars, bar_files, contracts, heads, coverage,
+    covered, series, journal, quarantine, gaps) and a `sessions` table. No lock is taken on the warehouse."""
     directory = resolve_data_dir(data_dir)
     con = duckdb.connect(":memory:")
-    root = shadow_root(directory)
-    statements = view_statements(directory, root)
-    for sql in statements[:-1]:
+    *views, gaps = view_statements(shadow_root(directory))
+    for sql in views:
         con.execute(sql)
-    _create_sessions(con)
-    con.execute(statements[-1])
+    con.register("_sessions", _sessions_for(con))
+    con.execute("CREATE TABLE sessions AS SELECT * FROM _sessions")
+    con.unregister("_sessions")
+    con.execute(gaps)
     return con
+
+
+def write_init_script(output: Path, data_dir: Path) -> Path:
+    """Write `output` (for `duckdb -init`) creating the same views, plus its shadow folder `<output>.views/`."""
+    output = output.expanduser().resolve()
+    root = build_shadow(output.with_suffix(".views"), data_dir)
+    con = connect(data_dir)
+    sessions_file = root / "sessions.parquet"
+    pq.write_table(con.execute("SELECT * FROM sessions").to_arrow_table(), sessions_file)
+    *views, gaps = view_statements(root)
+    lines = [
+        f"-- harvest views over {data_dir} (generated by `harvest sql-init`; re-run after moving the warehouse).",
+        f"-- {root} holds typed empty tables so the views work on an empty warehouse, and the sessions table.",
+        *(f"{sql};" for sql in views),
+        f"CREATE OR REPLACE TABLE sessions AS SELECT * FROM read_parquet('{sessions_file}');",
+        f"{gaps};",
+    ]
+    output.write_text("\n".join(lines) + "\n")
+    return output
 
 
 def restrict(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str] | None = None) -> None:

@@ -20,8 +20,7 @@ import pandas as pd
 
 from harvester.ibrules import BarSize
 from harvester.ibrules import bar_size as lookup_bar_size
-from queries.config import resolve_data_dir
-from queries.connection import BARS_COLUMNS, connect, shadow_root
+from queries.connection import BARS_COLUMNS, connect, resolve_data_dir, shadow_root
 
 FETCH_MODES = ("missing", "never")
 OUTPUT_KINDS = ("pandas", "arrow", "polars")
