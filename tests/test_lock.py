@@ -1,0 +1,60 @@
+"""The writer lock across real processes: a live holder refuses us, a SIGKILLed holder's lock is taken over."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from harvester.lock import WarehouseLocked, WriterLock
+from harvester.warehouse import Warehouse
+
+HOLDER = """
+import sys
+from harvester.lock import WriterLock
+lock = WriterLock(sys.argv[1])
+lock.acquire()
+print("locked", flush=True)
+sys.stdin.readline()
+"""
+
+
+def start_holder(data_dir) -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", HOLDER, str(data_dir)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "locked"  # blocks until the child holds the lock
+    return child
+
+
+def test_live_holder_refuses_us_naming_its_pid(tmp_path):
+    child = start_holder(tmp_path)
+    try:
+        with pytest.raises(WarehouseLocked) as info, Warehouse.open(tmp_path, simulated=True).lock():
+            pass
+        assert info.value.holder_pid == child.pid and info.value.since
+        assert str(child.pid) in str(info.value)
+    finally:
+        child.stdin.close()
+        child.wait(timeout=30)
+    with WriterLock(tmp_path) as lock:  # released at the child's clean exit
+        assert lock.took_over is None or lock.took_over.get("pid") == child.pid
+
+
+def test_killed_holder_lock_is_taken_over(tmp_path):
+    child = start_holder(tmp_path)
+    child.kill()
+    child.wait(timeout=30)
+    with WriterLock(tmp_path) as lock:
+        assert lock.took_over["pid"] == child.pid
+        with pytest.raises(WarehouseLocked) as info:
+            WriterLock(tmp_path).acquire()  # a second open file description conflicts even in-process
+        assert info.value.holder_pid == os.getpid()
+
+
+def test_clean_release_leaves_nothing_to_take_over(tmp_path):
+    with WriterLock(tmp_path):
+        pass
+    with WriterLock(tmp_path) as lock:
+        assert lock.took_over is None

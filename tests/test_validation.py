@@ -1,0 +1,70 @@
+"""Bars at the door: sentinels become NULL, each bad-row reason, and malformed frames refused by name."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from harvester.series import BarRequest, SeriesKey
+from harvester.validation import BarsFormatError, check_bars
+
+START = datetime(2024, 6, 3, 13, 30, tzinfo=UTC)
+REQ = BarRequest(SeriesKey(7, "1 min", "MIDPOINT", True), START, START + timedelta(minutes=10), "600 S", 10)
+
+
+def frame(n: int = 10, **overrides) -> pd.DataFrame:
+    base = pd.DataFrame({
+        "ts": pd.date_range(START, periods=n, freq="min"), "session_date": [date(2024, 6, 3)] * n,
+        "open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5, "volume": 100.0, "wap": 10.2, "bar_count": 5,
+    })
+    return base.assign(**overrides)
+
+
+def test_clean_answer_is_kept_whole():
+    checked = check_bars(REQ, frame(), "X")
+    assert (checked.kept.num_rows, checked.quarantined.num_rows) == (10, 0)
+    assert set(checked.kept["con_id"].to_pylist()) == {7} and set(checked.kept["symbol"].to_pylist()) == {"X"}
+    assert checked.kept["ts"][0].as_py() == START.replace(tzinfo=None)
+
+
+def test_minus_one_sentinels_become_null():
+    kept = check_bars(REQ, frame(volume=-1.0, wap=-1.0, bar_count=-1), "X").kept
+    assert kept["volume"].null_count == kept["wap"].null_count == kept["bar_count"].null_count == 10
+
+
+@pytest.mark.parametrize(("row", "change", "reason"), [
+    (0, {"low": 12.0}, "low above high"),
+    (1, {"low": 10.4, "open": 10.0}, "low above open or close"),
+    (2, {"close": 11.5}, "open or close above high"),
+    (3, {"volume": -2.0}, "negative volume"),
+    (4, {"open": float("nan")}, "missing price"),
+])
+def test_each_bad_row_gets_its_reason(row, change, reason):
+    data = frame()
+    for col, value in change.items():
+        data.loc[row, col] = value
+    checked = check_bars(REQ, data, "X")
+    assert checked.kept.num_rows == 9
+    assert checked.quarantined["reason"].to_pylist() == [reason]
+
+
+def test_outside_window_and_duplicates():
+    data = pd.concat([frame(), frame(1)], ignore_index=True)  # first bar repeated
+    late = frame(1, ts=pd.date_range(START + timedelta(minutes=10), periods=1, freq="min"))
+    checked = check_bars(REQ, pd.concat([data, late], ignore_index=True), "X")
+    assert checked.kept.num_rows == 10
+    assert sorted(checked.quarantined["reason"].to_pylist()) == ["duplicate ts in one answer", "outside request window"]
+
+
+def test_empty_or_none_answer():
+    assert check_bars(REQ, None, "X").kept.num_rows == 0
+    assert check_bars(REQ, frame(0), "X").quarantined.num_rows == 0
+
+
+def test_malformed_frames_are_refused_by_name():
+    with pytest.raises(BarsFormatError, match="wap"):
+        check_bars(REQ, frame().drop(columns=["wap"]), "X")
+    with pytest.raises(BarsFormatError, match="timezone-aware"):
+        check_bars(REQ, frame(ts=pd.date_range("2024-06-03 13:30", periods=10, freq="min")), "X")
