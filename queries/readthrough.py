@@ -136,7 +136,7 @@ def bars(
         fetch_missing(names, size.ib_name, lo, hi, what_to_show, use_rth, host, port, client_id, directory)
     connection = con or connect(directory)
     sql, params = bars_query(names, size, lo, hi, what_to_show, use_rth, shadow_root(directory))
-    result = connection.execute(sql, params)
+    result = connection.sql(sql, params=params)
     if as_ == "arrow":
         return result.to_arrow_table()
     if as_ == "polars":

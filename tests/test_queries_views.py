@@ -1,0 +1,132 @@
+"""The DuckDB views over the warehouse: empty warehouses, late commits, temp files, gaps, lockdown."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from warehouse_fixtures import (
+    contracts_rows,
+    coverage_row,
+    minute_bars,
+    sessions,
+    write_bars,
+    write_table,
+)
+
+import queries
+from queries.connection import resolve_data_dir, restrict
+
+VIEWS = ["bars", "bar_files", "contracts", "heads", "coverage", "covered", "series", "journal", "quarantine",
+         "gaps", "sessions"]
+BARS_COLUMNS = ["symbol", "con_id", "bar_size", "what_to_show", "use_rth", "ts", "session_date", "open", "high",
+                "low", "close", "volume", "wap", "bar_count"]
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_empty_warehouse_answers_zero_rows_everywhere(tmp_path: Path, exists: bool) -> None:
+    data_dir = tmp_path / "data"
+    if exists:
+        (data_dir / "bars").mkdir(parents=True)
+    con = queries.connect(data_dir)
+    for view in VIEWS:
+        assert con.execute(f"SELECT count(*) FROM {view}").fetchall() == [(0,)], view
+    assert [r[0] for r in con.execute("DESCRIBE bars").fetchall()] == BARS_COLUMNS
+
+
+def test_connection_opened_on_empty_warehouse_sees_later_commits(tmp_path: Path) -> None:
+    con = queries.connect(tmp_path)
+    assert con.execute("SELECT count(*) FROM bars").fetchall() == [(0,)]
+    df = minute_bars(["AAA", "BBB"], "2024-06-03", "2024-06-04")
+    write_bars(tmp_path, df)
+    write_table(tmp_path, "contracts", contracts_rows(["AAA", "BBB"]))
+    assert con.execute("SELECT count(*) FROM bars").fetchall() == [(len(df),)]
+    assert con.execute("SELECT count(*) FROM contracts").fetchall() == [(2,)]
+
+
+def test_bars_view_types_and_ib_bar_size_spelling(tmp_path: Path) -> None:
+    df = minute_bars(["AAA"], "2024-06-03", "2024-06-03")
+    write_bars(tmp_path, df, "1 min", use_rth=False)
+    write_bars(tmp_path, df.head(3), "5 secs")
+    con = queries.connect(tmp_path)
+    rows = con.execute("SELECT bar_size, use_rth, count(*) FROM bars GROUP BY ALL ORDER BY 1").fetchall()
+    assert rows == [("1 min", False, len(df)), ("5 secs", True, 3)]
+    types = {r[0]: r[1] for r in con.execute("DESCRIBE bars").fetchall()}
+    assert types["ts"] == "TIMESTAMP" and types["use_rth"] == "BOOLEAN" and types["session_date"] == "DATE"
+    got = con.execute("SELECT * FROM bars WHERE bar_size = '1 min' ORDER BY ts").df()
+    pd.testing.assert_series_equal(got["close"], df["close"], check_names=False)
+
+
+def test_writer_temp_files_and_staging_are_invisible(tmp_path: Path) -> None:
+    df = minute_bars(["AAA"], "2024-06-03", "2024-06-03")
+    (path,) = write_bars(tmp_path, df)
+    (path.parent / f".{path.name}.tmp-123-abcd").write_bytes(path.read_bytes())
+    staged = tmp_path / "_staging" / "run1" / "bars.parquet"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(path.read_bytes())
+    con = queries.connect(tmp_path)
+    assert con.execute("SELECT count(*) FROM bars").fetchall() == [(len(df),)]
+    assert con.execute("SELECT count(*), sum(num_rows) FROM bar_files").fetchall() == [(1, len(df))]
+
+
+def test_gaps_are_sessions_inside_the_covered_span_that_no_interval_spans(tmp_path: Path) -> None:
+    days = sessions("2024-05-01", "2024-06-14")
+    write_table(tmp_path, "contracts", contracts_rows(["AAA", "BBB"]))
+    # AAA: two intervals leaving sessions 10..12 uncovered, and one verified-empty interval covering 20..21.
+    s = days.reset_index(drop=True)
+    rows = [
+        coverage_row(1000, "1 min", s.open_ts[0], s.close_ts[9]),
+        coverage_row(1000, "1 min", s.open_ts[13], s.close_ts[19]),
+        coverage_row(1000, "1 min", s.open_ts[20], s.close_ts[21], kind="empty"),
+        coverage_row(1000, "1 min", s.open_ts[22] - timedelta(hours=1), s.close_ts[len(s) - 1]),
+        # BBB: complete but for a session only half covered (an interval ending at noon).
+        coverage_row(1001, "1 min", s.open_ts[0], s.open_ts[5] + timedelta(hours=2)),
+        coverage_row(1001, "1 min", s.open_ts[6], s.close_ts[len(s) - 1]),
+    ]
+    write_table(tmp_path, "coverage", rows)
+    con = queries.connect(tmp_path)
+    got = con.execute("SELECT symbol, session_date FROM gaps ORDER BY 1, 2").fetchall()
+    expected = [("AAA", d) for d in s.session_date[10:13]] + [("BBB", s.session_date[5])]
+    assert got == expected
+    series = con.execute("SELECT symbol, bar_intervals, empty_intervals FROM series ORDER BY 1").fetchall()
+    assert series == [("AAA", 3, 1), ("BBB", 2, 0)]
+
+
+def test_data_dir_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARVEST_DATA_DIR", str(tmp_path / "wh"))
+    assert resolve_data_dir() == (tmp_path / "wh").resolve()
+    monkeypatch.delenv("HARVEST_DATA_DIR")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HARVEST_CONFIG", raising=False)
+    (tmp_path / "harvest.toml").write_text('data_dir = "elsewhere"\n')
+    assert resolve_data_dir() == (tmp_path / "elsewhere").resolve()
+
+
+def test_restricted_connection_reads_the_warehouse_and_nothing_else(tmp_path: Path) -> None:
+    write_bars(tmp_path / "wh", minute_bars(["AAA"], "2024-06-03", "2024-06-03"))
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    con = queries.connect(tmp_path / "wh")
+    restrict(con, tmp_path / "wh")
+    assert con.execute("SELECT count(*) FROM bars").fetchall()[0][0] > 0
+    for sql in [f"SELECT * FROM read_csv('{secret}')", f"ATTACH '{tmp_path}/x.db'", "SET threads = 1",
+                "INSTALL httpfs", f"COPY (SELECT 1) TO '{tmp_path}/out.csv'"]:
+        with pytest.raises(duckdb.Error):
+            con.execute(sql).fetchall()
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_sql_init_script_builds_the_same_views(tmp_path: Path) -> None:
+    df = minute_bars(["AAA"], "2024-06-03", "2024-06-04")
+    write_bars(tmp_path / "wh", df)
+    start = datetime(2024, 6, 3)
+    write_table(tmp_path / "wh", "coverage", [coverage_row(1000, "1 min", start, start + timedelta(days=2))])
+    script = queries.connection.write_init_script(tmp_path / "init.sql", tmp_path / "wh")
+    con = duckdb.connect()
+    con.execute(script.read_text())
+    assert con.execute("SELECT count(*) FROM bars").fetchall() == [(len(df),)]
+    assert con.execute("SELECT count(*) FROM gaps").fetchall() == [(0,)]
+    assert con.execute("SELECT count(*) FROM sessions WHERE session_date = '2024-06-04'").fetchall() == [(1,)]
