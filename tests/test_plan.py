@@ -1,0 +1,230 @@
+"""The planner: IB-legal windows, exact coverage semantics, empty once satisfied, one request per increment."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from harvester.ibrules import BAR_SIZES, bar_size, check_duration
+from harvester.plan import (
+    PlanError,
+    SeriesState,
+    lower_bound_requests,
+    needs_head_timestamp,
+    plan_requests,
+)
+from harvester.series import BarRequest, SeriesKey
+from harvester.sessions import TradingCalendar
+
+NYSE = TradingCalendar.for_exchange("NYSE")
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def state(bar: str, rth: bool = True, what: str = "TRADES", head=None, coverage=()) -> SeriesState:
+    return SeriesState(SeriesKey(265598, bar, what, rth), "AAPL", NYSE, head, tuple(coverage))
+
+
+def ib_window_start(req: BarRequest) -> datetime:
+    """How the gateway reads a duration, computed independently of the planner."""
+    count, unit = req.duration.split(" ")
+    n = int(count)
+    end = req.end
+    if unit == "S":
+        return end - timedelta(seconds=n)
+    if unit == "D":
+        before = [s for s in NYSE.sessions(end - timedelta(days=2 * n + 10), end, req.series.use_rth)]
+        return before[-n].open_utc
+    if unit == "W":
+        return end - timedelta(weeks=n)
+    months = n * 12 if unit == "Y" else n
+    return (pd.Timestamp(end) - pd.DateOffset(months=months)).to_pydatetime()
+
+
+def windows(reqs: list[BarRequest]) -> list[tuple[datetime, datetime]]:
+    return [(r.start, r.end) for r in reqs]
+
+
+def covered(t: datetime, spans) -> bool:
+    return any(lo <= t < hi for lo, hi in spans)
+
+
+def check_legal(reqs: list[BarRequest], now: datetime, target: int) -> None:
+    for r in reqs:
+        check_duration(r.series.bar_size, r.duration)
+        assert r.start == ib_window_start(r), r
+        assert r.start < r.end <= now
+        bar = bar_size(r.series.bar_size)
+        per_session = 57600 if not r.series.use_rth else 23400
+        if bar.intraday and per_session // bar.seconds + 2 <= target:
+            assert r.expected_bars <= target, r
+
+
+def test_daily_backfill_without_head_is_one_long_request():
+    now = utc(2026, 11, 24, 12)
+    (req,) = plan_requests(state("1 day"), start=None, end=now, now=now)
+    assert req.duration == "40 Y"
+    assert req.end == utc(2026, 11, 23, 21)  # Monday's close; Tuesday is still trading
+    assert req.start == ib_window_start(req)
+    assert plan_requests(state("1 day", coverage=[(req.start, req.end)]), start=None, end=now, now=now) == []
+
+
+def test_daily_gap_of_a_few_sessions_uses_days():
+    now = utc(2024, 12, 3, 1)
+    old = [(utc(1980, 1, 1), utc(2024, 11, 26, 21))]
+    (req,) = plan_requests(state("1 day", coverage=old), start=None, end=now, now=now)
+    assert req.duration == "3 D"  # 11-27, 11-29 (half day), 12-02; Thanksgiving is skipped
+    assert (req.start, req.end) == (utc(2024, 11, 27, 14, 30), utc(2024, 12, 2, 21))
+    assert req.expected_bars == 3
+
+
+@pytest.mark.parametrize(
+    ("bar", "rth"), [("1 min", True), ("1 min", False), ("1 hour", True), ("1 day", True), ("30 mins", False)]
+)
+def test_increment_after_one_more_session_is_one_request(bar, rth):
+    now1 = utc(2024, 6, 12, 2)
+    reqs = plan_requests(state(bar, rth), start=utc(2024, 5, 1), end=now1, now=now1)
+    assert len(reqs) >= 1
+    now2 = now1 + timedelta(days=1)
+    (inc,) = plan_requests(state(bar, rth, coverage=windows(reqs)), start=utc(2024, 5, 1), end=now2, now=now2)
+    assert inc.duration == "1 D"
+    (session,) = NYSE.sessions(utc(2024, 6, 12, 2), now2, rth)
+    assert (inc.start, inc.end) == (session.open_utc, session.close_utc)
+
+
+def test_plan_is_newest_first_and_contiguous_on_sessions():
+    now = utc(2024, 6, 12, 2)
+    reqs = plan_requests(state("1 min"), start=utc(2024, 1, 1), end=now, now=now)
+    assert all(a.start > b.start for a, b in itertools.pairwise(reqs))
+    assert all(r.duration.endswith(" D") for r in reqs)
+    for newer, older in itertools.pairwise(reqs):
+        assert NYSE.sessions(older.end, newer.start, True) == []  # only closed time between chunks
+
+
+def test_small_bars_stay_inside_the_six_month_horizon():
+    now = utc(2026, 11, 24, 12)
+    reqs = plan_requests(state("5 secs", rth=False), start=utc(2020, 1, 1), end=now, now=now)
+    horizon = now - timedelta(days=180)
+    assert min(r.start for r in reqs) >= horizon - timedelta(days=1)
+    assert all(r.expected_bars <= 5000 for r in reqs)
+    check_legal(reqs, now, 5000)
+
+
+def test_adjusted_last_is_one_full_refresh_ending_now():
+    now = utc(2026, 11, 24, 12)
+    (req,) = plan_requests(state("1 day", what="ADJUSTED_LAST"), start=None, end=now, now=now)
+    assert req.end == now
+    assert req.duration == "40 Y"
+    again = state("1 day", what="ADJUSTED_LAST", coverage=[(req.start, req.end)])
+    assert plan_requests(again, start=None, end=now, now=now) == []
+    later = now + timedelta(days=1)
+    (refresh,) = plan_requests(again, start=None, end=later, now=later)
+    assert refresh.end == later and refresh.duration == "40 Y"
+
+
+def test_weekly_bars_wait_for_the_week_to_end():
+    now = utc(2024, 6, 12, 2)  # Wednesday: this week's bar is incomplete
+    (req,) = plan_requests(state("1 week"), start=utc(2020, 1, 1), end=now, now=now)
+    assert req.end == utc(2024, 6, 7, 20)  # last Friday's close
+    assert req.duration.endswith(" Y")
+
+
+def test_needs_head_timestamp():
+    assert needs_head_timestamp(SeriesKey(1, "1 min", "TRADES", True), None)
+    assert not needs_head_timestamp(SeriesKey(1, "1 min", "TRADES", True), utc(2024, 1, 1))
+    assert not needs_head_timestamp(SeriesKey(1, "1 day", "TRADES", True), None)
+    assert not needs_head_timestamp(SeriesKey(1, "1 week", "MIDPOINT", False), None)
+
+
+def test_bad_inputs_raise_plan_errors():
+    now = utc(2024, 6, 12)
+    with pytest.raises(PlanError, match="no start and no head"):
+        plan_requests(state("1 min"), start=None, end=now, now=now)
+    with pytest.raises(PlanError, match="target_bars"):
+        plan_requests(state("1 day"), start=None, end=now, now=now, target_bars=0)
+    with pytest.raises(PlanError, match="not timezone-aware"):
+        plan_requests(state("1 day", coverage=[(datetime(2024, 1, 1), now)]), start=None, end=now, now=now)
+    with pytest.raises(ValueError, match="naive"):
+        plan_requests(state("1 day"), start=None, end=datetime(2024, 1, 1), now=now)
+
+
+def test_nothing_before_head_and_nothing_in_closed_time():
+    now = utc(2024, 6, 12, 2)
+    head = utc(2024, 6, 11, 13, 30)
+    (req,) = plan_requests(state("1 min", head=head), start=None, end=now, now=now)
+    assert (req.duration, req.start) == ("1 D", utc(2024, 6, 11, 13, 30))
+    assert plan_requests(state("1 min"), start=utc(2024, 6, 8), end=utc(2024, 6, 10), now=now) == []
+
+
+def random_case(rng: random.Random) -> tuple[SeriesState, datetime | None, datetime, datetime, int]:
+    bar = rng.choice(list(BAR_SIZES))
+    rth = rng.random() < 0.5
+    what = rng.choice(["TRADES", "TRADES", "MIDPOINT", "BID_ASK"])
+    now = utc(2025, 1, 1) + timedelta(seconds=rng.randrange(0, 650 * 86_400))
+    info = BAR_SIZES[bar]
+    span_days = 3 if info.seconds <= 5 else 40 if info.intraday else 3000
+    start = now - timedelta(seconds=rng.randrange(3600, span_days * 86_400))
+    head = start + timedelta(seconds=rng.randrange(0, 5 * 86_400)) if rng.random() < 0.3 else None
+    if rng.random() < 0.25 and not info.intraday:
+        start = None
+    end = now - timedelta(seconds=rng.randrange(0, 3 * 86_400)) if rng.random() < 0.3 else now
+    coverage = []
+    for _ in range(rng.randrange(0, 4)):
+        lo = (start or now - timedelta(days=span_days)) + timedelta(seconds=rng.randrange(0, span_days * 86_400))
+        coverage.append((lo, lo + timedelta(seconds=rng.randrange(1, 5 * 86_400))))
+    target = rng.choice([5000, 5000, 2000, 10**12])
+    return state(bar, rth, what, head, coverage), start, end, now, target
+
+
+@pytest.mark.parametrize("seed", range(120))
+def test_property_applied_plan_leaves_nothing_to_do(seed):
+    rng = random.Random(seed)
+    st, start, end, now, target = random_case(rng)
+    reqs = plan_requests(st, start=start, end=end, now=now, target_bars=target)
+    if st.series.what_to_show != "ADJUSTED_LAST":
+        check_legal(reqs, now, target)
+    applied = SeriesState(st.series, st.symbol, st.calendar, st.head, st.coverage + tuple(windows(reqs)))
+    assert plan_requests(applied, start=start, end=end, now=now, target_bars=target) == []
+    bar = bar_size(st.series.bar_size)
+    if bar.ib_name in ("1 week", "1 month") or start is None:
+        return
+    # Every trading instant of the wanted span is covered by old coverage or a planned window.
+    lo = max([start, st.head or start] + ([now - timedelta(days=180)] if bar.small else []))
+    last = NYSE.last_closed_session(now, st.series.use_rth)
+    hi = min(end, last.close_utc)
+    spans = list(st.coverage) + windows(reqs)
+    for session in NYSE.sessions(lo, hi, st.series.use_rth) if lo < hi else []:
+        for t in (session.open_utc, session.open_utc + (session.close_utc - session.open_utc) / 2):
+            t = max(t, lo)
+            if t < min(hi, session.close_utc):
+                assert covered(t, spans), (t, session)
+
+
+def test_lower_bound_never_exceeds_the_plan():
+    now = utc(2026, 11, 24, 12)
+    states = [state("1 min", head=utc(2019, 1, 1)), state("1 day"), state("5 secs", rth=False)]
+    planned = sum(len(plan_requests(s, start=None, end=now, now=now)) for s in states)
+    bound = lower_bound_requests(states, start=None, end=now, now=now)
+    assert 3 <= bound < planned
+
+
+def test_five_hundred_series_of_daily_bars_plan_fast():
+    now = utc(2026, 11, 24, 12)
+    rng = random.Random(1)
+    states = []
+    for k in range(500):
+        covered_until = utc(2026, 11, 1) + timedelta(days=rng.randrange(0, 20))
+        coverage = [(utc(1990, 1, 1), covered_until)] if k % 2 else []
+        states.append(SeriesState(SeriesKey(k, "1 day", "TRADES", True), f"S{k}", NYSE, None, tuple(coverage)))
+    began = time.perf_counter()
+    plans = [plan_requests(s, start=utc(1990, 1, 1), end=now, now=now) for s in states]
+    elapsed = time.perf_counter() - began
+    assert all(len(p) == 1 for p in plans)
+    assert elapsed < 1.0, f"planning 500 daily series took {elapsed:.2f}s"
