@@ -19,10 +19,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from harvester.ibrules import PacingLimits, bar_size, request_weight
+from harvester.ibrules import bar_size, request_weight
 from harvester.pacing import PacingWindow, pacing_floor
 from harvester.plan import SeriesState, needs_head_timestamp, plan_requests
-from harvester.scheduler import Answer, Progress, RetryPolicy, Scheduler, TimeoutPolicy, Work, interleave
+from harvester.scheduler import (
+    Answer,
+    Progress,
+    RetryPolicy,
+    Scheduler,
+    TimeoutPolicy,
+    Work,
+    interleave,
+    paced_limits,
+)
 from harvester.series import BarRequest, Outcome, SeriesKey
 from harvester.sessions import TradingCalendar
 from harvester.source import ContractInfo, IBSource, QualifyResult
@@ -161,7 +170,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
             for info in contracts for size in job.bar_sizes
         ]
         report.series_total = len(series) + len(failed) * len(job.bar_sizes)
-        limits = PacingLimits().scaled(job.pacing_scale)
+        limits = paced_limits(job.pacing_scale)
         retry, timeouts = job.policies()
         recorder = _Recorder(warehouse, job, report)
         scheduler = Scheduler(

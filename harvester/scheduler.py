@@ -11,17 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import zip_longest
 
-from harvester.ibrules import request_weight
+from harvester.ibrules import PacingLimits, request_weight
 from harvester.pacing import PacedRequest, PacingWindow
 from harvester.series import BarRequest, Outcome, SeriesKey
 from harvester.source import ContractInfo, FetchResult, HeadResult, IBSource, SourceError
 
 LOOKAHEAD = 64  # queued requests scanned for one the pacer lets go now (avoids head-of-line blocking)
+# ib_insync queues (rather than sends) beyond 45 messages per second; a queued request would reach IB
+# later than the pacer stamped it, so bursts must stay below that throttle (a head timestamp is 2 messages).
+MESSAGES_PER_S = 40
+MIN_SAFETY_S = 0.1  # send-to-receive jitter (event loops, GIL, socket buffers) does not shrink with a scale
+
+
+def paced_limits(scale: float = 1.0) -> PacingLimits:
+    """IB's limits scaled by `scale`, with a safety margin no smaller than MIN_SAFETY_S."""
+    limits = PacingLimits().scaled(scale)
+    return replace(limits, safety_s=max(limits.safety_s, MIN_SAFETY_S))
 
 
 @dataclass
@@ -144,6 +155,7 @@ class Scheduler:
         self._paused = False
         self._reconnecting: asyncio.Task | None = None
         self._gave_up: str = ""
+        self._messages: deque[float] = deque()
         source.connectivity_listeners.append(self._on_connectivity)
         source.disconnect_listeners.append(self._on_disconnect)
 
@@ -154,14 +166,20 @@ class Scheduler:
         failures: list[Answer] = []
         in_flight: set[asyncio.Task] = set()
         self._notify()
+        if pending and not self.source.is_connected():
+            self._start_reconnect()
         while pending or in_flight:
-            if self._gave_up:
+            if self._gave_up and pending:
                 failures += self._abandon(pending)
-                pending = []
+                pending.clear()
+                continue
             picked, wait = self._pick(pending) if len(in_flight) < self.max_in_flight and self._can_send() else (
                 None, None)
             if picked is not None:
-                in_flight.add(asyncio.ensure_future(self._attempt(picked, pending, failures)))
+                paced = picked.paced()
+                self.window.sent(paced)  # now, not when the task first runs: later picks must see it
+                self._messages.extend([self.clock()] * (2 if picked.kind == "head" else 1))
+                in_flight.add(asyncio.ensure_future(self._attempt(picked, paced, pending, failures)))
                 continue
             self._wake.clear()
             waiters = {asyncio.ensure_future(self._wake.wait()), *in_flight}
@@ -179,6 +197,10 @@ class Scheduler:
     def _pick(self, pending: list[Work]) -> tuple[Work | None, float | None]:
         """The first of the next LOOKAHEAD items allowed now, else how long until one may be."""
         now = self.clock()
+        while self._messages and self._messages[0] <= now - 1.0:
+            self._messages.popleft()
+        if len(self._messages) + 2 > MESSAGES_PER_S or self.source.is_throttling():
+            return None, max(0.001, self._messages[0] + 1.0 - now) if self._messages else 0.01
         soonest: float | None = None
         for index, work in enumerate(pending[:LOOKAHEAD]):
             wait = max(work.not_before - now, self.window.wait_time(work.paced()))
@@ -187,11 +209,9 @@ class Scheduler:
             soonest = wait if soonest is None else min(soonest, wait)
         return None, soonest
 
-    async def _attempt(self, work: Work, pending: list[Work], failures: list[Answer]) -> None:
-        paced = work.paced()
+    async def _attempt(self, work: Work, paced: PacedRequest, pending: list[Work], failures: list[Answer]) -> None:
         work.attempt += 1
         sent_at = datetime.now(UTC)
-        self.window.sent(paced)
         try:
             result = await self._send(work)
         finally:

@@ -136,6 +136,9 @@ class IBSource:
         self.disconnect_listeners: list[Callable[[], None]] = []
         self.ib.errorEvent += self._on_error
         self.ib.disconnectedEvent += self._on_disconnected
+        self._throttling = False
+        self.ib.client.throttleStart += lambda: setattr(self, "_throttling", True)
+        self.ib.client.throttleEnd += lambda: setattr(self, "_throttling", False)
 
     @property
     def address(self) -> str:
@@ -143,6 +146,10 @@ class IBSource:
 
     def is_connected(self) -> bool:
         return self.ib.isConnected()
+
+    def is_throttling(self) -> bool:
+        """ib_insync is holding messages back (over 45/s): anything sent now would leave late."""
+        return self._throttling
 
     async def connect(self) -> None:
         """Connect and sync; GatewayUnreachable / ClientIdInUse instead of a bare timeout."""
@@ -206,7 +213,7 @@ class IBSource:
         return QualifyResult(contracts, failures)
 
     async def head_timestamp(
-        self, contract: ContractInfo, what_to_show: str, use_rth: bool, *, timeout: float
+        self, contract: ContractInfo, what_to_show: str, use_rth: bool, *, timeout: float,
     ) -> HeadResult:
         """Earliest available bar (formatDate=2 → UTC). Always cancelled at once: it holds an open slot."""
         req_id = self.ib.client.getReqId()
@@ -226,7 +233,9 @@ class IBSource:
             return HeadResult(Outcome.BARS, value.astimezone(UTC), None, "", latency)
         return HeadResult(outcome or Outcome.ERROR, None, code, text or _no_answer(outcome), latency)
 
-    async def historical_bars(self, contract: ContractInfo, request: BarRequest, *, timeout: float) -> FetchResult:
+    async def historical_bars(
+        self, contract: ContractInfo, request: BarRequest, *, timeout: float,
+    ) -> FetchResult:
         """One reqHistoricalData (formatDate=2, explicit UTC end) → typed outcome.
 
         An empty answer is EMPTY only when IB said so ("HMDS query returned no data") or ended the
