@@ -95,9 +95,15 @@ class Warehouse:
         self.run_id = new_run_id()
         self._staging = StagingArea(data_dir)
         self._seq = itertools.count(1)
+        self._batches = itertools.count(1)
+        self._batch = self._next_batch()
         self._journal_seq = itertools.count(1)
         self._journal: list[dict] = []
         self._crash_hook: Callable[[str], None] = lambda step: None
+
+    def _next_batch(self) -> str:
+        """Each commit closes the current staging batch, so committed batches go away with one rename."""
+        return f"{self.run_id}-b{next(self._batches):06d}"
 
     @classmethod
     def open(cls, data_dir: str | Path, *, simulated: bool, gateway: str = "", account: str = "") -> Warehouse:
@@ -196,7 +202,7 @@ class Warehouse:
             for name in extra.column_names:
                 table = table.append_column(name, extra[name])
             write_parquet_atomic(self.data_dir / "quarantine" / f"bars-{self.run_id}-{seq:08d}.parquet", table)
-        self._staging.put(self.run_id, seq, request, outcome, checked.kept, symbol)
+        self._staging.put(self._batch, seq, request, outcome, checked.kept, symbol)
         return StageResult(checked.kept.num_rows, checked.quarantined.num_rows, outcome.covers)
 
     def record_request(self, row: dict) -> None:
@@ -214,6 +220,7 @@ class Warehouse:
 
     def commit(self) -> CommitStats:
         started = datetime.now(UTC)
+        self._batch = self._next_batch()
         entries = self._staging.entries()
         stats = CommitStats(requests=len(entries), rows_staged=sum(e.rows for e in entries))
         self._merge_partitions(entries, stats)
@@ -222,7 +229,7 @@ class Warehouse:
         self._crash_hook("coverage_durable")
         stats.journal_rows = self._flush_journal()
         self._crash_hook("journal_durable")
-        self._staging.drop(entries, self.run_id)
+        self._staging.drop(entries)
         stats.seconds = (datetime.now(UTC) - started).total_seconds()
         return stats
 
@@ -307,11 +314,9 @@ class Warehouse:
         return found
 
     def close(self) -> None:
-        """Flush the journal; this run's staging directory goes too once nothing is left in it."""
+        """Flush the journal and delete committed staging batches. stage() and commit() must not overlap."""
         self._flush_journal()
-        run_dir = self._staging.root / self.run_id
-        if run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()
+        self._staging.empty_trash()
 
 
 def _split_by_partition(entry: StagedEntry, table: pa.Table) -> Iterator[tuple[PartitionKey, pa.Table]]:

@@ -156,9 +156,10 @@ def test_crash_at_any_step_then_reopen_and_commit_gives_reference(tmp_path, step
     recovered.commit()
     pd.testing.assert_frame_equal(read_bars(tmp_path / "crash"), read_bars(tmp_path / "ref"))
     pd.testing.assert_frame_equal(coverage_rows(tmp_path / "crash"), coverage_rows(tmp_path / "ref"))
-    assert not any((tmp_path / "crash" / "_staging").glob("*/*.json"))
     again = recovered.commit()
     assert again.requests == 0
+    recovered.close()
+    assert not list((tmp_path / "crash" / "_staging").rglob("*.parquet"))
 
 
 def test_recovered_staging_is_older_than_this_runs_fetches(tmp_path):
