@@ -139,7 +139,9 @@ def check_duration(bar_name: str, duration: str) -> None:
     if limit == 0:
         raise ValueError(f"duration unit {parsed.unit!r} is not allowed for {bar_name!r} bars")
     if parsed.count > limit:
-        raise ValueError(f"duration {duration!r} is too long for {bar_name!r} bars (max {limit} {parsed.unit})")
+        raise ValueError(
+            f"duration {duration!r} is too long for {bar_name!r} bars (max {limit} {parsed.unit})"
+        )
 
 
 # --- Pacing (ib-facts §1): the hard rules, applied to every bar size and to head timestamps ---

@@ -34,7 +34,7 @@ class PacedRequest:
 
 
 class PacingWindow:
-    """Sliding-window pacer: `wait_time` → 0 means send now; call `sent` after sending, `finished` when done."""
+    """Sliding-window pacer: `wait_time` 0 means send now; call `sent` after sending, `finished` when done."""
 
     def __init__(self, limits: PacingLimits, clock: Callable[[], float]) -> None:
         self.limits = limits

@@ -28,6 +28,7 @@ from harvester.sessions import TradingCalendar, from_epoch, to_epoch
 
 NO_TARGET = 10**12  # target_bars for "as few requests as IB's durations allow"
 _UNIT_ORDER = ("D", "S", "W", "M", "Y")  # tie-break: session-aligned windows first
+_CALENDAR_UNITS = ("W", "M", "Y")
 _UNIT_SECONDS = {"W": 7 * 86_400, "M": 2_629_746, "Y": 31_556_952}
 
 
@@ -220,6 +221,7 @@ class _Chunker:
         self.per_session = math.ceil(longest / bar.seconds) + 1 if bar.intraday else 1
         self.cap = target_bars if bar.intraday else NO_TARGET  # daily+ answers are small and quick
         self.units = [u for u in _UNIT_ORDER if max_duration(bar.ib_name, u) > 0]
+        self.max_days = max_duration(bar.ib_name, "D")
 
     def cover(self, a: int, b: int) -> list[BarRequest]:
         requests = []
@@ -248,12 +250,27 @@ class _Chunker:
         if first >= stop:
             return None
         reach_target = max(a, int(self.opens[first]))
-        candidates = [w for w in (self._candidate(unit, a, end, first, stop) for unit in self.units) if w]
+        candidates = []
+        for unit in self.units:
+            if (
+                unit in _CALENDAR_UNITS
+                and candidates
+                and candidates[0].unit == "D"
+                and candidates[0].count < self.max_days
+            ):
+                break  # D is bounded by the gap or the bars target, which bound calendar windows too
+            window = self._candidate(unit, a, end, first, stop)
+            if window is not None:
+                candidates.append(window)
         if not candidates:
             candidates = [self._smallest_window(end)]
         return min(
             candidates,
-            key=lambda w: (self._trading_time(max(w.start, reach_target)), w.expected, _UNIT_ORDER.index(w.unit)),
+            key=lambda w: (
+                self._trading_time(max(w.start, reach_target)),
+                w.expected,
+                _UNIT_ORDER.index(w.unit),
+            ),
         )
 
     def _trading_time(self, t: int) -> int:
@@ -314,8 +331,10 @@ class _Chunker:
         """When even the smallest legal window exceeds the target: send it anyway (IB still answers)."""
         unit = self.units[0]
         count = 1 if unit != "S" else min(max_duration(self.bar.ib_name, "S"), self.bar.seconds)
-        start = int(self.opens[self._last_open_before(end)]) if unit == "D" else (
-            end - count if unit == "S" else _back(end, unit, 1)
+        start = (
+            int(self.opens[self._last_open_before(end)])
+            if unit == "D"
+            else (end - count if unit == "S" else _back(end, unit, 1))
         )
         return _Window(unit, count, start, self._expected(start, end))
 
@@ -326,4 +345,3 @@ class _Chunker:
         """`t` if it lies in a session, else the close of the latest session before it (skips closed time)."""
         k = self._last_open_before(t)
         return None if k < 0 else min(t, int(self.closes[k]))
-

@@ -21,8 +21,28 @@ CALENDAR_END = "2035-12-31"  # fixed, so plans never depend on the day the calen
 
 _US_EXCHANGES = frozenset(
     {
-        "NYSE", "NASDAQ", "ISLAND", "ARCA", "NYSEARCA", "AMEX", "NYSEAMERICAN", "BATS", "BYX", "EDGX",
-        "EDGEA", "IEX", "CBOE", "PSX", "BEX", "CHX", "NSX", "MEMX", "LTSE", "PEARL", "SMART", "",
+        "NYSE",
+        "NASDAQ",
+        "ISLAND",
+        "ARCA",
+        "NYSEARCA",
+        "AMEX",
+        "NYSEAMERICAN",
+        "BATS",
+        "BYX",
+        "EDGX",
+        "EDGEA",
+        "IEX",
+        "CBOE",
+        "PSX",
+        "BEX",
+        "CHX",
+        "NSX",
+        "MEMX",
+        "LTSE",
+        "PEARL",
+        "SMART",
+        "",
     }
 )
 _CALENDAR_BY_EXCHANGE = {name: ("XNYS", "US/Eastern") for name in _US_EXCHANGES}

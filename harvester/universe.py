@@ -72,9 +72,7 @@ def load_universe(path: Path | str) -> list[ContractSpec]:
         if previous is None:
             specs[spec.symbol] = spec
         elif previous.identity() != spec.identity():
-            raise UniverseError(
-                path, line_no, f"symbol {spec.symbol!r} conflicts with line {previous.line}"
-            )
+            raise UniverseError(path, line_no, f"symbol {spec.symbol!r} conflicts with line {previous.line}")
     if not specs:
         raise UniverseError(path, header_no, "no rows: the universe is empty")
     return list(specs.values())

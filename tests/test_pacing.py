@@ -178,7 +178,12 @@ def test_simulated_run_never_breaks_a_rule_and_never_idles():
     limits = PacingLimits(safety_s=0.0, max_open=8)
     whats = ["TRADES", "TRADES", "MIDPOINT", "BID_ASK"]
     requests = [
-        req(con_id=rng.randrange(6), what=rng.choice(whats), n=rng.randrange(4), kind=rng.choice(["bars", "head"]))
+        req(
+            con_id=rng.randrange(6),
+            what=rng.choice(whats),
+            n=rng.randrange(4),
+            kind=rng.choice(["bars", "head"]),
+        )
         for _ in range(500)
     ]
     log, open_at_send, cap_blocked = simulate(limits, requests, rng)

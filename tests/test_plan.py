@@ -1,4 +1,4 @@
-"""The planner: IB-legal windows, exact coverage semantics, empty once satisfied, one request per increment."""
+"""The planner: IB-legal windows, exact coverage semantics, empty once satisfied, one request per session."""
 
 from __future__ import annotations
 
@@ -177,7 +177,9 @@ def random_case(rng: random.Random) -> tuple[SeriesState, datetime | None, datet
     end = now - timedelta(seconds=rng.randrange(0, 3 * 86_400)) if rng.random() < 0.3 else now
     coverage = []
     for _ in range(rng.randrange(0, 4)):
-        lo = (start or now - timedelta(days=span_days)) + timedelta(seconds=rng.randrange(0, span_days * 86_400))
+        lo = (start or now - timedelta(days=span_days)) + timedelta(
+            seconds=rng.randrange(0, span_days * 86_400)
+        )
         coverage.append((lo, lo + timedelta(seconds=rng.randrange(1, 5 * 86_400))))
     target = rng.choice([5000, 5000, 2000, 10**12])
     return state(bar, rth, what, head, coverage), start, end, now, target
@@ -222,7 +224,9 @@ def test_five_hundred_series_of_daily_bars_plan_fast():
     for k in range(500):
         covered_until = utc(2026, 11, 1) + timedelta(days=rng.randrange(0, 20))
         coverage = [(utc(1990, 1, 1), covered_until)] if k % 2 else []
-        states.append(SeriesState(SeriesKey(k, "1 day", "TRADES", True), f"S{k}", NYSE, None, tuple(coverage)))
+        states.append(
+            SeriesState(SeriesKey(k, "1 day", "TRADES", True), f"S{k}", NYSE, None, tuple(coverage))
+        )
     began = time.perf_counter()
     plans = [plan_requests(s, start=utc(1990, 1, 1), end=now, now=now) for s in states]
     elapsed = time.perf_counter() - began

@@ -35,7 +35,10 @@ def test_wikipedia_style_sp500_with_bom_and_extra_columns(tmp_path):
 
 
 def test_ticker_alias_header_case_whitespace_comments_and_blank_lines(tmp_path):
-    content = "# my universe\n\n TICKER , Primary_Exchange ,Currency\n# tech\n aapl , nasdaq , usd \n\n,,\nbf/b,NYSE,USD\n# end\n"
+    content = (
+        "# my universe\n\n TICKER , Primary_Exchange ,Currency\n# tech\n aapl , nasdaq , usd \n"
+        "\n,,\nbf/b,NYSE,USD\n# end\n"
+    )
     specs = load_universe(write(tmp_path, content))
     assert specs == [
         ContractSpec("AAPL", primary_exchange="NASDAQ", line=5),
@@ -55,7 +58,8 @@ def test_identical_duplicates_are_merged(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"), [("BRK.B", "BRK B"), ("BF/B", "BF B"), ("BP.", "BP."), ("rds.a", "RDS A"), ("A", "A")]
+    ("raw", "expected"),
+    [("BRK.B", "BRK B"), ("BF/B", "BF B"), ("BP.", "BP."), ("rds.a", "RDS A"), ("A", "A")],
 )
 def test_share_class_spelling(raw, expected):
     assert ib_symbol(raw) == expected
@@ -103,7 +107,19 @@ def test_rejected_files(tmp_path, content, line, reason):
 
 @pytest.mark.parametrize(
     "symbol",
-    ["../../etc", "A';DROP TABLE bars;--", "$(rm -rf)", "\u0410APL", "ÅAPL", "ßPY", "ABCDEFGHIJKLM", "A\tB", "A*", "A/../B", "-A"],
+    [
+        "../../etc",
+        "A';DROP TABLE bars;--",
+        "$(rm -rf)",
+        "\u0410APL",
+        "ÅAPL",
+        "ßPY",
+        "ABCDEFGHIJKLM",
+        "A\tB",
+        "A*",
+        "A/../B",
+        "-A",
+    ],
 )
 def test_hostile_symbols_are_refused(tmp_path, symbol):
     error = error_for(tmp_path, f'symbol\nAAPL\n"{symbol}"\n')
