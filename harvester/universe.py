@@ -14,7 +14,9 @@ from pathlib import Path
 
 MAX_ROWS = 20_000
 MAX_SYMBOL_LEN = 12
-SEC_TYPES = frozenset({"STK", "ETF", "IND", "FUT", "CASH", "CFD", "BOND", "FUND", "CMDTY", "CRYPTO"})
+MAX_BYTES = 16 * 1024 * 1024
+# IB secTypes with historical bars a harvest can page through (ETFs are STK at IB; CONTFUT cannot page).
+SEC_TYPES = frozenset({"STK", "IND", "FUT", "CASH", "CFD", "BOND", "FUND", "CMDTY", "CRYPTO"})
 # Starts alphanumeric and has no ".." so a symbol can never climb out of a path.
 _SYMBOL_OK = re.compile(r"(?!.*\.\.)[A-Z0-9][A-Z0-9 .\-/&]*")
 _NAME_OK = re.compile(r"[A-Z0-9.]*")
@@ -80,6 +82,8 @@ def load_universe(path: Path | str) -> list[ContractSpec]:
 
 def _read_text(path: Path) -> str:
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise UniverseError(path, 0, f"file larger than {MAX_BYTES // 2**20} MiB; not a universe list")
         data = path.read_bytes()
     except FileNotFoundError:
         raise UniverseError(path, 0, "file not found") from None
@@ -154,7 +158,9 @@ def _spec_from_row(path: Path, line_no: int, row: list[str], columns: dict[str, 
         raise UniverseError(path, line_no, f"invalid symbol {raw!r} (allowed: A-Z 0-9 space . - / &, ≤12)")
     sec_type = field("sec_type", "STK").upper()
     if sec_type not in SEC_TYPES:
-        raise UniverseError(path, line_no, f"unknown sec_type {sec_type!r}")
+        raise UniverseError(
+            path, line_no, f"unknown sec_type {sec_type!r} (one of {', '.join(sorted(SEC_TYPES))})"
+        )
     names = {
         name: field(name, default).upper()
         for name, default in (("exchange", "SMART"), ("primary_exchange", ""), ("currency", "USD"))

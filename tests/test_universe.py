@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harvester.universe import MAX_ROWS, ContractSpec, UniverseError, ib_symbol, load_universe
+from harvester.universe import MAX_BYTES, MAX_ROWS, ContractSpec, UniverseError, ib_symbol, load_universe
 
 
 def write(tmp_path: Path, content: str | bytes, name: str = "u.csv") -> Path:
@@ -95,6 +95,7 @@ def test_missing_file_names_the_file(tmp_path):
         ("symbol,con_id\nAAPL,12x\n", 2, "bad con_id"),
         ("symbol,con_id\nAAPL,-5\n", 2, "bad con_id"),
         ("symbol,sec_type\nAAPL,WARRANTY\n", 2, "unknown sec_type"),
+        ("symbol,sec_type\nSPY,ETF\n", 2, "unknown sec_type 'ETF'"),
         ("symbol\nAAPL\nMSFT,extra\n", 3, "expected 1 fields, found 2"),
         ("symbol,exchange\nAAPL,SMART;DROP\n", 2, "invalid exchange"),
     ],
@@ -144,6 +145,14 @@ def test_row_limit_is_named(tmp_path):
     error = error_for(tmp_path, f"symbol\n{rows}\n")
     assert str(MAX_ROWS) in str(error)
     assert error.line == MAX_ROWS + 2
+
+
+def test_huge_file_is_refused_before_reading(tmp_path):
+    path = tmp_path / "huge.csv"
+    with path.open("wb") as out:
+        out.truncate(MAX_BYTES + 1)
+    with pytest.raises(UniverseError, match="larger than 16 MiB"):
+        load_universe(path)
 
 
 def test_at_the_row_limit_is_accepted(tmp_path):
