@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import os
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
@@ -28,6 +29,10 @@ OUTPUT_KINDS = ("pandas", "arrow", "polars")
 
 class BarsRequestError(ValueError):
     """An argument of `bars()` is unusable; the message names it."""
+
+
+class FetchError(RuntimeError):
+    """fetch='missing' could not complete: the harvest reported failed series (named in the message)."""
 
 
 def to_utc_naive(value: str | date | datetime | pd.Timestamp | None, name: str) -> datetime | None:
@@ -113,11 +118,14 @@ def bars(
     data_dir: str | os.PathLike[str] | None = None,
     as_: str = "pandas",
     con: duckdb.DuckDBPyConnection | None = None,
+    job_options: dict[str, Any] | None = None,
 ) -> Any:
     """Bars of `symbols` (None: all) with bar start in [start, end) (UTC), columns as the `bars` view, sorted (symbol, ts).
 
     fetch='missing' first harvests the uncovered part of the range through the harvester (planner,
-    pacer, scheduler, writer); 'never' only reads. `con` reuses a `queries.connect()` connection.
+    pacer, scheduler, writer) from host:port (default: harvester settings); 'never' only reads.
+    `con` reuses a `queries.connect()` connection; `job_options` sets other HarvestJob fields
+    (e.g. {"sim": True, "pacing_scale": 0.01}). Raises FetchError when the harvest reports failures.
     """
     names = _normalise_symbols(symbols)
     try:
@@ -133,7 +141,9 @@ def bars(
         raise BarsRequestError(f"start {lo} is not before end {hi}")
     directory = resolve_data_dir(data_dir)
     if fetch == "missing":
-        fetch_missing(names, size.ib_name, lo, hi, what_to_show, use_rth, host, port, client_id, directory)
+        connection_settings = {"host": host, "port": port, "client_id": client_id}
+        fetch_missing(names, size.ib_name, lo, hi, what_to_show, use_rth, connection_settings, directory,
+                      job_options or {})
     connection = con or connect(directory)
     sql, params = bars_query(names, size, lo, hi, what_to_show, use_rth, shadow_root(directory))
     result = connection.sql(sql, params=params)
@@ -148,10 +158,11 @@ def run_in_worker_thread(fn: Any, *args: Any) -> Any:
     """Run blocking `fn` in a thread with its own event loop, so it also works under Jupyter's running loop."""
     def call() -> Any:
         loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
+        asyncio.set_event_loop(loop)  # ib_insync's sync calls look the loop up; asyncio.run makes its own
         try:
             return fn(*args)
         finally:
+            asyncio.set_event_loop(None)
             loop.close()
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -159,14 +170,36 @@ def run_in_worker_thread(fn: Any, *args: Any) -> Any:
 
 
 def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end: datetime | None,
-                  what_to_show: str, use_rth: bool, host: str | None, port: int | None,
-                  client_id: int | None, data_dir: Path) -> None:
-    """Harvest the uncovered part of the range through `harvester.harvest.run_harvest`."""
-    try:
-        from harvester import harvest
-    except ImportError as exc:
-        raise NotImplementedError(
-            "bars(fetch='missing') needs harvester.harvest.run_harvest, which is not available yet; "
-            "use fetch='never' or run `harvest` first"
-        ) from exc
-    raise NotImplementedError(f"bars(fetch='missing') is not wired to {harvest.__name__} yet")
+                  what_to_show: str, use_rth: bool, connection: dict[str, Any], data_dir: Path,
+                  job_options: dict[str, Any]) -> Any:
+    """Harvest the uncovered part of [start, end) through `harvester.harvest.run_harvest`.
+
+    The harvester's planner subtracts stored coverage, so only missing windows are requested. Its
+    HarvestJob takes whole days (end inclusive), so the range is widened to days; a day already
+    covered costs no request. Runs in a worker thread with its own loop (Jupyter already runs one).
+    """
+    from harvester.config import load_settings
+    from harvester.harvest import HarvestJob, run_harvest
+    from harvester.universe import ContractSpec
+
+    if not symbols:
+        raise BarsRequestError("fetch='missing' needs explicit symbols")
+    settings = load_settings(connection)
+    options = {"sim": _warehouse_is_simulated(data_dir), **job_options}
+    job = HarvestJob(
+        universe=[ContractSpec(symbol) for symbol in symbols], data_dir=data_dir, bar_sizes=(bar_size,),
+        what_to_show=what_to_show, use_rth=use_rth, start=start.date() if start else None,
+        end=(end - timedelta(microseconds=1)).date() if end else None,
+        host=settings.host, port=settings.port, client_id=settings.client_id, **options,
+    )
+    report = run_in_worker_thread(run_harvest, job)
+    if report.failures:
+        reasons = "; ".join(f"{sym}: {', '.join(why)}" for sym, why in sorted(report.failures.items()))
+        raise FetchError(f"harvest of the missing bars failed for {reasons}")
+    return report
+
+
+def _warehouse_is_simulated(data_dir: Path) -> bool:
+    """Follow the warehouse's own marking; a new warehouse is a real one unless told otherwise."""
+    meta = data_dir / "warehouse.json"
+    return bool(json.loads(meta.read_text()).get("simulated")) if meta.is_file() else False

@@ -1,0 +1,118 @@
+"""`queries.bars()`: stored reads with partition predicates, bad input, and fetch='missing' via the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import next_client_id
+from warehouse_fixtures import daily_from_minutes, minute_bars, write_bars
+
+import queries
+from harvester.ibrules import BAR_SIZES
+from queries.readthrough import BarsRequestError, partition_files, run_in_worker_thread
+
+SYMBOLS = ["AAA", "BBB", "CCC"]
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    data_dir = tmp_path_factory.mktemp("rt")
+    minutes = minute_bars(SYMBOLS, "2024-05-28", "2024-06-04", seed=11)
+    write_bars(data_dir, minutes, "1 min")
+    write_bars(data_dir, daily_from_minutes(minutes), "1 day")
+    return data_dir, minutes
+
+
+@pytest.mark.parametrize(("symbols", "start", "end"), [
+    (["BBB"], "2024-05-31 15:00", "2024-06-03 14:00"),  # crosses the month files
+    (["AAA", "CCC"], "2024-06-03", "2024-06-04"),
+    (None, "2024-05-30 19:59", "2024-05-30 20:01"),
+    (["AAA"], None, "2024-05-29"),
+    (["CCC"], "2024-06-04 19:00", None),
+])
+def test_bars_returns_exactly_the_stored_rows_in_range(stored, symbols, start, end) -> None:
+    data_dir, minutes = stored
+    got = queries.bars(symbols, "1 min", start, end, data_dir=data_dir)
+    want = minutes[
+        (minutes.symbol.isin(symbols or SYMBOLS))
+        & (minutes.ts >= pd.Timestamp(start or "1900-01-01")) & (minutes.ts < pd.Timestamp(end or "2100-01-01"))
+    ].sort_values(["symbol", "ts"])
+    assert len(want) > 0
+    assert list(got.columns[:7]) == ["symbol", "con_id", "bar_size", "what_to_show", "use_rth", "ts", "session_date"]
+    assert (got.bar_size == "1 min").all() and got.use_rth.all()
+    assert list(got.ts) == list(want.ts) and list(got.symbol) == list(want.symbol)
+    pd.testing.assert_series_equal(got.close.reset_index(drop=True), want.close.reset_index(drop=True))
+
+
+def test_timezone_aware_bounds_are_converted_to_utc(stored) -> None:
+    data_dir, _ = stored
+    got = queries.bars("AAA", "1 min", pd.Timestamp("2024-06-03 09:30", tz="America/New_York"),
+                       pd.Timestamp("2024-06-03 09:35", tz="America/New_York"), data_dir=data_dir)
+    assert list(got.ts) == list(pd.date_range("2024-06-03 13:30", periods=5, freq="1min"))
+
+
+def test_daily_bars_and_arrow_output(stored) -> None:
+    data_dir, minutes = stored
+    table = queries.bars(SYMBOLS, "1 day", "2024-05-01", "2024-07-01", data_dir=data_dir, as_="arrow")
+    assert table.num_rows == minutes.groupby(["symbol", "session_date"]).ngroups
+    assert set(table.column("bar_size").to_pylist()) == {"1 day"}
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"bar_size": "7 mins"}, "unknown bar size"),
+    ({"fetch": "always"}, "fetch='always'"),
+    ({"as_": "excel"}, "as_='excel'"),
+    ({"start": "2024-06-02", "end": "2024-06-01"}, "not before end"),
+    ({"start": "yesterday-ish"}, "start='yesterday-ish'"),
+    ({"symbols": ["AAA", ""]}, "symbol ''"),
+])
+def test_bad_arguments_raise_a_named_error(stored, kwargs, message) -> None:
+    data_dir, _ = stored
+    args = {"symbols": "AAA", **kwargs}
+    with pytest.raises(BarsRequestError, match=message):
+        queries.bars(args.pop("symbols"), data_dir=data_dir, **args)
+
+
+def test_partition_files_cover_the_session_dates_around_the_range() -> None:
+    root = Path("/w")
+    month = partition_files(root, BAR_SIZES["1 min"], "TRADES", True, datetime(2024, 5, 31, 14),
+                            datetime(2024, 6, 2))
+    assert [Path(p).name for p in month] == ["2024-05.parquet", "2024-06.parquet"]
+    day = partition_files(root, BAR_SIZES["5 secs"], "MIDPOINT", False, datetime(2024, 1, 1, 1),
+                          datetime(2024, 1, 1, 2))
+    assert [str(Path(p).relative_to(root)) for p in day] == [
+        "bars/bar_size=5secs/what_to_show=MIDPOINT/use_rth=0/year=2023/2023-12-31.parquet",
+        "bars/bar_size=5secs/what_to_show=MIDPOINT/use_rth=0/year=2024/2024-01-01.parquet",
+        "bars/bar_size=5secs/what_to_show=MIDPOINT/use_rth=0/year=2024/2024-01-02.parquet",  # Asia's next day
+    ]
+    year = partition_files(root, BAR_SIZES["1 day"], "TRADES", True, datetime(2023, 6, 1), datetime(2025, 1, 1))
+    assert [Path(p).parent.name for p in year] == ["year=2023", "year=2024", "year=2025"]
+
+
+def test_worker_thread_runs_blocking_code_under_a_running_loop() -> None:
+    async def notebook_cell() -> int:
+        return run_in_worker_thread(lambda: asyncio.run(asyncio.sleep(0, result=42)))
+
+    assert asyncio.run(notebook_cell()) == 42
+
+
+def test_fetch_missing_harvests_from_the_simulator_then_reads(tmp_path: Path, make_gateway) -> None:
+    gateway = make_gateway()
+    options = {"sim": True, "pacing_scale": 0.01}
+    kwargs = {"fetch": "missing", "host": "127.0.0.1", "port": gateway.port, "data_dir": tmp_path,
+              "job_options": options}
+    first = queries.bars(["AAPL", "MSFT"], "1 day", "2024-06-03", "2024-06-08", client_id=next_client_id(),
+                         **kwargs)
+    assert sorted(set(first.symbol)) == ["AAPL", "MSFT"]
+    assert sorted(set(first.session_date.astype(str))) == [f"2024-06-0{d}" for d in range(3, 8)]
+    con = queries.connect(tmp_path)
+    requests = con.execute("SELECT count(*) FROM journal WHERE kind = 'bars'").fetchall()[0][0]
+    assert requests > 0
+    again = queries.bars(["AAPL", "MSFT"], "1 day", "2024-06-03", "2024-06-08", client_id=next_client_id(),
+                         **kwargs)
+    pd.testing.assert_frame_equal(first, again)
+    assert con.execute("SELECT count(*) FROM journal WHERE kind = 'bars'").fetchall()[0][0] == requests
