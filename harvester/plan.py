@@ -73,7 +73,9 @@ def plan_requests(
 ) -> list[BarRequest]:
     """Requests covering [start or head, end) minus coverage, newest first; [] when already satisfied.
 
-    ADJUSTED_LAST cannot be paged (IB needs an empty endDateTime), so it is one full refresh ending now.
+    `target_bars` bounds intraday windows only: daily and longer bars come back in one quick answer,
+    so they take one request per 68 Y (`N D` up to 365 sessions). ADJUSTED_LAST cannot be paged (IB
+    needs an empty endDateTime), so it is one full refresh ending now.
     """
     if target_bars < 1:
         raise PlanError(f"target_bars must be positive, got {target_bars}")
