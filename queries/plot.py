@@ -48,12 +48,13 @@ def coverage_grid(data_dir: str | os.PathLike[str] | None, bar_size: str,
            GROUP BY ALL""",
         {"bar_size": name, "symbol": symbol},
     ).df()
+    cells["session_date"] = pd.to_datetime(cells.session_date).dt.date
     if cells.empty:
         raise PlotError(f"no coverage recorded for bar size {name!r}" + (f" and {symbol}" if symbol else ""))
     days = con.execute(
         "SELECT session_date FROM sessions WHERE session_date BETWEEN ? AND ? ORDER BY 1",
         [cells.session_date.min(), cells.session_date.max()],
-    ).df().session_date.tolist()
+    ).df().session_date.dt.date.tolist()
     labels = sorted(cells.series.unique())
     grid = np.full((len(labels), len(days)), MISSING)
     row = {label: i for i, label in enumerate(labels)}
@@ -91,6 +92,7 @@ def candles(symbol: str, output: Path, bar_size: str = "1 day", start: str | Non
     if frame.empty:
         raise PlotError(f"no {bar_size} bars stored for {symbol}")
     frame = frame.tail(max_bars).reset_index(drop=True)
+    stamp = "%Y-%m-%d %H:%M" if lookup_bar_size(bar_size).intraday else "%Y-%m-%d"
     x = np.arange(len(frame))
     up = (frame["close"] >= frame["open"]).to_numpy()
     colour = np.where(up, "#2ca02c", "#d62728")
@@ -100,13 +102,12 @@ def candles(symbol: str, output: Path, bar_size: str = "1 day", start: str | Non
     body_low = np.minimum(frame["open"], frame["close"])
     body = np.maximum(np.abs(frame["close"] - frame["open"]), 1e-9)
     price.bar(x, body, bottom=body_low, color=colour, width=0.7)
-    price.set_title(f"{symbol} {bar_size} ({frame['ts'].iloc[0]:%Y-%m-%d %H:%M} – "
-                    f"{frame['ts'].iloc[-1]:%Y-%m-%d %H:%M} UTC)")
+    price.set_title(f"{symbol} {bar_size} ({frame['ts'].iloc[0]:{stamp}} – {frame['ts'].iloc[-1]:{stamp}} UTC)")
     price.grid(alpha=0.3)
     volume.bar(x, frame["volume"].fillna(0), color=colour, width=0.7)
     volume.set_ylabel("volume")
     ticks = np.linspace(0, len(frame) - 1, min(len(frame), 8)).astype(int)
-    volume.set_xticks(ticks, [pd.Timestamp(frame["ts"].iloc[i]).strftime("%Y-%m-%d %H:%M") for i in ticks],
+    volume.set_xticks(ticks, [pd.Timestamp(frame["ts"].iloc[i]).strftime(stamp) for i in ticks],
                       rotation=30, ha="right", fontsize=8)
     fig.tight_layout()
     fig.savefig(output)
