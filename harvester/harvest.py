@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harvester.ibrules import bar_size, request_weight
@@ -347,27 +348,26 @@ def warehouse_frame(raw: pd.DataFrame, series: SeriesKey, calendar: TradingCalen
     """IB's bars → the warehouse's columns: `ts` bar start (UTC), `session_date` exchange-local date.
 
     Daily and longer bars arrive as dates (formatDate is ignored for them); their `ts` is the session's
-    open in the requested flavour (RTH or extended). Intraday bars arrive as UTC epoch (formatDate=2).
+    open in the requested flavour (RTH or extended), looked up vectorised in the calendar's arrays.
+    Intraday bars arrive as UTC epoch (formatDate=2).
     """
-    frame = raw.rename(columns={"date": "_date"})
     if bar_size(series.bar_size).intraday:
-        ts = pd.to_datetime(frame["_date"], utc=True)
-        local = ts.dt.tz_convert(calendar.time_zone)
-        frame["session_date"] = local.dt.date
-        frame["ts"] = ts
+        ts = pd.to_datetime(raw["date"], utc=True)
+        session_date = ts.dt.tz_convert(calendar.time_zone).dt.tz_localize(None).dt.floor("D")
     else:
-        days = pd.to_datetime(frame["_date"])
-        lo = datetime.combine(days.min().date() - timedelta(days=3), datetime.min.time(), UTC)
-        hi = datetime.combine(days.max().date() + timedelta(days=10), datetime.min.time(), UTC)
-        sessions = calendar.sessions(lo, hi, series.use_rth)
-        session_days = pd.to_datetime([s.date for s in sessions])
-        opens = pd.to_datetime([s.open_utc for s in sessions], utc=True)
-        index = session_days.searchsorted(days).clip(max=len(sessions) - 1)
-        frame["ts"] = opens[index]
-        frame["session_date"] = session_days[index].date
-    return frame.drop(columns="_date")[
-        ["ts", "session_date", "open", "high", "low", "close", "volume", "wap", "bar_count"]
-    ]
+        days = pd.to_datetime(raw["date"]).to_numpy().astype("datetime64[D]").astype(np.int64) + _ORDINAL_EPOCH
+        index = np.searchsorted(calendar.day_numbers, days).clip(max=len(calendar.day_numbers) - 1)
+        opens, _ = calendar.bounds(series.use_rth)
+        ts = pd.Series(pd.to_datetime(opens[index], unit="s", utc=True), index=raw.index)
+        session_date = pd.Series((calendar.day_numbers[index] - _ORDINAL_EPOCH).astype("datetime64[D]"),
+                                 index=raw.index)
+    frame = raw.drop(columns="date")
+    frame.insert(0, "session_date", session_date)
+    frame.insert(0, "ts", ts)
+    return frame
+
+
+_ORDINAL_EPOCH = date(1970, 1, 1).toordinal()  # proleptic ordinal of the Unix epoch's day
 
 
 def journal_row(run_id: str, answer: Answer) -> dict:
