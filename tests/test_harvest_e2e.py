@@ -1,0 +1,159 @@
+"""The whole harvest (run_harvest) against the simulated gateway: real ib_insync over loopback, real files."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+from conftest import next_client_id
+
+from harvester.harvest import HarvestJob, HarvestReport, run_harvest
+from harvester.scheduler import RetryPolicy, TimeoutPolicy
+from harvester.sim import Faults
+from harvester.universe import ContractSpec
+
+FAST_RETRY = RetryPolicy(max_attempts=5, backoff_s=0.02, backoff_max_s=0.2, reconnect_attempts=5)
+SHORT_TIMEOUTS = TimeoutPolicy(base_s=1.0, per_bar_s=0.001, head_s=1.0)
+
+
+def harvest(gw, data_dir: Path, symbols, **job) -> HarvestReport:
+    settings = {
+        "universe": [ContractSpec(s, line=i + 2) for i, s in enumerate(symbols)], "data_dir": data_dir, "sim": True,
+        "port": gw.port, "client_id": next_client_id(), "pacing_scale": 0.01, "retry": FAST_RETRY,
+    }
+    return run_harvest(HarvestJob(**{**settings, **job}))
+
+
+def stored(data_dir: Path) -> pd.DataFrame:
+    """Every stored bar, in a canonical order (no hive columns: they depend on the partition)."""
+    glob = data_dir / "bars" / "*" / "*" / "*" / "*" / "*.parquet"
+    return duckdb.sql(
+        f"SELECT symbol, con_id, ts, session_date, open, high, low, close, volume, wap, bar_count "
+        f"FROM read_parquet('{glob}', hive_partitioning=false) ORDER BY con_id, ts"
+    ).df()
+
+
+def historical(gw) -> list[dict]:
+    return gw.journal.matching(kind="historical")
+
+
+def reference(make_gateway, tmp_path: Path, symbols, **job) -> pd.DataFrame:
+    """The fault-free result of the same harvest, on a fresh gateway and warehouse."""
+    gw = make_gateway()
+    report = harvest(gw, tmp_path / "reference", symbols, **job)
+    assert report.ok
+    return stored(tmp_path / "reference")
+
+
+def test_daily_backfill_then_nothing_then_one_request_per_series(sim_gateway, tmp_path):
+    data = tmp_path / "data"
+    first = harvest(sim_gateway, data, ["AAPL", "MSFT", "JPM"])
+    assert first.ok and first.series_complete == 3
+    sent = historical(sim_gateway)
+    assert len(sent) == len(first.plan) == 3
+    assert {e["outcome"] for e in sent} == {"bars"}
+    bars = stored(data)
+    assert len(bars) == first.bars_written == sum(e["bars"] for e in sent)
+    assert not bars.duplicated(["con_id", "ts"]).any()
+
+    again = harvest(sim_gateway, data, ["AAPL", "MSFT", "JPM"])
+    assert again.ok and again.plan == [] and len(historical(sim_gateway)) == 3
+    assert sim_gateway.journal.count_where(kind="contract_details") == 3  # stored contracts reused
+
+    sim_gateway.clock.set("2024-06-17T20:05:00+00:00")  # Monday's session has closed
+    increment = harvest(sim_gateway, data, ["AAPL", "MSFT", "JPM"])
+    new = historical(sim_gateway)[3:]
+    assert increment.ok and len(new) == 3 and [e["bars"] for e in new] == [1, 1, 1]
+    after = stored(data)
+    assert len(after) == len(bars) + 3
+    assert set(after[after.session_date == pd.Timestamp("2024-06-17")].symbol) == {"AAPL", "MSFT", "JPM"}
+
+
+def test_intraday_from_head_asks_the_head_once(sim_gateway, tmp_path):
+    data = tmp_path / "data"
+    report = harvest(sim_gateway, data, ["KLAC"], bar_sizes=("1 hour",))
+    assert report.ok and report.head_requests == 1
+    assert sim_gateway.journal.count_where(kind="head_timestamp") == 1
+    bars = stored(data)
+    assert bars.session_date.min() == pd.Timestamp("2022-11-25")  # KLAC's simulated listing day
+    assert len(bars) == report.bars_written > 2000
+
+    again = harvest(sim_gateway, data, ["KLAC"], bar_sizes=("1 hour",))
+    assert again.ok and again.head_requests == 0 and again.plan == []
+    assert sim_gateway.journal.count_where(kind="head_timestamp") == 1
+
+
+def test_plan_only_fetches_nothing(sim_gateway, tmp_path):
+    report = harvest(sim_gateway, tmp_path / "data", ["AAPL", "MSFT"], bar_sizes=("1 hour",),
+                     start=date(2023, 1, 1), plan_only=True)
+    assert len(report.plan) >= 2 and report.eta_s >= 0
+    assert historical(sim_gateway) == []
+
+
+def test_no_permission_is_reported_by_name_and_not_retried(make_gateway, tmp_path):
+    gw = make_gateway(faults=Faults(error_symbols={"MSFT": "no_permissions"}))
+    report = harvest(gw, tmp_path / "data", ["AAPL", "MSFT"])
+    assert not report.ok and set(report.failures) == {"MSFT"}
+    assert "no_permission" in report.failures["MSFT"][0]
+    assert len([e for e in historical(gw) if e["symbol"] == "MSFT"]) == 1
+    assert set(stored(tmp_path / "data").symbol) == {"AAPL"}
+
+
+def test_unknown_and_ambiguous_symbols_are_skipped_by_name(sim_gateway, tmp_path):
+    report = harvest(sim_gateway, tmp_path / "data", ["AAPL", "NOPEX", "DUAL"])
+    assert set(report.failures) == {"NOPEX", "DUAL"}
+    assert report.series_complete == 1 and report.series_total == 3
+
+
+INTRADAY = {"bar_sizes": ("1 hour",), "start": date(2023, 6, 1), "target_bars": 600}
+SYMBOLS = ["AAPL", "MSFT", "JPM"]
+
+
+def test_timeout_is_retried_and_never_recorded_as_empty(make_gateway, tmp_path):
+    expected = reference(make_gateway, tmp_path, SYMBOLS, **INTRADAY)
+    gw = make_gateway()
+    gw.faults.never_answer_nth = len(SYMBOLS) + 2  # the second historical request (after qualification)
+    report = harvest(gw, tmp_path / "data", SYMBOLS, timeouts=SHORT_TIMEOUTS, **INTRADAY)
+    assert report.ok and report.requests_by_outcome.get("timeout") == 1 and report.retries >= 1
+    assert "empty" not in report.requests_by_outcome
+    pd.testing.assert_frame_equal(stored(tmp_path / "data"), expected)
+
+
+def test_pacing_violations_are_retried(make_gateway, tmp_path):
+    expected = reference(make_gateway, tmp_path, SYMBOLS, **INTRADAY)
+    gw = make_gateway(faults=Faults(random_error_rate=0.3, random_error="pacing", seed=3))
+    report = harvest(gw, tmp_path / "data", SYMBOLS, **INTRADAY)
+    assert report.ok and report.violations > 0
+    assert report.violations == len([e for e in historical(gw) if e["outcome"] == "pacing"])
+    pd.testing.assert_frame_equal(stored(tmp_path / "data"), expected)
+
+
+def test_disconnect_mid_run_reconnects_and_resumes(make_gateway, tmp_path):
+    expected = reference(make_gateway, tmp_path, SYMBOLS, **INTRADAY)
+    gw = make_gateway()
+    gw.faults.drop_after_requests = len(SYMBOLS) + 4
+    report = harvest(gw, tmp_path / "data", SYMBOLS, **INTRADAY)
+    assert report.ok and report.reconnects >= 1
+    pd.testing.assert_frame_equal(stored(tmp_path / "data"), expected)
+
+
+def test_outage_pauses_and_resumes(make_gateway, tmp_path):
+    expected = reference(make_gateway, tmp_path, SYMBOLS, **INTRADAY)
+    gw = make_gateway()
+    fired = []
+
+    def progress(p) -> None:
+        if p.done == 2 and not fired:
+            fired.append(True)
+            gw.fire_outage(0.3)
+
+    report = run_harvest(
+        HarvestJob(universe=[ContractSpec(s) for s in SYMBOLS], data_dir=tmp_path / "data", sim=True, port=gw.port,
+                   client_id=next_client_id(), pacing_scale=0.01, retry=FAST_RETRY, timeouts=SHORT_TIMEOUTS,
+                   **INTRADAY),
+        progress,
+    )
+    assert fired and report.ok
+    pd.testing.assert_frame_equal(stored(tmp_path / "data"), expected)
