@@ -1,43 +1,57 @@
-"""Query benchmark: `queries` against a hand-written read_parquet over the same files (and ArcticDB if present).
+"""Query benchmark: `queries` against a hand-written read_parquet of the same files, and ArcticDB.
 
 Builds (once, cached) a warehouse of 100 symbols × one year of RTH 1-min bars in the fixed layout,
 then times, as warm medians in one run:
   (a) one symbol, one month   (b) all symbols, one day   (c) daily bars resampled from minutes,
-  all symbols, the year       (d) one symbol, the year.
-Usage: python bench/queries.py [--dir /tmp/harvest-bench-queries] [--repeat 7]
+  all symbols, the year       (d) one symbol, the year
+plus (a), (b), (d) with the glob view and year/filename predicates ("filters") or with only the `ts`
+filter ("none") instead of `bars()`'s default of naming the partition files ("files").
+ArcticDB pins pandas<3, so it runs in its own venv (--arctic-python), in a child process of this run:
+  python3 -m venv /tmp/arctic-venv && /tmp/arctic-venv/bin/pip install arcticdb pyarrow
+  python bench/queries.py --arctic-python /tmp/arctic-venv/bin/python
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-# This file is named like the package it measures: drop its own folder from the path first.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import duckdb
-import exchange_calendars
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-import queries
-from queries.connection import BARS_FILE_SCHEMA
 
 YEAR = 2024
 SYMBOLS = [f"SYM{i:03d}" for i in range(100)]
 ONE = "SYM042"
 MONTH = (f"{YEAR}-06-01", f"{YEAR}-07-01")
 DAY = (f"{YEAR}-06-12", f"{YEAR}-06-13")
+YEAR_RANGE = (f"{YEAR}-01-01", f"{YEAR + 1}-01-01")
 SERIES = "bars/bar_size=1min/what_to_show=TRADES/use_rth=1"
+CASES = ("(a) one symbol, one month", "(b) all symbols, one day", "(c) daily from minutes, all, year",
+         "(d) one symbol, the year")
+
+
+def median_ms(fn: Callable[[], object], repeat: int) -> float:
+    fn()
+    samples = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return statistics.median(samples)
 
 
 def build(data_dir: Path) -> int:
     """Write the warehouse (month files sorted by symbol, ts; zstd; 64k-row groups); returns rows."""
+    import exchange_calendars
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from queries.connection import BARS_FILE_SCHEMA
+
     sched = exchange_calendars.get_calendar("XNYS").schedule.loc[f"{YEAR}-01-01":f"{YEAR}-12-31"]
     rng = np.random.default_rng(1)
     rows = 0
@@ -48,9 +62,9 @@ def build(data_dir: Path) -> int:
         ts = np.concatenate([o + np.arange(n) * np.timedelta64(60, "s") for o, n in zip(opens, lengths)])
         days = np.repeat(s.index.to_numpy().astype("datetime64[D]"), lengths)
         n, k = len(ts), len(SYMBOLS)
-        close = 100 + np.cumsum(rng.normal(0, 0.05, (k, n)), axis=1)
-        open_ = close + rng.normal(0, 0.02, (k, n))
-        spread = rng.random((k, n)) * 0.05
+        close = 100 + np.cumsum(rng.normal(0, 0.05, (k, n)), axis=1).round(2)
+        open_ = (close + rng.normal(0, 0.02, (k, n))).round(2)
+        spread = (rng.random((k, n)) * 0.05).round(2)
         table = pa.table(
             {
                 "symbol": np.repeat(SYMBOLS, n), "con_id": np.repeat(np.arange(k, dtype=np.int64) + 1000, n),
@@ -68,60 +82,106 @@ def build(data_dir: Path) -> int:
     return rows
 
 
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t) * 1000)
-    return statistics.median(samples)
+def time_queries(data_dir: Path, repeat: int) -> dict[str, tuple[float, float]]:
+    """(queries ms, hand-written ms) per case, plus the no-partition-predicate variants."""
+    import duckdb
+
+    import queries
+    from harvester.ibrules import BAR_SIZES
+    from queries.connection import shadow_root
+    from queries.readthrough import bars_query, to_utc_naive
+
+    con = queries.connect(data_dir)
+    hand = duckdb.connect()
+    files = data_dir / SERIES / f"year={YEAR}"
+    month_file, all_files = f"'{files}/{YEAR}-06.parquet'", f"'{files}/*.parquet'"
+    daily_sql = queries.scanners.load("daily_from_minutes").sql
+    hand_bars = (f"WITH bars AS (SELECT symbol, con_id, '1 min' AS bar_size, 'TRADES' AS what_to_show, "
+                 f"true AS use_rth, * EXCLUDE (symbol, con_id) FROM read_parquet({all_files})) ")
+    daily_params = {"start": YEAR_RANGE[0], "end": YEAR_RANGE[1], "what_to_show": "TRADES", "use_rth": True}
+
+    def hand_sql(sql: str, params: dict | None = None) -> Callable[[], object]:
+        return lambda: hand.sql(sql, params=params).df()
+
+    def pruned_by(pruning: str, symbols: list[str], start: str, end: str) -> Callable[[], object]:
+        sql, params = bars_query(symbols, BAR_SIZES["1 min"], to_utc_naive(start, "start"),
+                                 to_utc_naive(end, "end"), "TRADES", True, shadow_root(data_dir), pruning)
+        return lambda: con.sql(sql, params=params).df()
+
+    cases = {
+        CASES[0]: (lambda: queries.bars(ONE, "1 min", *MONTH, con=con, data_dir=data_dir),
+                   hand_sql(f"SELECT * FROM read_parquet({month_file}) WHERE symbol = '{ONE}' AND ts >= "
+                            f"'{MONTH[0]}' AND ts < '{MONTH[1]}' ORDER BY symbol, ts")),
+        CASES[1]: (lambda: queries.bars(None, "1 min", *DAY, con=con, data_dir=data_dir),
+                   hand_sql(f"SELECT * FROM read_parquet({month_file}) WHERE ts >= '{DAY[0]}' AND ts < "
+                            f"'{DAY[1]}' ORDER BY symbol, ts")),
+        CASES[2]: (lambda: queries.scan("daily_from_minutes", con=con, start=YEAR_RANGE[0], end=YEAR_RANGE[1]),
+                   hand_sql(hand_bars + daily_sql, daily_params)),
+        CASES[3]: (lambda: queries.bars(ONE, "1 min", *YEAR_RANGE, con=con, data_dir=data_dir),
+                   hand_sql(f"SELECT * FROM read_parquet({all_files}) WHERE symbol = '{ONE}' ORDER BY symbol, ts")),
+        **{f"{case[:3]} pruning={how}": (pruned_by(how, symbols, *span), lambda: None)
+           for case, symbols, span in ((CASES[0], [ONE], MONTH), (CASES[1], [], DAY), (CASES[3], [ONE], YEAR_RANGE))
+           for how in ("filters", "none")},
+    }
+    return {name: (median_ms(ours, repeat), median_ms(ref, repeat)) for name, (ours, ref) in cases.items()}
+
+
+def arctic_child(data_dir: Path, repeat: int) -> None:
+    """Runs under the ArcticDB venv: load the same bars into LMDB once, time the same reads, print JSON."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from arcticdb import Arctic, QueryBuilder
+    from arcticdb.version_store.library import ReadRequest
+
+    store = data_dir.parent / f"{data_dir.name}-arcticdb"
+    lib = Arctic(f"lmdb://{store}?map_size=4GB").get_library("bars", create_if_missing=True)
+    if not lib.has_symbol(SYMBOLS[-1]):
+        frame = pq.read_table(str(data_dir / SERIES)).to_pandas(date_as_object=False)
+        for symbol, part in frame.groupby("symbol"):
+            lib.write(symbol, part.drop(columns=["symbol", "con_id"]).set_index("ts").sort_index())
+    stamp = pd.Timestamp
+    before = pd.Timedelta(microseconds=1)
+    q = QueryBuilder().resample("1D").agg({"open": "first", "high": "max", "low": "min", "close": "last",
+                                           "volume": "sum"})
+    cases = {
+        CASES[0]: lambda: lib.read(ONE, date_range=(stamp(MONTH[0]), stamp(MONTH[1]) - before)).data,
+        CASES[1]: lambda: pd.concat([r.data for r in lib.read_batch(
+            [ReadRequest(s, date_range=(stamp(DAY[0]), stamp(DAY[1]) - before)) for s in SYMBOLS])]),
+        CASES[2]: lambda: pd.concat([r.data for r in lib.read_batch(SYMBOLS, query_builder=q)]),
+        CASES[3]: lambda: lib.read(ONE).data,
+    }
+    print(json.dumps({name: median_ms(fn, repeat) for name, fn in cases.items()}))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", type=Path, default=Path("/tmp/harvest-bench-queries"))
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--arctic-python", help="python of a venv with arcticdb (it pins pandas<3)")
+    ap.add_argument("--arctic-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     data_dir = args.dir.resolve()
+    if args.arctic_child:
+        arctic_child(data_dir, args.repeat)
+        return
+    # This file is named like the package it measures: drop its own folder from the path first.
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
     if not (data_dir / SERIES).exists():
         t = time.perf_counter()
         rows = build(data_dir)
         print(f"built {rows:,} rows in {time.perf_counter() - t:.1f} s under {data_dir}")
-    con = queries.connect(data_dir)
-    hand = duckdb.connect()
-    files = data_dir / SERIES / f"year={YEAR}"
-    month_file, all_files = f"'{files}/{YEAR}-06.parquet'", f"'{files}/*.parquet'"
-
-    def hand_sql(sql: str) -> Callable[[], object]:
-        return lambda: hand.execute(sql).df()
-
-    cases = {
-        "(a) one symbol, one month": (
-            lambda: queries.bars(ONE, "1 min", *MONTH, con=con, data_dir=data_dir),
-            hand_sql(f"SELECT * FROM read_parquet({month_file}) WHERE symbol = '{ONE}' AND ts >= '{MONTH[0]}' "
-                     f"AND ts < '{MONTH[1]}' ORDER BY symbol, ts"),
-        ),
-        "(b) all symbols, one day": (
-            lambda: queries.bars(None, "1 min", *DAY, con=con, data_dir=data_dir),
-            hand_sql(f"SELECT * FROM read_parquet({month_file}) WHERE ts >= '{DAY[0]}' AND ts < '{DAY[1]}' "
-                     "ORDER BY symbol, ts"),
-        ),
-        "(c) daily from minutes, all, year": (
-            lambda: queries.scan("daily_from_minutes", con=con, start=f"{YEAR}-01-01", end=f"{YEAR + 1}-01-01"),
-            hand_sql(f"SELECT symbol, session_date, min(ts) AS ts, arg_min(open, ts) AS open, max(high) AS high, "
-                     f"min(low) AS low, arg_max(close, ts) AS close, sum(volume) AS volume FROM "
-                     f"read_parquet({all_files}) GROUP BY symbol, session_date ORDER BY symbol, session_date"),
-        ),
-        "(d) one symbol, the year": (
-            lambda: queries.bars(ONE, "1 min", f"{YEAR}-01-01", f"{YEAR + 1}-01-01", con=con, data_dir=data_dir),
-            hand_sql(f"SELECT * FROM read_parquet({all_files}) WHERE symbol = '{ONE}' ORDER BY symbol, ts"),
-        ),
-    }
-    print(f"{'query':36} {'queries ms':>11} {'hand ms':>9} {'ratio':>6}")
-    for name, (ours, reference) in cases.items():
-        q, h = median_ms(ours, args.repeat), median_ms(reference, args.repeat)
-        print(f"{name:36} {q:11.1f} {h:9.1f} {q / h:6.2f}")
+    arctic: dict[str, float] = {}
+    if args.arctic_python:
+        child = subprocess.run([args.arctic_python, __file__, "--arctic-child", "--dir", str(data_dir),
+                                "--repeat", str(args.repeat)], capture_output=True, text=True, check=True)
+        arctic = json.loads(child.stdout.strip().splitlines()[-1])
+    results = time_queries(data_dir, args.repeat)
+    print(f"{'query (warm medians, ms)':34} {'queries':>8} {'hand':>8} {'q/hand':>6} {'arcticdb':>9} {'q/arctic':>8}")
+    for name, (q, h) in results.items():
+        a = arctic.get(name)
+        hand = f"{h:8.1f} {q / h:6.2f}" if name in CASES else f"{'':8} {'':6}"
+        vs = f"{a:9.1f} {q / a:8.2f}" if a else ""
+        print(f"{name:34} {q:8.1f} {hand} {vs}")
 
 
 if __name__ == "__main__":

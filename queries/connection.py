@@ -63,6 +63,7 @@ _SCHEMAS = {
     "quarantine/bars-empty-0.parquet": BARS_FILE_SCHEMA.append(pa.field("reason", pa.string())),
     "bars/bar_size=1day/what_to_show=TRADES/use_rth=1/year=1970/data.parquet": BARS_FILE_SCHEMA,
 }
+EMPTY_BARS_FILE = "empty/bars/bar_size=1day/what_to_show=TRADES/use_rth=1/year=1970/data.parquet"
 BARS_GLOB = "bars/*/*/*/*/*.parquet"
 _LABEL_OF_FILE = "regexp_extract(file_name, 'bar_size=([^/]+)', 1)"
 _HIVE_TYPES = "{'bar_size': VARCHAR, 'what_to_show': VARCHAR, 'use_rth': INTEGER, 'year': INTEGER}"

@@ -21,7 +21,7 @@ import pandas as pd
 
 from harvester.ibrules import BarSize
 from harvester.ibrules import bar_size as lookup_bar_size
-from queries.connection import BARS_COLUMNS, connect, resolve_data_dir, shadow_root
+from queries.connection import BARS_COLUMNS, EMPTY_BARS_FILE, connect, resolve_data_dir, shadow_root
 
 FETCH_MODES = ("missing", "never")
 OUTPUT_KINDS = ("pandas", "arrow", "polars")
@@ -67,31 +67,54 @@ def partition_files(root: Path, size: BarSize, what_to_show: str, use_rth: bool,
     return [str(series / f"year={year}" / f"{name}.parquet") for year, name in parts]
 
 
+PRUNING = ("files", "filters", "none")
+
+
 def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: datetime | None,
-               what_to_show: str, use_rth: bool, root: Path) -> tuple[str, list[Any]]:
-    """SQL + parameters over the `bars_files` view, with the partition predicates spelled out."""
-    where = ["bar_size = ?", "what_to_show = ?", "use_rth = ?"]
-    params: list[Any] = [size.label, what_to_show, int(use_rth)]
+               what_to_show: str, use_rth: bool, root: Path, pruning: str = "files") -> tuple[str, list[Any]]:
+    """SQL + parameters for `bars()`. DuckDB cannot derive the partition from a `ts` filter, so:
+
+    pruning="files": with both bounds, read the existing partition files by name (no glob, no hive);
+    "filters": the glob view plus year and filename predicates; "none": the glob view and `ts` only.
+    The benchmark compares the three.
+    """
+    where: list[str] = []
+    params: list[Any] = []
     if symbols:
         where.append(f"symbol IN ({', '.join('?' * len(symbols))})")
         params += symbols
     if start is not None:
         where.append("ts >= ?")
         params.append(start)
-        where.append("year >= ?")
-        params.append((start - timedelta(days=1)).year)
     if end is not None:
         where.append("ts < ?")
         params.append(end)
-        where.append("year <= ?")
-        params.append((end + timedelta(days=1)).year)
-    if start is not None and end is not None:
-        files = partition_files(root / "live", size, what_to_show, use_rth, start, end)
-        where.append(f"filename IN ({', '.join('?' * len(files))})")
-        params += files
-    columns = BARS_COLUMNS.replace("bar_size", "? AS bar_size").replace("use_rth", "use_rth = 1 AS use_rth")
-    sql = f"SELECT {columns} FROM bars_files WHERE {' AND '.join(where)} ORDER BY symbol, ts"
-    return sql, [size.ib_name, *params]
+    bounded = start is not None and end is not None
+    candidates = partition_files(root / "live", size, what_to_show, use_rth, start, end) if bounded else []
+    if bounded and pruning == "files":
+        files = [str(root / EMPTY_BARS_FILE)] + [f for f in candidates if os.path.exists(f)]
+        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        source = f"read_parquet([{listed}])"
+        columns = BARS_COLUMNS.replace("bar_size", "? AS bar_size").replace("what_to_show", "? AS what_to_show")
+        columns = columns.replace("use_rth", "? AS use_rth")
+        params = [size.ib_name, what_to_show, use_rth, *params]
+    else:
+        source = "bars_files"
+        where += ["bar_size = ?", "what_to_show = ?", "use_rth = ?"]
+        params += [size.label, what_to_show, int(use_rth)]
+        if pruning == "filters" and start is not None:
+            where.append("year >= ?")
+            params.append((start - timedelta(days=1)).year)
+        if pruning == "filters" and end is not None:
+            where.append("year <= ?")
+            params.append((end + timedelta(days=1)).year)
+        if pruning == "filters" and bounded:
+            where.append(f"filename IN ({', '.join('?' * len(candidates))})")
+            params += candidates
+        columns = BARS_COLUMNS.replace("bar_size", "? AS bar_size").replace("use_rth", "use_rth = 1 AS use_rth")
+        params = [size.ib_name, *params]
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return f"SELECT {columns} FROM {source}{clause} ORDER BY symbol, ts", params
 
 
 def _normalise_symbols(symbols: str | Iterable[str] | None) -> list[str]:

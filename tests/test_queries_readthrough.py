@@ -13,7 +13,8 @@ from warehouse_fixtures import daily_from_minutes, minute_bars, write_bars
 
 import queries
 from harvester.ibrules import BAR_SIZES
-from queries.readthrough import BarsRequestError, partition_files, run_in_worker_thread
+from queries.connection import shadow_root
+from queries.readthrough import BarsRequestError, bars_query, partition_files, run_in_worker_thread
 
 SYMBOLS = ["AAA", "BBB", "CCC"]
 
@@ -116,3 +117,21 @@ def test_fetch_missing_harvests_from_the_simulator_then_reads(tmp_path: Path, ma
                          **kwargs)
     pd.testing.assert_frame_equal(first, again)
     assert con.execute("SELECT count(*) FROM journal WHERE kind = 'bars'").fetchall()[0][0] == requests
+
+
+@pytest.mark.parametrize("pruning", ["filters", "none"])
+def test_every_pruning_mode_returns_the_same_rows(stored, pruning: str) -> None:
+    data_dir, _ = stored
+    start, end = datetime(2024, 5, 31, 15), datetime(2024, 6, 3, 14)
+    con = queries.connect(data_dir)
+    by_files = queries.bars(["AAA", "BBB"], "1 min", start, end, con=con, data_dir=data_dir)
+    sql, params = bars_query(["AAA", "BBB"], BAR_SIZES["1 min"], start, end, "TRADES", True,
+                             shadow_root(data_dir.resolve()), pruning)
+    other = con.sql(sql, params=params).df()
+    assert len(by_files) > 0
+    pd.testing.assert_frame_equal(by_files, other)
+
+
+def test_bounded_read_of_an_empty_warehouse_is_an_empty_typed_frame(tmp_path: Path) -> None:
+    got = queries.bars("AAA", "1 min", "2024-06-01", "2024-06-02", data_dir=tmp_path)
+    assert got.empty and list(got.columns)[:3] == ["symbol", "con_id", "bar_size"]
