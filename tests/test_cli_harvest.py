@@ -1,0 +1,221 @@
+"""`harvest --universe ...` end to end: options, exit codes, --sim, --plan, and a SIGKILLed run resumed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+from conftest import SIM_NOW, next_client_id
+from ib_insync import IB
+
+from harvester.cli import main
+from harvester.warehouse import Warehouse
+
+HARVEST = str(Path(sys.executable).with_name("harvest"))
+
+
+@pytest.fixture
+def universe(tmp_path: Path) -> Path:
+    path = tmp_path / "universe.csv"
+    path.write_text("Symbol,Security\nAAPL,Apple\nMSFT,Microsoft\n")
+    return path
+
+
+def invoke(*args: str, env: dict | None = None):
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def one_line_error(result) -> str:
+    message = result.stderr.strip()
+    assert "\n" not in message, message
+    return message
+
+
+def sim_journal(data_dir: Path) -> list[dict]:
+    path = data_dir / "sim-journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def stored(data_dir: Path) -> list[tuple]:
+    glob = data_dir / "bars" / "*" / "*" / "*" / "*" / "*.parquet"
+    return duckdb.sql(
+        f"SELECT con_id, ts, open, high, low, close, volume, wap, bar_count "
+        f"FROM read_parquet('{glob}', hive_partitioning=false) ORDER BY con_id, ts"
+    ).fetchall()
+
+
+@pytest.mark.parametrize(
+    ("args", "culprit"),
+    [
+        (["--bar-size", "7 min"], "bar size"),
+        (["--what", "VOLUME"], "VOLUME"),
+        (["--start", "2024-02-30"], "--start"),
+        (["--start", "2024-05-01", "--end", "2024-04-01"], "start"),
+        (["--end", "2999-01-01"], "future"),
+        (["--port", "-1"], "--port"),
+        (["--client-id", "-3"], "--client-id"),
+        (["--pacing-scale", "0"], "--pacing-scale"),
+        (["--bogus"], "--bogus"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line_and_touch_nothing(tmp_path, universe, args, culprit):
+    data = tmp_path / "data"
+    result = invoke("--universe", str(universe), "--data-dir", str(data), "--sim", *args)
+    assert result.exit_code == 2
+    assert culprit in one_line_error(result)
+    assert not data.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "culprit"),
+    [
+        ("name,sector\nApple,Tech\n", ":1:"),
+        ("", "empty"),
+        ("symbol\nAAPL\n../../etc\n", ":3:"),
+        ("symbol,con_id\nAAPL,1\nAAPL,2\n", ":3:"),
+    ],
+)
+def test_bad_universe_exits_2_naming_the_file_and_line(tmp_path, content, culprit):
+    path = tmp_path / "u.csv"
+    path.write_text(content)
+    result = invoke("--universe", str(path), "--data-dir", str(tmp_path / "data"), "--sim")
+    assert result.exit_code == 2
+    message = one_line_error(result)
+    assert "u.csv" in message and culprit in message
+    assert not (tmp_path / "data").exists()
+
+
+def test_missing_universe_file(tmp_path):
+    result = invoke("--universe", str(tmp_path / "nope.csv"), "--sim")
+    assert result.exit_code == 2 and "nope.csv" in one_line_error(result)
+
+
+def test_options_without_universe_are_an_error(tmp_path):
+    result = invoke("--sim", "--data-dir", str(tmp_path / "d"))
+    assert result.exit_code == 2 and "--universe" in one_line_error(result)
+
+
+def test_bad_config_file_exits_2(tmp_path, universe):
+    config = tmp_path / "harvest.toml"
+    config.write_text("port = 'seven'\n")
+    result = invoke("--universe", str(universe), env={"HARVEST_CONFIG": str(config)})
+    assert result.exit_code == 2 and "port" in one_line_error(result)
+
+
+def test_gateway_unreachable_exits_3(tmp_path, universe):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = invoke("--universe", str(universe), "--port", str(port), "--data-dir", str(tmp_path / "d"))
+    assert result.exit_code == 3
+    assert f"127.0.0.1:{port}" in one_line_error(result)
+
+
+def test_client_id_in_use_exits_5(sim_gateway, tmp_path, universe):
+    client_id = next_client_id()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # ib_insync looks its loop up with get_event_loop()
+    holder = IB()
+    loop.run_until_complete(holder.connectAsync("127.0.0.1", sim_gateway.port, clientId=client_id, timeout=10))
+    try:
+        result = invoke("--universe", str(universe), "--port", str(sim_gateway.port), "--client-id", str(client_id),
+                        "--data-dir", str(tmp_path / "d"))
+    finally:
+        holder.disconnect()
+        loop.close()
+        asyncio.set_event_loop(None)
+    assert result.exit_code == 5
+    assert f"client id {client_id} is already in use" in one_line_error(result)
+
+
+def test_locked_warehouse_exits_4(tmp_path, universe):
+    data = tmp_path / "data"
+    warehouse = Warehouse.open(data, simulated=True)
+    with warehouse.lock():
+        result = invoke("--universe", str(universe), "--sim", "--sim-now", SIM_NOW, "--data-dir", str(data))
+    assert result.exit_code == 4
+    assert "lock" in one_line_error(result)
+
+
+def test_sim_harvest_then_rerun_fetches_nothing(tmp_path, universe):
+    data = tmp_path / "data"
+    args = ["--universe", str(universe), "--sim", "--sim-now", SIM_NOW, "--data-dir", str(data)]
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output + first.stderr
+    assert "series complete: 2/2" in first.output
+    journal = sim_journal(data)
+    assert [e["outcome"] for e in journal if e["kind"] == "historical"] == ["bars", "bars"]
+    assert json.loads((data / "warehouse.json").read_text())["simulated"] is True
+
+    second = invoke(*args)
+    assert second.exit_code == 0
+    assert len([e for e in sim_journal(data) if e["kind"] == "historical"]) == 2
+
+
+def test_failed_series_exit_1_and_are_listed(tmp_path):
+    path = tmp_path / "u.csv"
+    path.write_text("symbol\nAAPL\nNOPEX\n")
+    result = invoke("--universe", str(path), "--sim", "--sim-now", SIM_NOW, "--data-dir", str(tmp_path / "d"))
+    assert result.exit_code == 1
+    assert "NOPEX: unknown contract" in result.output
+
+
+def test_plan_prints_count_and_eta_and_fetches_nothing(tmp_path, universe):
+    data = tmp_path / "data"
+    result = invoke("--universe", str(universe), "--sim", "--sim-now", SIM_NOW, "--data-dir", str(data),
+                    "--bar-size", "1 hour", "--start", "2023-01-01", "--plan")
+    assert result.exit_code == 0, result.stderr
+    assert "historical requests" in result.output and "ETA" in result.output
+    assert not [e for e in sim_journal(data) if e["kind"] == "historical"]
+
+
+def test_simulated_bars_never_enter_a_real_warehouse(tmp_path, universe):
+    data = tmp_path / "data"
+    Warehouse.open(data, simulated=False).close()
+    result = invoke("--universe", str(universe), "--sim", "--sim-now", SIM_NOW, "--data-dir", str(data))
+    assert result.exit_code == 2 and "simulated" in one_line_error(result)
+
+
+KILL_ARGS = ["--bar-size", "1 hour", "--start", "2022-01-01", "--sim", "--sim-now", SIM_NOW]
+KILL_SYMBOLS = "symbol\nAAPL\nMSFT\nJPM\nXOM\nKO\nPEP\n"
+
+
+def _run_cli(cwd: Path, data: Path, *extra: str) -> subprocess.Popen:
+    (cwd / "harvest.toml").write_text("commit_every_s = 0.3\ntarget_bars = 300\n")
+    (cwd / "u.csv").write_text(KILL_SYMBOLS)
+    return subprocess.Popen([HARVEST, "--universe", "u.csv", "--data-dir", str(data), *KILL_ARGS, *extra],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_sigkilled_run_resumes_with_no_duplicate_and_no_missing_bar(tmp_path):
+    reference_dir, killed_dir = tmp_path / "ref", tmp_path / "killed"
+    reference_dir.mkdir()
+    killed_dir.mkdir()
+    reference = _run_cli(reference_dir, reference_dir / "data")
+    victim = _run_cli(killed_dir, killed_dir / "data", "--pacing-scale", "0.05")
+    coverage = killed_dir / "data" / "coverage" / "coverage.parquet"
+    deadline = time.monotonic() + 90
+    while not coverage.exists():  # a commit has happened: the kill lands mid-run, after durable progress
+        assert time.monotonic() < deadline, "the harvest made no progress"
+        with pytest.raises(subprocess.TimeoutExpired):
+            victim.wait(timeout=0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.wait(timeout=30) == -signal.SIGKILL
+    partial = stored(killed_dir / "data")
+
+    assert reference.wait(timeout=120) == 0, reference.stderr.read().decode()
+    resumed = _run_cli(killed_dir, killed_dir / "data")
+    assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()
+    expected = stored(reference_dir / "data")
+    assert 0 < len(partial) < len(expected)
+    assert stored(killed_dir / "data") == expected
