@@ -201,8 +201,8 @@ def test_sigkilled_run_resumes_with_no_duplicate_and_no_missing_bar(tmp_path):
     reference_dir, killed_dir = tmp_path / "ref", tmp_path / "killed"
     reference_dir.mkdir()
     killed_dir.mkdir()
-    reference = _run_cli(reference_dir, reference_dir / "data")
-    victim = _run_cli(killed_dir, killed_dir / "data", "--pacing-scale", "0.05")
+    reference = _run_cli(reference_dir, reference_dir / "data", "--pacing-scale", "0.002")
+    victim = _run_cli(killed_dir, killed_dir / "data", "--pacing-scale", "0.05")  # > 60 requests: waits 30 s
     coverage = killed_dir / "data" / "coverage" / "coverage.parquet"
     deadline = time.monotonic() + 90
     while not coverage.exists():  # a commit has happened: the kill lands mid-run, after durable progress
@@ -214,7 +214,7 @@ def test_sigkilled_run_resumes_with_no_duplicate_and_no_missing_bar(tmp_path):
     partial = stored(killed_dir / "data")
 
     assert reference.wait(timeout=120) == 0, reference.stderr.read().decode()
-    resumed = _run_cli(killed_dir, killed_dir / "data")
+    resumed = _run_cli(killed_dir, killed_dir / "data", "--pacing-scale", "0.002")
     assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()
     expected = stored(reference_dir / "data")
     assert 0 < len(partial) < len(expected)
