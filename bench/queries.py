@@ -100,13 +100,16 @@ def time_queries(data_dir: Path, repeat: int) -> dict[str, tuple[float, float]]:
                  f"true AS use_rth, * EXCLUDE (symbol, con_id) FROM read_parquet({all_files})) ")
     daily_params = {"start": YEAR_RANGE[0], "end": YEAR_RANGE[1], "what_to_show": "TRADES", "use_rth": True}
 
+    def frame(relation: duckdb.DuckDBPyRelation) -> object:
+        return relation.to_arrow_table().to_pandas(date_as_object=False)  # as bars() converts
+
     def hand_sql(sql: str, params: dict | None = None) -> Callable[[], object]:
-        return lambda: hand.sql(sql, params=params).df()
+        return lambda: frame(hand.sql(sql, params=params))
 
     def pruned_by(pruning: str, symbols: list[str], start: str, end: str) -> Callable[[], object]:
         sql, params = bars_query(symbols, BAR_SIZES["1 min"], to_utc_naive(start, "start"),
                                  to_utc_naive(end, "end"), "TRADES", True, shadow_root(data_dir), pruning)
-        return lambda: con.sql(sql, params=params).df()
+        return lambda: frame(con.sql(sql, params=params))
 
     cases = {
         CASES[0]: (lambda: queries.bars(ONE, "1 min", *MONTH, con=con, data_dir=data_dir),

@@ -56,15 +56,22 @@ def _emit(relation: duckdb.DuckDBPyRelation, fmt: str, output: Path | None) -> N
 
 
 @click.command("query")
-@click.argument("name_or_sql")
+@click.argument("name_or_sql", required=False)
+@click.option("--list", "list_scanners", is_flag=True, help="List the named scanners and their parameters.")
 @click.option("--param", "params", multiple=True, help="Scanner parameter NAME=VALUE (repeatable; NULL unsets).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
 @click.option("--allow-writes", is_flag=True, help="Allow COPY, ATTACH, SET, ... and files outside the warehouse.")
 @data_dir_option
-def query_command(name_or_sql: str, params: tuple[str, ...], fmt: str, output: Path | None,
-                  allow_writes: bool, data_dir: Path | None) -> None:
-    """Run a named scanner (see queries/sql/) or SQL over the warehouse views."""
+def query_command(name_or_sql: str | None, list_scanners: bool, params: tuple[str, ...], fmt: str,
+                  output: Path | None, allow_writes: bool, data_dir: Path | None) -> None:
+    """Run a named scanner (see --list) or SQL over the warehouse views (bars, coverage, gaps, ...)."""
+    if list_scanners:
+        for name in scanners.names():
+            click.echo(scanners.load(name).doc + "\n")
+        return
+    if not name_or_sql:
+        _fail("query needs a scanner NAME or SQL text (see --list)")
     directory = resolve_data_dir(data_dir)
     con = connect(directory)
     if not allow_writes:

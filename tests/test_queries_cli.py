@@ -148,3 +148,12 @@ def test_coverage_grid_marks_the_missing_session(warehouse: Path) -> None:
     assert [str(d) for d, state in zip(days, grid[1]) if state == MISSING] == [str(
         sessions("2024-06-03", "2024-06-14").session_date.iloc[4])]
     assert len(days) == 10
+
+
+def test_query_list_shows_every_scanner_with_its_parameters() -> None:
+    code, out, _ = run("query", "--list")
+    assert code == 0
+    for name in ("new_52w_highs", "gap_ups", "unusual_volume", "daily_from_minutes", "coverage_report"):
+        assert f"{name}:" in out
+    assert "$min_gap = 0.02" in out
+    assert run("query")[0] == 2

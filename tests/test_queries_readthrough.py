@@ -113,8 +113,11 @@ def test_fetch_missing_harvests_from_the_simulator_then_reads(tmp_path: Path, ma
     con = queries.connect(tmp_path)
     requests = con.execute("SELECT count(*) FROM journal WHERE kind = 'bars'").fetchall()[0][0]
     assert requests > 0
-    again = queries.bars(["AAPL", "MSFT"], "1 day", "2024-06-03", "2024-06-08", client_id=next_client_id(),
-                         **kwargs)
+    async def notebook_cell() -> pd.DataFrame:  # Jupyter runs cells inside a running event loop
+        return queries.bars(["AAPL", "MSFT"], "1 day", "2024-06-03", "2024-06-08", client_id=next_client_id(),
+                            **kwargs)
+
+    again = asyncio.run(notebook_cell())
     pd.testing.assert_frame_equal(first, again)
     assert con.execute("SELECT count(*) FROM journal WHERE kind = 'bars'").fetchall()[0][0] == requests
 
@@ -127,7 +130,7 @@ def test_every_pruning_mode_returns_the_same_rows(stored, pruning: str) -> None:
     by_files = queries.bars(["AAA", "BBB"], "1 min", start, end, con=con, data_dir=data_dir)
     sql, params = bars_query(["AAA", "BBB"], BAR_SIZES["1 min"], start, end, "TRADES", True,
                              shadow_root(data_dir.resolve()), pruning)
-    other = con.sql(sql, params=params).df()
+    other = con.sql(sql, params=params).to_arrow_table().to_pandas(date_as_object=False)
     assert len(by_files) > 0
     pd.testing.assert_frame_equal(by_files, other)
 
