@@ -19,8 +19,6 @@ from queries.connection import connect
 
 SQL_DIR = Path(__file__).with_name("sql")
 _PARAM_LINE = re.compile(r"^--\s+\$(\w+)\s*=\s*('[^']*'|\S+)\s*(.*)$")
-# SELECT-like statements only: everything else can write files, attach databases or change settings.
-_READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
 class ScannerError(ValueError):
@@ -73,8 +71,14 @@ def bind(scanner: Scanner, params: dict[str, Any]) -> dict[str, Any]:
     return {**scanner.defaults, **params}
 
 
+_EXPLAIN_PREFIX = re.compile(r"^\s*(?:--[^\n]*\n\s*)*EXPLAIN\s+(?:ANALYZE\s+)?(?:\(\s*(?:FORMAT|ANALYZE)\b[^)]*\)\s*)?", re.IGNORECASE)
+
+
 def check_read_only(sql: str) -> None:
-    """Refuse anything but SELECT/EXPLAIN statements (COPY, ATTACH, INSTALL, SET, CREATE, ...)."""
+    """Refuse anything but SELECT (or EXPLAIN of a SELECT: EXPLAIN ANALYZE runs its statement).
+
+    COPY, ATTACH, INSTALL/LOAD, SET, CREATE, PRAGMA, CALL, ... are all refused by statement type.
+    """
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
@@ -82,8 +86,13 @@ def check_read_only(sql: str) -> None:
     if not statements:
         raise ScannerError("SQL is empty")
     for st in statements:
-        if st.type not in _READ_ONLY:
-            raise ScannerError(f"refused {st.type.name} statement (only SELECT is allowed without --allow-writes)")
+        kind = st.type
+        if kind == duckdb.StatementType.EXPLAIN:
+            inner = _EXPLAIN_PREFIX.sub("", st.query, count=1)
+            inner_statements = duckdb.extract_statements(inner) if inner.strip() else []
+            kind = inner_statements[0].type if len(inner_statements) == 1 else duckdb.StatementType.INVALID
+        if kind != duckdb.StatementType.SELECT:
+            raise ScannerError(f"refused {kind.name} statement (only SELECT is allowed without --allow-writes)")
 
 
 def run(con: duckdb.DuckDBPyConnection, name_or_sql: str, params: dict[str, Any] | None = None,

@@ -139,6 +139,8 @@ def test_unknown_scanner_and_parameter_are_named(warehouse) -> None:
 @pytest.mark.parametrize("sql", [
     "COPY (SELECT 1) TO 'x.csv'", "ATTACH 'x.db'", "INSTALL httpfs", "LOAD httpfs", "SET threads = 1",
     "CREATE TABLE t AS SELECT 1", "SELECT 1; DROP VIEW bars", "EXPORT DATABASE 'd'", "PRAGMA threads = 1",
+    "EXPLAIN ANALYZE COPY (SELECT 1) TO 'x.csv'", "explain (format json) copy (select 1) to 'x.csv'",
+    "CALL pragma_version()", "-- note\nEXPLAIN ANALYZE INSERT INTO t VALUES (1)",
 ])
 def test_non_select_statements_are_refused(sql: str) -> None:
     with pytest.raises(scanners.ScannerError, match="refused"):
@@ -149,3 +151,4 @@ def test_select_and_explain_pass_the_guard() -> None:
     scanners.check_read_only("WITH x AS (SELECT 1) SELECT * FROM x")
     scanners.check_read_only("FROM bars LIMIT 1")
     scanners.check_read_only("EXPLAIN SELECT 1")
+    scanners.check_read_only("-- why\nexplain analyze (select 1)")
