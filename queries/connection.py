@@ -156,7 +156,7 @@ SELECT con_id, any_value(symbol) AS symbol, bar_size, what_to_show, use_rth,
        min(start_ts) AS covered_from, max(end_ts) AS covered_to,
        count(*) FILTER (WHERE kind = 'bars') AS bar_intervals,
        count(*) FILTER (WHERE kind = 'empty') AS empty_intervals,
-       coalesce(sum(bars), 0) AS bars, max(recorded_at) AS last_recorded
+       coalesce(sum(bars), 0)::BIGINT AS bars, max(recorded_at) AS last_recorded
 FROM coverage GROUP BY con_id, bar_size, what_to_show, use_rth"""
 
 # Sessions (regular hours) between a series' first and last covered instant that no island spans.
