@@ -19,6 +19,15 @@ from queries.readthrough import BarsRequestError, bars_query, partition_files, r
 SYMBOLS = ["AAA", "BBB", "CCC"]
 
 
+def run_in_fresh_loop(coro):
+    """Like asyncio.run, but leaves the main thread's current loop alone (ib_insync tests rely on it)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
     data_dir = tmp_path_factory.mktemp("rt")
@@ -98,7 +107,7 @@ def test_worker_thread_runs_blocking_code_under_a_running_loop() -> None:
     async def notebook_cell() -> int:
         return run_in_worker_thread(lambda: asyncio.run(asyncio.sleep(0, result=42)))
 
-    assert asyncio.run(notebook_cell()) == 42
+    assert run_in_fresh_loop(notebook_cell()) == 42
 
 
 def test_fetch_missing_harvests_from_the_simulator_then_reads(tmp_path: Path, make_gateway) -> None:
@@ -117,7 +126,7 @@ def test_fetch_missing_harvests_from_the_simulator_then_reads(tmp_path: Path, ma
         return queries.bars(["AAPL", "MSFT"], "1 day", "2024-06-03", "2024-06-08", client_id=next_client_id(),
                             **kwargs)
 
-    again = asyncio.run(notebook_cell())
+    again = run_in_fresh_loop(notebook_cell())
     pd.testing.assert_frame_equal(first, again)
     assert con.execute("SELECT count(*) FROM journal WHERE kind = 'bars'").fetchall()[0][0] == requests
 
