@@ -20,7 +20,7 @@ from itertools import zip_longest
 from harvester.ibrules import PacingLimits, request_weight
 from harvester.pacing import PacedRequest, PacingWindow
 from harvester.series import BarRequest, Outcome, SeriesKey
-from harvester.source import ContractInfo, FetchResult, HeadResult, IBSource, SourceError
+from harvester.source import ContractInfo, FetchResult, HeadResult, IBSource, Sent, SourceError
 
 LOOKAHEAD = 64  # queued requests scanned for one the pacer lets go now (avoids head-of-line blocking)
 # ib_insync queues (rather than sends) beyond 45 messages per second; a queued request would reach IB
@@ -176,10 +176,11 @@ class Scheduler:
             picked, wait = self._pick(pending) if len(in_flight) < self.max_in_flight and self._can_send() else (
                 None, None)
             if picked is not None:
-                paced = picked.paced()
-                self.window.sent(paced)  # now, not when the task first runs: later picks must see it
-                self._messages.extend([self.clock()] * (2 if picked.kind == "head" else 1))
-                in_flight.add(asyncio.ensure_future(self._attempt(picked, paced, pending, failures)))
+                paced, sent = picked.paced(), self._send(picked)
+                if sent is not None:  # stamped right after the wire write: the pacer sees real send times
+                    self.window.sent(paced)
+                    self._messages.extend([self.clock()] * (2 if picked.kind == "head" else 1))
+                in_flight.add(asyncio.ensure_future(self._attempt(picked, paced, sent, pending, failures)))
                 continue
             self._wake.clear()
             waiters = {asyncio.ensure_future(self._wake.wait()), *in_flight}
@@ -209,11 +210,13 @@ class Scheduler:
             soonest = wait if soonest is None else min(soonest, wait)
         return None, soonest
 
-    async def _attempt(self, work: Work, paced: PacedRequest, pending: list[Work], failures: list[Answer]) -> None:
+    async def _attempt(
+        self, work: Work, paced: PacedRequest, sent: Sent | None, pending: list[Work], failures: list[Answer]
+    ) -> None:
         work.attempt += 1
         sent_at = datetime.now(UTC)
         try:
-            result = await self._send(work)
+            result = await self._finish(work, sent)
         finally:
             self.window.finished(paced)
             self._wake.set()
@@ -235,16 +238,23 @@ class Scheduler:
             self.on_answer(answer)
         self._notify()
 
-    async def _send(self, work: Work) -> FetchResult | HeadResult:
-        timeout = self.timeouts.for_work(work)
+    def _send(self, work: Work) -> Sent | None:
+        """Put the request on the wire now (synchronously); None when the socket is gone."""
         try:
             if work.kind == "head":
-                return await self.source.head_timestamp(
-                    work.contract, work.series.what_to_show, work.series.use_rth, timeout=timeout)
+                return self.source.send_head(work.contract, work.series.what_to_show, work.series.use_rth)
             assert work.request is not None
-            return await self.source.historical_bars(work.contract, work.request, timeout=timeout)
-        except ConnectionError as exc:
-            return FetchResult(Outcome.DISCONNECTED, None, None, str(exc) or "socket disconnect", 0.0)
+            return self.source.send_bars(work.contract, work.request)
+        except ConnectionError:
+            return None
+
+    async def _finish(self, work: Work, sent: Sent | None) -> FetchResult | HeadResult:
+        if sent is None:
+            return FetchResult(Outcome.DISCONNECTED, None, None, "not connected when sending", 0.0)
+        timeout = self.timeouts.for_work(work)
+        if work.kind == "head":
+            return await self.source.finish_head(sent, timeout=timeout)
+        return await self.source.finish_bars(sent, timeout=timeout)
 
     def _count(self, answer: Answer) -> None:
         p, outcome = self.progress, answer.result.outcome

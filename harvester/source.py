@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pandas as pd
-from ib_insync import IB, Contract
+from ib_insync import IB, BarDataList, Contract
 
 from harvester.ibrules import classify_error
 from harvester.series import BarRequest, Outcome
@@ -87,6 +87,16 @@ class FetchResult:
     error_code: int | None
     error_text: str
     latency_s: float
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A request on the wire: its reqId, the library's future for the answer, and when it left."""
+
+    req_id: int
+    future: asyncio.Future
+    started: float
+    bars: BarDataList | None = None
 
 
 @dataclass(frozen=True)
@@ -212,59 +222,75 @@ class IBSource:
                     contracts[spec] = _contract_info(details[0], spec.exchange)
         return QualifyResult(contracts, failures)
 
-    async def head_timestamp(
-        self, contract: ContractInfo, what_to_show: str, use_rth: bool, *, timeout: float,
-    ) -> HeadResult:
-        """Earliest available bar (formatDate=2 → UTC). Always cancelled at once: it holds an open slot."""
+    def send_head(self, contract: ContractInfo, what_to_show: str, use_rth: bool) -> Sent:
+        """Put a reqHeadTimeStamp (formatDate=2 → UTC) on the wire now; finish it with `finish_head`.
+
+        Sending synchronously lets the caller stamp its pacer with the real send time.
+        Raises ConnectionError when not connected."""
         req_id = self.ib.client.getReqId()
-        future = self.ib.wrapper.startReq(req_id, contract.ib_contract())
-        started = time.monotonic()
+        sent = Sent(req_id, self.ib.wrapper.startReq(req_id, contract.ib_contract()), time.monotonic())
         self.ib.client.reqHeadTimeStamp(req_id, contract.ib_contract(), what_to_show, use_rth, 2)
+        return sent
+
+    async def finish_head(self, sent: Sent, *, timeout: float) -> HeadResult:
+        """The head timestamp's answer. Always cancelled at once: it holds an open slot until then."""
         try:
-            value, outcome = await self._await(future, timeout)
+            value, outcome = await self._await(sent.future, timeout)
         finally:
             if self.is_connected():
-                self.ib.client.cancelHeadTimeStamp(req_id)
-        code, text = self._errors.pop(req_id, (None, ""))
-        latency = time.monotonic() - started
+                self.ib.client.cancelHeadTimeStamp(sent.req_id)
+        code, text = self._errors.pop(sent.req_id, (None, ""))
+        latency = time.monotonic() - sent.started
         if outcome is None and code is not None:
             outcome = classify_error(code, text) or Outcome.ERROR
         if outcome is None and isinstance(value, datetime):
             return HeadResult(Outcome.BARS, value.astimezone(UTC), None, "", latency)
         return HeadResult(outcome or Outcome.ERROR, None, code, text or _no_answer(outcome), latency)
 
-    async def historical_bars(
-        self, contract: ContractInfo, request: BarRequest, *, timeout: float,
-    ) -> FetchResult:
-        """One reqHistoricalData (formatDate=2, explicit UTC end) → typed outcome.
+    async def head_timestamp(
+        self, contract: ContractInfo, what_to_show: str, use_rth: bool, *, timeout: float
+    ) -> HeadResult:
+        """Earliest available bar of (contract, whatToShow, RTH), as a typed outcome."""
+        return await self.finish_head(self.send_head(contract, what_to_show, use_rth), timeout=timeout)
 
-        An empty answer is EMPTY only when IB said so ("HMDS query returned no data") or ended the
-        request cleanly with zero bars; a timeout or any error is never EMPTY.
-        """
-        from ib_insync import BarDataList
+    def send_bars(self, contract: ContractInfo, request: BarRequest) -> Sent:
+        """Put a reqHistoricalData (formatDate=2, explicit UTC end) on the wire now; see `finish_bars`.
 
+        Raises ConnectionError when not connected."""
         series = request.series
         req_id = self.ib.client.getReqId()
         bars = BarDataList()
         bars.reqId = req_id
         future = self.ib.wrapper.startReq(req_id, contract.ib_contract(), container=bars)
         end = "" if series.what_to_show == "ADJUSTED_LAST" else ib_end_time(request.end)
-        started = time.monotonic()
+        sent = Sent(req_id, future, time.monotonic(), bars)
         self.ib.client.reqHistoricalData(
             req_id, contract.ib_contract(), end, request.duration, series.bar_size,
             series.what_to_show, series.use_rth, 2, False, [],
         )
-        _, outcome = await self._await(future, timeout)
+        return sent
+
+    async def finish_bars(self, sent: Sent, *, timeout: float) -> FetchResult:
+        """The answer as a typed outcome; a timed-out request is cancelled at the gateway.
+
+        An empty answer is EMPTY only when IB said so ("HMDS query returned no data") or ended the
+        request cleanly with zero bars; a timeout or any error is never EMPTY.
+        """
+        _, outcome = await self._await(sent.future, timeout)
         if outcome is Outcome.TIMEOUT and self.is_connected():
-            self.ib.client.cancelHistoricalData(req_id)
-        code, text = self._errors.pop(req_id, (None, ""))
-        latency = time.monotonic() - started
+            self.ib.client.cancelHistoricalData(sent.req_id)
+        code, text = self._errors.pop(sent.req_id, (None, ""))
+        latency = time.monotonic() - sent.started
         if outcome is None and code is not None:
             outcome = classify_error(code, text) or Outcome.ERROR
         if outcome is None:
-            outcome = Outcome.BARS if len(bars) else Outcome.EMPTY
-        frame = bars_frame(bars) if outcome is Outcome.BARS else None
+            outcome = Outcome.BARS if len(sent.bars) else Outcome.EMPTY
+        frame = bars_frame(sent.bars) if outcome is Outcome.BARS else None
         return FetchResult(outcome, frame, code, text or _no_answer(outcome), latency)
+
+    async def historical_bars(self, contract: ContractInfo, request: BarRequest, *, timeout: float) -> FetchResult:
+        """One historical request, sent and answered, as a typed outcome."""
+        return await self.finish_bars(self.send_bars(contract, request), timeout=timeout)
 
     async def _await(self, future: asyncio.Future, timeout: float) -> tuple[object, Outcome | None]:
         """(result, None) when the request ended; (None, TIMEOUT | DISCONNECTED) otherwise."""
