@@ -64,15 +64,6 @@ class SessionCalendar:
             [_epoch(d, _EXT_CLOSE_EARLY if e else _EXT_CLOSE, zone) for d, e in zip(self.dates, early)],
             dtype=np.int64,
         )
-        self._open_datetimes: dict[str, list[datetime.datetime]] = {}
-
-    def open_datetimes(self, use_rth: bool) -> list[datetime.datetime]:
-        """Every session's open as a UTC datetime, built once (daily bars are labelled with these)."""
-        key = "rth" if use_rth else "ext"
-        if key not in self._open_datetimes:
-            opens, _ = self.bounds(use_rth)
-            self._open_datetimes[key] = [datetime.datetime.fromtimestamp(t, _UTC) for t in opens.tolist()]
-        return self._open_datetimes[key]
 
     @classmethod
     def for_instrument(cls, inst: Instrument) -> SessionCalendar:

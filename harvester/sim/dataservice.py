@@ -117,16 +117,19 @@ class DataService:
             await self._faults(session, spec, inst.primary_exchange, req_id, entry, forced=True)
             now = self.server.clock.now()
             window = self.desk.window(inst, end.instant or now, duration, request.use_rth)
-            bars = self.desk.bars(inst, bar_size, what, request.use_rth, window, now)
+            bars = self.desk.bar_columns(inst, bar_size, what, request.use_rth, window, now)
             if not bars:
                 raise self.desk.no_data(spec, what)
             started = time.monotonic()
             await self._latency(len(bars))
             reply = historical_data(req_id, bars, window, bar_size, request.format_date, inst.time_zone)
             self._journal(entry, "bars", bars=len(bars), latency_s=round(time.monotonic() - started, 4))
-            session.send(reply)
+            slot.release()  # before replying: a client that saw the answer must see the slot free
+            session.send_frame(reply)
         except RequestRejected as rejected:
             self._journal(entry, rejected.outcome, error_code=rejected.code)
+            if slot is not None:
+                slot.release()
             session.error(req_id, rejected.code, rejected.text)
         finally:
             if slot is not None:

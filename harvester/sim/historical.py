@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from harvester.sim import messages as m
+from harvester.sim.barcolumns import BarColumns
 from harvester.sim.barsizes import BarSize
+from harvester.sim.barwire import historical_data_frame
 from harvester.sim.calendar import SessionCalendar
 from harvester.sim.messages import ContractSpec
-from harvester.sim.protocol import Field, FieldReader, format_number
+from harvester.sim.protocol import Field, FieldReader
 from harvester.sim.securities import Instrument, SecuritiesMaster
 from harvester.sim.validation import (
     DAILY_OR_LONGER,
@@ -27,7 +29,7 @@ from harvester.sim.validation import (
 )
 
 if TYPE_CHECKING:
-    from harvester.sim.marketdata import Bar, MarketData
+    from harvester.sim.marketdata import MarketData
 
 WHAT_LABEL = {
     "TRADES": "Trades",
@@ -132,7 +134,7 @@ class HistoricalDesk:
         months = duration.count * (12 if duration.unit == "Y" else 1)
         return subtract_months(end, months), end
 
-    def bars(
+    def bar_columns(
         self,
         inst: Instrument,
         bar_size: BarSize,
@@ -140,15 +142,15 @@ class HistoricalDesk:
         use_rth: bool,
         window: tuple[datetime, datetime],
         now: datetime,
-    ) -> list[Bar]:
+    ) -> BarColumns:
         """Bars starting in the window, complete by `now`; small bars stop at IB's six-month horizon."""
         start, end = window
         end = min(end, now)
         if bar_size.seconds <= 30:
             start = max(start, now - SMALL_BAR_HORIZON)
         if start >= end:
-            return []
-        return self.market_data.bars(inst, bar_size.name, what, use_rth, start, end, now)
+            return BarColumns.empty()
+        return self.market_data.bar_columns(inst, bar_size.name, what, use_rth, start, end, now)
 
     def no_data(self, spec: ContractSpec, what: str) -> RequestRejected:
         text = m.TEXT_NO_DATA.format(
@@ -157,38 +159,16 @@ class HistoricalDesk:
         return RequestRejected(162, text, "no_data")
 
 
-def _ib_time(instant: datetime, zone: str) -> str:
-    return instant.astimezone(ZoneInfo(zone)).strftime("%Y%m%d %H:%M:%S ") + zone
-
-
 def historical_data(
     req_id: int,
-    bars: list[Bar],
+    bars: BarColumns,
     window: tuple[datetime, datetime],
     bar_size: BarSize,
     format_date: int,
     zone: str,
-) -> list[Field]:
-    """Message 17: window strings, count, then 8 fields per bar; -1 stays -1, never empty."""
-    fields: list[Field] = [
-        m.Out.HISTORICAL_DATA,
-        req_id,
-        _ib_time(window[0], zone),
-        _ib_time(window[1], zone),
-    ]
-    fields.append(len(bars))
-    daily = bar_size.kind in DAILY_OR_LONGER
-    for bar in bars:
-        if daily:
-            stamp = bar.session_date.strftime("%Y%m%d")
-        elif format_date == 2:
-            stamp = str(int(bar.start.timestamp()))
-        else:
-            stamp = _ib_time(bar.start, zone)
-        fields += [stamp, format_number(bar.open), format_number(bar.high), format_number(bar.low)]
-        fields += [format_number(bar.close), format_number(bar.volume), format_number(bar.wap)]
-        fields.append(str(int(bar.count)))
-    return fields
+) -> bytes:
+    """Message 17 as a ready frame: window strings, count, then 8 fields per bar; -1 stays -1."""
+    return historical_data_frame(req_id, bars, window, bar_size.kind in DAILY_OR_LONGER, format_date, zone)
 
 
 def head_timestamp(req_id: int, instant: datetime, format_date: int) -> list[Field]:

@@ -10,13 +10,13 @@ regular segment only; the same minutes appear in both flavours.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from harvester.sim import pricepath as pp
+from harvester.sim.barcolumns import Bar, BarColumns
 from harvester.sim.barsizes import BarKind, parse_bar_size
 from harvester.sim.calendar import SessionCalendar
 from harvester.sim.securities import Instrument, SecuritiesMaster
@@ -28,25 +28,11 @@ WHAT_TO_SHOW = frozenset({"TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUST
 _WITH_VOLUME = frozenset({"TRADES", "ADJUSTED_LAST"})
 _SEGMENT_WIDTH = 400  # minutes; the longest segment (regular session) is 390
 _UTC = datetime.UTC
+_UNIX_DAY = datetime.date(1970, 1, 1).toordinal()
 
 
 class UnsupportedWhatToShow(ValueError):
     """A whatToShow the generator has no data for."""
-
-
-@dataclass(frozen=True)
-class Bar:
-    """One historical bar as the gateway sends it; volume, wap and count are -1 where IB sends -1."""
-
-    start: datetime.datetime  # UTC; for 1 day/1W/1M bars the (flavoured) session open
-    session_date: datetime.date
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    wap: float
-    count: int
 
 
 class InstrumentHistory:
@@ -174,11 +160,26 @@ class MarketData:
         end_utc: datetime.datetime,
         now_utc: datetime.datetime,
     ) -> list[Bar]:
+        """`bar_columns` as one `Bar` per bar (tests and small readers; the gateway uses the columns)."""
+        return self.bar_columns(inst, bar_size, what_to_show, use_rth, start_utc, end_utc, now_utc).to_bars()
+
+    def bar_columns(
+        self,
+        inst: Instrument,
+        bar_size: str,
+        what_to_show: str,
+        use_rth: bool,
+        start_utc: datetime.datetime,
+        end_utc: datetime.datetime,
+        now_utc: datetime.datetime,
+    ) -> BarColumns:
         """Bars starting in [start, end) and complete by now, oldest first; none before listing."""
         if what_to_show not in WHAT_TO_SHOW:
             raise UnsupportedWhatToShow(f"no simulated data for whatToShow {what_to_show!r}")
         if self.replay is not None and inst.symbol in self.replay.symbols():
-            return self.replay.bars(inst, bar_size, what_to_show, use_rth, start_utc, end_utc, now_utc)
+            return BarColumns.from_bars(
+                self.replay.bars(inst, bar_size, what_to_show, use_rth, start_utc, end_utc, now_utc)
+            )
         size = parse_bar_size(bar_size)
         hist = self.history(inst)
         window = (int(start_utc.timestamp()), int(end_utc.timestamp()), int(now_utc.timestamp()))
@@ -188,14 +189,8 @@ class MarketData:
             arrays, starts, rows = self._periods(hist, use_rth, window, size.kind)
         else:
             arrays, starts, rows = self._intraday(hist, use_rth, window, size.seconds)
-        ordinals = hist.ordinals[rows].tolist()
-        dates = [hist.calendar.dates[k] for k in ordinals]
-        if size.kind in (BarKind.DAY, BarKind.WEEK, BarKind.MONTH):
-            opens = hist.calendar.open_datetimes(use_rth)
-            stamps = [opens[k] for k in ordinals]
-        else:
-            stamps = [datetime.datetime.fromtimestamp(s, _UTC) for s in starts.tolist()]
-        return _to_bars(arrays, stamps, dates, what_to_show, hist.half_spread)
+        dates = (hist.calendar.day_numbers[hist.ordinals[rows]] - _UNIX_DAY).astype("datetime64[D]")
+        return _priced(arrays, starts.astype(np.int64), dates, what_to_show, hist.half_spread)
 
     def head_timestamp(self, inst: Instrument, what_to_show: str, use_rth: bool) -> datetime.datetime:
         """Start of the first bar at listing (the first session's open in the flavour)."""
@@ -287,13 +282,9 @@ def _empty() -> pp.BarArrays:
     return pp.BarArrays(f, f, f, f, i, f, i, f)
 
 
-def _to_bars(
-    arrays: pp.BarArrays,
-    stamps: list[datetime.datetime],
-    dates: list[datetime.date],
-    what: str,
-    half_spread: float,
-) -> list[Bar]:
+def _priced(
+    arrays: pp.BarArrays, starts: np.ndarray, dates: np.ndarray, what: str, half_spread: float
+) -> BarColumns:
     """Price the bars for whatToShow: BID/ASK shift by the half spread; BID_ASK follows IB's recipe."""
     o, h, low, c = arrays.open, arrays.high, arrays.low, arrays.close
     if what == "BID":
@@ -308,15 +299,8 @@ def _to_bars(
             (arrays.mid + half_spread),
         )
     if what in _WITH_VOLUME:
-        volume, wap, count = (
-            arrays.volume.astype(np.float64).tolist(),
-            arrays.wap.tolist(),
-            arrays.count.tolist(),
-        )
+        volume, wap, count = arrays.volume.astype(np.float64), arrays.wap, arrays.count
     else:
-        volume = wap = [-1.0] * len(o)
-        count = [-1] * len(o)
-    return [
-        Bar(*row)
-        for row in zip(stamps, dates, o.tolist(), h.tolist(), low.tolist(), c.tolist(), volume, wap, count)
-    ]
+        volume = wap = np.full(len(o), -1.0)
+        count = np.full(len(o), -1, dtype=np.int64)
+    return BarColumns(starts, dates, o, h, low, c, volume, wap, count.astype(np.int64))

@@ -45,8 +45,12 @@ class Session:
         self.open_heads: dict[int, object] = {}  # answered head timestamps holding a slot until cancelled
 
     def send(self, fields: list[Field]) -> None:
+        self.send_frame(encode_frame(fields))
+
+    def send_frame(self, frame: bytes) -> None:
+        """A frame already encoded (large historical answers are built in bulk, not field by field)."""
         if not self.writer.is_closing():
-            self.writer.write(encode_frame(fields))
+            self.writer.write(frame)
 
     def error(self, req_id: int, code: int, text: str) -> None:
         self.send(m.error(req_id, code, text))

@@ -1,0 +1,111 @@
+"""Decimal text for whole numpy columns at once, as NUL-terminated wire fields, without a Python object per value.
+
+A column's text is a `TextBlock`: a (rows, width) byte matrix plus a mask of the bytes that belong to
+the text; unmasked bytes are skipped. Blocks side by side make a row's fields, and the masked bytes
+in row-major order are the frame payload, so text never needs to be left-aligned or padded.
+
+Numbers come out exactly as `protocol.format_number` writes them: values that are whole cents (every
+generated price, volumes, counts, -1 sentinels) through integer arithmetic; anything else (waps,
+BID_ASK mid-based prices, replayed values) through Python's own `repr`, the function
+`format_number` uses, so the text is byte-identical by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harvester.sim.protocol import format_number
+
+_ZERO, _MINUS, _DOT = ord("0"), ord("-"), ord(".")
+_POW10 = 10 ** np.arange(19, dtype=np.int64)
+_CENTS_LIMIT = 1e13  # below this, distinct cents are distinct doubles, so repr is the cents text
+_REPR_EXPONENT = (1e-4, 1e16)  # outside [low, high) repr switches to exponent notation
+
+
+@dataclass
+class TextBlock:
+    """Text of one field (or part of one) for every row: bytes plus which of them are used."""
+
+    data: np.ndarray  # (rows, width) uint8
+    mask: np.ndarray  # (rows, width) bool
+
+    @classmethod
+    def constant(cls, rows: int, text: bytes, used: np.ndarray | None = None) -> TextBlock:
+        """The same text on every row (or only where `used`); text may be b"\\0", the field terminator."""
+        data = np.broadcast_to(np.frombuffer(text, dtype=np.uint8), (rows, len(text)))
+        mask = (
+            np.ones((rows, len(text)), dtype=bool) if used is None else np.repeat(used[:, None], len(text), 1)
+        )
+        return cls(data, mask)
+
+
+def payload(blocks: list[TextBlock]) -> bytes:
+    """The used bytes of the blocks, row by row, left to right."""
+    data = np.concatenate([b.data for b in blocks], axis=1)
+    mask = np.concatenate([b.mask for b in blocks], axis=1)
+    return data[mask].tobytes()
+
+
+def digits(values: np.ndarray, min_digits: int = 1) -> TextBlock:
+    """Non-negative integers in decimal, right-aligned, without leading zeros beyond `min_digits`."""
+    width = max(min_digits, len(str(int(values.max()))) if len(values) else 1)
+    powers = _POW10[width - 1 :: -1]
+    data = (values[:, None] // powers % 10 + _ZERO).astype(np.uint8)
+    mask = values[:, None] >= powers
+    mask[:, width - min_digits :] = True
+    return TextBlock(data, mask)
+
+
+def integers(values: np.ndarray) -> list[TextBlock]:
+    """Signed integers as `str(int)` writes them."""
+    negative = values < 0
+    return [TextBlock.constant(len(values), b"-", negative), digits(np.abs(values))]
+
+
+def numbers(values: np.ndarray) -> list[TextBlock]:
+    """Floats as `format_number` writes them: whole cents by arithmetic, the rest by `repr`."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        cents = np.rint(values * 100.0)
+        exact = np.isfinite(values) & (np.abs(values) < _CENTS_LIMIT) & (cents / 100.0 == values)
+    cents = np.where(exact, cents, 0.0).astype(np.int64)
+    magnitude = np.abs(cents)
+    whole, fraction = magnitude // 100, magnitude % 100
+    rows = len(values)
+    blocks = [
+        TextBlock.constant(rows, b"-", exact & (cents < 0)),
+        _only(digits(whole), exact),
+        TextBlock.constant(rows, b".", exact & (fraction != 0)),
+        TextBlock((fraction // 10 + _ZERO).astype(np.uint8)[:, None], (exact & (fraction != 0))[:, None]),
+        TextBlock((fraction % 10 + _ZERO).astype(np.uint8)[:, None], (exact & (fraction % 10 != 0))[:, None]),
+    ]
+    inexact = np.flatnonzero(~exact)
+    if len(inexact):
+        blocks.append(_texts(rows, inexact, [_repr_text(v) for v in values[inexact].tolist()]))
+    return blocks
+
+
+def _repr_text(value: float) -> str:
+    """`format_number` for a value that is not whole cents; plain `repr` wherever that is the same."""
+    if _REPR_EXPONENT[0] <= abs(value) < _REPR_EXPONENT[1] and not value.is_integer():
+        return repr(value)
+    return format_number(value)
+
+
+def _only(block: TextBlock, rows: np.ndarray) -> TextBlock:
+    return TextBlock(block.data, block.mask & rows[:, None])
+
+
+def _texts(rows: int, at: np.ndarray, texts: list[str]) -> TextBlock:
+    """A block holding `texts[i]` on row `at[i]` and nothing elsewhere."""
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    flat = np.frombuffer("".join(texts).encode("ascii"), dtype=np.uint8)
+    width = int(lengths.max())
+    columns = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    row_of = np.repeat(at, lengths)
+    data = np.zeros((rows, width), dtype=np.uint8)
+    mask = np.zeros((rows, width), dtype=bool)
+    data[row_of, columns] = flat
+    mask[row_of, columns] = True
+    return TextBlock(data, mask)
