@@ -24,6 +24,7 @@ from harvester.ibrules import bar_size, request_weight
 from harvester.pacing import PacingWindow, pacing_floor
 from harvester.plan import SeriesState, needs_head_timestamp, plan_requests
 from harvester.scheduler import (
+    MIN_SAFETY_S,
     Answer,
     Progress,
     RetryPolicy,
@@ -67,6 +68,7 @@ class HarvestJob:
     plan_only: bool = False
     max_in_flight: int = 6
     connect_timeout: float = 10.0
+    min_safety_s: float = MIN_SAFETY_S  # pacing margin floor; larger when the gateway shares our CPU
     retry: RetryPolicy | None = None  # None: defaults scaled by pacing_scale
     timeouts: TimeoutPolicy | None = None  # None: defaults scaled by pacing_scale (floor 5 s)
 
@@ -171,7 +173,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
             for info in contracts for size in job.bar_sizes
         ]
         report.series_total = len(series) + len(failed) * len(job.bar_sizes)
-        limits = paced_limits(job.pacing_scale)
+        limits = paced_limits(job.pacing_scale, job.min_safety_s)
         retry, timeouts = job.policies()
         recorder = _Recorder(warehouse, job, report)
         scheduler = Scheduler(

@@ -29,10 +29,10 @@ MESSAGES_PER_S = 40
 MIN_SAFETY_S = 0.1  # send-to-receive jitter (event loops, GIL, socket buffers) does not shrink with a scale
 
 
-def paced_limits(scale: float = 1.0) -> PacingLimits:
-    """IB's limits scaled by `scale`, with a safety margin no smaller than MIN_SAFETY_S."""
+def paced_limits(scale: float = 1.0, min_safety_s: float = MIN_SAFETY_S) -> PacingLimits:
+    """IB's limits scaled by `scale`, with a safety margin no smaller than `min_safety_s`."""
     limits = PacingLimits().scaled(scale)
-    return replace(limits, safety_s=max(limits.safety_s, MIN_SAFETY_S))
+    return replace(limits, safety_s=max(limits.safety_s, min_safety_s))
 
 
 @dataclass
