@@ -189,13 +189,14 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
         heads = warehouse.heads()
         end = min(now, _end_instant(job.end)) if job.end else now
         work_by_series = []
+        coverage = warehouse.coverage()
         for info, key in series:
             if recorder.failed_series(key):
                 continue
             state = SeriesState(
                 series=key, symbol=info.symbol, calendar=TradingCalendar.for_exchange(info.primary_exchange),
                 head=heads.get((key.con_id, key.what_to_show, key.use_rth)),
-                coverage=tuple(warehouse.coverage().intervals(key)),
+                coverage=tuple(coverage.intervals(key)),
             )
             requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
             report.plan.extend(requests)
