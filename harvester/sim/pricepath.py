@@ -150,10 +150,17 @@ def expand(parent: BarArrays, sizes: np.ndarray, seeds: np.ndarray, width: int) 
 
 
 def _active(h: np.ndarray, valid: np.ndarray, trades: np.ndarray) -> np.ndarray:
-    """Which children trade: all, or a hashed choice of `trades` of them when there are fewer trades."""
-    keys = np.where(valid, uniform(h), 2.0)
-    rank = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
-    return (rank < trades[:, None]) & valid
+    """Which children trade: all, or a hashed choice of `trades` of them when there are fewer trades.
+
+    Only rows with fewer trades than children are ranked (two argsorts are most of this function's cost).
+    """
+    active = valid.copy()
+    quiet = np.flatnonzero(trades < valid.sum(axis=1))
+    if len(quiet):
+        keys = np.where(valid[quiet], uniform(h[quiet]), 2.0)
+        rank = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
+        active[quiet] = (rank < trades[quiet, None]) & valid[quiet]
+    return active
 
 
 def _allocate(total: np.ndarray, weights: np.ndarray) -> np.ndarray:
