@@ -156,6 +156,7 @@ class Scheduler:
         self._reconnecting: asyncio.Task | None = None
         self._gave_up: str = ""
         self._messages: deque[float] = deque()
+        self._running = False
         source.connectivity_listeners.append(self._on_connectivity)
         source.disconnect_listeners.append(self._on_disconnect)
 
@@ -168,6 +169,14 @@ class Scheduler:
         self._notify()
         if pending and not self.source.is_connected():
             self._start_reconnect()
+        self._running = True
+        try:
+            await self._drain(pending, in_flight, failures)
+        finally:
+            self._running = False
+        return failures
+
+    async def _drain(self, pending: list[Work], in_flight: set[asyncio.Task], failures: list[Answer]) -> None:
         while pending or in_flight:
             if self._gave_up and pending:
                 failures += self._abandon(pending)
@@ -190,7 +199,6 @@ class Scheduler:
             for task in done & in_flight:
                 in_flight.discard(task)
                 task.result()
-        return failures
 
     def _can_send(self) -> bool:
         return self._online.is_set() and not self._paused and self.source.is_connected()
@@ -286,7 +294,8 @@ class Scheduler:
         self._wake.set()
 
     def _on_disconnect(self) -> None:
-        self._start_reconnect()
+        if self._running:  # a disconnect between runs (or the caller's own) is not ours to undo
+            self._start_reconnect()
 
     def _start_reconnect(self) -> None:
         if self._reconnecting is None or self._reconnecting.done():
