@@ -22,7 +22,7 @@ import pandas as pd
 
 from harvester.ibrules import bar_size, request_weight
 from harvester.pacing import PacingWindow, pacing_floor
-from harvester.plan import SeriesState, needs_head_timestamp, plan_requests
+from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_requests
 from harvester.scheduler import (
     MIN_SAFETY_S,
     Answer,
@@ -195,10 +195,17 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
                 continue
             state = SeriesState(
                 series=key, symbol=info.symbol, calendar=TradingCalendar.for_exchange(info.primary_exchange),
-                head=heads.get((key.con_id, key.what_to_show, key.use_rth)),
+                head=heads.get(head_key(key)),
                 coverage=tuple(coverage.intervals(key)),
             )
-            requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
+            if state.head is None and head_key(key) in recorder.no_data_heads:
+                continue  # IB has no data at all for this series: nothing to fetch, nothing failed
+            try:
+                requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
+            except PlanError as exc:
+                recorder.failed.add(key)
+                report.fail(info.symbol, f"{key.bar_size} bars: cannot plan ({exc})")
+                continue
             report.plan.extend(requests)
             work_by_series.append([Work("bars", info, key, r) for r in requests])
         weights = [request_weight(job.what_to_show)] * (len(report.plan) + len(head_work))
@@ -225,13 +232,18 @@ def _end_instant(end: date) -> datetime:
     return datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
 
 
+def head_key(series: SeriesKey) -> tuple[int, str, bool]:
+    """Head timestamps belong to (conId, whatToShow, RTH), shared by every bar size."""
+    return (series.con_id, series.what_to_show, series.use_rth)
+
+
 def _head_work(series: list[tuple[ContractInfo, SeriesKey]], heads: dict, start: datetime | None) -> list[Work]:
     """One head-timestamp request per (conId, whatToShow, RTH) not stored yet, only where it saves requests."""
     wanted: dict[tuple[int, str, bool], Work] = {}
     for info, key in series:
-        head_key = (key.con_id, key.what_to_show, key.use_rth)
-        if head_key not in heads and head_key not in wanted and needs_head_timestamp(key, start):
-            wanted[head_key] = Work("head", info, key)
+        hk = head_key(key)
+        if hk not in heads and hk not in wanted and needs_head_timestamp(key, start):
+            wanted[hk] = Work("head", info, key)
     return list(wanted.values())
 
 
@@ -243,6 +255,7 @@ class _Recorder:
         self.run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
         self.failed: set[SeriesKey] = set()
         self._failed_heads: set[tuple[int, str, bool]] = set()
+        self.no_data_heads: set[tuple[int, str, bool]] = set()
         self._last_commit = time.monotonic()
         self._calendars: dict[str, TradingCalendar] = {}
 
@@ -253,6 +266,8 @@ class _Recorder:
             if result.outcome is Outcome.BARS:
                 s = work.series
                 self.warehouse.save_head(s.con_id, s.what_to_show, s.use_rth, result.head)
+            elif result.outcome is Outcome.EMPTY:
+                self.no_data_heads.add(head_key(work.series))
         elif result.outcome.covers:
             frame = None
             if result.outcome is Outcome.BARS:
@@ -271,14 +286,14 @@ class _Recorder:
         work, result = answer.work, answer.result
         self.failed.add(work.series)
         if work.kind == "head":
-            self._failed_heads.add((work.series.con_id, work.series.what_to_show, work.series.use_rth))
+            self._failed_heads.add(head_key(work.series))
         what = "head timestamp" if work.kind == "head" else f"{work.series.bar_size} bars"
         detail = f": {result.error_text}" if result.error_text else ""
         self.report.fail(work.symbol, f"{what} {result.outcome.value}{detail}")
 
     def failed_series(self, key: SeriesKey) -> bool:
         """A series whose head timestamp failed cannot be planned."""
-        return key in self.failed or (key.con_id, key.what_to_show, key.use_rth) in self._failed_heads
+        return key in self.failed or head_key(key) in self._failed_heads
 
     def _calendar(self, info: ContractInfo) -> TradingCalendar:
         cal = self._calendars.get(info.primary_exchange)

@@ -219,3 +219,20 @@ def test_sigkilled_run_resumes_with_no_duplicate_and_no_missing_bar(tmp_path):
     expected = stored(reference_dir / "data")
     assert 0 < len(partial) < len(expected)
     assert stored(killed_dir / "data") == expected
+
+
+def test_settings_layers_defaults_file_environment_options(tmp_path):
+    from harvester.config import ConfigError, load_settings
+
+    assert load_settings(environ={}, cwd=tmp_path).port == 7497
+    assert load_settings(environ={}, cwd=tmp_path).client_id == 17
+    (tmp_path / "harvest.toml").write_text("[harvest]\nport = 4002\nclient_id = 9\nhost = 'gw'\n")
+    from_file = load_settings(environ={}, cwd=tmp_path)
+    assert (from_file.port, from_file.client_id, from_file.host) == (4002, 9, "gw")
+    from_env = load_settings(environ={"HARVEST_PORT": "4001", "HARVEST_DATA_DIR": "/srv/bars"}, cwd=tmp_path)
+    assert from_env.port == 4001 and from_env.data_dir == Path("/srv/bars") and from_env.client_id == 9
+    from_cli = load_settings({"port": 7496, "client_id": None}, environ={"HARVEST_PORT": "4001"}, cwd=tmp_path)
+    assert from_cli.port == 7496 and from_cli.client_id == 9
+    (tmp_path / "harvest.toml").write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
+        load_settings(environ={}, cwd=tmp_path)

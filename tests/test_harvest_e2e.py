@@ -157,3 +157,12 @@ def test_outage_pauses_and_resumes(make_gateway, tmp_path):
     )
     assert fired and report.ok
     pd.testing.assert_frame_equal(stored(tmp_path / "data"), expected)
+
+
+def test_head_without_data_means_nothing_to_fetch_and_head_refused_is_a_failure(make_gateway, tmp_path):
+    gw = make_gateway(faults=Faults(error_symbols={"KLAC": "no_data", "GEHC": "no_permissions"}))
+    report = harvest(gw, tmp_path / "data", ["KLAC", "GEHC"], bar_sizes=("1 hour",))
+    assert set(report.failures) == {"GEHC"}
+    assert "head timestamp no_permission" in report.failures["GEHC"][0]
+    assert report.series_complete == 1 and report.plan == []
+    assert historical(gw) == []

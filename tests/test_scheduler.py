@@ -184,3 +184,23 @@ def test_outage_pauses_sending_until_restored(sim_gateway):
     lost, restored = events[0][1], events[1][1]
     assert not [a for a in answers if lost < a.sent_at < restored]
     assert sum(a.result.outcome is Outcome.BARS for a in answers) == 16
+
+
+def test_backoff_doubles_up_to_the_cap():
+    policy = RetryPolicy(backoff_s=1.0, backoff_max_s=5.0)
+    assert [policy.delay(n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_timeout_grows_with_expected_bars():
+    policy = TimeoutPolicy(base_s=10.0, per_bar_s=0.01, head_s=7.0)
+    key = SeriesKey(1, "1 min", "TRADES", True)
+    small = Work("bars", None, key, BarRequest(key, END, END, "1 D", 100))
+    large = Work("bars", None, key, BarRequest(key, END, END, "10 D", 4000))
+    assert policy.for_work(small) == 11.0 and policy.for_work(large) == 50.0
+    assert policy.for_work(Work("head", None, key)) == 7.0
+
+
+def test_paced_limits_keep_an_absolute_safety_margin():
+    assert paced_limits(1.0).safety_s == 1.0
+    assert paced_limits(0.001).safety_s == 0.1
+    assert paced_limits(0.01, min_safety_s=0.5).window_s == 6.0
