@@ -23,7 +23,9 @@ from pathlib import Path
 import click
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_LOCKED, EXIT_CLIENT_ID = 0, 1, 2, 3, 4, 5
-SIM_PACING_SCALE = 0.01  # the S&P 500 daily backfill (~503 requests = 9 windows of 6 s) in about a minute
+# --sim: the S&P 500 daily backfill (503 requests = 9 windows of 3 s, floor 24 s) in about a minute; the
+# rest is qualification (ib_insync sends at most 45 messages/s), decoding 3.6 M bars and the commit.
+SIM_PACING_SCALE = 0.005
 # The in-process gateway competes with the harvester for the GIL, so its arrival stamps trail our send
 # times by up to a few generation times: a wider margin than a separate gateway process needs.
 SIM_SAFETY_S = 0.5
