@@ -67,26 +67,29 @@ class InstrumentHistory:
         self.segment_starts = np.stack([ext_o, rth_o, rth_c])  # (3, sessions) epoch seconds
         self.segment_minutes = (np.stack([rth_o, rth_c, ext_c]) - self.segment_starts) // 60
         volume_rth = base_volume * np.exp(0.35 * draw(5))
-        ends = [
-            (ext_open, rth_open, 0.35, 0.02),
-            (rth_open, rth_close, 1.0, 1.0),
-            (rth_close, ext_close, 0.35, 0.015),
+        self._segment_inputs = [  # (open, close, sigma, volume) per segment: pre, regular, after
+            (ext_open, rth_open, sigma * 0.35, volume_rth * 0.02),
+            (rth_open, rth_close, sigma * 1.0, volume_rth * 1.0),
+            (rth_close, ext_close, sigma * 0.35, volume_rth * 0.015),
         ]
-        self.segments = [
-            _segment(
-                cid, 10 + s, k, o, c, sigma * scale, volume_rth * share, self.segment_minutes[s], trade_size
-            )
-            for s, (o, c, scale, share) in enumerate(ends)
-        ]
+        self._trade_size = trade_size
+        self._segments: dict[int, pp.BarArrays] = {}
 
-    @cached_property
-    def daily_rth(self) -> pp.BarArrays:
-        return self.segments[1]
+    def segment(self, s: int) -> pp.BarArrays:
+        """Segment s (0 pre-market, 1 regular, 2 after-hours) of every session, built on first use
+        (regular-hours daily bars, the harvester's default, never need the other two)."""
+        if s not in self._segments:
+            open_, close, sigma, volume = self._segment_inputs[s]
+            self._segments[s] = _segment(
+                self.inst.con_id, 10 + s, self.ordinals, open_, close, sigma, volume,
+                self.segment_minutes[s], self._trade_size,
+            )  # fmt: skip
+        return self._segments[s]
 
     @cached_property
     def daily_ext(self) -> pp.BarArrays:
         """Whole extended sessions: the three segments combined, as their minutes would aggregate."""
-        pre, rth, post = self.segments
+        pre, rth, post = (self.segment(s) for s in range(3))
         stacked = pp.concat([pre, rth, post])
         n = len(rth)
         order = np.arange(3 * n).reshape(3, n).T.ravel()
@@ -94,15 +97,17 @@ class InstrumentHistory:
         return pp.aggregate(stacked.take(order), np.arange(0, 3 * n, 3), weights)
 
     def daily(self, use_rth: bool) -> pp.BarArrays:
-        return self.daily_rth if use_rth else self.daily_ext
+        return self.segment(1) if use_rth else self.daily_ext
 
     def minutes(self, rows: np.ndarray, use_rth: bool) -> tuple[pp.BarArrays, np.ndarray]:
         """Minute bars (and their start epochs) of the sessions at `rows` (indexes into `ordinals`)."""
         segs = np.array([1] if use_rth else [0, 1, 2])
         r_idx = np.repeat(rows, len(segs))
-        s_idx = np.tile(segs, len(rows))
+        s_pos = np.tile(np.arange(len(segs)), len(rows))
+        s_idx = segs[s_pos]
+        built = [self.segment(s) for s in segs.tolist()]
         parent = pp.BarArrays(
-            *(np.stack([getattr(seg, f) for seg in self.segments])[s_idx, r_idx] for f in pp.FIELDS)
+            *(np.stack([getattr(seg, f) for seg in built])[s_pos, r_idx] for f in pp.FIELDS)
         )
         sizes = self.segment_minutes[s_idx, r_idx]
         keep = sizes > 0
