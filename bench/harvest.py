@@ -7,7 +7,7 @@ Reports
   (d) the client's peak RSS.
 The gateway runs as a separate process (`harvest sim`) so (c) and (d) are the harvester's alone.
 
-    python bench/harvest.py                     # 40 symbols × 1-min bars, 8 weeks, pacing ×0.01
+    python bench/harvest.py                     # 40 symbols × 1-min bars, 16 weeks, pacing ×0.01
     python bench/harvest.py --symbols 100 --bar-size '1 day' --start head
 """
 
@@ -28,7 +28,7 @@ import duckdb
 
 from harvester.harvest import HarvestJob, run_harvest
 from harvester.plan import SeriesState, lower_bound_requests
-from harvester.scheduler import paced_limits
+from harvester.scheduler import MIN_SAFETY_S, paced_limits
 from harvester.series import SeriesKey
 from harvester.sessions import TradingCalendar
 from harvester.universe import load_universe
@@ -87,9 +87,10 @@ def main() -> None:
     parser.add_argument("--universe", type=Path, default=ROOT / "universes" / "sp500.csv")
     parser.add_argument("--symbols", type=int, default=40)
     parser.add_argument("--bar-size", default="1 min")
-    parser.add_argument("--start", default="2024-04-19", help="'head' or YYYY-MM-DD")
+    parser.add_argument("--start", default="2024-02-20", help="'head' or YYYY-MM-DD")
     parser.add_argument("--target-bars", type=int, default=5000)
     parser.add_argument("--pacing-scale", type=float, default=0.01)
+    parser.add_argument("--min-safety", type=float, default=MIN_SAFETY_S, help="pacing margin floor, seconds")
     args = parser.parse_args()
 
     specs = load_universe(args.universe)[: args.symbols]
@@ -100,7 +101,7 @@ def main() -> None:
             job = HarvestJob(
                 universe=specs, data_dir=data_dir, bar_sizes=(args.bar_size,), port=port, client_id=31, sim=True,
                 start=None if args.start == "head" else date.fromisoformat(args.start),
-                pacing_scale=args.pacing_scale, target_bars=args.target_bars,
+                pacing_scale=args.pacing_scale, target_bars=args.target_bars, min_safety_s=args.min_safety,
             )
             cpu0, wall0 = time.process_time(), time.monotonic()
             report = run_harvest(job)
@@ -113,7 +114,7 @@ def main() -> None:
             f"SELECT kind, outcome, sent_at, latency_s FROM read_parquet('{data_dir}/journal/*.parquet')").df()
         bound = lower_bound(data_dir, job, report.gateway_now)
     paced = journal[journal.kind.isin(["bars", "head"])]
-    limits = paced_limits(args.pacing_scale)
+    limits = paced_limits(args.pacing_scale, args.min_safety)
     floor = (math.ceil(len(paced) / limits.max_weighted) - 1) * limits.window_s
     first = paced.sent_at.min()
     span = (paced.sent_at + paced.latency_s.apply(lambda s: __import__("pandas").Timedelta(seconds=s))).max() - first
@@ -122,7 +123,9 @@ def main() -> None:
           f"(window {limits.window_s:g} s)")
     print(f"series complete {report.series_complete}/{report.series_total}, bars {report.bars_written:,}, "
           f"violations {report.violations}, retries {report.retries}")
-    print(f"(a) paced requests {len(paced)} (head timestamps {report.head_requests}) vs lower bound {bound}: "
+    planned = len(report.plan) + report.head_requests
+    print(f"(a) paced requests {len(paced)} (head timestamps {report.head_requests}); planned {planned} "
+          f"at ≤{args.target_bars} bars/request; IB's lower bound (max durations, no bars target) {bound}: "
           f"{len(paced) / bound:.3f}×")
     print(f"(b) wall {wall:.2f} s (first send → last answer {span.total_seconds():.2f} s) / floor {floor:.2f} s: "
           f"{wall / floor if floor else math.nan:.3f} ({span.total_seconds() / floor if floor else math.nan:.3f})")
