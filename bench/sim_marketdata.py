@@ -80,6 +80,8 @@ def bench_serving(count: int) -> None:
         ib.connect("127.0.0.1", gateway.port, clientId=1, timeout=10)
         gateway_thread = next(t.ident for t in threading.enumerate() if t.name == "sim-gateway")
         try:
+            warm_up = Stock("SPY", "SMART", "USD", primaryExchange="ARCA")  # one-time calendar build, untimed
+            ib.reqHistoricalData(warm_up, "", "1 D", "1 hour", "TRADES", True)
             for label, duration, bar_size, use_rth, format_date in SERVE_CASES:
                 cpu0, wall0, bars = thread_cpu(gateway_thread), time.perf_counter(), 0
                 for inst in instruments:
