@@ -236,3 +236,23 @@ def test_settings_layers_defaults_file_environment_options(tmp_path):
     (tmp_path / "harvest.toml").write_text("colour = 'blue'\n")
     with pytest.raises(ConfigError, match="unknown setting 'colour'"):
         load_settings(environ={}, cwd=tmp_path)
+
+
+@pytest.mark.slow
+def test_sp500_daily_backfill_with_sim_then_nothing(tmp_path):
+    """The README's demo: every qualified symbol gets daily bars, zero pacing violations; a rerun asks nothing."""
+    universe = Path(__file__).resolve().parents[1] / "universes" / "sp500.csv"
+    data = tmp_path / "data"
+    command = [HARVEST, "--universe", str(universe), "--sim", "--data-dir", str(data)]
+    first = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    symbols = len([line for line in universe.read_text().splitlines() if line and not line.startswith("#")]) - 1
+    assert f"series complete: {symbols}/{symbols}" in first.stdout
+    journal = sim_journal(data)
+    historical = [e for e in journal if e["kind"] == "historical"]
+    assert len(historical) == symbols and {e["outcome"] for e in historical} == {"bars"}
+    assert len({row[0] for row in stored(data)}) == symbols
+
+    again = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert len([e for e in sim_journal(data) if e["kind"] == "historical"]) == symbols
