@@ -10,6 +10,7 @@ Exit codes:
   3  no IB gateway reachable at host:port
   4  another harvest holds the warehouse lock
   5  the client id is in use by another API client (error 326)
+130  interrupted (Ctrl-C); whatever was staged is committed by the next run
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import click
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_LOCKED, EXIT_CLIENT_ID = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130  # Ctrl-C, the shell's convention
 # --sim: the S&P 500 daily backfill (503 requests = 9 windows of 3 s, floor 24 s) in about a minute; the
 # rest is qualification (ib_insync sends at most 45 messages/s), decoding 3.6 M bars and the commit.
 SIM_PACING_SCALE = 0.005
@@ -136,6 +138,8 @@ def _run(universe: Path, sim: bool, sim_now: str | None, **options) -> int:
         _fail(EXIT_UNREACHABLE, str(exc))
     except ClientIdInUse as exc:
         _fail(EXIT_CLIENT_ID, str(exc))
+    except KeyboardInterrupt:
+        _fail(EXIT_INTERRUPTED, "interrupted; answers already staged are committed by the next run")
     _print_summary(report, plan_only)
     return EXIT_FAILED if report.failures and not plan_only else EXIT_OK
 

@@ -151,6 +151,7 @@ async def harvest_async(job: HarvestJob, progress: Callable[[Progress], None] | 
             report = await _harvest(job, warehouse, progress)
         else:
             with warehouse.lock():
+                warehouse.commit()  # answers staged by a run that died: stored and covered before planning
                 report = await _harvest(job, warehouse, progress)
     finally:
         warehouse.close()
