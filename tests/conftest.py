@@ -35,6 +35,12 @@ def ensure_event_loop() -> None:
         asyncio.set_event_loop(asyncio.new_event_loop())
 
 
+@pytest.fixture(autouse=True)
+def main_thread_event_loop() -> None:
+    """ib_insync's sync API needs a current loop; tests that used asyncio.run() leave none behind."""
+    ensure_event_loop()
+
+
 @pytest.fixture
 def make_gateway() -> Iterator[Callable[..., SimGateway]]:
     """Factory: `make_gateway(**SimConfig fields)` starts a thread-run gateway, stopped at teardown."""
