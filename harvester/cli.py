@@ -192,6 +192,8 @@ def _print_summary(report, plan_only: bool) -> None:
         echo(f"plan: {len(report.plan)} historical requests + {report.head_requests} head timestamps "
              f"for {report.series_total} series")
         echo(f"ETA under IB's pacing limits: {_duration(report.eta_s)} (nothing fetched)")
+        if report.unplanned:
+            echo(f"{report.unplanned} series start at their head timestamp: their bars are planned once it is known")
     else:
         echo(f"series complete: {report.series_complete}/{report.series_total}")
         echo(f"bars written: {report.bars_written:,}")

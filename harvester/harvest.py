@@ -125,6 +125,7 @@ class HarvestReport:
     wall_s: float = 0.0
     plan: list[BarRequest] = field(default_factory=list)
     eta_s: float = 0.0
+    unplanned: int = 0  # --plan only: series whose window waits for a head timestamp
     gateway_now: datetime | None = None
 
     @property
@@ -201,6 +202,9 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
             )
             if state.head is None and head_key(key) in recorder.no_data_heads:
                 continue  # IB has no data at all for this series: nothing to fetch, nothing failed
+            if state.head is None and job.plan_only and needs_head_timestamp(key, start):
+                report.unplanned += 1  # its window starts at a head timestamp not fetched yet
+                continue
             try:
                 requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
             except PlanError as exc:
@@ -215,7 +219,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
             for answer in await scheduler.run(interleave(work_by_series)):
                 recorder.fail(answer)
             recorder.commit()
-        report.series_complete = len(series) - len(recorder.failed)
+        report.series_complete = sum(not recorder.failed_series(key) for _, key in series)
         p = scheduler.progress
         report.requests_by_outcome = dict(p.by_outcome)
         report.violations, report.retries, report.reconnects = p.violations, p.retries, p.reconnects

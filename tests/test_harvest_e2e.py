@@ -177,3 +177,16 @@ def test_contracts_are_requalified_only_when_stale(sim_gateway, tmp_path):
     sim_gateway.clock.set("2024-06-25T20:05:00+00:00")  # more than a week later: details refreshed
     assert harvest(sim_gateway, data, ["AAPL", "MSFT"]).ok
     assert sim_gateway.journal.count_where(kind="contract_details") == 4
+
+
+def test_plan_only_counts_heads_and_leaves_their_series_unplanned(sim_gateway, tmp_path):
+    report = harvest(sim_gateway, tmp_path / "data", ["KLAC", "GEHC"], bar_sizes=("1 hour", "30 mins"),
+                     plan_only=True)
+    assert report.head_requests == 2 and report.unplanned == 4 and report.plan == []
+    assert report.eta_s == 0.0 and sim_gateway.journal.count_where(kind="head_timestamp") == 0
+
+
+def test_a_failed_head_fails_every_bar_size_of_its_series(make_gateway, tmp_path):
+    gw = make_gateway(faults=Faults(error_symbols={"GEHC": "no_permissions"}))
+    report = harvest(gw, tmp_path / "data", ["GEHC", "KLAC"], bar_sizes=("1 hour", "30 mins"))
+    assert set(report.failures) == {"GEHC"} and report.series_complete == 2 and report.series_total == 4
