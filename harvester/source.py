@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
-from ib_insync import IB, BarDataList, Contract
+from ib_insync import IB, Contract
 
 from harvester.ibrules import classify_error
 from harvester.series import BarRequest, Outcome
@@ -96,7 +97,6 @@ class Sent:
     req_id: int
     future: asyncio.Future
     started: float
-    bars: BarDataList | None = None
 
 
 @dataclass(frozen=True)
@@ -115,21 +115,27 @@ def ib_end_time(end: datetime) -> str:
     return end.astimezone(UTC).strftime("%Y%m%d-%H:%M:%S")
 
 
-def bars_frame(bars: Sequence) -> pd.DataFrame:
-    """ib_insync BarData list → DataFrame of BAR_COLUMNS (dates as IB sent them: date or UTC datetime)."""
-    return pd.DataFrame(
-        {
-            "date": [b.date for b in bars],
-            "open": [b.open for b in bars],
-            "high": [b.high for b in bars],
-            "low": [b.low for b in bars],
-            "close": [b.close for b in bars],
-            "volume": [float(b.volume) for b in bars],
-            "wap": [b.average for b in bars],
-            "bar_count": [b.barCount for b in bars],
-        },
-        columns=BAR_COLUMNS,
-    )
+HISTORICAL_DATA = 17  # incoming message id: reqId, start, end, count, then 8 fields per bar (server v176)
+FIELDS_PER_BAR = 8
+
+
+def bars_frame(fields: Sequence[str]) -> pd.DataFrame:
+    """The bar fields of one historicalData message → DataFrame of BAR_COLUMNS, parsed column-wise.
+
+    `date` is IB's own: daily+ bars `yyyyMMdd` (→ naive datetime64, the session date), intraday bars
+    epoch seconds with formatDate=2 (→ UTC-aware datetime64).
+    """
+    columns = [fields[k::FIELDS_PER_BAR] for k in range(FIELDS_PER_BAR)]
+    dates = columns[0]
+    if dates and len(dates[0]) == 8:  # yyyyMMdd; epoch seconds have had 10 digits since 2001
+        when = pd.to_datetime(pd.Series(dates), format="%Y%m%d")
+    else:
+        when = pd.to_datetime(pd.Series(np.array(dates, dtype=np.int64)), unit="s", utc=True)
+    frame = pd.DataFrame({name: np.array(columns[k], dtype=np.float64) for k, name in enumerate(BAR_COLUMNS)
+                          if 0 < k < 7})
+    frame.insert(0, "date", when)
+    frame["bar_count"] = np.array(columns[7], dtype=np.int64)
+    return frame
 
 
 class IBSource:
@@ -149,6 +155,9 @@ class IBSource:
         self._throttling = False
         self.ib.client.throttleStart += lambda: setattr(self, "_throttling", True)
         self.ib.client.throttleEnd += lambda: setattr(self, "_throttling", False)
+        self._bar_fields: dict[int, list[str]] = {}
+        self._decode_bars = self.ib.client.decoder.handlers[HISTORICAL_DATA]
+        self.ib.client.decoder.handlers[HISTORICAL_DATA] = self._on_historical_data
 
     @property
     def address(self) -> str:
@@ -259,15 +268,18 @@ class IBSource:
         Raises ConnectionError when not connected."""
         series = request.series
         req_id = self.ib.client.getReqId()
-        bars = BarDataList()
-        bars.reqId = req_id
-        future = self.ib.wrapper.startReq(req_id, contract.ib_contract(), container=bars)
+        future = self.ib.wrapper.startReq(req_id, contract.ib_contract())
         end = "" if series.what_to_show == "ADJUSTED_LAST" else ib_end_time(request.end)
-        sent = Sent(req_id, future, time.monotonic(), bars)
-        self.ib.client.reqHistoricalData(
-            req_id, contract.ib_contract(), end, request.duration, series.bar_size,
-            series.what_to_show, series.use_rth, 2, False, [],
-        )
+        sent = Sent(req_id, future, time.monotonic())
+        self._bar_fields[req_id] = []
+        try:
+            self.ib.client.reqHistoricalData(
+                req_id, contract.ib_contract(), end, request.duration, series.bar_size,
+                series.what_to_show, series.use_rth, 2, False, [],
+            )
+        except ConnectionError:
+            self._bar_fields.pop(req_id, None)
+            raise
         return sent
 
     async def finish_bars(self, sent: Sent, *, timeout: float) -> FetchResult:
@@ -283,9 +295,10 @@ class IBSource:
         latency = time.monotonic() - sent.started
         if outcome is None and code is not None:
             outcome = classify_error(code, text) or Outcome.ERROR
+        fields = self._bar_fields.pop(sent.req_id, [])
         if outcome is None:
-            outcome = Outcome.BARS if len(sent.bars) else Outcome.EMPTY
-        frame = bars_frame(sent.bars) if outcome is Outcome.BARS else None
+            outcome = Outcome.BARS if fields else Outcome.EMPTY
+        frame = bars_frame(fields) if outcome is Outcome.BARS else None
         return FetchResult(outcome, frame, code, text or _no_answer(outcome), latency)
 
     async def historical_bars(self, contract: ContractInfo, request: BarRequest, *, timeout: float) -> FetchResult:
@@ -300,6 +313,17 @@ class IBSource:
             return None, Outcome.TIMEOUT
         except ConnectionError:
             return None, Outcome.DISCONNECTED
+
+    def _on_historical_data(self, fields: list[str]) -> None:
+        """Our bar requests skip ib_insync's BarData objects (most of the client's CPU on big answers):
+        their fields are kept as text and parsed column-wise by `bars_frame`. Others decode as usual."""
+        req_id = int(fields[1])
+        kept = self._bar_fields.get(req_id)
+        if kept is None:  # not ours, or ours but already given up (timeout): the library's own path
+            self._decode_bars(fields)
+            return
+        kept.extend(fields[5 : 5 + FIELDS_PER_BAR * int(fields[4])])
+        self.ib.wrapper.historicalDataEnd(req_id, fields[2], fields[3])
 
     def _on_error(self, req_id: int, code: int, text: str, _contract: object) -> None:
         if code == CLIENT_ID_IN_USE:

@@ -189,3 +189,26 @@ def test_unreachable_gateway():
         port = probe.getsockname()[1]
     with pytest.raises(GatewayUnreachable, match=f"127.0.0.1:{port}"):
         run(IBSource("127.0.0.1", port, 1, connect_timeout=5).connect())
+
+
+@pytest.mark.parametrize(("bar_size", "duration"), [("1 day", "10 D"), ("5 mins", "2 D")])
+def test_columnar_bars_equal_ib_insyncs_own_decoding(sim_gateway, bar_size, duration):
+    async def scenario():
+        source = await _connected(sim_gateway)
+        try:
+            info = await _aapl(source)
+            key = SeriesKey(info.con_id, bar_size, "TRADES", True)
+            ours = await source.historical_bars(info, BarRequest(key, END, END, duration, 200), timeout=10)
+            theirs = await source.ib.reqHistoricalDataAsync(  # same instant, spelled differently: not "identical"
+                info.ib_contract(), "20240614 20:00:00 UTC", duration, bar_size, "TRADES", True, formatDate=2)
+            return ours.bars, theirs
+        finally:
+            source.disconnect()
+
+    ours, theirs = run(scenario())
+    assert len(ours) == len(theirs) >= 10
+    for row, bar in zip(ours.itertuples(), theirs, strict=True):
+        expected_date = bar.date if bar_size != "1 day" else datetime(bar.date.year, bar.date.month, bar.date.day)
+        assert row.date.to_pydatetime() == expected_date
+        assert (row.open, row.high, row.low, row.close) == (bar.open, bar.high, bar.low, bar.close)
+        assert (row.volume, row.wap, row.bar_count) == (bar.volume, bar.average, bar.barCount)
