@@ -127,7 +127,8 @@ def compare(actual_dir: Path, expected_dir: Path, symbols: tuple[str, ...] | Non
     con = duckdb.connect()
     con.execute(f"CREATE VIEW a AS {_bars_sql(actual_dir)}")
     con.execute("CREATE TABLE wanted (symbol VARCHAR)")
-    con.executemany("INSERT INTO wanted VALUES (?)", [[s] for s in symbols or ()])
+    if symbols:
+        con.executemany("INSERT INTO wanted VALUES (?)", [[s] for s in symbols])
     where = "" if symbols is None else "WHERE symbol IN (SELECT symbol FROM wanted)"
     con.execute(f"CREATE VIEW e AS SELECT * FROM ({_bars_sql(expected_dir)}) {where}")
     key = ", ".join(KEY_COLUMNS)
