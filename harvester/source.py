@@ -335,6 +335,7 @@ class IBSource:
             self._errors[req_id] = (code, text)
 
     def _on_disconnected(self) -> None:
+        self._throttling = False  # the library drops its queue with the socket; no throttleEnd follows
         for listener in list(self.disconnect_listeners):
             listener()
 
