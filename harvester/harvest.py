@@ -103,7 +103,8 @@ class HarvestJob:
 
     def policies(self) -> tuple[RetryPolicy, TimeoutPolicy]:
         scale = self.pacing_scale
-        retry = self.retry or RetryPolicy(backoff_s=max(0.05, 2.0 * scale), backoff_max_s=max(1.0, 120.0 * scale))
+        retry = self.retry or RetryPolicy(backoff_s=max(0.05, 2.0 * scale), backoff_max_s=max(1.0, 120.0 * scale),
+                                          max_pause_s=max(5.0, 900.0 * scale))
         timeouts = self.timeouts or TimeoutPolicy(
             base_s=max(5.0, 30.0 * scale), per_bar_s=max(0.001, 0.01 * scale), head_s=max(5.0, 30.0 * scale))
         return retry, timeouts

@@ -76,6 +76,7 @@ class RetryPolicy:
     backoff_s: float = 2.0
     backoff_max_s: float = 120.0
     reconnect_attempts: int = 6
+    max_pause_s: float = 900.0  # longest wait for 1102 after a 1100 (IB's nightly reset is minutes)
 
     def delay(self, attempt: int) -> float:
         return min(self.backoff_max_s, self.backoff_s * 2 ** max(0, attempt - 1))
@@ -152,7 +153,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._online = asyncio.Event()
         self._online.set()
-        self._paused = False
+        self._paused: float | None = None  # since when IB's servers are unreachable (1100), if they are
         self._reconnecting: asyncio.Task | None = None
         self._gave_up: str = ""
         self._messages: deque[float] = deque()
@@ -183,7 +184,7 @@ class Scheduler:
                 pending.clear()
                 continue
             picked, wait = self._pick(pending) if len(in_flight) < self.max_in_flight and self._can_send() else (
-                None, None)
+                None, self._pause_left())
             if picked is not None:
                 paced, sent = picked.paced(), self._send(picked)
                 if sent is not None:  # stamped right after the wire write: the pacer sees real send times
@@ -201,7 +202,12 @@ class Scheduler:
                 task.result()
 
     def _can_send(self) -> bool:
-        return self._online.is_set() and not self._paused and self.source.is_connected()
+        if self._paused is not None and self.clock() - self._paused >= self.retry.max_pause_s:
+            self._paused = None  # no 1101/1102 came: send again; requests fail and are counted as usual
+        return self._online.is_set() and self._paused is None and self.source.is_connected()
+
+    def _pause_left(self) -> float | None:
+        return None if self._paused is None else max(0.0, self._paused + self.retry.max_pause_s - self.clock())
 
     def _pick(self, pending: list[Work]) -> tuple[Work | None, float | None]:
         """The first of the next LOOKAHEAD items allowed now, else how long until one may be."""
@@ -290,7 +296,7 @@ class Scheduler:
 
     def _on_connectivity(self, code: int) -> None:
         """1100: IB lost its servers, requests go unanswered → hold sends. 1101/1102: restored."""
-        self._paused = code == 1100
+        self._paused = self.clock() if code == 1100 else None
         self._wake.set()
 
     def _on_disconnect(self) -> None:
@@ -317,7 +323,7 @@ class Scheduler:
                 last = str(exc)
                 continue
             self.progress.reconnects += 1
-            self._paused = False
+            self._paused = None
             self._online.set()
             self._wake.set()
             return

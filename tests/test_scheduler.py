@@ -204,3 +204,16 @@ def test_paced_limits_keep_an_absolute_safety_margin():
     assert paced_limits(1.0).safety_s == 1.0
     assert paced_limits(0.001).safety_s == 0.1
     assert paced_limits(0.01, min_safety_s=0.5).window_s == 6.0
+
+
+def test_an_outage_without_restore_does_not_hang_the_run(sim_gateway):
+    retry = RetryPolicy(max_attempts=2, backoff_s=0.02, backoff_max_s=0.05, max_pause_s=0.3)
+    timeouts = TimeoutPolicy(base_s=0.3, per_bar_s=0.0, head_s=0.3)
+
+    def outage_forever(_source) -> None:
+        sim_gateway.fire_outage(600)
+
+    answers, failures, _ = harvest(sim_gateway, per_symbol=1, symbols=["AAPL"], retry=retry, timeouts=timeouts,
+                                   before_run=outage_forever)
+    assert _outcomes(answers) == [Outcome.TIMEOUT, Outcome.TIMEOUT]
+    assert len(failures) == 1
