@@ -14,8 +14,10 @@ import pandas as pd
 import pyarrow as pa
 
 from harvester.atomic import WarehouseError
+from harvester.ibrules import bar_size
 from harvester.partitions import BARS_SCHEMA
 from harvester.series import BarRequest
+from harvester.sessions import TradingCalendar
 
 INPUT_COLUMNS = ("ts", "session_date", "open", "high", "low", "close", "volume", "wap", "bar_count")
 QUARANTINE_SCHEMA = BARS_SCHEMA.append(pa.field("reason", pa.string()))
@@ -31,15 +33,17 @@ class CheckedBars:
     quarantined: pa.Table  # QUARANTINE_SCHEMA
 
 
-def check_bars(request: BarRequest, bars: pd.DataFrame | None, symbol: str) -> CheckedBars:
-    """Normalise (UTC naive ts, sentinels → NULL) and validate one answer against its request."""
+def check_bars(request: BarRequest, bars: pd.DataFrame | None, symbol: str,
+               calendar: TradingCalendar | None = None) -> CheckedBars:
+    """Normalise (UTC naive ts, sentinels → NULL) and validate one answer against its request and,
+    when the instrument's calendar is given, against its sessions (RTH or extended, per the series)."""
     if bars is None or len(bars) == 0:
         return CheckedBars(BARS_SCHEMA.empty_table(), QUARANTINE_SCHEMA.empty_table())
     missing = [c for c in INPUT_COLUMNS if c not in bars.columns]
     if missing:
         raise BarsFormatError(f"bars for {symbol or request.series.con_id} lack column(s): {', '.join(missing)}")
     frame = _normalise(bars, request, symbol)
-    reason = _reasons(frame, request)
+    reason = _reasons(frame, request, calendar)
     bad = reason.notna().to_numpy()
     kept = pa.Table.from_pandas(frame[~bad], schema=BARS_SCHEMA, preserve_index=False)
     rejected = frame[bad].assign(reason=reason[bad])
@@ -69,7 +73,25 @@ def _normalise(bars: pd.DataFrame, request: BarRequest, symbol: str) -> pd.DataF
     return frame
 
 
-def _reasons(frame: pd.DataFrame, request: BarRequest) -> pd.Series:
+def outside_sessions(frame: pd.DataFrame, request: BarRequest, calendar: TradingCalendar) -> np.ndarray:
+    """True where a bar does not start inside one of the instrument's sessions of the series' flavour;
+    daily and longer bars must also carry that session's date (a bar dated on a holiday is outside)."""
+    opens, closes = calendar.bounds(request.series.use_rth)
+    ts = frame["ts"].to_numpy().astype("datetime64[s]").astype(np.int64)
+    index = np.searchsorted(opens, ts, side="right") - 1
+    found = index >= 0
+    index = index.clip(min=0)
+    inside = found & (ts < closes[index])
+    if not bar_size(request.series.bar_size).intraday:
+        days = pd.to_datetime(frame["session_date"]).to_numpy().astype("datetime64[D]").astype(np.int64)
+        inside &= calendar.day_numbers[index] == days + _ORDINAL_EPOCH
+    return ~inside
+
+
+_ORDINAL_EPOCH = 719_163  # date(1970, 1, 1).toordinal()
+
+
+def _reasons(frame: pd.DataFrame, request: BarRequest, calendar: TradingCalendar | None) -> pd.Series:
     """First failed check per row (None when the row is fine); checks ordered from most to least basic."""
     start = pd.Timestamp(request.start).tz_convert("UTC").tz_localize(None)
     end = pd.Timestamp(request.end).tz_convert("UTC").tz_localize(None)
@@ -84,6 +106,8 @@ def _reasons(frame: pd.DataFrame, request: BarRequest) -> pd.Series:
         ((frame["ts"] < start) | (frame["ts"] >= end), "outside request window"),
         (frame["ts"].duplicated(keep="first"), "duplicate ts in one answer"),
     ]
+    if calendar is not None:
+        checks.append((pd.Series(outside_sessions(frame, request, calendar)), "outside the instrument's sessions"))
     reason = pd.Series([None] * len(frame), index=frame.index, dtype="object")
     for failed, text in reversed(checks):
         reason = reason.mask(failed.to_numpy(), text)

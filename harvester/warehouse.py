@@ -43,6 +43,7 @@ from harvester.ibrules import BAR_SIZES, WHAT_TO_SHOW
 from harvester.lock import WarehouseLocked, WriterLock
 from harvester.partitions import BARS_SCHEMA, PartitionKey, merge_newest_wins, parse_partition_path, part_name
 from harvester.series import BarRequest, Outcome
+from harvester.sessions import TradingCalendar
 from harvester.staging import StagedEntry, StagingArea
 from harvester.validation import check_bars
 
@@ -183,13 +184,14 @@ class Warehouse:
 
     # -- staging and journal ------------------------------------------------------------------------------
 
-    def stage(self, request: BarRequest, outcome: Outcome, bars: pd.DataFrame | None, *, symbol: str) -> StageResult:
+    def stage(self, request: BarRequest, outcome: Outcome, bars: pd.DataFrame | None, *, symbol: str,
+              calendar: TradingCalendar | None = None) -> StageResult:
         s = request.series
         if s.bar_size not in BAR_SIZES:
             raise WarehouseError(f"unknown bar size {s.bar_size!r} for {symbol}")
         if s.what_to_show not in WHAT_TO_SHOW:
             raise WarehouseError(f"unknown whatToShow {s.what_to_show!r} for {symbol}")
-        checked = check_bars(request, bars, symbol)
+        checked = check_bars(request, bars, symbol, calendar)
         seq = next(self._seq)
         if checked.quarantined.num_rows:
             extra = pa.table({

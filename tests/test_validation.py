@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from harvester.series import BarRequest, SeriesKey
+from harvester.sessions import TradingCalendar
 from harvester.validation import BarsFormatError, check_bars
 
 START = datetime(2024, 6, 3, 13, 30, tzinfo=UTC)
@@ -68,3 +69,25 @@ def test_malformed_frames_are_refused_by_name():
         check_bars(REQ, frame().drop(columns=["wap"]), "X")
     with pytest.raises(BarsFormatError, match="timezone-aware"):
         check_bars(REQ, frame(ts=pd.date_range("2024-06-03 13:30", periods=10, freq="min")), "X")
+
+
+def test_bars_outside_the_instruments_sessions_are_quarantined():
+    """09:00 ET is before the regular open: inside the request window, outside the session."""
+    calendar = TradingCalendar.for_exchange("NYSE")
+    request = BarRequest(REQ.series, START - timedelta(hours=1), START + timedelta(hours=1), "7200 S", 120)
+    ts = pd.DatetimeIndex([START - timedelta(minutes=30), START, START + timedelta(minutes=1)])
+    checked = check_bars(request, frame(3, ts=ts), "X", calendar)
+    assert checked.kept.num_rows == 2
+    assert checked.quarantined.column("reason").to_pylist() == ["outside the instrument's sessions"]
+
+
+def test_daily_bar_dated_on_a_weekend_is_outside_sessions():
+    calendar = TradingCalendar.for_exchange("NYSE")
+    series = SeriesKey(1, "1 day", "TRADES", True)
+    request = BarRequest(series, datetime(2024, 6, 1, tzinfo=UTC), datetime(2024, 6, 10, tzinfo=UTC), "5 D", 5)
+    friday_open = pd.Timestamp("2024-06-07 13:30", tz="UTC")
+    data = frame(2, ts=pd.DatetimeIndex([friday_open, friday_open + pd.Timedelta(days=1)]))
+    data["session_date"] = [date(2024, 6, 7), date(2024, 6, 8)]
+    checked = check_bars(request, data, "X", calendar)
+    assert checked.kept.column("session_date").to_pylist() == [date(2024, 6, 7)]
+    assert checked.quarantined.column("reason").to_pylist() == ["outside the instrument's sessions"]
