@@ -89,10 +89,12 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 def write_parquet_atomic(
     path: Path, table: pa.Table, *, compression: str = "zstd", row_group_rows: int = ROW_GROUP_ROWS
 ) -> None:
-    """One Parquet file, zstd, ~64k-row groups (the storage study's best compromise for both query shapes)."""
+    """One Parquet file, zstd, ~64k-row groups (the storage study's best compromise for both query shapes),
+    with CRC page checksums so a garbled page is detected on read instead of decoding to wrong values."""
     _write_atomic(
         path,
-        lambda tmp: pq.write_table(table, tmp, compression=compression, row_group_size=row_group_rows),
+        lambda tmp: pq.write_table(table, tmp, compression=compression, row_group_size=row_group_rows,
+                                   write_page_checksum=True),
     )
 
 

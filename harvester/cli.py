@@ -152,7 +152,10 @@ def _gateway(job, sim: bool, sim_now: str | None, scale: float) -> Iterator[None
         return
     from harvester.sim import SimConfig, SimGateway
 
-    job.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        job.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(EXIT_BAD_INPUT, f"--data-dir {job.data_dir}: {exc.strerror or exc}")
     config = SimConfig(host="127.0.0.1", port=0, now=sim_now, pacing_scale=scale,
                        journal_path=job.data_dir / "sim-journal.jsonl")
     with SimGateway(config).running_in_thread() as gateway:
@@ -197,6 +200,10 @@ def _print_summary(report, plan_only: bool) -> None:
     else:
         echo(f"series complete: {report.series_complete}/{report.series_total}")
         echo(f"bars written: {report.bars_written:,}")
+        if report.bars_quarantined:
+            echo(f"bars quarantined: {report.bars_quarantined:,} (see the quarantine view)")
+        for path in report.corrupt_files:
+            echo(f"corrupt file quarantined and refetched: {path}")
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report.requests_by_outcome.items())) or "none"
         echo(f"requests by outcome: {outcomes}")
         echo(f"pacing violations: {report.violations}, retries: {report.retries}, "

@@ -118,6 +118,7 @@ class HarvestReport:
     series_complete: int = 0
     failures: dict[str, list[str]] = field(default_factory=dict)  # symbol -> reasons
     bars_written: int = 0
+    bars_quarantined: int = 0  # refused at the door (see the quarantine view for reasons)
     requests_by_outcome: dict[str, int] = field(default_factory=dict)
     head_requests: int = 0
     violations: int = 0
@@ -128,6 +129,7 @@ class HarvestReport:
     eta_s: float = 0.0
     unplanned: int = 0  # --plan only: series whose window waits for a head timestamp
     gateway_now: datetime | None = None
+    corrupt_files: list[str] = field(default_factory=list)  # quarantined at the start, refetched by this run
 
     @property
     def ok(self) -> bool:
@@ -153,8 +155,10 @@ async def harvest_async(job: HarvestJob, progress: Callable[[Progress], None] | 
             report = await _harvest(job, warehouse, progress)
         else:
             with warehouse.lock():
+                corrupt = warehouse.verify()  # damaged partitions: quarantined, their coverage forgotten
                 warehouse.commit()  # answers staged by a run that died: stored and covered before planning
                 report = await _harvest(job, warehouse, progress)
+                report.corrupt_files = [str(c.path) for c in corrupt]
     finally:
         warehouse.close()
     report.wall_s = time.monotonic() - started
@@ -275,11 +279,14 @@ class _Recorder:
             elif result.outcome is Outcome.EMPTY:
                 self.no_data_heads.add(head_key(work.series))
         elif result.outcome.covers:
+            calendar = self._calendar(work.contract)
             frame = None
             if result.outcome is Outcome.BARS:
-                frame = warehouse_frame(result.bars, work.series, self._calendar(work.contract))
-                self.report.bars_written += len(frame)
-            self.warehouse.stage(work.request, result.outcome, frame, symbol=work.symbol)
+                frame = warehouse_frame(result.bars, work.series, calendar)
+            staged = self.warehouse.stage(work.request, result.outcome, frame, symbol=work.symbol,
+                                          calendar=calendar)
+            self.report.bars_written += staged.kept
+            self.report.bars_quarantined += staged.quarantined
         if time.monotonic() - self._last_commit >= self.job.commit_every_s:
             self.commit()
 
@@ -379,12 +386,15 @@ def warehouse_frame(raw: pd.DataFrame, series: SeriesKey, calendar: TradingCalen
         ts = pd.to_datetime(raw["date"], utc=True)
         session_date = ts.dt.tz_convert(calendar.time_zone).dt.tz_localize(None).dt.floor("D")
     else:
-        days = pd.to_datetime(raw["date"]).to_numpy().astype("datetime64[D]").astype(np.int64) + _ORDINAL_EPOCH
-        index = np.searchsorted(calendar.day_numbers, days).clip(max=len(calendar.day_numbers) - 1)
+        days = pd.to_datetime(raw["date"]).to_numpy().astype("datetime64[D]")
+        numbers = days.astype(np.int64) + _ORDINAL_EPOCH
+        index = np.searchsorted(calendar.day_numbers, numbers).clip(max=len(calendar.day_numbers) - 1)
         opens, _ = calendar.bounds(series.use_rth)
-        ts = pd.Series(pd.to_datetime(opens[index], unit="s", utc=True), index=raw.index)
-        session_date = pd.Series((calendar.day_numbers[index] - _ORDINAL_EPOCH).astype("datetime64[D]"),
-                                 index=raw.index)
+        # A date that is no session keeps its own date and midnight: validation quarantines it.
+        is_session = calendar.day_numbers[index] == numbers
+        epoch = np.where(is_session, opens[index], days.astype("datetime64[s]").astype(np.int64))
+        ts = pd.Series(pd.to_datetime(epoch, unit="s", utc=True), index=raw.index)
+        session_date = pd.Series(days, index=raw.index)
     frame = raw.drop(columns="date")
     frame.insert(0, "session_date", session_date)
     frame.insert(0, "ts", ts)

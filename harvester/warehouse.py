@@ -257,7 +257,8 @@ class Warehouse:
         if not path.exists():
             return None
         try:
-            return pq.read_table(path).select(BARS_SCHEMA.names).cast(BARS_SCHEMA)
+            table = pq.read_table(path, page_checksum_verification=True)
+            return table.select(BARS_SCHEMA.names).cast(BARS_SCHEMA)
         except (pa.ArrowException, OSError, KeyError) as exc:
             stats.corrupt.append(self._quarantine_partition(path, key, str(exc)))
             return None
@@ -305,15 +306,29 @@ class Warehouse:
         write_parquet_atomic(self.data_dir / "coverage" / "coverage.parquet", table)
 
     def verify(self) -> list[CorruptFile]:
-        """Read every partition file fully; quarantine the unreadable ones and forget their coverage."""
-        found: list[CorruptFile] = []
-        stats = CommitStats()
+        """Read every partition file changed since it was last verified; quarantine the unreadable ones
+        and forget their coverage, so the next plan refetches them.
+
+        A (size, mtime) record per file keeps the nightly cost to the files the last run touched;
+        a file damaged since (truncated, garbled, replaced by hand) no longer matches and is read again.
+        """
+        record_path = self.data_dir / "verified.json"
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            record = {}
+        stats, seen = CommitStats(), {}
         for path in sorted((self.data_dir / "bars").glob("*/*/*/*/*.parquet")):
             key = parse_partition_path(self.data_dir, path)
-            if key is not None:
-                self._read_partition(path, key, stats)
-        found.extend(stats.corrupt)
-        return found
+            if key is None:
+                continue
+            rel, st = str(path.relative_to(self.data_dir)), path.stat()
+            stamp = [st.st_size, st.st_mtime_ns]
+            if record.get(rel) != stamp and self._read_partition(path, key, stats) is None:
+                continue
+            seen[rel] = stamp
+        write_json_atomic(record_path, seen)
+        return stats.corrupt
 
     def close(self) -> None:
         """Flush the journal and delete committed staging batches. stage() and commit() must not overlap."""
