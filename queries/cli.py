@@ -16,6 +16,7 @@ import duckdb
 
 from queries import scanners
 from queries.connection import connect, resolve_data_dir, restrict, write_init_script
+from queries.retrying import Relation
 
 EXIT_BAD_INPUT = 2  # same meaning as harvester.cli.EXIT_BAD_INPUT
 FORMATS = ("table", "csv", "json", "parquet")
@@ -36,7 +37,7 @@ def _param(pair: str) -> tuple[str, str | None]:
     return name.strip().lstrip("$"), (None if value.upper() == "NULL" else value)
 
 
-def _emit(relation: duckdb.DuckDBPyRelation, fmt: str, output: Path | None) -> None:
+def _emit(relation: Relation, fmt: str, output: Path | None) -> None:
     if fmt == "parquet":
         if output is None:
             _fail("--format parquet needs --output FILE")

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from harvester.config import load_settings
 from harvester.ibrules import BY_LABEL
+from queries.retrying import DEFAULT_POLICY, Connection, RetryingConnection, RetryPolicy
 
 _TS = pa.timestamp("us")
 BARS_FILE_SCHEMA = pa.schema(
@@ -97,6 +98,11 @@ def shadow_root(data_dir: Path) -> Path:
     root = Path(tempfile.mkdtemp(prefix="harvest-views-"))
     atexit.register(shutil.rmtree, root, True)
     return build_shadow(root, data_dir)
+
+
+def warehouse_roots(directory: Path) -> tuple[str, str]:
+    """The directories a query over `directory` reads through: the warehouse and this process's shadow of it."""
+    return str(directory), str(shadow_root(directory))
 
 
 def _bar_size_case(column: str) -> str:
@@ -184,7 +190,7 @@ def _xnys_sessions(first: date) -> pa.Table:
     )
 
 
-def _sessions_for(con: duckdb.DuckDBPyConnection) -> pa.Table:
+def _sessions_for(con: Connection) -> pa.Table:
     """XNYS sessions from the first covered day to the calendar's end (≈ a year ahead), UTC naive.
 
     Built from the coverage present when called: a connection opened on an empty warehouse has no
@@ -196,11 +202,16 @@ def _sessions_for(con: duckdb.DuckDBPyConnection) -> pa.Table:
     return _xnys_sessions(first)
 
 
-def connect(data_dir: str | os.PathLike[str] | None = None) -> duckdb.DuckDBPyConnection:
+def connect(data_dir: str | os.PathLike[str] | None = None,
+            policy: RetryPolicy = DEFAULT_POLICY) -> RetryingConnection:
     """A new in-memory connection with the warehouse views (bars, bar_files, contracts, heads, coverage,
-    covered, series, journal, quarantine, gaps) and a `sessions` table. No lock is taken on the warehouse."""
+    covered, series, journal, quarantine, gaps) and a `sessions` table. No lock is taken on the warehouse.
+
+    It behaves as a DuckDB connection whose reads re-run when a harvest commit or compaction replaced a file
+    under them (queries/retrying.py); `.raw` is the DuckDB connection itself.
+    """
     directory = resolve_data_dir(data_dir)
-    con = duckdb.connect(":memory:")
+    con = RetryingConnection(duckdb.connect(":memory:"), warehouse_roots(directory), policy)
     *views, gaps = view_statements(shadow_root(directory))
     for sql in views:
         con.execute(sql)
@@ -230,7 +241,7 @@ def write_init_script(output: Path, data_dir: Path) -> Path:
     return output
 
 
-def restrict(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str] | None = None) -> None:
+def restrict(con: Connection, data_dir: str | os.PathLike[str] | None = None) -> None:
     """Forbid reading outside the warehouse, extensions and setting changes, for good on `con`.
 
     DuckDB still lets COPY write inside allowed directories: statement checks (scanners) cover that.

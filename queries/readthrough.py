@@ -22,7 +22,15 @@ import pandas as pd
 
 from harvester.ibrules import BarSize
 from harvester.ibrules import bar_size as lookup_bar_size
-from queries.connection import BARS_COLUMNS, EMPTY_BARS_FILE, connect, resolve_data_dir, shadow_root
+from queries.connection import (
+    BARS_COLUMNS,
+    EMPTY_BARS_FILE,
+    connect,
+    resolve_data_dir,
+    shadow_root,
+    warehouse_roots,
+)
+from queries.retrying import Connection, retrying
 
 FETCH_MODES = ("missing", "never")
 OUTPUT_KINDS = ("pandas", "arrow", "polars")
@@ -145,7 +153,7 @@ def bars(
     client_id: int | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     as_: str = "pandas",
-    con: duckdb.DuckDBPyConnection | None = None,
+    con: Connection | None = None,
     job_options: dict[str, Any] | None = None,
 ) -> Any:
     """Bars of `symbols` (None: all) starting in [start, end) UTC; columns as the `bars` view, sorted (symbol, ts).
@@ -172,14 +180,19 @@ def bars(
         connection_settings = {"host": host, "port": port, "client_id": client_id}
         fetch_missing(names, size.ib_name, lo, hi, what_to_show, use_rth, connection_settings, directory,
                       job_options or {})
-    connection = con or connect(directory)
-    sql, params = bars_query(names, size, lo, hi, what_to_show, use_rth, shadow_root(directory))
-    result = connection.sql(sql, params=params)
-    if as_ == "arrow":
-        return result.to_arrow_table()
-    if as_ == "polars":
-        return result.pl()
-    return result.to_arrow_table().to_pandas(date_as_object=False)  # faster than .df() (duckdb 2.0, pandas 3)
+    root = shadow_root(directory)
+    connection = retrying(con, warehouse_roots(directory)) if con is not None else connect(directory)
+
+    def read(raw: duckdb.DuckDBPyConnection) -> Any:
+        # Rebuilt on a retry: the partition files named in the SQL are listed as they are now.
+        sql, params = bars_query(names, size, lo, hi, what_to_show, use_rth, root)
+        result = raw.sql(sql, params=params)
+        return result.pl() if as_ == "polars" else result.to_arrow_table()
+
+    found = connection.read(read)
+    if as_ == "pandas":
+        return found.to_pandas(date_as_object=False)  # faster than .df() (duckdb 2.0, pandas 3)
+    return found
 
 
 def run_in_worker_thread(fn: Any, *args: Any) -> Any:

@@ -15,7 +15,8 @@ from typing import Any
 
 import duckdb
 
-from queries.connection import connect
+from queries.connection import connect, resolve_data_dir, warehouse_roots
+from queries.retrying import Connection, Relation, retrying
 
 SQL_DIR = Path(__file__).with_name("sql")
 _PARAM_LINE = re.compile(r"^--\s+\$(\w+)\s*=\s*('[^']*'|\S+)\s*(.*)$")
@@ -95,8 +96,8 @@ def check_read_only(sql: str) -> None:
             raise ScannerError(f"refused {kind.name} statement (only SELECT is allowed without --allow-writes)")
 
 
-def run(con: duckdb.DuckDBPyConnection, name_or_sql: str, params: dict[str, Any] | None = None,
-        allow_writes: bool = False) -> duckdb.DuckDBPyRelation:
+def run(con: Connection, name_or_sql: str, params: dict[str, Any] | None = None,
+        allow_writes: bool = False) -> Relation | None:
     """Run a scanner (bare name) or SQL text on `con`; the last statement's result is returned.
 
     Without `allow_writes` only SELECT/EXPLAIN statements pass; the CLI also `restrict()`s `con`.
@@ -117,10 +118,13 @@ def run(con: duckdb.DuckDBPyConnection, name_or_sql: str, params: dict[str, Any]
     return con.sql(last, params=used or None)
 
 
-def scan(name: str, con: duckdb.DuckDBPyConnection | None = None,
+def scan(name: str, con: Connection | None = None,
          data_dir: str | os.PathLike[str] | None = None, as_: str = "pandas", **params: Any) -> Any:
-    """Run scanner `name` with `params` (notebook face of `harvest query NAME`); returns a DataFrame."""
-    connection = con or connect(data_dir)
+    """Run scanner `name` with `params` (notebook face of `harvest query NAME`); returns a DataFrame.
+
+    A plain DuckDB `con` is wrapped so that its reads retry like `connect()`'s (queries/retrying.py).
+    """
+    connection = retrying(con, warehouse_roots(resolve_data_dir(data_dir))) if con is not None else connect(data_dir)
     relation = run(connection, name, params)
     if as_ == "arrow":
         return relation.to_arrow_table()
