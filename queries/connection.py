@@ -211,7 +211,7 @@ def connect(data_dir: str | os.PathLike[str] | None = None,
     under them (queries/retrying.py); `.raw` is the DuckDB connection itself.
     """
     directory = resolve_data_dir(data_dir)
-    con = RetryingConnection(duckdb.connect(":memory:"), warehouse_roots(directory), policy)
+    con = RetryingConnection(duckdb.connect(":memory:"), warehouse_roots(directory), policy, directory)
     *views, gaps = view_statements(shadow_root(directory))
     for sql in views:
         con.execute(sql)

@@ -30,7 +30,7 @@ from queries.connection import (
     shadow_root,
     warehouse_roots,
 )
-from queries.retrying import Connection, retrying
+from queries.retrying import Connection, RetryingConnection, retrying
 
 FETCH_MODES = ("missing", "never")
 OUTPUT_KINDS = ("pandas", "arrow", "polars")
@@ -160,7 +160,7 @@ def bars(
 
     fetch='missing' first harvests the uncovered part of the range through the harvester (planner,
     pacer, scheduler, writer) from host:port (default: harvester settings); 'never' only reads.
-    `con` reuses a `queries.connect()` connection; `job_options` sets other HarvestJob fields
+    `con` reuses a `queries.connect()` connection (and its warehouse, unless `data_dir` is given); `job_options` sets other HarvestJob fields
     (e.g. {"sim": True, "pacing_scale": 0.01}). Raises FetchError when the harvest reports failures.
     """
     names = _normalise_symbols(symbols)
@@ -175,6 +175,8 @@ def bars(
     lo, hi = to_utc_naive(start, "start"), to_utc_naive(end, "end")
     if lo is not None and hi is not None and lo >= hi:
         raise BarsRequestError(f"start {lo} is not before end {hi}")
+    if data_dir is None and isinstance(con, RetryingConnection):
+        data_dir = con.data_dir  # the warehouse `con` reads, not the settings' default
     directory = resolve_data_dir(data_dir)
     if fetch == "missing":
         connection_settings = {"host": host, "port": port, "client_id": client_id}

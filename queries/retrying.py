@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any, Self, TypeVar
 
@@ -153,14 +154,16 @@ def _unwrapped(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any
 class RetryingConnection:
     """A DuckDB connection whose reads re-run after a transient file-replacement error; otherwise DuckDB's own.
 
-    `raw` is the wrapped `duckdb.DuckDBPyConnection` (for APIs that insist on the real type).
+    `raw` is the wrapped `duckdb.DuckDBPyConnection` (for APIs that insist on the real type); `data_dir` the
+    warehouse its views read, when known.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, roots: Sequence[str],
-                 policy: RetryPolicy = DEFAULT_POLICY) -> None:
+                 policy: RetryPolicy = DEFAULT_POLICY, data_dir: Path | None = None) -> None:
         self.raw = con
         self.roots = tuple(str(r) for r in roots)
         self.policy = policy
+        self.data_dir = data_dir
         self._pending: tuple[object, object] | None = None  # the last execute() whose rows nobody fetched yet
 
     def _call(self, frame: FrameType, fn: Callable[..., Any], args: tuple[Any, ...] = (),
@@ -179,7 +182,7 @@ class RetryingConnection:
         if isinstance(value, (duckdb.DuckDBPyRelation, GroupedRelation)):
             return RetryingRelation(value, self)
         if isinstance(value, duckdb.DuckDBPyConnection):
-            return RetryingConnection(value, self.roots, self.policy)
+            return RetryingConnection(value, self.roots, self.policy, self.data_dir)
         return value
 
     def read(self, call: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
