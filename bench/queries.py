@@ -90,6 +90,7 @@ def time_queries(data_dir: Path, repeat: int) -> dict[str, tuple[float, float]]:
     from harvester.ibrules import BAR_SIZES
     from queries.connection import shadow_root
     from queries.readthrough import bars_query, to_utc_naive
+    from queries.retrying import Relation
 
     con = queries.connect(data_dir)
     hand = duckdb.connect()
@@ -100,7 +101,7 @@ def time_queries(data_dir: Path, repeat: int) -> dict[str, tuple[float, float]]:
                  f"true AS use_rth, * EXCLUDE (symbol, con_id) FROM read_parquet({all_files})) ")
     daily_params = {"start": YEAR_RANGE[0], "end": YEAR_RANGE[1], "what_to_show": "TRADES", "use_rth": True}
 
-    def frame(relation: duckdb.DuckDBPyRelation) -> object:
+    def frame(relation: Relation) -> object:
         return relation.to_arrow_table().to_pandas(date_as_object=False)  # as bars() converts
 
     def hand_sql(sql: str, params: dict | None = None) -> Callable[[], object]:
