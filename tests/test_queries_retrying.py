@@ -215,6 +215,18 @@ def test_a_query_whose_partition_was_replaced_between_bind_and_scan_is_re_run(wa
     assert len(rec.retries) == 1 and "know what type" in rec.retries[0][1]
 
 
+def test_rows_that_fail_to_stream_in_after_execute_run_the_statement_again(warehouse, minutes):
+    target = month_file(warehouse)
+    good = garble_last_row_group(target)
+    rec = Recorder(before_rerun=lambda: target.write_bytes(good))
+    con = queries.connect(warehouse, policy=rec.policy())
+    con.execute("SET threads = 1")  # one thread streams row group by row group: the bad one is met in the fetch
+    con.execute("SELECT * FROM bars WHERE bar_size = '1 min' AND symbol = 'CCC'")
+    assert rec.retries == []
+    assert len(con.fetchall()) == (minutes.symbol == "CCC").sum()
+    assert len(rec.retries) == 1
+
+
 def test_the_issue_notebook_query_relations_and_bars_retry(warehouse, minutes):
     daily = daily_from_minutes(minutes)
     expected = daily.groupby("symbol").close.max().sort_index()
