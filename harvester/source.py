@@ -61,14 +61,7 @@ class ContractInfo:
     liquid_hours: str = ""
 
     def ib_contract(self) -> Contract:
-        return Contract(
-            conId=self.con_id,
-            symbol=self.symbol,
-            secType=self.sec_type,
-            exchange=self.exchange,
-            primaryExchange=self.primary_exchange,
-            currency=self.currency,
-        )
+        return _ib_contract(self)
 
 
 @dataclass(frozen=True)
@@ -216,7 +209,7 @@ class IBSource:
         for first in range(0, len(specs), batch_size):
             batch = specs[first : first + batch_size]
             answers = await asyncio.gather(
-                *(asyncio.wait_for(self.ib.reqContractDetailsAsync(_spec_contract(s)), timeout) for s in batch),
+                *(asyncio.wait_for(self.ib.reqContractDetailsAsync(_ib_contract(s)), timeout) for s in batch),
                 return_exceptions=True,
             )
             for spec, details in zip(batch, answers, strict=True):
@@ -340,14 +333,15 @@ class IBSource:
             listener()
 
 
-def _spec_contract(spec: ContractSpec) -> Contract:
+def _ib_contract(c: ContractSpec | ContractInfo) -> Contract:
+    """The fields IB matches a contract on; a universe row and a qualified contract both carry them."""
     return Contract(
-        conId=spec.con_id,
-        symbol=spec.symbol,
-        secType=spec.sec_type,
-        exchange=spec.exchange,
-        primaryExchange=spec.primary_exchange,
-        currency=spec.currency,
+        conId=c.con_id,
+        symbol=c.symbol,
+        secType=c.sec_type,
+        exchange=c.exchange,
+        primaryExchange=c.primary_exchange,
+        currency=c.currency,
     )
 
 
