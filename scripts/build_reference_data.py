@@ -96,49 +96,35 @@ def sp500_stocks() -> list[dict[str, str]]:
     return sorted(out.values(), key=lambda r: r["symbol"])
 
 
+def _master_row(symbol: str, primary: str, listed: str, name: str, stock_type: str, isin: str) -> dict[str, str]:
+    """One securities-master row; con_id is filled in once every row is known."""
+    return {
+        "symbol": symbol,
+        "sec_type": "STK",
+        "primary_exchange": primary,
+        "currency": "USD",
+        "con_id": "",
+        "listing_date": listed,
+        "long_name": name,
+        "stock_type": stock_type,
+        "isin": isin,
+    }
+
+
 def master_rows(stocks: list[dict[str, str]]) -> list[dict[str, str]]:
     rows = [
-        {
-            "symbol": s["symbol"].replace(".", " "),  # IB spells share classes "BRK B"
-            "sec_type": "STK",
-            "primary_exchange": s["primary"],
-            "currency": "USD",
-            "con_id": "",
-            "listing_date": listing_date(s["symbol"]).isoformat(),
-            "long_name": s["name"].upper(),
-            "stock_type": "COMMON",
-            "isin": s["isin"],
-        }
+        _master_row(
+            s["symbol"].replace(".", " "),  # IB spells share classes "BRK B"
+            s["primary"],
+            listing_date(s["symbol"]).isoformat(),
+            s["name"].upper(),
+            "COMMON",
+            s["isin"],
+        )
         for s in stocks
     ]
-    rows += [
-        {
-            "symbol": sym,
-            "sec_type": "STK",
-            "primary_exchange": prim,
-            "currency": "USD",
-            "con_id": "",
-            "listing_date": listed,
-            "long_name": name,
-            "stock_type": "ETF",
-            "isin": isin,
-        }
-        for sym, prim, listed, name, isin in _ETFS
-    ]
-    rows += [
-        {
-            "symbol": sym,
-            "sec_type": "STK",
-            "primary_exchange": prim,
-            "currency": "USD",
-            "con_id": "",
-            "listing_date": listed,
-            "long_name": name,
-            "stock_type": "COMMON",
-            "isin": "",
-        }
-        for sym, prim, listed, name in _DUAL
-    ]
+    rows += [_master_row(sym, prim, listed, name, "ETF", isin) for sym, prim, listed, name, isin in _ETFS]
+    rows += [_master_row(sym, prim, listed, name, "COMMON", "") for sym, prim, listed, name in _DUAL]
     for row, con_id in zip(rows, assign_con_ids(rows)):
         row["con_id"] = str(con_id)
     return rows
