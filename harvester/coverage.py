@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -16,6 +17,7 @@ import pyarrow as pa
 from harvester.series import SeriesKey
 
 Interval = tuple[datetime, datetime]
+Point = TypeVar("Point", datetime, int)  # aware datetimes here; epoch seconds in the planner
 
 COVERAGE_SCHEMA = pa.schema(
     [
@@ -33,9 +35,9 @@ COVERAGE_SCHEMA = pa.schema(
 IDENTITY = ["con_id", "bar_size", "what_to_show", "use_rth", "start_ts", "end_ts", "kind"]
 
 
-def merge_intervals(intervals: Iterable[Interval]) -> list[Interval]:
+def merge_intervals(intervals: Iterable[tuple[Point, Point]]) -> list[tuple[Point, Point]]:
     """Sorted union; overlapping and touching intervals fuse ([a,b) + [b,c) = [a,c)); empty ones vanish."""
-    merged: list[Interval] = []
+    merged: list[tuple[Point, Point]] = []
     for start, end in sorted(i for i in intervals if i[0] < i[1]):
         if merged and start <= merged[-1][1]:
             if end > merged[-1][1]:
@@ -45,10 +47,12 @@ def merge_intervals(intervals: Iterable[Interval]) -> list[Interval]:
     return merged
 
 
-def subtract_intervals(wanted: Iterable[Interval], covered: Iterable[Interval]) -> list[Interval]:
+def subtract_intervals(
+    wanted: Iterable[tuple[Point, Point]], covered: Iterable[tuple[Point, Point]]
+) -> list[tuple[Point, Point]]:
     """The parts of `wanted` not in `covered` (both arbitrary; result merged and sorted)."""
     holes = merge_intervals(covered)
-    result: list[Interval] = []
+    result: list[tuple[Point, Point]] = []
     for start, end in merge_intervals(wanted):
         cursor = start
         for h_start, h_end in holes:

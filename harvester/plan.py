@@ -16,6 +16,7 @@ from datetime import datetime
 
 import numpy as np
 
+from harvester.coverage import subtract_intervals
 from harvester.ibrules import (
     DAILY_HORIZON_YEARS,
     SMALL_BAR_HORIZON_DAYS,
@@ -84,7 +85,7 @@ def plan_requests(
     span = _wanted_span(state, bar, start, end, now)
     if span is None:
         return []
-    gaps = _subtract(span, _coverage_epochs(state.coverage))
+    gaps = subtract_intervals([span], _coverage_epochs(state.coverage))
     if not gaps:
         return []
     planner = _Chunker(state, bar, target_bars, floor=span[0])
@@ -166,27 +167,7 @@ def _coverage_epochs(coverage: tuple[tuple[datetime, datetime], ...]) -> list[tu
             raise PlanError(f"coverage span {lo.isoformat()}..{hi.isoformat()} is not timezone-aware")
         if lo_s < hi_s:
             spans.append((lo_s, hi_s))
-    return sorted(spans)
-
-
-def _subtract(span: tuple[int, int], covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """[a, b) minus the sorted covered spans, oldest gap first."""
-    a, b = span
-    gaps = []
-    cursor = a
-    for lo, hi in covered:
-        if hi <= cursor:
-            continue
-        if lo >= b:
-            break
-        if lo > cursor:
-            gaps.append((cursor, lo))
-        cursor = max(cursor, hi)
-        if cursor >= b:
-            break
-    if cursor < b:
-        gaps.append((cursor, b))
-    return gaps
+    return spans
 
 
 def _months_back(epoch: int, months: int) -> int:
