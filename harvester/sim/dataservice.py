@@ -33,6 +33,7 @@ from harvester.sim.validation import (
 )
 
 if TYPE_CHECKING:
+    from harvester.sim.securities import Instrument
     from harvester.sim.server import SimServer
     from harvester.sim.session import Session
 
@@ -50,6 +51,17 @@ class Slot:
         if self.held:
             self.held = False
             self._pacing.release()
+
+
+class Claim:
+    """Where a request keeps its slot once admitted: freed when the request ends, unless handed on."""
+
+    def __init__(self) -> None:
+        self.slot: Slot | None = None
+
+    def release(self) -> None:
+        if self.slot is not None:
+            self.slot.release()
 
 
 class DataService:
@@ -89,51 +101,44 @@ class DataService:
         entry = self._entry(session, "historical", request.req_id, request.contract)
         entry.update(bar_size=request.bar_size, duration=request.duration, end=request.end,
                      what_to_show=request.what_to_show, use_rth=request.use_rth)  # fmt: skip
-        self._spawn(session, request.req_id, lambda: self._historical(session, request, entry))
+        self._spawn(session, request.req_id, lambda: self._paced(session, request, entry, self._historical))
 
-    async def _historical(self, session: Session, request: HistoricalRequest, entry: dict[str, Any]) -> None:
+    async def _historical(
+        self,
+        session: Session,
+        request: HistoricalRequest,
+        entry: dict[str, Any],
+        inst: Instrument,
+        claim: Claim,
+    ) -> None:
         spec, req_id = request.contract, request.req_id
-        if self._drop_or_silence(session, spec, entry, silence=False):
-            return
-        slot: Slot | None = None
-        try:
-            inst = self.desk.resolve(spec)
-            entry["con_id"] = inst.con_id
-            bar_size = parse_bar_size(request.bar_size)
-            check_format_date(request.format_date)
-            what = parse_what_to_show(request.what_to_show)
-            duration = parse_duration(request.duration)
-            check_step(bar_size, duration)
-            end = parse_end(request.end)
-            if what == "ADJUSTED_LAST" and end.instant is not None:
-                raise RequestRejected(162, m.HMDS + "End date not supported with adjusted last", "invalid")
-            if end.implied_zone:
-                session.error(req_id, 2174, m.TEXT_NO_ZONE)
-            identity = (inst.con_id, spec.exchange, request.end, request.bar_size, request.duration,
-                        what, request.use_rth)  # fmt: skip
-            slot = self._admit(
-                PacedRequest(identity, (inst.con_id, spec.exchange, what), what, bar_size.name)
-            )
-            await self._faults(session, spec, inst.primary_exchange, req_id, entry, forced=True)
-            now = self.server.clock.now()
-            window = self.desk.window(inst, end.instant or now, duration, request.use_rth)
-            bars = self.desk.bar_columns(inst, bar_size, what, request.use_rth, window, now)
-            if not bars:
-                raise self.desk.no_data(spec, what)
-            started = time.monotonic()
-            await self._latency(len(bars))
-            reply = historical_data(req_id, bars, window, bar_size, request.format_date, inst.time_zone)
-            self._journal(entry, "bars", bars=len(bars), latency_s=round(time.monotonic() - started, 4))
-            slot.release()  # before replying: a client that saw the answer must see the slot free
-            session.send_frame(reply)
-        except RequestRejected as rejected:
-            self._journal(entry, rejected.outcome, error_code=rejected.code)
-            if slot is not None:
-                slot.release()
-            session.error(req_id, rejected.code, rejected.text)
-        finally:
-            if slot is not None:
-                slot.release()
+        bar_size = parse_bar_size(request.bar_size)
+        check_format_date(request.format_date)
+        what = parse_what_to_show(request.what_to_show)
+        duration = parse_duration(request.duration)
+        check_step(bar_size, duration)
+        end = parse_end(request.end)
+        if what == "ADJUSTED_LAST" and end.instant is not None:
+            raise RequestRejected(162, m.HMDS + "End date not supported with adjusted last", "invalid")
+        if end.implied_zone:
+            session.error(req_id, 2174, m.TEXT_NO_ZONE)
+        identity = (inst.con_id, spec.exchange, request.end, request.bar_size, request.duration,
+                    what, request.use_rth)  # fmt: skip
+        claim.slot = self._admit(
+            PacedRequest(identity, (inst.con_id, spec.exchange, what), what, bar_size.name)
+        )
+        await self._faults(session, spec, inst.primary_exchange, req_id, entry, forced=True)
+        now = self.server.clock.now()
+        window = self.desk.window(inst, end.instant or now, duration, request.use_rth)
+        bars = self.desk.bar_columns(inst, bar_size, what, request.use_rth, window, now)
+        if not bars:
+            raise self.desk.no_data(spec, what)
+        started = time.monotonic()
+        await self._latency(len(bars))
+        reply = historical_data(req_id, bars, window, bar_size, request.format_date, inst.time_zone)
+        self._journal(entry, "bars", bars=len(bars), latency_s=round(time.monotonic() - started, 4))
+        claim.release()  # before replying: a client that saw the answer must see the slot free
+        session.send_frame(reply)
 
     def cancel_historical(self, session: Session, req_id: int) -> None:
         """Drop a request still in progress and say so with IB's 162; a finished one needs nothing."""
@@ -149,35 +154,30 @@ class DataService:
         request = HeadTimestampRequest.read(fields)
         entry = self._entry(session, "head_timestamp", request.req_id, request.contract)
         entry.update(what_to_show=request.what_to_show, use_rth=request.use_rth)
-        self._spawn(session, request.req_id, lambda: self._head_timestamp(session, request, entry))
+        self._spawn(
+            session, request.req_id, lambda: self._paced(session, request, entry, self._head_timestamp)
+        )
 
     async def _head_timestamp(
-        self, session: Session, request: HeadTimestampRequest, entry: dict[str, Any]
+        self,
+        session: Session,
+        request: HeadTimestampRequest,
+        entry: dict[str, Any],
+        inst: Instrument,
+        claim: Claim,
     ) -> None:
         spec, req_id = request.contract, request.req_id
-        if self._drop_or_silence(session, spec, entry, silence=False):
-            return
-        slot: Slot | None = None
-        try:
-            inst = self.desk.resolve(spec)
-            entry["con_id"] = inst.con_id
-            what = parse_what_to_show(request.what_to_show)
-            check_format_date(request.format_date)
-            identity = ("head", inst.con_id, spec.exchange, what, request.use_rth, request.format_date)
-            slot = self._admit(PacedRequest(identity, (inst.con_id, spec.exchange, what), what, None))
-            await self._faults(session, spec, inst.primary_exchange, req_id, entry, forced=False)
-            head = self.desk.market_data.head_timestamp(inst, what, request.use_rth)
-            await self._latency(0)
-            session.open_heads[req_id] = slot
-            slot = None  # IB keeps it open until cancelHeadTimeStamp
-            self._journal(entry, "timestamp", bars=0)
-            session.send(head_timestamp_message(req_id, head, request.format_date))
-        except RequestRejected as rejected:
-            self._journal(entry, rejected.outcome, error_code=rejected.code)
-            session.error(req_id, rejected.code, rejected.text)
-        finally:
-            if slot is not None:
-                slot.release()
+        what = parse_what_to_show(request.what_to_show)
+        check_format_date(request.format_date)
+        identity = ("head", inst.con_id, spec.exchange, what, request.use_rth, request.format_date)
+        claim.slot = self._admit(PacedRequest(identity, (inst.con_id, spec.exchange, what), what, None))
+        await self._faults(session, spec, inst.primary_exchange, req_id, entry, forced=False)
+        head = self.desk.market_data.head_timestamp(inst, what, request.use_rth)
+        await self._latency(0)
+        session.open_heads[req_id] = claim.slot
+        claim.slot = None  # IB keeps it open until cancelHeadTimeStamp
+        self._journal(entry, "timestamp", bars=0)
+        session.send(head_timestamp_message(req_id, head, request.format_date))
 
     def cancel_head_timestamp(self, session: Session, req_id: int) -> None:
         task = session.pending.pop(req_id, None)
@@ -201,6 +201,29 @@ class DataService:
         task.add_done_callback(
             lambda t: session.pending.pop(req_id, None) if session.pending.get(req_id) is t else None
         )
+
+    async def _paced(
+        self,
+        session: Session,
+        request: HistoricalRequest | HeadTimestampRequest,
+        entry: dict[str, Any],
+        answer: Callable[[Session, Any, dict[str, Any], Instrument, Claim], Awaitable[None]],
+    ) -> None:
+        """Steps every paced request shares: socket-dropping faults, the contract (200), a rejection
+        answered with its code once the slot is free, and the slot freed however the request ends."""
+        if self._drop_or_silence(session, request.contract, entry, silence=False):
+            return
+        claim = Claim()
+        try:
+            inst = self.desk.resolve(request.contract)
+            entry["con_id"] = inst.con_id
+            await answer(session, request, entry, inst, claim)
+        except RequestRejected as rejected:
+            self._journal(entry, rejected.outcome, error_code=rejected.code)
+            claim.release()
+            session.error(request.req_id, rejected.code, rejected.text)
+        finally:
+            claim.release()
 
     def _admit(self, request: PacedRequest) -> Slot:
         verdict = self.pacing.admit(request)
