@@ -76,6 +76,22 @@ def sim_gateway(make_gateway) -> SimGateway:
 
 
 @pytest.fixture
+def connect(make_gateway) -> Iterator[Callable[[SimGateway], IB]]:
+    """Factory: `connect(gateway)` is an ib_insync client on it, disconnected before the gateways stop."""
+    clients = []
+
+    def make(gateway: SimGateway) -> IB:
+        client = IB()
+        client.connect("127.0.0.1", gateway.port, clientId=next_client_id(), timeout=5)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.disconnect()
+
+
+@pytest.fixture
 def ib(sim_gateway: SimGateway) -> Iterator[IB]:
     ensure_event_loop()
     client = IB()

@@ -14,21 +14,6 @@ from harvester.sim.faults import FaultError
 AAPL = Stock("AAPL", "SMART", "USD", primaryExchange="NASDAQ")
 
 
-@pytest.fixture
-def connect(new_client_id):
-    clients = []
-
-    def make(gateway) -> IB:
-        client = IB()
-        client.connect("127.0.0.1", gateway.port, clientId=new_client_id(), timeout=5)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.disconnect()
-
-
 def future_on(event, predicate=lambda *args: True) -> asyncio.Future:
     """A future resolved with the first emission of `event` that satisfies `predicate`."""
     future = asyncio.get_event_loop().create_future()

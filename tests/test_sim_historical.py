@@ -131,81 +131,62 @@ def test_head_timestamp_formats_and_open_slot_until_cancelled(ib, sim_gateway):
     assert sim_gateway.open_requests == 0
 
 
-def test_cancel_in_progress_answers_162_cancelled(make_gateway, new_client_id):
+def test_cancel_in_progress_answers_162_cancelled(make_gateway, connect):
     gateway = make_gateway(faults=Faults(never_answer=True))
-    ib = IB()
-    ib.connect("127.0.0.1", gateway.port, clientId=new_client_id(), timeout=5)
+    ib = connect(gateway)
     cancelled = asyncio.get_event_loop().create_future()
     ib.errorEvent += lambda req_id, code, text, contract: (
         cancelled.done() or cancelled.set_result((req_id, code, text))
     )
-    try:
-        bars = ib.reqHistoricalData(AAPL, "", "1 D", "1 hour", "TRADES", True, timeout=0.3)
-        assert len(bars) == 0  # ib_insync's own timeout: it sends cancelHistoricalData
-        req_id, code, text = ib.run(asyncio.wait_for(cancelled, 5))
-        assert (req_id, code) == (bars.reqId, 162)
-        assert (
-            text
-            == f"Historical Market Data Service error message:API historical data query cancelled: {req_id}"
-        )
-        assert gateway.open_requests == 0
-    finally:
-        ib.disconnect()
+    bars = ib.reqHistoricalData(AAPL, "", "1 D", "1 hour", "TRADES", True, timeout=0.3)
+    assert len(bars) == 0  # ib_insync's own timeout: it sends cancelHistoricalData
+    req_id, code, text = ib.run(asyncio.wait_for(cancelled, 5))
+    assert (req_id, code) == (bars.reqId, 162)
+    assert (
+        text == f"Historical Market Data Service error message:API historical data query cancelled: {req_id}"
+    )
+    assert gateway.open_requests == 0
 
 
-def test_identical_request_within_15_seconds_is_a_pacing_violation(make_gateway, new_client_id):
+def test_identical_request_within_15_seconds_is_a_pacing_violation(make_gateway, connect):
     gateway = make_gateway(pacing_scale=1.0, latency_scale=0.0)
-    ib = IB()
-    ib.connect("127.0.0.1", gateway.port, clientId=new_client_id(), timeout=5)
+    ib = connect(gateway)
     seen = []
     ib.errorEvent += lambda req_id, code, text, contract: seen.append((req_id, code, text))
-    try:
-        assert ib.reqHistoricalData(AAPL, "", "1 D", "1 hour", "TRADES", True)
-        again = ib.reqHistoricalData(AAPL, "", "1 D", "1 hour", "TRADES", True)
-        assert len(again) == 0 and (again.reqId, 162, TEXT_PACING) in seen
-        for n in range(4):  # 5 for one contract+exchange+whatToShow in 2 s are fine (1 above + 4)...
-            assert ib.reqHistoricalData(AAPL, "", f"{n + 2} D", "1 hour", "TRADES", True)
-        sixth = ib.reqHistoricalData(AAPL, "", "9 D", "1 hour", "TRADES", True)
-        assert len(sixth) == 0 and gateway.journal.count_where(outcome="pacing") == 2  # ...the 6th is not
-        assert ib.reqHistoricalData(AAPL, "", "9 D", "1 hour", "MIDPOINT", True)
-    finally:
-        ib.disconnect()
+    assert ib.reqHistoricalData(AAPL, "", "1 D", "1 hour", "TRADES", True)
+    again = ib.reqHistoricalData(AAPL, "", "1 D", "1 hour", "TRADES", True)
+    assert len(again) == 0 and (again.reqId, 162, TEXT_PACING) in seen
+    for n in range(4):  # 5 for one contract+exchange+whatToShow in 2 s are fine (1 above + 4)...
+        assert ib.reqHistoricalData(AAPL, "", f"{n + 2} D", "1 hour", "TRADES", True)
+    sixth = ib.reqHistoricalData(AAPL, "", "9 D", "1 hour", "TRADES", True)
+    assert len(sixth) == 0 and gateway.journal.count_where(outcome="pacing") == 2  # ...the 6th is not
+    assert ib.reqHistoricalData(AAPL, "", "9 D", "1 hour", "MIDPOINT", True)
 
 
-def test_sixty_per_window_then_violation_and_a_paced_script_never_violates(make_gateway, new_client_id):
+def test_sixty_per_window_then_violation_and_a_paced_script_never_violates(make_gateway, connect):
     gateway = make_gateway(pacing_scale=1.0, latency_scale=0.0)
-    ib = IB()
-    ib.connect("127.0.0.1", gateway.port, clientId=new_client_id(), timeout=5)
+    ib = connect(gateway)
     symbols = ["AAPL", "MSFT", "IBM", "KO", "SPY", "JPM", "XOM", "PG", "JNJ", "WMT", "CVX", "PFE"]
-    try:
-        for n in range(60):  # 12 contracts × 5 durations: no rule but the window is ever in play
-            bars = ib.reqHistoricalData(Stock(symbols[n % 12], "SMART", "USD"), "", f"{n // 12 + 1} D",
-                                        "1 day", "TRADES", True)  # fmt: skip
-            assert bars, n
-        assert gateway.journal.count_where(outcome="pacing") == 0
-        assert (
-            len(ib.reqHistoricalData(Stock("AAPL", "SMART", "USD"), "", "30 D", "1 day", "TRADES", True)) == 0
-        )
-        assert gateway.journal.count_where(outcome="pacing") == 1
-    finally:
-        ib.disconnect()
+    for n in range(60):  # 12 contracts × 5 durations: no rule but the window is ever in play
+        bars = ib.reqHistoricalData(Stock(symbols[n % 12], "SMART", "USD"), "", f"{n // 12 + 1} D",
+                                    "1 day", "TRADES", True)  # fmt: skip
+        assert bars, n
+    assert gateway.journal.count_where(outcome="pacing") == 0
+    assert len(ib.reqHistoricalData(Stock("AAPL", "SMART", "USD"), "", "30 D", "1 day", "TRADES", True)) == 0
+    assert gateway.journal.count_where(outcome="pacing") == 1
 
 
-def test_51st_open_request_gets_322(make_gateway, new_client_id):
+def test_51st_open_request_gets_322(make_gateway, connect):
     gateway = make_gateway(faults=Faults(never_answer=True), pacing=PacingLimits(same_contract_max=100))
-    ib = IB()
-    ib.connect("127.0.0.1", gateway.port, clientId=new_client_id(), timeout=5)
+    ib = connect(gateway)
     seen = []
     ib.errorEvent += lambda req_id, code, text, contract: seen.append(code)
-    try:
-        for n in range(50):
-            ib.client.reqHistoricalData(1000 + n, AAPL, "", f"{n + 1} D", "1 day", "TRADES", 1, 1, False, [])
-        settled = asyncio.to_thread(
-            gateway.journal.wait_for, lambda j: j.count_where(outcome="unanswered") == 50, 5
-        )
-        assert ib.run(settled)  # ib_insync's loop must run to flush its throttled queue
-        assert gateway.open_requests == 50
-        bars = ib.reqHistoricalData(AAPL, "", "60 D", "1 day", "TRADES", True)
-        assert len(bars) == 0 and 322 in seen
-    finally:
-        ib.disconnect()
+    for n in range(50):
+        ib.client.reqHistoricalData(1000 + n, AAPL, "", f"{n + 1} D", "1 day", "TRADES", 1, 1, False, [])
+    settled = asyncio.to_thread(
+        gateway.journal.wait_for, lambda j: j.count_where(outcome="unanswered") == 50, 5
+    )
+    assert ib.run(settled)  # ib_insync's loop must run to flush its throttled queue
+    assert gateway.open_requests == 50
+    bars = ib.reqHistoricalData(AAPL, "", "60 D", "1 day", "TRADES", True)
+    assert len(bars) == 0 and 322 in seen
