@@ -98,17 +98,14 @@ def test_transient_errors_are_retried(make_gateway, tmp_path, kind, outcome):
     assert_same_as_reference(tmp_path / "data", SPAN)
 
 
-def test_connectivity_lost_1100_then_restored_1102(make_gateway, tmp_path):
+@pytest.mark.parametrize(
+    "fire",
+    [lambda gw: gw.fire_outage(0.3), lambda gw: gw.fire_hmds_outage(0.3)],
+    ids=["connectivity_lost_1100_then_restored_1102", "hmds_broken_2105_then_ok_2106"],
+)
+def test_outage_mid_harvest_is_ridden_out(make_gateway, tmp_path, fire):
     gw = make_gateway()
-    progress = once_after(3, lambda: gw.fire_outage(0.3))
-    report = harvest_with(gw, tmp_path / "data", SPAN, next_client_id(), progress, timeouts=SHORT_TIMEOUTS)
-    assert progress.fired and report.ok
-    assert_same_as_reference(tmp_path / "data", SPAN)
-
-
-def test_hmds_broken_2105_then_ok_2106(make_gateway, tmp_path):
-    gw = make_gateway()
-    progress = once_after(3, lambda: gw.fire_hmds_outage(0.3))
+    progress = once_after(3, lambda: fire(gw))
     report = harvest_with(gw, tmp_path / "data", SPAN, next_client_id(), progress, timeouts=SHORT_TIMEOUTS)
     assert progress.fired and report.ok
     assert_same_as_reference(tmp_path / "data", SPAN)
