@@ -147,7 +147,8 @@ class DataService:
             return
         task.cancel()
         self._journal(self._entry(session, "cancel_historical", req_id, None), "cancelled")
-        session.error(req_id, 162, m.TEXT_CANCELLED.format(req_id=req_id))
+        # Answer once the task has unwound (its open slot freed), so the 162 never races the slot count.
+        task.add_done_callback(lambda _: session.error(req_id, 162, m.TEXT_CANCELLED.format(req_id=req_id)))
 
     # -- head timestamp --------------------------------------------------------------------
     def head_timestamp(self, session: Session, fields: FieldReader) -> None:
