@@ -1,0 +1,75 @@
+"""Which contracts a harvest uses: stored ones while fresh, a qualification round trip for the rest.
+
+Qualifying 500 symbols costs 500 round trips under ib_insync's 45 messages/s, so a known contract is
+reused until it is STALE_AFTER old; conId is the identity, the symbol only a label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from harvester.source import ContractInfo, IBSource, QualifyResult
+from harvester.universe import ContractSpec
+from harvester.warehouse import Warehouse
+
+STALE_AFTER = timedelta(days=7)  # contract details (hours, names) change; conIds practically don't
+
+
+async def resolve_contracts(
+    source: IBSource, warehouse: Warehouse, specs: Sequence[ContractSpec], now: datetime
+) -> tuple[list[ContractInfo], dict[str, str]]:
+    """Stored contracts for known specs, a qualification round trip only for new or stale ones."""
+    stored = _stored_contracts(warehouse.contracts(), now)
+    known: dict[ContractSpec, ContractInfo] = {}
+    todo = []
+    for spec in specs:
+        match = [i for i in stored.get(spec.symbol, ()) if _fits(spec, i)]
+        if len(match) == 1:
+            known[spec] = match[0]
+        else:
+            todo.append(spec)
+    fresh: QualifyResult = await source.qualify(todo) if todo else QualifyResult({}, {})
+    if fresh.contracts:
+        warehouse.save_contracts(_contracts_frame(list(fresh.contracts.values()), now))
+    ordered, seen = [], set()
+    for spec in specs:
+        info = known.get(spec) or fresh.contracts.get(spec)
+        if info is not None and info.con_id not in seen:
+            seen.add(info.con_id)
+            ordered.append(info)
+    return ordered, dict(fresh.failures)
+
+
+def _fits(spec: ContractSpec, info: ContractInfo) -> bool:
+    if spec.con_id:
+        return spec.con_id == info.con_id
+    return (
+        spec.sec_type == info.sec_type
+        and spec.currency == info.currency
+        and spec.primary_exchange in ("", info.primary_exchange)
+    )
+
+
+def _stored_contracts(frame: pd.DataFrame, now: datetime) -> dict[str, list[ContractInfo]]:
+    by_symbol: dict[str, list[ContractInfo]] = {}
+    if frame is None or frame.empty:
+        return by_symbol
+    qualified = pd.to_datetime(frame["qualified_at"])
+    if qualified.dt.tz is None:
+        qualified = qualified.dt.tz_localize(UTC)
+    fresh = frame[(qualified >= now - STALE_AFTER).to_numpy()]
+    names = [f for f in ContractInfo.__dataclass_fields__]
+    for row in fresh[names].itertuples(index=False):
+        info = ContractInfo(*(("" if v is None else v) for v in row))
+        by_symbol.setdefault(info.symbol, []).append(info)
+    return by_symbol
+
+
+def _contracts_frame(infos: list[ContractInfo], now: datetime) -> pd.DataFrame:
+    frame = pd.DataFrame([vars(i) for i in infos])
+    frame["con_id"] = frame["con_id"].astype("int64")
+    frame["qualified_at"] = pd.Timestamp(now).tz_convert(UTC).tz_localize(None)
+    return frame
