@@ -1,6 +1,7 @@
 """Query benchmark: `queries` against a hand-written read_parquet of the same files, and ArcticDB.
 
-Builds (once, cached) a warehouse of 100 symbols × one year of RTH 1-min bars in the fixed layout,
+Builds (once, cached) a warehouse of 100 symbols × one year of RTH 1-min bars from the simulator's
+generator, written through the project's own writer (harvester.warehouse),
 then times, as warm medians in one run:
   (a) one symbol, one month   (b) all symbols, one day   (c) daily bars resampled from minutes,
   all symbols, the year       (d) one symbol, the year
@@ -23,8 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 YEAR = 2024
-SYMBOLS = [f"SYM{i:03d}" for i in range(100)]
-ONE = "SYM042"
 MONTH = (f"{YEAR}-06-01", f"{YEAR}-07-01")
 DAY = (f"{YEAR}-06-12", f"{YEAR}-06-13")
 YEAR_RANGE = (f"{YEAR}-01-01", f"{YEAR + 1}-01-01")
@@ -43,46 +42,53 @@ def median_ms(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(samples)
 
 
+def universe() -> list:
+    """100 instruments of the simulator's securities master, all listed before the benchmark year."""
+    from harvester.sim.securities import SecuritiesMaster
+
+    listed = [i for i in SecuritiesMaster.load() if i.listing_date.year < YEAR and i.symbol != "DUAL"]
+    return sorted(listed, key=lambda i: i.symbol)[:100]
+
+
+
 def build(data_dir: Path) -> int:
-    """Write the warehouse (month files sorted by symbol, ts; zstd; 64k-row groups); returns rows."""
-    import exchange_calendars
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Generate a year of RTH 1-min TRADES bars per symbol with the simulator's generator and write them
+    through the project's own writer (stage one month per symbol, then one commit): month files holding
+    all symbols, sorted by (symbol, ts), zstd, 64k-row groups."""
+    from datetime import UTC, datetime
 
-    from queries.connection import BARS_FILE_SCHEMA
+    import pandas as pd
 
-    sched = exchange_calendars.get_calendar("XNYS").schedule.loc[f"{YEAR}-01-01":f"{YEAR}-12-31"]
-    rng = np.random.default_rng(1)
+    from harvester.series import BarRequest, Outcome, SeriesKey
+    from harvester.sessions import TradingCalendar
+    from harvester.sim.marketdata import MarketData
+    from harvester.sim.securities import SecuritiesMaster
+    from harvester.warehouse import Warehouse
+
+    market = MarketData(SecuritiesMaster.load())
+    calendar = TradingCalendar.for_exchange("NYSE")
+    now = datetime(YEAR + 1, 1, 2, tzinfo=UTC)
+    warehouse = Warehouse.open(data_dir, simulated=True, gateway="bench")
     rows = 0
-    for month in range(1, 13):
-        s = sched[sched.index.month == month]
-        opens = s["open"].dt.tz_localize(None).to_numpy().astype("datetime64[us]")
-        lengths = ((s["close"] - s["open"]).dt.total_seconds() // 60).astype(int).to_numpy()
-        ts = np.concatenate([o + np.arange(n) * np.timedelta64(60, "s") for o, n in zip(opens, lengths)])
-        days = np.repeat(s.index.to_numpy().astype("datetime64[D]"), lengths)
-        n, k = len(ts), len(SYMBOLS)
-        close = 100 + np.cumsum(rng.normal(0, 0.05, (k, n)), axis=1).round(2)
-        open_ = (close + rng.normal(0, 0.02, (k, n))).round(2)
-        spread = (rng.random((k, n)) * 0.05).round(2)
-        table = pa.table(
-            {
-                "symbol": np.repeat(SYMBOLS, n), "con_id": np.repeat(np.arange(k, dtype=np.int64) + 1000, n),
-                "ts": np.tile(ts, k), "session_date": np.tile(days, k),
-                "open": open_.ravel(), "high": (np.maximum(open_, close) + spread).ravel(),
-                "low": (np.minimum(open_, close) - spread).ravel(), "close": close.ravel(),
-                "volume": rng.integers(100, 5000, k * n).astype(float), "wap": close.ravel(),
-                "bar_count": rng.integers(1, 50, k * n),
-            }
-        ).cast(BARS_FILE_SCHEMA)
-        path = data_dir / SERIES / f"year={YEAR}" / f"{YEAR}-{month:02d}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path, compression="zstd", row_group_size=65_536)
-        rows += table.num_rows
+    with warehouse.lock():
+        for inst in universe():
+            for month in range(1, 13):
+                start = datetime(YEAR, month, 1, tzinfo=UTC)
+                end = datetime(YEAR + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+                cols = market.bar_columns(inst, "1 min", "TRADES", True, start, end, now)
+                frame = pd.DataFrame({
+                    "ts": pd.to_datetime(cols.start, unit="s", utc=True), "session_date": cols.session_date,
+                    "open": cols.open, "high": cols.high, "low": cols.low, "close": cols.close,
+                    "volume": cols.volume, "wap": cols.wap, "bar_count": cols.count,
+                })
+                request = BarRequest(SeriesKey(inst.con_id, "1 min", "TRADES", True), start, end, "1 M", len(frame))
+                rows += warehouse.stage(request, Outcome.BARS, frame, symbol=inst.symbol, calendar=calendar).kept
+        warehouse.commit()
+    warehouse.close()
     return rows
 
 
-def time_queries(data_dir: Path, repeat: int) -> dict[str, tuple[float, float]]:
+def time_queries(data_dir: Path, repeat: int, one: str) -> dict[str, tuple[float, float]]:
     """(queries ms, hand-written ms) per case, plus the no-partition-predicate variants."""
     import duckdb
 
@@ -113,24 +119,24 @@ def time_queries(data_dir: Path, repeat: int) -> dict[str, tuple[float, float]]:
         return lambda: frame(con.sql(sql, params=params))
 
     cases = {
-        CASES[0]: (lambda: queries.bars(ONE, "1 min", *MONTH, con=con, data_dir=data_dir),
-                   hand_sql(f"SELECT * FROM read_parquet({month_file}) WHERE symbol = '{ONE}' AND ts >= "
+        CASES[0]: (lambda: queries.bars(one, "1 min", *MONTH, con=con, data_dir=data_dir),
+                   hand_sql(f"SELECT * FROM read_parquet({month_file}) WHERE symbol = '{one}' AND ts >= "
                             f"'{MONTH[0]}' AND ts < '{MONTH[1]}' ORDER BY symbol, ts")),
         CASES[1]: (lambda: queries.bars(None, "1 min", *DAY, con=con, data_dir=data_dir),
                    hand_sql(f"SELECT * FROM read_parquet({month_file}) WHERE ts >= '{DAY[0]}' AND ts < "
                             f"'{DAY[1]}' ORDER BY symbol, ts")),
         CASES[2]: (lambda: queries.scan("daily_from_minutes", con=con, start=YEAR_RANGE[0], end=YEAR_RANGE[1]),
                    hand_sql(hand_bars + daily_sql, daily_params)),
-        CASES[3]: (lambda: queries.bars(ONE, "1 min", *YEAR_RANGE, con=con, data_dir=data_dir),
-                   hand_sql(f"SELECT * FROM read_parquet({all_files}) WHERE symbol = '{ONE}' ORDER BY symbol, ts")),
+        CASES[3]: (lambda: queries.bars(one, "1 min", *YEAR_RANGE, con=con, data_dir=data_dir),
+                   hand_sql(f"SELECT * FROM read_parquet({all_files}) WHERE symbol = '{one}' ORDER BY symbol, ts")),
         **{f"{case[:3]} pruning={how}": (pruned_by(how, symbols, *span), lambda: None)
-           for case, symbols, span in ((CASES[0], [ONE], MONTH), (CASES[1], [], DAY), (CASES[3], [ONE], YEAR_RANGE))
+           for case, symbols, span in ((CASES[0], [one], MONTH), (CASES[1], [], DAY), (CASES[3], [one], YEAR_RANGE))
            for how in ("filters", "none")},
     }
     return {name: (median_ms(ours, repeat), median_ms(ref, repeat)) for name, (ours, ref) in cases.items()}
 
 
-def arctic_child(data_dir: Path, repeat: int) -> None:
+def arctic_child(data_dir: Path, repeat: int, one: str) -> None:
     """Runs under the ArcticDB venv: load the same bars into LMDB once, time the same reads, print JSON."""
     import pandas as pd
     import pyarrow.parquet as pq
@@ -139,20 +145,21 @@ def arctic_child(data_dir: Path, repeat: int) -> None:
 
     store = data_dir.parent / f"{data_dir.name}-arcticdb"
     lib = Arctic(f"lmdb://{store}?map_size=4GB").get_library("bars", create_if_missing=True)
-    if not lib.has_symbol(SYMBOLS[-1]):
+    if not lib.list_symbols():
         frame = pq.read_table(str(data_dir / SERIES)).to_pandas(date_as_object=False)
         for symbol, part in frame.groupby("symbol"):
             lib.write(symbol, part.drop(columns=["symbol", "con_id"]).set_index("ts").sort_index())
+    symbols = sorted(lib.list_symbols())
     stamp = pd.Timestamp
     before = pd.Timedelta(microseconds=1)
     q = QueryBuilder().resample("1D").agg({"open": "first", "high": "max", "low": "min", "close": "last",
                                            "volume": "sum"})
     cases = {
-        CASES[0]: lambda: lib.read(ONE, date_range=(stamp(MONTH[0]), stamp(MONTH[1]) - before)).data,
+        CASES[0]: lambda: lib.read(one, date_range=(stamp(MONTH[0]), stamp(MONTH[1]) - before)).data,
         CASES[1]: lambda: pd.concat([r.data for r in lib.read_batch(
-            [ReadRequest(s, date_range=(stamp(DAY[0]), stamp(DAY[1]) - before)) for s in SYMBOLS])]),
-        CASES[2]: lambda: pd.concat([r.data for r in lib.read_batch(SYMBOLS, query_builder=q)]),
-        CASES[3]: lambda: lib.read(ONE).data,
+            [ReadRequest(s, date_range=(stamp(DAY[0]), stamp(DAY[1]) - before)) for s in symbols])]),
+        CASES[2]: lambda: pd.concat([r.data for r in lib.read_batch(symbols, query_builder=q)]),
+        CASES[3]: lambda: lib.read(one).data,
     }
     print(json.dumps({name: median_ms(fn, repeat) for name, fn in cases.items()}))
 
@@ -163,10 +170,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--arctic-python", help="python of a venv with arcticdb (it pins pandas<3)")
     ap.add_argument("--arctic-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     data_dir = args.dir.resolve()
     if args.arctic_child:
-        arctic_child(data_dir, args.repeat)
+        arctic_child(data_dir, args.repeat, args.one)
         return
     # This file is named like the package it measures: drop its own folder from the path first.
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -174,12 +182,13 @@ def main() -> None:
         t = time.perf_counter()
         rows = build(data_dir)
         print(f"built {rows:,} rows in {time.perf_counter() - t:.1f} s under {data_dir}")
+    one = universe()[42].symbol
     arctic: dict[str, float] = {}
     if args.arctic_python:
         child = subprocess.run([args.arctic_python, __file__, "--arctic-child", "--dir", str(data_dir),
-                                "--repeat", str(args.repeat)], capture_output=True, text=True, check=True)
+                                "--repeat", str(args.repeat), "--one", one], capture_output=True, text=True, check=True)
         arctic = json.loads(child.stdout.strip().splitlines()[-1])
-    results = time_queries(data_dir, args.repeat)
+    results = time_queries(data_dir, args.repeat, one)
     print(f"{'query (warm medians, ms)':34} {'queries':>8} {'hand':>8} {'q/hand':>6} {'arcticdb':>9} {'q/arctic':>8}")
     for name, (q, h) in results.items():
         a = arctic.get(name)
