@@ -168,6 +168,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
     report = HarvestReport()
     source = IBSource(job.host, job.port, job.client_id, connect_timeout=job.connect_timeout)
     await source.connect()
+    recorder = _Recorder(warehouse, job, report)
     try:
         now = await source.current_time()
         report.gateway_now = now
@@ -181,7 +182,6 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
         report.series_total = len(series) + len(failed) * len(job.bar_sizes)
         limits = paced_limits(job.pacing_scale, job.min_safety_s)
         retry, timeouts = job.policies()
-        recorder = _Recorder(warehouse, job, report)
         scheduler = Scheduler(
             source, PacingWindow(limits, time.monotonic), max_in_flight=job.max_in_flight, retry=retry,
             timeouts=timeouts, on_answer=recorder.on_answer, on_progress=progress,
@@ -192,6 +192,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
         if not job.plan_only:
             for answer in await scheduler.run(head_work):
                 recorder.fail(answer)
+            await recorder.settle()
         heads = warehouse.heads()
         end = min(now, _end_instant(job.end)) if job.end else now
         work_by_series = []
@@ -222,12 +223,13 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
         if not job.plan_only:
             for answer in await scheduler.run(interleave(work_by_series)):
                 recorder.fail(answer)
-            recorder.commit()
+            await recorder.finish()
         report.series_complete = sum(not recorder.failed_series(key) for _, key in series)
         p = scheduler.progress
         report.requests_by_outcome = dict(p.by_outcome)
         report.violations, report.retries, report.reconnects = p.violations, p.retries, p.reconnects
     finally:
+        await recorder.drain()
         source.disconnect()
     return report
 
@@ -267,8 +269,47 @@ class _Recorder:
         self.no_data_heads: set[tuple[int, str, bool]] = set()
         self._last_commit = time.monotonic()
         self._calendars: dict[str, TradingCalendar] = {}
+        self._committing: asyncio.Future | None = None  # a commit running in a worker thread
+        self._held: list[Answer] = []  # answers that arrived during it
 
     def on_answer(self, answer: Answer) -> None:
+        """Record one answer; while a commit runs in its worker thread, hold answers until it is done
+        (the warehouse must not stage while it commits) so the event loop keeps sending meanwhile."""
+        if self._committing is not None and self._committing.done():
+            self._after_commit()
+        if self._committing is not None:
+            self._held.append(answer)
+            return
+        self._record(answer)
+        if time.monotonic() - self._last_commit >= self.job.commit_every_s:
+            self._committing = asyncio.get_running_loop().run_in_executor(None, self.warehouse.commit)
+
+    def _after_commit(self) -> None:
+        """The commit finished: surface its error (e.g. a full disk) or record what it held back."""
+        done, self._committing = self._committing, None
+        self._last_commit = time.monotonic()
+        if done.exception() is not None:
+            raise done.exception()
+        held, self._held = self._held, []
+        for answer in held:
+            self._record(answer)
+
+    async def drain(self) -> None:
+        """On the way out after a failure: never leave a commit thread running under a closing warehouse."""
+        if self._committing is not None:
+            await asyncio.wait([self._committing])
+
+    async def settle(self) -> None:
+        """No commit in flight and nothing held: the warehouse may be read (heads, coverage) again."""
+        if self._committing is not None:
+            await asyncio.wait([self._committing])
+            self._after_commit()
+
+    async def finish(self) -> None:
+        await self.settle()
+        self.warehouse.commit()
+
+    def _record(self, answer: Answer) -> None:
         work, result = answer.work, answer.result
         self.warehouse.record_request(journal_row(self.run_id, answer))
         if work.kind == "head":
@@ -286,12 +327,6 @@ class _Recorder:
                                           calendar=calendar)
             self.report.bars_written += staged.kept
             self.report.bars_quarantined += staged.quarantined
-        if time.monotonic() - self._last_commit >= self.job.commit_every_s:
-            self.commit()
-
-    def commit(self) -> None:
-        self.warehouse.commit()
-        self._last_commit = time.monotonic()
 
     def fail(self, answer: Answer) -> None:
         """A final failure: the series is incomplete; say why, by symbol."""
