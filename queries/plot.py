@@ -64,13 +64,19 @@ def coverage_grid(data_dir: str | os.PathLike[str] | None, bar_size: str,
     return labels, days, grid
 
 
+MAX_LABELLED_ROWS = 60
+
+
 def coverage_map(output: Path, bar_size: str = "1 day", symbol: str | None = None,
                  data_dir: str | os.PathLike[str] | None = None) -> Path:
     """Draw the coverage heat map to `output` (PNG)."""
     labels, days, grid = coverage_grid(data_dir, bar_size, symbol)
-    fig, ax = plt.subplots(figsize=(12, max(2.5, 0.25 * len(labels) + 1.5)), dpi=100)
+    # One labelled row per series up to MAX_LABELLED_ROWS; a whole universe fits one page, every k-th labelled.
+    height = min(0.25 * len(labels) + 1.5, 0.25 * MAX_LABELLED_ROWS + 1.5)
+    fig, ax = plt.subplots(figsize=(12, max(2.5, height)), dpi=100)
     ax.imshow(grid, aspect="auto", cmap=_COLOURS, vmin=0, vmax=3, interpolation="nearest")
-    ax.set_yticks(range(len(labels)), labels, fontsize=8 if len(labels) < 40 else 5)
+    step = max(1, -(-len(labels) // MAX_LABELLED_ROWS))
+    ax.set_yticks(range(0, len(labels), step), labels[::step], fontsize=8 if len(labels) < 40 else 6)
     ticks = np.linspace(0, len(days) - 1, min(len(days), 10)).astype(int)
     ax.set_xticks(ticks, [str(days[i]) for i in ticks], rotation=30, ha="right", fontsize=8)
     ax.set_title(f"Coverage of {bar_size} bars by exchange session")
