@@ -26,10 +26,11 @@ _OPTIONAL = ("sec_type", "exchange", "primary_exchange", "currency", "con_id")
 
 
 class UniverseError(ValueError):
-    """A universe file that cannot be used; the message is one line: ``<file>:<line>: <reason>``."""
+    """A universe file that cannot be used; the message is one line: ``<file>:<line>: <reason>``
+    (``<file>: <reason>`` when the whole file is at fault, line 0)."""
 
     def __init__(self, path: Path | str, line: int, reason: str) -> None:
-        super().__init__(f"{path}:{line}: {reason}")
+        super().__init__(f"{path}:{line}: {reason}" if line else f"{path}: {reason}")
         self.path = str(path)
         self.line = line
         self.reason = reason

@@ -76,7 +76,7 @@ def error_for(tmp_path: Path, content: str | bytes) -> UniverseError:
 
 
 def test_missing_file_names_the_file(tmp_path):
-    with pytest.raises(UniverseError, match="nope.csv:0: file not found"):
+    with pytest.raises(UniverseError, match="nope.csv: file not found"):
         load_universe(tmp_path / "nope.csv")
 
 
