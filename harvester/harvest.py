@@ -363,11 +363,9 @@ def warehouse_frame(raw: pd.DataFrame, series: SeriesKey, calendar: TradingCalen
         session_date = ts.dt.tz_convert(calendar.time_zone).dt.tz_localize(None).dt.floor("D")
     else:
         days = pd.to_datetime(raw["date"]).to_numpy().astype("datetime64[D]")
-        numbers = days.astype(np.int64) + _ORDINAL_EPOCH
-        index = np.searchsorted(calendar.day_numbers, numbers).clip(max=len(calendar.day_numbers) - 1)
+        index, is_session = calendar.day_index(days)
         opens, _ = calendar.bounds(series.use_rth)
         # A date that is no session keeps its own date and midnight: validation quarantines it.
-        is_session = calendar.day_numbers[index] == numbers
         epoch = np.where(is_session, opens[index], days.astype("datetime64[s]").astype(np.int64))
         ts = pd.Series(pd.to_datetime(epoch, unit="s", utc=True), index=raw.index)
         session_date = pd.Series(days, index=raw.index)
@@ -375,9 +373,6 @@ def warehouse_frame(raw: pd.DataFrame, series: SeriesKey, calendar: TradingCalen
     frame.insert(0, "session_date", session_date)
     frame.insert(0, "ts", ts)
     return frame
-
-
-_ORDINAL_EPOCH = date(1970, 1, 1).toordinal()  # proleptic ordinal of the Unix epoch's day
 
 
 def journal_row(run_id: str, answer: Answer) -> dict:

@@ -72,6 +72,9 @@ def from_epoch(seconds: int) -> datetime:
     return datetime.fromtimestamp(int(seconds), UTC)
 
 
+_ORDINAL_EPOCH = date(1970, 1, 1).toordinal()  # proleptic ordinal of the Unix epoch's day
+
+
 class TradingCalendar:
     """All sessions of one exchange calendar, both flavours, as sorted int64 epoch arrays."""
 
@@ -99,6 +102,13 @@ class TradingCalendar:
         """The calendar for an IB primary exchange; unknown exchanges fall back to NYSE (US/Eastern)."""
         name, zone = _CALENDAR_BY_EXCHANGE.get(primary_exchange.upper(), _DEFAULT)
         return _calendar(name, zone)
+
+    def day_index(self, days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For exchange dates (datetime64[D]): the index of that date's session, or of the next one when
+        it has none (clipped to the calendar), and whether the date is a session at all."""
+        numbers = days.astype("datetime64[D]").astype(np.int64) + _ORDINAL_EPOCH
+        index = np.searchsorted(self.day_numbers, numbers).clip(max=len(self.day_numbers) - 1)
+        return index, self.day_numbers[index] == numbers
 
     def bounds(self, use_rth: bool) -> tuple[np.ndarray, np.ndarray]:
         """(opens, closes) epoch seconds of every session in the flavour, oldest first."""

@@ -83,12 +83,9 @@ def outside_sessions(frame: pd.DataFrame, request: BarRequest, calendar: Trading
     index = index.clip(min=0)
     inside = found & (ts < closes[index])
     if not bar_size(request.series.bar_size).intraday:
-        days = pd.to_datetime(frame["session_date"]).to_numpy().astype("datetime64[D]").astype(np.int64)
-        inside &= calendar.day_numbers[index] == days + _ORDINAL_EPOCH
+        dated, is_session = calendar.day_index(pd.to_datetime(frame["session_date"]).to_numpy())
+        inside &= is_session & (dated == index)
     return ~inside
-
-
-_ORDINAL_EPOCH = 719_163  # date(1970, 1, 1).toordinal()
 
 
 def _reasons(frame: pd.DataFrame, request: BarRequest, calendar: TradingCalendar | None) -> pd.Series:
