@@ -6,8 +6,6 @@ def test_y(make_gateway): gw = make_gateway(pacing_scale=1.0, faults=Faults(...)
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
@@ -15,24 +13,7 @@ import pytest
 from ib_insync import IB
 
 from harvester.sim import SimConfig, SimGateway
-
-SIM_NOW = "2024-06-14T20:00:00+00:00"  # a Friday, 16:00 New York: the session just closed
-FAST = {"now": SIM_NOW, "pacing_scale": 0.01, "latency_scale": 0.001}
-
-_client_ids = itertools.count(101)
-
-
-def next_client_id() -> int:
-    """A client id no other test in this process uses."""
-    return next(_client_ids)
-
-
-def ensure_event_loop() -> None:
-    """ib_insync's sync API needs a main-thread loop; an earlier `asyncio.run` leaves none set."""
-    try:
-        asyncio.get_event_loop()
-    except RuntimeError:
-        asyncio.set_event_loop(asyncio.new_event_loop())
+from tests.helpers.gateways import FAST, SIM_NOW, ensure_event_loop, next_client_id
 
 
 @pytest.fixture(autouse=True)

@@ -17,10 +17,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from reference import PACING_SCALE, SIM_NOW, Span, compare, reader_hazards, reference_dir, write_toml
 
 import queries
 from harvester.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from tests.helpers.reference import (
+    PACING_SCALE,
+    SIM_NOW,
+    Span,
+    compare,
+    reader_hazards,
+    reference_dir,
+    write_toml,
+)
 
 SPAN = Span(("AAPL", "MSFT"))
 HARVEST = str(Path(sys.executable).with_name("harvest"))
@@ -215,8 +223,8 @@ def test_query_writes_only_when_explicitly_allowed(tmp_path, stored):
 
 def test_bad_bars_from_ib_are_quarantined_with_a_reason(make_gateway, tmp_path):
     """A replayed answer with an OHLC violation, a negative volume, a weekend bar and IB's -1 sentinel."""
-    from conftest import next_client_id
-    from reference import harvest_with
+    from tests.helpers.gateways import next_client_id
+    from tests.helpers.reference import harvest_with
 
     good = pd.date_range("2024-06-10 13:30", periods=13, freq="30min", tz="UTC")
     rows = [{"symbol": "AAPL", "ts": ts, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5,

@@ -15,11 +15,11 @@ from pathlib import Path
 import duckdb
 import pytest
 from click.testing import CliRunner
-from conftest import SIM_NOW, next_client_id
 from ib_insync import IB
 
 from harvester.cli import main
 from harvester.warehouse import Warehouse
+from tests.helpers.gateways import SIM_NOW, next_client_id
 
 HARVEST = str(Path(sys.executable).with_name("harvest"))
 

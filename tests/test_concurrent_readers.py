@@ -20,9 +20,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from reference import PACING_SCALE, SIM_NOW, Span, compare, reference_dir, write_toml
 
 from harvester.cli import EXIT_LOCKED, main
+from tests.helpers.reference import PACING_SCALE, SIM_NOW, Span, compare, reference_dir, write_toml
 
 SPAN = Span(("AAPL", "MSFT", "JPM", "XOM", "KO", "PEP"), start=date(2024, 3, 1))
 FIRST_HALF = replace(SPAN, end=date(2024, 4, 15))

@@ -1,18 +1,12 @@
-"""Crash safety: bench/crash.py SIGKILLs real `harvest` / `harvest compact` processes at seeded random points,
+"""Crash safety: tests/helpers/crash.py SIGKILLs real `harvest` / `harvest compact` processes at seeded random points,
 reruns them, and compares the warehouse with the fault-free reference. A few trials in the normal suite, the
 full 50 under `-m slow`."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-_spec = importlib.util.spec_from_file_location("crash", Path(__file__).resolve().parents[1] / "bench" / "crash.py")
-crash = sys.modules["crash"] = importlib.util.module_from_spec(_spec)  # dataclasses look their module up
-_spec.loader.exec_module(crash)
+from tests.helpers import crash
 
 
 def assert_all_clean(results, trials: int) -> None:

@@ -1,7 +1,7 @@
 """The fault catalogue: every fault the simulated gateway can inject, survived by a real harvest.
 
 Each test harvests a small intraday span through one fault and compares the warehouse row for row
-with the fault-free reference harvest (tests/reference.py): nothing lost, nothing duplicated, no value
+with the fault-free reference harvest (tests/helpers/reference.py): nothing lost, nothing duplicated, no value
 different. Permanent failures (no permission, unknown symbol) are reported by name, never retried.
 """
 
@@ -14,12 +14,20 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import next_client_id
 from ib_insync import IB
-from reference import PACING_SCALE, SHORT_TIMEOUTS, Span, compare, harvest_with, reference_dir, write_toml
 
 from harvester.cli import EXIT_CLIENT_ID, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, main
 from harvester.sim import Faults
+from tests.helpers.gateways import next_client_id
+from tests.helpers.reference import (
+    PACING_SCALE,
+    SHORT_TIMEOUTS,
+    Span,
+    compare,
+    harvest_with,
+    reference_dir,
+    write_toml,
+)
 
 SPAN = Span(("AAPL", "MSFT", "JPM", "XOM"))
 LONG_SPAN = Span(("AAPL", "MSFT", "JPM", "XOM", "KO", "PEP"), target_bars=60)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
-from conftest import next_client_id
 
 from harvester.harvest import HarvestJob, HarvestReport, run_harvest
 from harvester.scheduler import RetryPolicy, TimeoutPolicy
 from harvester.sim import Faults
 from harvester.universe import ContractSpec
+from tests.helpers.gateways import next_client_id
 
 FAST_RETRY = RetryPolicy(max_attempts=5, backoff_s=0.02, backoff_max_s=0.2, reconnect_attempts=5)
 SHORT_TIMEOUTS = TimeoutPolicy(base_s=1.0, per_bar_s=0.001, head_s=1.0)

@@ -8,7 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from warehouse_fixtures import (
+
+from harvester.cli import main
+from tests.helpers.warehouses import (
     contracts_rows,
     coverage_row,
     daily_from_minutes,
@@ -17,8 +19,6 @@ from warehouse_fixtures import (
     write_bars,
     write_table,
 )
-
-from harvester.cli import main
 
 SYMBOLS = ["AAA", "BBB"]
 

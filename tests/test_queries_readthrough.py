@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import next_client_id
-from warehouse_fixtures import daily_from_minutes, minute_bars, write_bars
 
 import queries
 from harvester.ibrules import BAR_SIZES
 from queries.connection import shadow_root
 from queries.readthrough import BarsRequestError, bars_query, partition_files, run_in_worker_thread
+from tests.helpers.gateways import next_client_id
+from tests.helpers.warehouses import daily_from_minutes, minute_bars, write_bars
 
 SYMBOLS = ["AAA", "BBB", "CCC"]
 

@@ -21,11 +21,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from warehouse_fixtures import daily_from_minutes, minute_bars, write_bars
 
 import queries
 from queries.connection import BARS_FILE_SCHEMA, shadow_root
 from queries.retrying import RetryingConnection, RetryingRelation, RetryPolicy, is_transient, retry_reads
+from tests.helpers.warehouses import daily_from_minutes, minute_bars, write_bars
 
 SYMBOLS = ["AAA", "BBB", "CCC"]
 TESTS = Path(__file__).resolve().parent

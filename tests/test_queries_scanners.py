@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from warehouse_fixtures import (
+
+import queries
+from queries import scanners
+from tests.helpers.warehouses import (
     contracts_rows,
     coverage_row,
     daily_from_minutes,
@@ -17,9 +20,6 @@ from warehouse_fixtures import (
     write_bars,
     write_table,
 )
-
-import queries
-from queries import scanners
 
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD"]
 

@@ -8,7 +8,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-from warehouse_fixtures import (
+
+import queries
+from queries.connection import resolve_data_dir, restrict
+from tests.helpers.warehouses import (
     contracts_rows,
     coverage_row,
     minute_bars,
@@ -16,9 +19,6 @@ from warehouse_fixtures import (
     write_bars,
     write_table,
 )
-
-import queries
-from queries.connection import resolve_data_dir, restrict
 
 VIEWS = ["bars", "bar_files", "contracts", "heads", "coverage", "covered", "series", "journal", "quarantine",
          "gaps", "sessions"]

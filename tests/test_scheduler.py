@@ -7,7 +7,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import FAST, next_client_id
 
 from harvester.ibrules import PacingLimits
 from harvester.pacing import PacingWindow
@@ -16,6 +15,7 @@ from harvester.series import BarRequest, Outcome, SeriesKey
 from harvester.sim import SimConfig, SimGateway
 from harvester.source import IBSource
 from harvester.universe import ContractSpec
+from tests.helpers.gateways import FAST, next_client_id
 
 END = datetime(2024, 6, 14, 20, 0, tzinfo=UTC)
 SYMBOLS = ["AAPL", "MSFT", "JPM", "XOM"]

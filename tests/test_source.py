@@ -8,12 +8,12 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from conftest import SIM_NOW, next_client_id
 
 from harvester.series import BarRequest, Outcome, SeriesKey
 from harvester.sim import Faults
 from harvester.source import ClientIdInUse, GatewayUnreachable, IBSource, ib_end_time
 from harvester.universe import ContractSpec
+from tests.helpers.gateways import SIM_NOW, next_client_id
 
 END = datetime(2024, 6, 14, 20, 0, tzinfo=UTC)
 

@@ -14,8 +14,8 @@ Then, with the victim dead: every `*.parquet` a reader's glob matches must read,
 it, `queries.connect()` must count bars; the rerun must not be refused by a stale lock (exit 0) and must
 leave exactly the reference rows: 0 lost, 0 duplicated, 0 extra, 0 different.
 
-    python bench/crash.py                    # 50 trials, seed 0
-    python bench/crash.py --trials 5 --seed 3 --keep /tmp/crash
+    python -m tests.helpers.crash                    # 50 trials, seed 0
+    python -m tests.helpers.crash --trials 5 --seed 3 --keep /tmp/crash
 """
 
 from __future__ import annotations
@@ -35,12 +35,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# bench/queries.py would shadow the `queries` package the harvester imports: drop the script's own folder.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-sys.path.insert(0, str(ROOT / "tests"))
+from tests.helpers.gateways import PACING_SCALE, SIM_NOW
+from tests.helpers.reference import Diff, Span, compare, reader_hazards, write_toml
 
-from reference import PACING_SCALE, SIM_NOW, Diff, Span, compare, reader_hazards, write_toml
+ROOT = Path(__file__).resolve().parents[2]  # the victim runs this module by name from its trial directory
 
 SPAN = Span(("AAPL", "MSFT", "JPM", "XOM", "KO", "PEP"), start=date(2024, 3, 1))
 PHASES = ("fetch", "stage", "commit", "random", "compact")
@@ -115,8 +113,9 @@ def prepare(cwd: Path) -> Path:
 def start_victim(cwd: Path, argv: list[str], kind: str = "any", nth: int = 0, after: bool = False,
                  count_file: Path | None = None) -> subprocess.Popen:
     spec = {"kind": kind, "nth": nth, "after": after, "count_file": str(count_file) if count_file else None}
-    env = {**os.environ, VICTIM_ENV: json.dumps(spec)}
-    return subprocess.Popen([sys.executable, __file__, "--victim", *argv], cwd=cwd, env=env,
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, VICTIM_ENV: json.dumps(spec), "PYTHONPATH": path}
+    return subprocess.Popen([sys.executable, "-m", "tests.helpers.crash", "--victim", *argv], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -25,9 +25,8 @@ from harvester.harvest import HarvestJob, HarvestReport, run_harvest
 from harvester.scheduler import RetryPolicy, TimeoutPolicy
 from harvester.sim import SimConfig, SimGateway
 from harvester.universe import ContractSpec
+from tests.helpers.gateways import PACING_SCALE, SIM_NOW
 
-SIM_NOW = "2024-06-14T20:00:00+00:00"  # a Friday after the close; the span ends the day before
-PACING_SCALE = 0.01  # the gateway's and the harvester's: they must agree (conftest's FAST gateways use it)
 BARS_GLOB = "bars/*/*/*/*/*.parquet"  # the readers' one glob (layout.md)
 FAST_RETRY = RetryPolicy(max_attempts=8, backoff_s=0.02, backoff_max_s=0.2, reconnect_attempts=8)
 SHORT_TIMEOUTS = TimeoutPolicy(base_s=1.0, per_bar_s=0.001, head_s=1.0)

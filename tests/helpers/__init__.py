@@ -1,0 +1,1 @@
+"""Helpers the tests share: simulated gateways, a fault-free reference harvest, hand-built warehouses, crash trials."""
