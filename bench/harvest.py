@@ -26,13 +26,13 @@ from pathlib import Path
 
 import duckdb
 
-from harvester.harvest import HarvestJob, run_harvest
+from harvester.calendar import TradingCalendar
+from harvester.ib.scheduler import MIN_SAFETY_S, paced_limits
+from harvester.job import HarvestJob, run_harvest
+from harvester.model import SeriesKey
 from harvester.plan import SeriesState, lower_bound_requests
-from harvester.scheduler import MIN_SAFETY_S, paced_limits
-from harvester.series import SeriesKey
-from harvester.sessions import TradingCalendar
 from harvester.universe import load_universe
-from harvester.warehouse import Warehouse
+from harvester.warehouse.store import Warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = "2024-06-14T20:00:00+00:00"

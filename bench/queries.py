@@ -1,7 +1,7 @@
 """Query benchmark: `queries` against a hand-written read_parquet of the same files, and ArcticDB.
 
 Builds (once, cached) a warehouse of 100 symbols × one year of RTH 1-min bars from the simulator's
-generator, written through the project's own writer (harvester.warehouse),
+generator, written through the project's own writer (harvester.warehouse.store),
 then times, as warm medians in one run:
   (a) one symbol, one month   (b) all symbols, one day   (c) daily bars resampled from minutes,
   all symbols, the year       (d) one symbol, the year
@@ -59,11 +59,11 @@ def build(data_dir: Path) -> int:
 
     import pandas as pd
 
-    from harvester.series import BarRequest, Outcome, SeriesKey
-    from harvester.sessions import TradingCalendar
+    from harvester.calendar import TradingCalendar
+    from harvester.model import BarRequest, Outcome, SeriesKey
     from harvester.sim.marketdata import MarketData
     from harvester.sim.securities import SecuritiesMaster
-    from harvester.warehouse import Warehouse
+    from harvester.warehouse.store import Warehouse
 
     market = MarketData(SecuritiesMaster.load())
     calendar = TradingCalendar.for_exchange("NYSE")

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harvester.series import BarRequest, Outcome, SeriesKey
-from harvester.warehouse import Warehouse
+from harvester.model import BarRequest, Outcome, SeriesKey
+from harvester.warehouse.store import Warehouse
 
 RTH_MINUTES = 390
 

@@ -96,12 +96,12 @@ def main(ctx: click.Context, universe: Path | None, sim: bool, sim_now: str | No
 
 
 def _run(universe: Path, sim: bool, sim_now: str | None, **options) -> int:
-    from harvester.config import ConfigError, load_settings
-    from harvester.harvest import HarvestConfigError, HarvestJob, run_harvest
-    from harvester.lock import WarehouseLocked
-    from harvester.source import ClientIdInUse, GatewayUnreachable
+    from harvester.ib.client import ClientIdInUse, GatewayUnreachable
+    from harvester.job import HarvestConfigError, HarvestJob, run_harvest
+    from harvester.settings import ConfigError, load_settings
     from harvester.universe import UniverseError, load_universe
-    from harvester.warehouse import WarehouseError
+    from harvester.warehouse.lock import WarehouseLocked
+    from harvester.warehouse.store import WarehouseError
 
     if sim_now and not sim:
         _fail(EXIT_BAD_INPUT, "--sim-now needs --sim")
@@ -216,5 +216,5 @@ def _print_summary(report, plan_only: bool) -> None:
 
 # Subcommands register below, one line each, from the module that owns them.
 main.add_command(__import__("harvester.sim.cli", fromlist=["sim_command"]).sim_command)
-main.add_command(__import__("harvester.compaction", fromlist=["compact_command"]).compact_command)
+main.add_command(__import__("harvester.warehouse.compaction", fromlist=["compact_command"]).compact_command)
 [main.add_command(c) for c in __import__("queries.cli", fromlist=["COMMANDS"]).COMMANDS]

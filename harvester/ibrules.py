@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harvester.series import Outcome
+from harvester.model import Outcome
 
 
 @dataclass(frozen=True)

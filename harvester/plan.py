@@ -16,7 +16,7 @@ from datetime import datetime
 
 import numpy as np
 
-from harvester.coverage import subtract_intervals
+from harvester.calendar import TradingCalendar, from_epoch, to_epoch
 from harvester.ibrules import (
     DAILY_HORIZON_YEARS,
     SMALL_BAR_HORIZON_DAYS,
@@ -24,8 +24,8 @@ from harvester.ibrules import (
     bar_size,
     max_duration,
 )
-from harvester.series import BarRequest, SeriesKey
-from harvester.sessions import TradingCalendar, from_epoch, to_epoch
+from harvester.model import BarRequest, SeriesKey
+from harvester.warehouse.coverage import subtract_intervals
 
 NO_TARGET = 10**12  # target_bars for "as few requests as IB's durations allow"
 _UNIT_ORDER = ("D", "S", "W", "M", "Y")  # tie-break: session-aligned windows first

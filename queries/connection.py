@@ -21,8 +21,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harvester.config import load_settings
 from harvester.ibrules import BY_LABEL
+from harvester.settings import load_settings
 from queries.retrying import DEFAULT_POLICY, Connection, RetryingConnection, RetryPolicy
 
 _TS = pa.timestamp("us")

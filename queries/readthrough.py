@@ -215,14 +215,14 @@ def run_in_worker_thread(fn: Any, *args: Any) -> Any:
 def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end: datetime | None,
                   what_to_show: str, use_rth: bool, connection: dict[str, Any], data_dir: Path,
                   job_options: dict[str, Any]) -> Any:
-    """Harvest the uncovered part of [start, end) through `harvester.harvest.run_harvest`.
+    """Harvest the uncovered part of [start, end) through `harvester.run_harvest`.
 
     The harvester's planner subtracts stored coverage, so only missing windows are requested. Its
     HarvestJob takes whole days (end inclusive), so the range is widened to days; a day already
     covered costs no request. Runs in a worker thread with its own loop (Jupyter already runs one).
     """
-    from harvester.config import load_settings
-    from harvester.harvest import HarvestJob, run_harvest
+    from harvester.job import HarvestJob, run_harvest
+    from harvester.settings import load_settings
     from harvester.universe import ContractSpec
 
     if not symbols:

@@ -7,11 +7,11 @@ import asyncio
 import threading
 from datetime import UTC, datetime, timedelta
 
-from harvester.harvest import HarvestJob, HarvestReport, _Recorder
-from harvester.scheduler import Answer, Work
-from harvester.series import BarRequest, Outcome, SeriesKey
-from harvester.source import ContractInfo, FetchResult
-from harvester.warehouse import Warehouse
+from harvester.ib.client import ContractInfo, FetchResult
+from harvester.ib.scheduler import Answer, Work
+from harvester.job import HarvestJob, HarvestReport, _Recorder
+from harvester.model import BarRequest, Outcome, SeriesKey
+from harvester.warehouse.store import Warehouse
 
 CONTRACT = ContractInfo(101, "AAA", "STK", "SMART", "NYSE", "USD")
 SERIES = SeriesKey(101, "1 day", "TRADES", True)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from ib_insync import IB
 
 from harvester.cli import main
-from harvester.warehouse import Warehouse
+from harvester.warehouse.store import Warehouse
 from tests.helpers.gateways import SIM_NOW, next_client_id
 
 HARVEST = str(Path(sys.executable).with_name("harvest"))
@@ -222,7 +222,7 @@ def test_sigkilled_run_resumes_with_no_duplicate_and_no_missing_bar(tmp_path):
 
 
 def test_settings_layers_defaults_file_environment_options(tmp_path):
-    from harvester.config import ConfigError, load_settings
+    from harvester.settings import ConfigError, load_settings
 
     assert load_settings(environ={}, cwd=tmp_path).port == 7497
     assert load_settings(environ={}, cwd=tmp_path).client_id == 17

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from harvester.cli import main
-from harvester.compaction import compact
-from harvester.lock import WriterLock
-from harvester.series import BarRequest, Outcome, SeriesKey
-from harvester.warehouse import Warehouse
+from harvester.model import BarRequest, Outcome, SeriesKey
+from harvester.warehouse.compaction import compact
+from harvester.warehouse.lock import WriterLock
+from harvester.warehouse.store import Warehouse
 
 YEAR_DIR = "bars/bar_size=1min/what_to_show=TRADES/use_rth=1/year=2024"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from harvester.harvest import HarvestJob, HarvestReport, run_harvest
-from harvester.scheduler import RetryPolicy, TimeoutPolicy
+from harvester.ib.scheduler import RetryPolicy, TimeoutPolicy
+from harvester.job import HarvestJob, HarvestReport, run_harvest
 from harvester.sim import Faults
 from harvester.universe import ContractSpec
 from tests.helpers.gateways import next_client_id

@@ -14,7 +14,7 @@ from harvester.ibrules import (
     parse_duration,
     request_weight,
 )
-from harvester.series import Outcome
+from harvester.model import Outcome
 
 
 def test_bar_size_lookup_and_aliases():

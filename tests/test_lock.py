@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from harvester.lock import WarehouseLocked, WriterLock
-from harvester.warehouse import Warehouse
+from harvester.warehouse.lock import WarehouseLocked, WriterLock
+from harvester.warehouse.store import Warehouse
 
 HOLDER = """
 import sys
-from harvester.lock import WriterLock
+from harvester.warehouse.lock import WriterLock
 lock = WriterLock(sys.argv[1])
 lock.acquire()
 print("locked", flush=True)

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
+from harvester.ib.pacing import PacedRequest, PacingWindow, pacing_floor
 from harvester.ibrules import PacingLimits, request_weight
-from harvester.pacing import PacedRequest, PacingWindow, pacing_floor
 
 EXACT = PacingLimits(safety_s=0.0)
 TOL = 1e-9

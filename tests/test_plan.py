@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
+from harvester.calendar import TradingCalendar
 from harvester.ibrules import BAR_SIZES, bar_size, check_duration
+from harvester.model import BarRequest, SeriesKey
 from harvester.plan import (
     PlanError,
     SeriesState,
@@ -18,8 +20,6 @@ from harvester.plan import (
     needs_head_timestamp,
     plan_requests,
 )
-from harvester.series import BarRequest, SeriesKey
-from harvester.sessions import TradingCalendar
 
 NYSE = TradingCalendar.for_exchange("NYSE")
 

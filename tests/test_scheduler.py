@@ -8,12 +8,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from harvester.ib.client import IBSource
+from harvester.ib.pacing import PacingWindow
+from harvester.ib.scheduler import (
+    Answer,
+    RetryPolicy,
+    Scheduler,
+    TimeoutPolicy,
+    Work,
+    interleave,
+    paced_limits,
+)
 from harvester.ibrules import PacingLimits
-from harvester.pacing import PacingWindow
-from harvester.scheduler import Answer, RetryPolicy, Scheduler, TimeoutPolicy, Work, interleave, paced_limits
-from harvester.series import BarRequest, Outcome, SeriesKey
+from harvester.model import BarRequest, Outcome, SeriesKey
 from harvester.sim import SimConfig, SimGateway
-from harvester.source import IBSource
 from harvester.universe import ContractSpec
 from tests.helpers.gateways import FAST, next_client_id
 

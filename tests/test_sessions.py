@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from harvester.sessions import Session, TradingCalendar
+from harvester.calendar import Session, TradingCalendar
 
 
 def utc(*args: int) -> datetime:

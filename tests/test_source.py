@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from harvester.series import BarRequest, Outcome, SeriesKey
+from harvester.ib.client import ClientIdInUse, GatewayUnreachable, IBSource, ib_end_time
+from harvester.model import BarRequest, Outcome, SeriesKey
 from harvester.sim import Faults
-from harvester.source import ClientIdInUse, GatewayUnreachable, IBSource, ib_end_time
 from harvester.universe import ContractSpec
 from tests.helpers.gateways import SIM_NOW, next_client_id
 

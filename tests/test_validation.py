@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 import pytest
 
-from harvester.series import BarRequest, SeriesKey
-from harvester.sessions import TradingCalendar
-from harvester.validation import BarsFormatError, check_bars
+from harvester.calendar import TradingCalendar
+from harvester.model import BarRequest, SeriesKey
+from harvester.warehouse.checks import BarsFormatError, check_bars
 
 START = datetime(2024, 6, 3, 13, 30, tzinfo=UTC)
 REQ = BarRequest(SeriesKey(7, "1 min", "MIDPOINT", True), START, START + timedelta(minutes=10), "600 S", 10)

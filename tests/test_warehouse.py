@@ -13,8 +13,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.series import BarRequest, Outcome, SeriesKey
-from harvester.warehouse import MixedWarehouseError, Warehouse, WarehouseError
+from harvester.model import BarRequest, Outcome, SeriesKey
+from harvester.warehouse.store import MixedWarehouseError, Warehouse, WarehouseError
 
 GLOB = "bars/*/*/*/*/*.parquet"
 
@@ -344,7 +344,7 @@ def test_disk_full_is_a_clear_error_and_leaves_store_untouched(tmp_path):
     wh.stage(big, Outcome.BARS, bars_for(big), symbol="AAA")
     child = f"""
 import resource, signal, sys
-from harvester.warehouse import Warehouse, WarehouseError
+from harvester.warehouse.store import Warehouse, WarehouseError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
 try:

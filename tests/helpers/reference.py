@@ -21,8 +21,8 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from harvester.harvest import HarvestJob, HarvestReport, run_harvest
-from harvester.scheduler import RetryPolicy, TimeoutPolicy
+from harvester.ib.scheduler import RetryPolicy, TimeoutPolicy
+from harvester.job import HarvestJob, HarvestReport, run_harvest
 from harvester.sim import SimConfig, SimGateway
 from harvester.universe import ContractSpec
 from tests.helpers.gateways import PACING_SCALE, SIM_NOW

@@ -23,14 +23,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harvester.atomic import (
+from harvester.calendar import TradingCalendar
+from harvester.ibrules import BAR_SIZES, WHAT_TO_SHOW
+from harvester.model import BarRequest, Outcome
+from harvester.warehouse.checks import check_bars
+from harvester.warehouse.coverage import COVERAGE_SCHEMA, CoverageIndex, dedupe_rows, naive_utc, trim_rows
+from harvester.warehouse.files import (
     WarehouseError,
     ensure_dir,
     fsync_dir,
     write_json_atomic,
     write_parquet_atomic,
 )
-from harvester.catalog import (
+from harvester.warehouse.layout import (
+    BARS_SCHEMA,
+    PartitionKey,
+    merge_newest_wins,
+    parse_partition_path,
+    part_name,
+)
+from harvester.warehouse.lock import WarehouseLocked, WriterLock
+from harvester.warehouse.staging import StagedEntry, StagingArea
+from harvester.warehouse.tables import (
     CONTRACTS_SCHEMA,
     HEADS_SCHEMA,
     JOURNAL_SCHEMA,
@@ -38,14 +52,6 @@ from harvester.catalog import (
     rows_to_table,
     utc_now_naive,
 )
-from harvester.coverage import COVERAGE_SCHEMA, CoverageIndex, dedupe_rows, naive_utc, trim_rows
-from harvester.ibrules import BAR_SIZES, WHAT_TO_SHOW
-from harvester.lock import WarehouseLocked, WriterLock
-from harvester.partitions import BARS_SCHEMA, PartitionKey, merge_newest_wins, parse_partition_path, part_name
-from harvester.series import BarRequest, Outcome
-from harvester.sessions import TradingCalendar
-from harvester.staging import StagedEntry, StagingArea
-from harvester.validation import check_bars
 
 __all__ = ["CommitStats", "MixedWarehouseError", "StageResult", "Warehouse", "WarehouseError", "WarehouseLocked"]
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import zip_longest
 
+from harvester.ib.client import ContractInfo, FetchResult, HeadResult, IBSource, Sent, SourceError
+from harvester.ib.pacing import PacedRequest, PacingWindow
 from harvester.ibrules import PacingLimits, request_weight
-from harvester.pacing import PacedRequest, PacingWindow
-from harvester.series import BarRequest, Outcome, SeriesKey
-from harvester.source import ContractInfo, FetchResult, HeadResult, IBSource, Sent, SourceError
+from harvester.model import BarRequest, Outcome, SeriesKey
 
 LOOKAHEAD = 64  # queued requests scanned for one the pacer lets go now (avoids head-of-line blocking)
 # ib_insync queues (rather than sends) beyond 45 messages per second; a queued request would reach IB

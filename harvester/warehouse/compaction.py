@@ -18,16 +18,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harvester.atomic import (
+from harvester.ibrules import BY_LABEL, WHAT_TO_SHOW
+from harvester.warehouse.files import (
     ROW_GROUP_ROWS,
     WarehouseError,
     is_temp_file,
     remove_durably,
     write_parquet_atomic,
 )
-from harvester.ibrules import BY_LABEL, WHAT_TO_SHOW
-from harvester.lock import WriterLock
-from harvester.partitions import BARS_SCHEMA, PartitionKey, merge_newest_wins, part_name
+from harvester.warehouse.layout import BARS_SCHEMA, PartitionKey, merge_newest_wins, part_name
+from harvester.warehouse.lock import WriterLock
 
 
 @dataclass

@@ -15,8 +15,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from harvester.atomic import WarehouseError
 from harvester.ibrules import BAR_SIZES, BY_LABEL, WHAT_TO_SHOW
+from harvester.warehouse.files import WarehouseError
 
 BARS_SCHEMA = pa.schema(
     [

@@ -21,7 +21,7 @@ import pandas as pd
 from ib_insync import IB, Contract
 
 from harvester.ibrules import classify_error
-from harvester.series import BarRequest, Outcome
+from harvester.model import BarRequest, Outcome
 from harvester.universe import ContractSpec
 
 CLIENT_ID_IN_USE = 326

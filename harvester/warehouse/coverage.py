@@ -14,7 +14,7 @@ from typing import TypeVar
 import pandas as pd
 import pyarrow as pa
 
-from harvester.series import SeriesKey
+from harvester.model import SeriesKey
 
 Interval = tuple[datetime, datetime]
 Point = TypeVar("Point", datetime, int)  # aware datetimes here; epoch seconds in the planner

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import pandas as pd
 import pyarrow as pa
 
-from harvester.atomic import WarehouseError
-from harvester.series import Outcome
+from harvester.model import Outcome
+from harvester.warehouse.files import WarehouseError
 
 CONTRACTS_SCHEMA = pa.schema(
     [

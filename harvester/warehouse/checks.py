@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from harvester.atomic import WarehouseError
+from harvester.calendar import TradingCalendar
 from harvester.ibrules import bar_size
-from harvester.partitions import BARS_SCHEMA
-from harvester.series import BarRequest
-from harvester.sessions import TradingCalendar
+from harvester.model import BarRequest
+from harvester.warehouse.files import WarehouseError
+from harvester.warehouse.layout import BARS_SCHEMA
 
 INPUT_COLUMNS = ("ts", "session_date", "open", "high", "low", "close", "volume", "wap", "bar_count")
 QUARANTINE_SCHEMA = BARS_SCHEMA.append(pa.field("reason", pa.string()))

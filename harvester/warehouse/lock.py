@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
-from harvester.atomic import WarehouseError
+from harvester.warehouse.files import WarehouseError
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".harvest.lock"

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harvester.calendar import TradingCalendar
 from harvester.contracts import resolve_contracts
-from harvester.ibrules import WHAT_TO_SHOW, bar_size, request_weight
-from harvester.pacing import PacingWindow, pacing_floor
-from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_requests
-from harvester.scheduler import (
+from harvester.ib.client import ContractInfo, IBSource
+from harvester.ib.pacing import PacingWindow, pacing_floor
+from harvester.ib.scheduler import (
     MIN_SAFETY_S,
     Answer,
     Progress,
@@ -35,11 +35,11 @@ from harvester.scheduler import (
     interleave,
     paced_limits,
 )
-from harvester.series import BarRequest, Outcome, SeriesKey
-from harvester.sessions import TradingCalendar
-from harvester.source import ContractInfo, IBSource
+from harvester.ibrules import WHAT_TO_SHOW, bar_size, request_weight
+from harvester.model import BarRequest, Outcome, SeriesKey
+from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_requests
 from harvester.universe import ContractSpec
-from harvester.warehouse import Warehouse
+from harvester.warehouse.store import Warehouse
 
 
 class HarvestConfigError(ValueError):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harvester.atomic import fsync_dir, write_parquet_atomic
-from harvester.series import BarRequest, Outcome, SeriesKey
+from harvester.model import BarRequest, Outcome, SeriesKey
+from harvester.warehouse.files import fsync_dir, write_parquet_atomic
 
 STAGING_DIR = "_staging"
 META_KEY = "harvester.stage"
