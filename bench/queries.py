@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 YEAR = 2024
@@ -93,9 +94,8 @@ def time_queries(data_dir: Path, repeat: int, one: str) -> dict[str, tuple[float
     import duckdb
 
     import queries
-    from harvester.ibrules import BAR_SIZES
-    from queries.connection import shadow_root
-    from queries.readthrough import bars_query, to_utc_naive
+    from harvester import BAR_SIZES, layout
+    from queries.connection import BARS_COLUMNS
     from queries.retrying import Relation
 
     con = queries.connect(data_dir)
@@ -114,8 +114,21 @@ def time_queries(data_dir: Path, repeat: int, one: str) -> dict[str, tuple[float
         return lambda: frame(hand.sql(sql, params=params))
 
     def pruned_by(pruning: str, symbols: list[str], start: str, end: str) -> Callable[[], object]:
-        sql, params = bars_query(symbols, BAR_SIZES["1 min"], to_utc_naive(start, "start"),
-                                 to_utc_naive(end, "end"), "TRADES", True, shadow_root(data_dir), pruning)
+        """The glob view instead of bars()'s own file list: with hive (year) and filename predicates
+        ('filters') or the `ts` bounds alone ('none')."""
+        size = BAR_SIZES["1 min"]
+        where = ["bar_size = ?", "what_to_show = 'TRADES'", "use_rth = 1", "ts >= ?", "ts < ?"]
+        params: list = [size.label, start, end]
+        if symbols:
+            where.append(f"symbol IN ({', '.join('?' * len(symbols))})")
+            params += symbols
+        if pruning == "filters":
+            lo, hi = datetime.fromisoformat(start), datetime.fromisoformat(end)
+            files = [str(p) for p in layout.partition_files(data_dir, size, "TRADES", True, lo, hi)]
+            where += ["year BETWEEN ? AND ?", f"filename IN ({', '.join('?' * len(files))})"]
+            params += [(lo - timedelta(days=1)).year, (hi + timedelta(days=1)).year, *files]
+        columns = BARS_COLUMNS.replace("bar_size", "'1 min' AS bar_size").replace("use_rth", "use_rth = 1 AS use_rth")
+        sql = f"SELECT {columns} FROM bars_files WHERE {' AND '.join(where)} ORDER BY symbol, ts"
         return lambda: frame(con.sql(sql, params=params))
 
     cases = {

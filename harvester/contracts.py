@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 
 from harvester.ib.client import ContractInfo, IBSource, QualifyResult
-from harvester.universe import ContractSpec
+from harvester.model import ContractSpec
 from harvester.warehouse.store import Warehouse
 
 STALE_AFTER = timedelta(days=7)  # contract details (hours, names) change; conIds practically don't

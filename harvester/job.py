@@ -10,15 +10,11 @@ recorded for bars that are not stored, so a rerun fetches exactly what is missin
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
 
 from harvester.calendar import TradingCalendar
 from harvester.contracts import resolve_contracts
@@ -26,7 +22,6 @@ from harvester.ib.client import ContractInfo, IBSource
 from harvester.ib.pacing import PacingWindow, pacing_floor
 from harvester.ib.scheduler import (
     MIN_SAFETY_S,
-    Answer,
     Progress,
     RetryPolicy,
     Scheduler,
@@ -36,10 +31,11 @@ from harvester.ib.scheduler import (
     paced_limits,
 )
 from harvester.ibrules import WHAT_TO_SHOW, bar_size, request_weight
-from harvester.model import BarRequest, Outcome, SeriesKey
+from harvester.model import BarRequest, ContractSpec, HeadKey, SeriesKey, WorkKind
 from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_requests
-from harvester.universe import ContractSpec
-from harvester.warehouse.store import Warehouse
+from harvester.recorder import Recorder
+from harvester.settings import Settings
+from harvester.warehouse import Warehouse
 
 
 class HarvestConfigError(ValueError):
@@ -70,6 +66,12 @@ class HarvestJob:
     min_safety_s: float = MIN_SAFETY_S  # pacing margin floor; larger when the gateway shares our CPU
     retry: RetryPolicy | None = None  # None: defaults scaled by pacing_scale
     timeouts: TimeoutPolicy | None = None  # None: defaults scaled by pacing_scale (floor 5 s)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, universe: Sequence[ContractSpec], **job: object) -> HarvestJob:
+        """A job from resolved settings (`harvester.settings`); `job` sets what only a run has (start, sim, ...)."""
+        common = {f.name: getattr(settings, f.name) for f in fields(Settings) if f.name in cls.__dataclass_fields__}
+        return cls(universe=universe, **{**common, **job})
 
     def validate(self, today: date | None = None) -> None:
         """Raise HarvestConfigError naming the first bad field; nothing is touched before this."""
@@ -137,6 +139,14 @@ class HarvestReport:
     def fail(self, symbol: str, reason: str) -> None:
         self.failures.setdefault(symbol, []).append(reason)
 
+    def staged(self, kept: int, quarantined: int) -> None:
+        self.bars_written += kept
+        self.bars_quarantined += quarantined
+
+    def count_requests(self, progress: Progress) -> None:
+        self.requests_by_outcome = dict(progress.by_outcome)
+        self.violations, self.retries, self.reconnects = progress.violations, progress.retries, progress.reconnects
+
 
 def run_harvest(job: HarvestJob, progress: Callable[[Progress], None] | None = None) -> HarvestReport:
     """Validate, then run the whole harvest on a fresh event loop (see `harvest_async`)."""
@@ -168,18 +178,11 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
     report = HarvestReport()
     source = IBSource(job.host, job.port, job.client_id, connect_timeout=job.connect_timeout)
     await source.connect()
-    recorder = _Recorder(warehouse, job, report)
+    recorder = Recorder(warehouse, job.commit_every_s, on_failure=report.fail, on_staged=report.staged)
     try:
         now = await source.current_time()
         report.gateway_now = now
-        contracts, failed = await resolve_contracts(source, warehouse, job.universe, now)
-        for symbol, reason in failed.items():
-            report.fail(symbol, reason)
-        series = [
-            (info, SeriesKey(info.con_id, size, job.what_to_show, job.use_rth))
-            for info in contracts for size in job.bar_sizes
-        ]
-        report.series_total = len(series) + len(failed) * len(job.bar_sizes)
+        series = await _series(job, source, warehouse, now, report)
         limits = paced_limits(job.pacing_scale, job.min_safety_s)
         retry, timeouts = job.policies()
         scheduler = Scheduler(
@@ -190,48 +193,70 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
         head_work = _head_work(series, warehouse.heads(), start)
         report.head_requests = len(head_work)
         if not job.plan_only:
-            for answer in await scheduler.run(head_work):
-                recorder.fail(answer)
+            await _run(scheduler, recorder, head_work)
             await recorder.settle()
-        heads = warehouse.heads()
         end = min(now, _end_instant(job.end)) if job.end else now
-        work_by_series = []
-        coverage = warehouse.coverage()
-        for info, key in series:
-            if recorder.failed_series(key):
-                continue
-            state = SeriesState(
-                series=key, symbol=info.symbol, calendar=TradingCalendar.for_exchange(info.primary_exchange),
-                head=heads.get(head_key(key)),
-                coverage=tuple(coverage.intervals(key)),
-            )
-            if state.head is None and head_key(key) in recorder.no_data_heads:
-                continue  # IB has no data at all for this series: nothing to fetch, nothing failed
-            if state.head is None and job.plan_only and needs_head_timestamp(key, start):
-                report.unplanned += 1  # its window starts at a head timestamp not fetched yet
-                continue
-            try:
-                requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
-            except PlanError as exc:
-                recorder.failed.add(key)
-                report.fail(info.symbol, f"{key.bar_size} bars: cannot plan ({exc})")
-                continue
-            report.plan.extend(requests)
-            work_by_series.append([Work("bars", info, key, r) for r in requests])
+        work_by_series = _plan(job, series, warehouse, recorder, report, start, end, now)
         weights = [request_weight(job.what_to_show)] * (len(report.plan) + len(head_work))
         report.eta_s = pacing_floor(weights, limits) if weights else 0.0
         if not job.plan_only:
-            for answer in await scheduler.run(interleave(work_by_series)):
-                recorder.fail(answer)
+            await _run(scheduler, recorder, interleave(work_by_series))
             await recorder.finish()
         report.series_complete = sum(not recorder.failed_series(key) for _, key in series)
-        p = scheduler.progress
-        report.requests_by_outcome = dict(p.by_outcome)
-        report.violations, report.retries, report.reconnects = p.violations, p.retries, p.reconnects
+        report.count_requests(scheduler.progress)
     finally:
         await recorder.drain()
         source.disconnect()
     return report
+
+
+async def _series(job: HarvestJob, source: IBSource, warehouse: Warehouse, now: datetime,
+                  report: HarvestReport) -> list[tuple[ContractInfo, SeriesKey]]:
+    """Qualify the universe (stored contracts while fresh); every bar size of every contract is a series."""
+    contracts, failed = await resolve_contracts(source, warehouse, job.universe, now)
+    for symbol, reason in failed.items():
+        report.fail(symbol, reason)
+    series = [
+        (info, SeriesKey(info.con_id, size, job.what_to_show, job.use_rth))
+        for info in contracts for size in job.bar_sizes
+    ]
+    report.series_total = len(series) + len(failed) * len(job.bar_sizes)
+    return series
+
+
+async def _run(scheduler: Scheduler, recorder: Recorder, work: list[Work]) -> None:
+    """Run the work; what still failed after its retries makes its series incomplete."""
+    for answer in await scheduler.run(work):
+        recorder.fail(answer)
+
+
+def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehouse: Warehouse,
+          recorder: Recorder, report: HarvestReport, start: datetime | None, end: datetime,
+          now: datetime) -> list[list[Work]]:
+    """The requests that cover what each series is missing, against the coverage stored now."""
+    heads = warehouse.heads()
+    coverage = warehouse.coverage()
+    work_by_series = []
+    for info, key in series:
+        if recorder.failed_series(key):
+            continue
+        state = SeriesState(
+            series=key, symbol=info.symbol, calendar=TradingCalendar.for_exchange(info.primary_exchange),
+            head=heads.get(key.head_key), coverage=tuple(coverage.intervals(key)),
+        )
+        if state.head is None and key.head_key in recorder.no_data_heads:
+            continue  # IB has no data at all for this series: nothing to fetch, nothing failed
+        if state.head is None and job.plan_only and needs_head_timestamp(key, start):
+            report.unplanned += 1  # its window starts at a head timestamp not fetched yet
+            continue
+        try:
+            requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
+        except PlanError as exc:
+            recorder.mark_failed(key, info.symbol, f"{key.bar_size} bars: cannot plan ({exc})")
+            continue
+        report.plan.extend(requests)
+        work_by_series.append([Work(WorkKind.BARS, info, key, r) for r in requests])
+    return work_by_series
 
 
 def _start_instant(start: date | None) -> datetime | None:
@@ -243,159 +268,11 @@ def _end_instant(end: date) -> datetime:
     return datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
 
 
-def head_key(series: SeriesKey) -> tuple[int, str, bool]:
-    """Head timestamps belong to (conId, whatToShow, RTH), shared by every bar size."""
-    return (series.con_id, series.what_to_show, series.use_rth)
-
-
-def _head_work(series: list[tuple[ContractInfo, SeriesKey]], heads: dict, start: datetime | None) -> list[Work]:
+def _head_work(series: list[tuple[ContractInfo, SeriesKey]], heads: dict[HeadKey, datetime],
+               start: datetime | None) -> list[Work]:
     """One head-timestamp request per (conId, whatToShow, RTH) not stored yet, only where it saves requests."""
-    wanted: dict[tuple[int, str, bool], Work] = {}
+    wanted: dict[HeadKey, Work] = {}
     for info, key in series:
-        hk = head_key(key)
-        if hk not in heads and hk not in wanted and needs_head_timestamp(key, start):
-            wanted[hk] = Work("head", info, key)
+        if key.head_key not in heads and key.head_key not in wanted and needs_head_timestamp(key, start):
+            wanted[key.head_key] = Work(WorkKind.HEAD, info, key)
     return list(wanted.values())
-
-
-class _Recorder:
-    """Journals every attempt, stages every covering answer, saves heads, commits on a timer."""
-
-    def __init__(self, warehouse: Warehouse, job: HarvestJob, report: HarvestReport):
-        self.warehouse, self.job, self.report = warehouse, job, report
-        self.run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
-        self.failed: set[SeriesKey] = set()
-        self._failed_heads: set[tuple[int, str, bool]] = set()
-        self.no_data_heads: set[tuple[int, str, bool]] = set()
-        self._last_commit = time.monotonic()
-        self._calendars: dict[str, TradingCalendar] = {}
-        self._committing: asyncio.Future | None = None  # a commit running in a worker thread
-        self._held: list[Answer] = []  # answers that arrived during it
-
-    def on_answer(self, answer: Answer) -> None:
-        """Record one answer; while a commit runs in its worker thread, hold answers until it is done
-        (the warehouse must not stage while it commits) so the event loop keeps sending meanwhile."""
-        if self._committing is not None and self._committing.done():
-            self._after_commit()
-        if self._committing is not None:
-            self._held.append(answer)
-            return
-        self._record(answer)
-        if time.monotonic() - self._last_commit >= self.job.commit_every_s:
-            self._committing = asyncio.get_running_loop().run_in_executor(None, self.warehouse.commit)
-
-    def _after_commit(self) -> None:
-        """The commit finished: surface its error (e.g. a full disk) or record what it held back."""
-        done, self._committing = self._committing, None
-        self._last_commit = time.monotonic()
-        if done.exception() is not None:
-            raise done.exception()
-        held, self._held = self._held, []
-        for answer in held:
-            self._record(answer)
-
-    async def drain(self) -> None:
-        """On the way out after a failure: never leave a commit thread running under a closing warehouse."""
-        if self._committing is not None:
-            await asyncio.wait([self._committing])
-
-    async def settle(self) -> None:
-        """No commit in flight and nothing held: the warehouse may be read (heads, coverage) again."""
-        if self._committing is not None:
-            await asyncio.wait([self._committing])
-            self._after_commit()
-
-    async def finish(self) -> None:
-        await self.settle()
-        self.warehouse.commit()
-
-    def _record(self, answer: Answer) -> None:
-        work, result = answer.work, answer.result
-        self.warehouse.record_request(journal_row(self.run_id, answer))
-        if work.kind == "head":
-            if result.outcome is Outcome.BARS:
-                s = work.series
-                self.warehouse.save_head(s.con_id, s.what_to_show, s.use_rth, result.head)
-            elif result.outcome is Outcome.EMPTY:
-                self.no_data_heads.add(head_key(work.series))
-        elif result.outcome.covers:
-            calendar = self._calendar(work.contract)
-            frame = None
-            if result.outcome is Outcome.BARS:
-                frame = warehouse_frame(result.bars, work.series, calendar)
-            staged = self.warehouse.stage(work.request, result.outcome, frame, symbol=work.symbol,
-                                          calendar=calendar)
-            self.report.bars_written += staged.kept
-            self.report.bars_quarantined += staged.quarantined
-
-    def fail(self, answer: Answer) -> None:
-        """A final failure: the series is incomplete; say why, by symbol."""
-        work, result = answer.work, answer.result
-        self.failed.add(work.series)
-        if work.kind == "head":
-            self._failed_heads.add(head_key(work.series))
-        what = "head timestamp" if work.kind == "head" else f"{work.series.bar_size} bars"
-        detail = f": {result.error_text}" if result.error_text else ""
-        self.report.fail(work.symbol, f"{what} {result.outcome.value}{detail}")
-
-    def failed_series(self, key: SeriesKey) -> bool:
-        """A series whose head timestamp failed cannot be planned."""
-        return key in self.failed or head_key(key) in self._failed_heads
-
-    def _calendar(self, info: ContractInfo) -> TradingCalendar:
-        cal = self._calendars.get(info.primary_exchange)
-        if cal is None:
-            cal = self._calendars[info.primary_exchange] = TradingCalendar.for_exchange(info.primary_exchange)
-        return cal
-
-
-
-
-def warehouse_frame(raw: pd.DataFrame, series: SeriesKey, calendar: TradingCalendar) -> pd.DataFrame:
-    """IB's bars → the warehouse's columns: `ts` bar start (UTC), `session_date` exchange-local date.
-
-    Daily and longer bars arrive as dates (formatDate is ignored for them); their `ts` is the session's
-    open in the requested flavour (RTH or extended), looked up vectorised in the calendar's arrays.
-    Intraday bars arrive as UTC epoch (formatDate=2).
-    """
-    if bar_size(series.bar_size).intraday:
-        ts = pd.to_datetime(raw["date"], utc=True)
-        session_date = ts.dt.tz_convert(calendar.time_zone).dt.tz_localize(None).dt.floor("D")
-    else:
-        days = pd.to_datetime(raw["date"]).to_numpy().astype("datetime64[D]")
-        index, is_session = calendar.day_index(days)
-        opens, _ = calendar.bounds(series.use_rth)
-        # A date that is no session keeps its own date and midnight: validation quarantines it.
-        epoch = np.where(is_session, opens[index], days.astype("datetime64[s]").astype(np.int64))
-        ts = pd.Series(pd.to_datetime(epoch, unit="s", utc=True), index=raw.index)
-        session_date = pd.Series(days, index=raw.index)
-    frame = raw.drop(columns="date")
-    frame.insert(0, "session_date", session_date)
-    frame.insert(0, "ts", ts)
-    return frame
-
-
-def journal_row(run_id: str, answer: Answer) -> dict:
-    """One journal row (layout.md) for one attempt, whatever its outcome."""
-    work, result = answer.work, answer.result
-    request = work.request
-    bars = getattr(result, "bars", None)
-    return {
-        "run_id": run_id,
-        "sent_at": answer.sent_at,
-        "con_id": work.series.con_id,
-        "symbol": work.symbol,
-        "kind": work.kind,
-        "bar_size": work.series.bar_size,
-        "what_to_show": work.series.what_to_show,
-        "use_rth": work.series.use_rth,
-        "start_ts": request.start if request else None,
-        "end_ts": request.end if request else None,
-        "duration": request.duration if request else "",
-        "outcome": result.outcome.value,
-        "error_code": result.error_code,
-        "error_text": result.error_text,
-        "bars": 0 if bars is None else len(bars),
-        "latency_s": result.latency_s,
-        "attempt": answer.attempt,
-    }

@@ -1,14 +1,43 @@
-"""The vocabulary every step of the data path shares: series keys, request windows, outcomes.
+"""The vocabulary every step of the data path shares: contracts, series keys, request windows, outcomes.
 
 A series is identified by (con_id, bar_size, what_to_show, use_rth); symbols are only labels.
 All instants are timezone-aware UTC `datetime`s and all windows are half-open [start, end).
+Nothing here imports anything else of ours: every room may use it.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
+
+
+@dataclass(frozen=True)
+class ContractSpec:
+    """One instrument of the universe, spelled the way IB wants it (share classes with a space)."""
+
+    symbol: str
+    sec_type: str = "STK"
+    exchange: str = "SMART"
+    primary_exchange: str = ""
+    currency: str = "USD"
+    con_id: int = 0
+    line: int = 0  # where the universe file named it, for error messages
+
+    def identity(self) -> tuple[str, str, str, str, int]:
+        """What must agree between two rows naming the same symbol."""
+        return (self.sec_type, self.exchange, self.primary_exchange, self.currency, self.con_id)
+
+
+@dataclass(frozen=True, order=True)
+class HeadKey:
+    """IB's head timestamp (earliest bar) belongs to a contract, whatToShow and RTH: every bar size shares it."""
+
+    con_id: int
+    what_to_show: str
+    use_rth: bool
 
 
 @dataclass(frozen=True, order=True)
@@ -19,6 +48,17 @@ class SeriesKey:
     bar_size: str  # IB's spelling, e.g. "1 min", "1 day"
     what_to_show: str  # "TRADES", "MIDPOINT", ...
     use_rth: bool
+
+    @property
+    def head_key(self) -> HeadKey:
+        return HeadKey(self.con_id, self.what_to_show, self.use_rth)
+
+
+class WorkKind(enum.StrEnum):
+    """What one request asks IB for: a window of bars, or a series' head timestamp."""
+
+    BARS = "bars"
+    HEAD = "head"
 
 
 @dataclass(frozen=True)
@@ -56,3 +96,43 @@ class Outcome(enum.Enum):
     def permanent(self) -> bool:
         """True when retrying cannot help (report by name, never retry forever)."""
         return self in (Outcome.NO_PERMISSION, Outcome.INVALID, Outcome.UNKNOWN_CONTRACT)
+
+
+# -- half-open intervals ---------------------------------------------------------------------------------
+
+Interval = tuple[datetime, datetime]
+Point = TypeVar("Point", datetime, int)  # aware datetimes in coverage; epoch seconds in the planner
+
+
+
+def merge_intervals(intervals: Iterable[tuple[Point, Point]]) -> list[tuple[Point, Point]]:
+    """Sorted union; overlapping and touching intervals fuse ([a,b) + [b,c) = [a,c)); empty ones vanish."""
+    merged: list[tuple[Point, Point]] = []
+    for start, end in sorted(i for i in intervals if i[0] < i[1]):
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def subtract_intervals(
+    wanted: Iterable[tuple[Point, Point]], covered: Iterable[tuple[Point, Point]]
+) -> list[tuple[Point, Point]]:
+    """The parts of `wanted` not in `covered` (both arbitrary; result merged and sorted)."""
+    holes = merge_intervals(covered)
+    result: list[tuple[Point, Point]] = []
+    for start, end in merge_intervals(wanted):
+        cursor = start
+        for h_start, h_end in holes:
+            if h_end <= cursor or h_start >= end:
+                continue
+            if h_start > cursor:
+                result.append((cursor, h_start))
+            cursor = max(cursor, h_end)
+            if cursor >= end:
+                break
+        if cursor < end:
+            result.append((cursor, end))
+    return result

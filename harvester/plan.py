@@ -24,8 +24,7 @@ from harvester.ibrules import (
     bar_size,
     max_duration,
 )
-from harvester.model import BarRequest, SeriesKey
-from harvester.warehouse.coverage import subtract_intervals
+from harvester.model import BarRequest, SeriesKey, subtract_intervals
 
 NO_TARGET = 10**12  # target_bars for "as few requests as IB's durations allow"
 _UNIT_ORDER = ("D", "S", "W", "M", "Y")  # tie-break: session-aligned windows first

@@ -126,7 +126,7 @@ def config_path(environ: dict[str, str] | None = None, cwd: Path | None = None) 
     return local if local.is_file() else None
 
 
-def load_settings(
+def resolve_settings(
     overrides: dict[str, Any] | None = None,
     *,
     environ: dict[str, str] | None = None,

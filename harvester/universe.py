@@ -9,8 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
 from pathlib import Path
+
+from harvester.model import ContractSpec
 
 MAX_ROWS = 20_000
 MAX_SYMBOL_LEN = 12
@@ -34,23 +35,6 @@ class UniverseError(ValueError):
         self.path = str(path)
         self.line = line
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class ContractSpec:
-    """One instrument of the universe, spelled the way IB wants it (share classes with a space)."""
-
-    symbol: str
-    sec_type: str = "STK"
-    exchange: str = "SMART"
-    primary_exchange: str = ""
-    currency: str = "USD"
-    con_id: int = 0
-    line: int = 0
-
-    def identity(self) -> tuple[str, str, str, str, int]:
-        """What must agree between two rows naming the same symbol."""
-        return (self.sec_type, self.exchange, self.primary_exchange, self.currency, self.con_id)
 
 
 def ib_symbol(raw: str) -> str:

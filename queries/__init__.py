@@ -6,8 +6,11 @@
     hot = queries.scan("unusual_volume", multiple=3)
 """
 
-from queries.connection import connect, restrict
-from queries.readthrough import BarsRequestError, bars
+from queries.connection import connect, resolve_data_dir, restrict, write_init_script
+from queries.readthrough import BarsRequestError, FetchError, bars
+from queries.retrying import Relation
 from queries.scanners import ScannerError, scan
+from queries.status import warehouse_status
 
-__all__ = ["BarsRequestError", "ScannerError", "bars", "connect", "restrict", "scan"]
+__all__ = ["BarsRequestError", "FetchError", "Relation", "ScannerError", "bars", "connect", "resolve_data_dir",
+           "restrict", "scan", "warehouse_status", "write_init_script"]

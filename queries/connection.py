@@ -21,51 +21,23 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harvester.ibrules import BY_LABEL
-from harvester.settings import load_settings
+from harvester import BY_LABEL, layout, resolve_settings, tables
 from queries.retrying import DEFAULT_POLICY, Connection, RetryingConnection, RetryPolicy
 
 _TS = pa.timestamp("us")
-BARS_FILE_SCHEMA = pa.schema(
-    [("symbol", pa.string()), ("con_id", pa.int64()), ("ts", _TS), ("session_date", pa.date32())]
-    + [(c, pa.float64()) for c in ("open", "high", "low", "close", "volume", "wap")]
-    + [("bar_count", pa.int64())]
-)
-BARS_COLUMNS = (
-    "symbol, con_id, bar_size, what_to_show, use_rth, ts, session_date, "
-    "open, high, low, close, volume, wap, bar_count"
-)
-_SCHEMAS = {
-    "contracts/contracts.parquet": pa.schema(
-        [("con_id", pa.int64())]
-        + [
-            (c, pa.string())
-            for c in ("symbol", "sec_type", "exchange", "primary_exchange", "currency", "long_name",
-                      "time_zone", "trading_hours", "liquid_hours")
-        ]
-        + [("qualified_at", _TS)]
-    ),
-    "heads/heads.parquet": pa.schema(
-        [("con_id", pa.int64()), ("what_to_show", pa.string()), ("use_rth", pa.bool_()),
-         ("head_ts", _TS), ("fetched_at", _TS)]
-    ),
-    "coverage/coverage.parquet": pa.schema(
-        [("con_id", pa.int64()), ("bar_size", pa.string()), ("what_to_show", pa.string()),
-         ("use_rth", pa.bool_()), ("start_ts", _TS), ("end_ts", _TS), ("kind", pa.string()),
-         ("bars", pa.int64()), ("recorded_at", _TS)]
-    ),
-    "journal/empty-0.parquet": pa.schema(
-        [("run_id", pa.string()), ("sent_at", _TS), ("con_id", pa.int64()), ("symbol", pa.string()),
-         ("kind", pa.string()), ("bar_size", pa.string()), ("what_to_show", pa.string()),
-         ("use_rth", pa.bool_()), ("start_ts", _TS), ("end_ts", _TS), ("duration", pa.string()),
-         ("outcome", pa.string()), ("error_code", pa.int64()), ("error_text", pa.string()),
-         ("bars", pa.int64()), ("latency_s", pa.float64()), ("attempt", pa.int64())]
-    ),
-    "quarantine/bars-empty-0.parquet": BARS_FILE_SCHEMA.append(pa.field("reason", pa.string())),
-    "bars/bar_size=1day/what_to_show=TRADES/use_rth=1/year=1970/data.parquet": BARS_FILE_SCHEMA,
+# bars: the stored columns, with the partition path's bar size, whatToShow and RTH flag after con_id
+BARS_COLUMNS = ", ".join(tables.BAR_COLUMNS[:2] + list(tables.BARS_PARTITION_COLUMNS) + tables.BAR_COLUMNS[2:])
+_EMPTY_PARTITION = layout.PartitionKey("1day", "TRADES", True, 1970, "data").path(Path())
+# One typed, empty file per table, named so that table's glob matches it.
+_EMPTY_FILES = {
+    layout.CONTRACTS_FILE: tables.CONTRACTS_SCHEMA,
+    layout.HEADS_FILE: tables.HEADS_SCHEMA,
+    layout.COVERAGE_FILE: tables.COVERAGE_SCHEMA,
+    layout.journal_file("empty", 0): tables.JOURNAL_SCHEMA,
+    layout.quarantine_file("empty", 0): tables.QUARANTINE_SCHEMA,
+    str(_EMPTY_PARTITION): tables.BARS_SCHEMA,
 }
-EMPTY_BARS_FILE = "empty/bars/bar_size=1day/what_to_show=TRADES/use_rth=1/year=1970/data.parquet"
-BARS_GLOB = "bars/*/*/*/*/*.parquet"
+EMPTY_BARS_FILE = f"empty/{_EMPTY_PARTITION}"
 _LABEL_OF_FILE = "regexp_extract(file_name, 'bar_size=([^/]+)', 1)"
 _HIVE_TYPES = "{'bar_size': VARCHAR, 'what_to_show': VARCHAR, 'use_rth': INTEGER, 'year': INTEGER}"
 
@@ -73,7 +45,7 @@ _HIVE_TYPES = "{'bar_size': VARCHAR, 'what_to_show': VARCHAR, 'use_rth': INTEGER
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The warehouse directory, absolute: the argument, else the harvester's settings
     (HARVEST_DATA_DIR, harvest.toml, ./data), so notebooks read what the nightly job writes."""
-    return Path(data_dir if data_dir is not None else load_settings().data_dir).expanduser().resolve()
+    return Path(data_dir if data_dir is not None else resolve_settings().data_dir).expanduser().resolve()
 
 
 def build_shadow(root: Path, data_dir: Path) -> Path:
@@ -81,7 +53,7 @@ def build_shadow(root: Path, data_dir: Path) -> Path:
 
     Globs of the form `<root>/*/bars/...` then match the warehouse's files plus one empty file.
     """
-    for rel, schema in _SCHEMAS.items():
+    for rel, schema in _EMPTY_FILES.items():
         path = root / "empty" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(schema.empty_table(), path)
@@ -118,25 +90,25 @@ def view_statements(root: Path) -> list[str]:
         return f"read_parquet('{glob}/{pattern}', union_by_name = true)"
 
     return [
-        (f"CREATE OR REPLACE VIEW bars_files AS SELECT * FROM read_parquet('{glob}/{BARS_GLOB}', "
+        (f"CREATE OR REPLACE VIEW bars_files AS SELECT * FROM read_parquet('{glob}/{layout.BARS_GLOB}', "
         f"hive_partitioning = true, hive_types = {_HIVE_TYPES}, filename = true)"),
-        (f"CREATE OR REPLACE VIEW bars AS SELECT symbol, con_id, {_bar_size_case('bar_size')} AS bar_size, "
-        "what_to_show, use_rth = 1 AS use_rth, ts, session_date, open, high, low, close, volume, wap, "
-        "bar_count FROM bars_files"),
+        ("CREATE OR REPLACE VIEW bars AS SELECT "
+         + BARS_COLUMNS.replace("bar_size", f"{_bar_size_case('bar_size')} AS bar_size")
+         .replace("use_rth", "use_rth = 1 AS use_rth") + " FROM bars_files"),
         (f"CREATE OR REPLACE VIEW bar_files AS SELECT {_bar_size_case(_LABEL_OF_FILE)} "
          "AS bar_size, regexp_extract(file_name, 'what_to_show=([^/]+)', 1) AS what_to_show, "
          "regexp_extract(file_name, 'use_rth=([01])', 1) = '1' AS use_rth, file_name, num_rows, num_row_groups, "
-         f"file_size_bytes FROM parquet_file_metadata('{glob}/{BARS_GLOB}') "
+         f"file_size_bytes FROM parquet_file_metadata('{glob}/{layout.BARS_GLOB}') "
          f"WHERE NOT starts_with(file_name, '{root}/empty/')"),
-        f"CREATE OR REPLACE VIEW contracts AS SELECT * FROM {table('contracts/*.parquet')}",
-        f"CREATE OR REPLACE VIEW heads AS SELECT * FROM {table('heads/*.parquet')}",
-        f"CREATE OR REPLACE VIEW journal AS SELECT * FROM {table('journal/*.parquet')}",
-        f"CREATE OR REPLACE VIEW quarantine AS SELECT * FROM {table('quarantine/bars-*.parquet')}",
+        f"CREATE OR REPLACE VIEW contracts AS SELECT * FROM {table(layout.CONTRACTS_FILE)}",
+        f"CREATE OR REPLACE VIEW heads AS SELECT * FROM {table(layout.HEADS_FILE)}",
+        f"CREATE OR REPLACE VIEW journal AS SELECT * FROM {table(layout.JOURNAL_GLOB)}",
+        f"CREATE OR REPLACE VIEW quarantine AS SELECT * FROM {table(layout.QUARANTINE_GLOB)}",
         ("CREATE OR REPLACE VIEW symbols AS SELECT con_id, arg_max(symbol, qualified_at) AS symbol "
         "FROM contracts GROUP BY con_id"),
         ("CREATE OR REPLACE VIEW coverage AS SELECT c.con_id, s.symbol, c.bar_size, c.what_to_show, "
         "c.use_rth, c.start_ts, c.end_ts, c.kind, c.bars, c.recorded_at "
-        f"FROM {table('coverage/*.parquet')} c LEFT JOIN symbols s USING (con_id)"),
+        f"FROM {table(layout.COVERAGE_FILE)} c LEFT JOIN symbols s USING (con_id)"),
         _COVERED_SQL,
         _SERIES_SQL,
         _GAPS_SQL,

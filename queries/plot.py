@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from harvester.ibrules import bar_size as lookup_bar_size
+from harvester import bar_size as lookup_bar_size
 from queries.connection import connect
 from queries.readthrough import bars
 

@@ -1,9 +1,8 @@
 """`bars()`: the stored bars of some symbols as a DataFrame, fetching only what is missing when allowed.
 
 DuckDB cannot derive the partition (year, part file) from a filter on `ts`, so for a bounded range
-this helper names the partition files itself and reads them without a glob (measured fastest; see
-bench/queries.py). Bars are partitioned by exchange session date, which is within a day of the UTC
-bar start (Asian sessions open the UTC day before), so the range is widened by a day each side.
+this helper names the partition files itself (`layout.partition_files`) and reads them without a glob
+(measured fastest; see bench/queries.py).
 """
 
 from __future__ import annotations
@@ -20,8 +19,9 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from harvester.ibrules import BarSize
-from harvester.ibrules import bar_size as lookup_bar_size
+import harvester
+from harvester import BarSize, ContractSpec, layout, resolve_settings
+from harvester import bar_size as lookup_bar_size
 from queries.connection import (
     BARS_COLUMNS,
     EMPTY_BARS_FILE,
@@ -57,36 +57,11 @@ def to_utc_naive(value: str | date | datetime | pd.Timestamp | None, name: str) 
     return ts.to_pydatetime()
 
 
-def _part(day: date, granularity: str) -> tuple[int, str]:
-    if granularity == "year":
-        return day.year, "data"
-    if granularity == "month":
-        return day.year, f"{day:%Y-%m}"
-    return day.year, day.isoformat()
-
-
-def partition_files(root: Path, size: BarSize, what_to_show: str, use_rth: bool,
-                    start: datetime, end: datetime) -> list[str]:
-    """Every partition file path (existing or not) that can hold bars starting in [start, end)."""
-    first = start.date() - timedelta(days=1)
-    last = (end - timedelta(microseconds=1)).date() + timedelta(days=1)
-    days = (last - first).days + 1
-    series = root / "bars" / f"bar_size={size.label}" / f"what_to_show={what_to_show}" / f"use_rth={int(use_rth)}"
-    parts = dict.fromkeys(_part(first + timedelta(days=i), size.partition) for i in range(days))
-    return [str(series / f"year={year}" / f"{name}.parquet") for year, name in parts]
-
-
-PRUNING = ("files", "filters", "none")
-
-
 def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: datetime | None,
-               what_to_show: str, use_rth: bool, root: Path, pruning: str = "files") -> tuple[str, list[Any]]:
-    """SQL + parameters for `bars()`. DuckDB cannot derive the partition from a `ts` filter, so:
-
-    pruning="files": with both bounds, read the existing partition files by name (no glob, no hive);
-    "filters": the glob view plus year and filename predicates; "none": the glob view and `ts` only.
-    The benchmark compares the three.
-    """
+               what_to_show: str, use_rth: bool, root: Path) -> tuple[str, list[Any]]:
+    """SQL + parameters for `bars()`. DuckDB cannot derive the partition from a `ts` filter, so with
+    both bounds the existing partition files are read by name (no glob, no hive: measured fastest,
+    bench/queries.py); otherwise the glob view with the series' partition values."""
     where: list[str] = []
     params: list[Any] = []
     if symbols:
@@ -98,10 +73,11 @@ def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: d
     if end is not None:
         where.append("ts < ?")
         params.append(end)
-    bounded = start is not None and end is not None
-    candidates = partition_files(root / "live", size, what_to_show, use_rth, start, end) if bounded else []
-    if bounded and pruning == "files":
-        files = [str(root / EMPTY_BARS_FILE)] + [f for f in candidates if os.path.exists(f)]
+    single_file = False
+    if start is not None and end is not None:
+        candidates = layout.partition_files(root / "live", size, what_to_show, use_rth, start, end)
+        files = [str(root / EMPTY_BARS_FILE)] + [str(f) for f in candidates if f.exists()]
+        single_file = len(files) == 2
         listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
         source = f"read_parquet([{listed}])"
         columns = BARS_COLUMNS.replace("bar_size", "? AS bar_size").replace("what_to_show", "? AS what_to_show")
@@ -111,21 +87,11 @@ def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: d
         source = "bars_files"
         where += ["bar_size = ?", "what_to_show = ?", "use_rth = ?"]
         params += [size.label, what_to_show, int(use_rth)]
-        if pruning == "filters" and start is not None:
-            where.append("year >= ?")
-            params.append((start - timedelta(days=1)).year)
-        if pruning == "filters" and end is not None:
-            where.append("year <= ?")
-            params.append((end + timedelta(days=1)).year)
-        if pruning == "filters" and bounded:
-            where.append(f"filename IN ({', '.join('?' * len(candidates))})")
-            params += candidates
         columns = BARS_COLUMNS.replace("bar_size", "? AS bar_size").replace("use_rth", "use_rth = 1 AS use_rth")
         params = [size.ib_name, *params]
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     # One partition file is already sorted by (symbol, ts) (a layout invariant) and DuckDB keeps file
     # order through a filter (preserve_insertion_order); sorting again cost ~20 % of a symbol-month read.
-    single_file = bounded and pruning == "files" and len(files) == 2
     order = "" if single_file else " ORDER BY symbol, ts"
     return f"SELECT {columns} FROM {source}{clause}{order}", params
 
@@ -221,23 +187,19 @@ def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end
     HarvestJob takes whole days (end inclusive), so the range is widened to days; a day already
     covered costs no request. Runs in a worker thread with its own loop (Jupyter already runs one).
     """
-    from harvester.job import HarvestJob, run_harvest
-    from harvester.settings import load_settings
-    from harvester.universe import ContractSpec
-
     if not symbols:
         raise BarsRequestError("fetch='missing' needs explicit symbols")
-    settings = load_settings(connection)
+    settings = resolve_settings(connection)
     today = datetime.now(UTC).date()
     last_day = (end - timedelta(microseconds=1)).date() if end else None
     options = {"sim": _warehouse_is_simulated(data_dir), **job_options}
-    job = HarvestJob(
+    job = harvester.HarvestJob(  # loaded on first use: the harvest's imports cost a second
         universe=[ContractSpec(symbol) for symbol in symbols], data_dir=data_dir, bar_sizes=(bar_size,),
         what_to_show=what_to_show, use_rth=use_rth, start=start.date() if start else None,
         end=last_day if last_day is not None and last_day < today else None,  # None: the gateway's now
         host=settings.host, port=settings.port, client_id=settings.client_id, **options,
     )
-    report = run_in_worker_thread(run_harvest, job)
+    report = run_in_worker_thread(harvester.run_harvest, job)
     if report.failures:
         reasons = "; ".join(f"{sym}: {', '.join(why)}" for sym, why in sorted(report.failures.items()))
         raise FetchError(f"harvest of the missing bars failed for {reasons}")
@@ -246,5 +208,5 @@ def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end
 
 def _warehouse_is_simulated(data_dir: Path) -> bool:
     """Follow the warehouse's own marking; a new warehouse is a real one unless told otherwise."""
-    meta = data_dir / "warehouse.json"
+    meta = data_dir / layout.META_FILE
     return bool(json.loads(meta.read_text()).get("simulated")) if meta.is_file() else False

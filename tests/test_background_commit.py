@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from harvester.ib.client import ContractInfo, FetchResult
 from harvester.ib.scheduler import Answer, Work
-from harvester.job import HarvestJob, HarvestReport, _Recorder
-from harvester.model import BarRequest, Outcome, SeriesKey
+from harvester.job import HarvestReport
+from harvester.model import BarRequest, Outcome, SeriesKey, WorkKind
+from harvester.recorder import Recorder
 from harvester.warehouse.store import Warehouse
 
 CONTRACT = ContractInfo(101, "AAA", "STK", "SMART", "NYSE", "USD")
@@ -22,7 +23,7 @@ def empty_answer(k: int) -> Answer:
     """A verified-empty answer for day k: it covers a window without bars."""
     request = BarRequest(SERIES, DAY + timedelta(days=k), DAY + timedelta(days=k + 1), "1 D", 1, "AAA")
     result = FetchResult(Outcome.EMPTY, None, 162, "HMDS query returned no data", 0.01)
-    return Answer(Work("bars", CONTRACT, SERIES, request), result, DAY, 1, True)
+    return Answer(Work(WorkKind.BARS, CONTRACT, SERIES, request), result, DAY, 1, True)
 
 
 class GatedCommitWarehouse(Warehouse):
@@ -47,8 +48,8 @@ def test_answers_during_a_commit_are_held_then_staged_and_covered(tmp_path):
     Warehouse.open(tmp_path, simulated=True).close()
     warehouse = GatedCommitWarehouse(tmp_path, simulated=True)
     warehouse.gate, warehouse.committing, warehouse.staged_during_commit = threading.Event(), threading.Event(), 0
-    job = HarvestJob(universe=(), data_dir=tmp_path, commit_every_s=0.0)
-    recorder = _Recorder(warehouse, job, HarvestReport())
+    report = HarvestReport()
+    recorder = Recorder(warehouse, commit_every_s=0.0, on_failure=report.fail, on_staged=report.staged)
 
     async def run() -> None:
         recorder.on_answer(empty_answer(0))  # staged, then a commit starts in a worker thread

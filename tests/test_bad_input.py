@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 import queries
-from harvester.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from harvester.cli import Exit, main
 from tests.helpers.reference import (
     PACING_SCALE,
     SIM_NOW,
@@ -71,7 +71,7 @@ def run_cli(tmp_path: Path, data: Path, universe_bytes: bytes, *options: str):
 
 
 def assert_refused(result, culprit: str) -> None:
-    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert result.exit_code == Exit.BAD_INPUT, result.output
     message = result.stderr.strip()
     assert message and "\n" not in message, message
     assert culprit in message, message
@@ -129,7 +129,7 @@ def test_bad_option_is_refused_naming_it_and_touches_nothing(tmp_path, stored, c
 
 def test_duplicate_symbols_are_harvested_once(tmp_path, stored):
     result, outside_unchanged = run_cli(tmp_path, stored, b"symbol\nAAPL\nMSFT\nAAPL\n")
-    assert result.exit_code == EXIT_OK, result.output
+    assert result.exit_code == Exit.OK, result.output
     assert compare(stored, reference_dir(SPAN)).clean and outside_unchanged
 
 
@@ -164,13 +164,13 @@ def test_full_disk_fails_the_commit_cleanly_and_the_rerun_completes(tmp_path):
 
     full = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120, preexec_fn=small_disk,
                           check=False)
-    assert full.returncode not in (EXIT_OK, -signal.SIGXFSZ), full.stderr
+    assert full.returncode not in (Exit.OK, -signal.SIGXFSZ), full.stderr
     last = full.stderr.strip().splitlines()[-1]
     assert "disk full" in last and "cannot write" in last, full.stderr
     assert reader_hazards(data) == []
     assert queries.connect(data).execute("SELECT count(*) FROM bars").fetchall()[0][0] >= 0
     rerun = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
-    assert rerun.returncode == EXIT_OK, rerun.stderr
+    assert rerun.returncode == Exit.OK, rerun.stderr
     assert compare(data, reference_dir(SPAN)).clean
 
 
@@ -184,7 +184,7 @@ def test_corrupt_partition_is_quarantined_and_refetched(tmp_path, stored, damage
         middle = len(raw) // 2
         victim.write_bytes(raw[:middle] + bytes(b ^ 0xFF for b in raw[middle:middle + 512]) + raw[middle + 512:])
     result, _ = run_cli(tmp_path, stored, SPAN.universe_csv().encode())
-    assert result.exit_code == EXIT_OK, result.output
+    assert result.exit_code == Exit.OK, result.output
     assert list((stored / "quarantine" / "files").rglob(f"{victim.name}.corrupt-*")), "not quarantined"
     assert reader_hazards(stored) == []
     assert compare(stored, reference_dir(SPAN)).clean
@@ -208,7 +208,7 @@ def test_query_refuses_writes_attach_and_files_outside(tmp_path, stored, sql, cu
     (out / "secret.txt").write_text("secret\n")
     before, outside_before = snapshot(stored), snapshot(out)
     result = CliRunner().invoke(main, ["query", sql.format(out=out), "--data-dir", str(stored)])
-    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert result.exit_code == Exit.BAD_INPUT, result.output
     assert culprit.lower() in result.stderr.lower() and "\n" not in result.stderr.strip(), result.stderr
     assert snapshot(stored) == before and snapshot(out) == outside_before
 
@@ -217,7 +217,7 @@ def test_query_writes_only_when_explicitly_allowed(tmp_path, stored):
     target = tmp_path / "export.csv"
     result = CliRunner().invoke(main, ["query", f"COPY (SELECT symbol FROM bars) TO '{target}'", "--allow-writes",
                                        "--data-dir", str(stored)])
-    assert result.exit_code == EXIT_OK, result.output
+    assert result.exit_code == Exit.OK, result.output
     assert len(target.read_text().splitlines()) == compare(stored, stored).actual + 1  # header + rows
 
 

@@ -222,20 +222,20 @@ def test_sigkilled_run_resumes_with_no_duplicate_and_no_missing_bar(tmp_path):
 
 
 def test_settings_layers_defaults_file_environment_options(tmp_path):
-    from harvester.settings import ConfigError, load_settings
+    from harvester.settings import ConfigError, resolve_settings
 
-    assert load_settings(environ={}, cwd=tmp_path).port == 7497
-    assert load_settings(environ={}, cwd=tmp_path).client_id == 17
+    assert resolve_settings(environ={}, cwd=tmp_path).port == 7497
+    assert resolve_settings(environ={}, cwd=tmp_path).client_id == 17
     (tmp_path / "harvest.toml").write_text("[harvest]\nport = 4002\nclient_id = 9\nhost = 'gw'\n")
-    from_file = load_settings(environ={}, cwd=tmp_path)
+    from_file = resolve_settings(environ={}, cwd=tmp_path)
     assert (from_file.port, from_file.client_id, from_file.host) == (4002, 9, "gw")
-    from_env = load_settings(environ={"HARVEST_PORT": "4001", "HARVEST_DATA_DIR": "/srv/bars"}, cwd=tmp_path)
+    from_env = resolve_settings(environ={"HARVEST_PORT": "4001", "HARVEST_DATA_DIR": "/srv/bars"}, cwd=tmp_path)
     assert from_env.port == 4001 and from_env.data_dir == Path("/srv/bars") and from_env.client_id == 9
-    from_cli = load_settings({"port": 7496, "client_id": None}, environ={"HARVEST_PORT": "4001"}, cwd=tmp_path)
+    from_cli = resolve_settings({"port": 7496, "client_id": None}, environ={"HARVEST_PORT": "4001"}, cwd=tmp_path)
     assert from_cli.port == 7496 and from_cli.client_id == 9
     (tmp_path / "harvest.toml").write_text("colour = 'blue'\n")
     with pytest.raises(ConfigError, match="unknown setting 'colour'"):
-        load_settings(environ={}, cwd=tmp_path)
+        resolve_settings(environ={}, cwd=tmp_path)
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from harvester.cli import EXIT_LOCKED, main
+from harvester.cli import Exit, main
 from tests.helpers.reference import PACING_SCALE, SIM_NOW, Span, compare, reference_dir, write_toml
 
 SPAN = Span(("AAPL", "MSFT", "JPM", "XOM", "KO", "PEP"), start=date(2024, 3, 1))
@@ -119,7 +119,7 @@ def test_reader_during_harvests_and_compactions_sees_no_error_no_duplicate_no_de
         out, _ = reader.communicate(timeout=60)
     found = json.loads(out.strip().splitlines()[-1])
 
-    assert refused.exit_code == EXIT_LOCKED
+    assert refused.exit_code == Exit.LOCKED
     assert "lock" in refused.stderr and str(second.pid) in refused.stderr and "\n" not in refused.stderr.strip()
     assert all(code == 0 and "rewrote" in text and "rewrote 0 " not in text for code, text in compactions)
     assert found["queries"] >= 20

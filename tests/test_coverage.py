@@ -7,14 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from harvester.model import SeriesKey
-from harvester.warehouse.coverage import (
-    CoverageIndex,
-    dedupe_rows,
-    merge_intervals,
-    subtract_intervals,
-    trim_rows,
-)
+from harvester.model import SeriesKey, merge_intervals, subtract_intervals
+from harvester.warehouse.coverage import CoverageIndex, dedupe_rows, trim_rows
 
 T0 = datetime(2024, 6, 3, tzinfo=UTC)
 

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from ib_insync import IB
 
-from harvester.cli import EXIT_CLIENT_ID, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, main
+from harvester.cli import Exit, main
 from harvester.sim import Faults
 from tests.helpers.gateways import next_client_id
 from tests.helpers.reference import (
@@ -132,7 +132,7 @@ def test_no_permission_is_named_exit_1_and_never_retried(make_gateway, tmp_path)
     gw = make_gateway(faults=Faults(error_symbols={"MSFT": "no_permissions"}))
     data = tmp_path / "data"
     result = cli(tmp_path, SPAN, "--port", str(gw.port), "--data-dir", str(data))
-    assert result.exit_code == EXIT_FAILED, result.output
+    assert result.exit_code == Exit.FAILED, result.output
     assert "MSFT" in result.stdout and "no_permission" in result.stdout
     asked = [(e["end"], e["duration"]) for e in historical(gw, "MSFT")]
     assert len(asked) == len(set(asked)) >= 1  # each planned request once: a refusal is final
@@ -158,11 +158,11 @@ def test_client_id_in_use_exits_5_then_rerun_completes(make_gateway, tmp_path):
         refused = cli(tmp_path, SPAN, "--port", str(gw.port), "--client-id", str(client_id), "--data-dir", str(data))
     finally:
         squatter.disconnect()
-    assert refused.exit_code == EXIT_CLIENT_ID
+    assert refused.exit_code == Exit.CLIENT_ID
     assert "client id" in refused.stderr and str(client_id) in refused.stderr
     assert historical(gw) == []
     rerun = cli(tmp_path, SPAN, "--port", str(gw.port), "--client-id", str(client_id), "--data-dir", str(data))
-    assert rerun.exit_code == EXIT_OK, rerun.output
+    assert rerun.exit_code == Exit.OK, rerun.output
     assert_same_as_reference(data, SPAN)
 
 
@@ -171,11 +171,11 @@ def test_gateway_down_at_start_exits_3_quickly_and_the_later_rerun_completes(mak
     data = tmp_path / "data"
     started = time.monotonic()
     down = cli(tmp_path, SPAN, "--port", str(port), "--data-dir", str(data))
-    assert down.exit_code == EXIT_UNREACHABLE and str(port) in down.stderr
+    assert down.exit_code == Exit.UNREACHABLE and str(port) in down.stderr
     assert time.monotonic() - started < 15
     gw = make_gateway(port=port)  # the gateway comes back on the same port
     back = cli(tmp_path, SPAN, "--port", str(gw.port), "--data-dir", str(data))
-    assert back.exit_code == EXIT_OK, back.output
+    assert back.exit_code == Exit.OK, back.output
     assert_same_as_reference(data, SPAN)
 
 

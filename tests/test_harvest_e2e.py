@@ -10,8 +10,8 @@ import pandas as pd
 
 from harvester.ib.scheduler import RetryPolicy, TimeoutPolicy
 from harvester.job import HarvestJob, HarvestReport, run_harvest
+from harvester.model import ContractSpec
 from harvester.sim import Faults
-from harvester.universe import ContractSpec
 from tests.helpers.gateways import next_client_id
 
 FAST_RETRY = RetryPolicy(max_attempts=5, backoff_s=0.02, backoff_max_s=0.2, reconnect_attempts=5)

@@ -23,12 +23,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import queries
-from queries.connection import BARS_FILE_SCHEMA, shadow_root
+import tests
+from harvester import tables
+from queries.connection import shadow_root
 from queries.retrying import RetryingConnection, RetryingRelation, RetryPolicy, is_transient, retry_reads
 from tests.helpers.warehouses import daily_from_minutes, minute_bars, write_bars
 
 SYMBOLS = ["AAA", "BBB", "CCC"]
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(tests.__file__).resolve().parents[1]  # where `tests` imports from, for the writer process
 ROOTS = ("/wh", "/tmp/harvest-views-x")
 
 
@@ -308,15 +310,15 @@ def replace_loop(data_dir: str, rounds: int) -> None:
     """The writer process: atomically rewrite every partition `rounds` times (same rows, other row groups, as
     compaction does) and create + delete an empty stray file beside them, as the harvest's commits would."""
     files = sorted(Path(data_dir).glob("bars/*/*/*/*/*.parquet"))
-    tables = {path: pq.read_table(path) for path in files}
+    originals = {path: pq.read_table(path) for path in files}
     print("ready", flush=True)
     for i in range(rounds):
-        for path, table in tables.items():
+        for path, table in originals.items():
             tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{i}")
             pq.write_table(table, tmp, row_group_size=(512, 4096, 65_536)[i % 3], compression="zstd")
             os.replace(tmp, path)
         stray = files[0].with_name("stray.parquet")
-        pq.write_table(BARS_FILE_SCHEMA.empty_table(), stray.with_name(".stray.tmp"))
+        pq.write_table(tables.BARS_SCHEMA.empty_table(), stray.with_name(".stray.tmp"))
         os.replace(stray.with_name(".stray.tmp"), stray)
         stray.unlink()
 
@@ -328,7 +330,7 @@ def test_reader_loop_sees_no_error_while_partitions_are_replaced(warehouse, minu
     want_june = int((minutes.ts >= "2024-06-01").sum())
     rec = Recorder()
     con = queries.connect(warehouse, policy=RetryPolicy(on_retry=rec.on_retry))
-    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); from test_queries_retrying import replace_loop; "
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from {__name__} import replace_loop; "
             f"replace_loop({str(warehouse)!r}, 60)")
     writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert writer.stdout.readline().strip() == "ready"

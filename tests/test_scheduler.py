@@ -20,9 +20,8 @@ from harvester.ib.scheduler import (
     paced_limits,
 )
 from harvester.ibrules import PacingLimits
-from harvester.model import BarRequest, Outcome, SeriesKey
+from harvester.model import BarRequest, ContractSpec, Outcome, SeriesKey, WorkKind
 from harvester.sim import SimConfig, SimGateway
-from harvester.universe import ContractSpec
 from tests.helpers.gateways import FAST, next_client_id
 
 END = datetime(2024, 6, 14, 20, 0, tzinfo=UTC)
@@ -38,7 +37,7 @@ def _work(contracts, per_symbol: int) -> list[list[Work]]:
         group = []
         for k in range(per_symbol):
             end = END - timedelta(weeks=k)
-            group.append(Work("bars", info, key, BarRequest(key, end - timedelta(days=7), end, "5 D", 5)))
+            group.append(Work(WorkKind.BARS, info, key, BarRequest(key, end - timedelta(days=7), end, "5 D", 5)))
         groups.append(group)
     return groups
 
@@ -202,10 +201,10 @@ def test_backoff_doubles_up_to_the_cap():
 def test_timeout_grows_with_expected_bars():
     policy = TimeoutPolicy(base_s=10.0, per_bar_s=0.01, head_s=7.0)
     key = SeriesKey(1, "1 min", "TRADES", True)
-    small = Work("bars", None, key, BarRequest(key, END, END, "1 D", 100))
-    large = Work("bars", None, key, BarRequest(key, END, END, "10 D", 4000))
+    small = Work(WorkKind.BARS, None, key, BarRequest(key, END, END, "1 D", 100))
+    large = Work(WorkKind.BARS, None, key, BarRequest(key, END, END, "10 D", 4000))
     assert policy.for_work(small) == 11.0 and policy.for_work(large) == 50.0
-    assert policy.for_work(Work("head", None, key)) == 7.0
+    assert policy.for_work(Work(WorkKind.HEAD, None, key)) == 7.0
 
 
 def test_paced_limits_keep_an_absolute_safety_margin():

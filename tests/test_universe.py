@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harvester.universe import MAX_BYTES, MAX_ROWS, ContractSpec, UniverseError, ib_symbol, load_universe
+from harvester.model import ContractSpec
+from harvester.universe import MAX_BYTES, MAX_ROWS, UniverseError, ib_symbol, load_universe
 
 
 def write(tmp_path: Path, content: str | bytes, name: str = "u.csv") -> Path:

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.model import BarRequest, Outcome, SeriesKey
+from harvester.model import BarRequest, HeadKey, Outcome, SeriesKey
 from harvester.warehouse.store import MixedWarehouseError, Warehouse, WarehouseError
 
 GLOB = "bars/*/*/*/*/*.parquet"
@@ -264,9 +264,9 @@ def test_contracts_upsert_and_heads(tmp_path):
     with pytest.raises(WarehouseError, match="unknown column"):
         wh.save_contracts(pd.DataFrame({"con_id": [3], "sym": ["x"]}))
     head = datetime(1990, 1, 2, 14, 30, tzinfo=UTC)
-    wh.save_head(1, "TRADES", True, head)
-    wh.save_head(1, "TRADES", True, head + timedelta(days=1))
-    assert wh.heads() == {(1, "TRADES", True): head + timedelta(days=1)}
+    wh.save_head(HeadKey(1, "TRADES", True), head)
+    wh.save_head(HeadKey(1, "TRADES", True), head + timedelta(days=1))
+    assert wh.heads() == {HeadKey(1, "TRADES", True): head + timedelta(days=1)}
 
 
 def test_journal_is_flushed_at_commit_and_close(tmp_path):

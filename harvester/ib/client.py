@@ -16,17 +16,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 from ib_insync import IB, Contract
 
+from harvester.calendar import TradingCalendar
+from harvester.ib.bars import FIELDS_PER_BAR, warehouse_bars
 from harvester.ibrules import classify_error
-from harvester.model import BarRequest, Outcome
-from harvester.universe import ContractSpec
+from harvester.model import BarRequest, ContractSpec, Outcome, SeriesKey
 
 CLIENT_ID_IN_USE = 326
 CONNECTIVITY_CODES = (1100, 1101, 1102)
-BAR_COLUMNS = ["date", "open", "high", "low", "close", "volume", "wap", "bar_count"]
+HISTORICAL_DATA = 17  # incoming message id: reqId, start, end, count, then the bars' fields (server v176)
 
 # ib_insync logs every IB error at ERROR level (printed by logging's last-resort handler when the app
 # configures none); every one of them reaches the caller here as a typed outcome instead.
@@ -74,7 +74,7 @@ class QualifyResult:
 
 @dataclass(frozen=True)
 class FetchResult:
-    """One historical request's answer. `bars` holds BAR_COLUMNS (IB's raw dates) when outcome is BARS."""
+    """One historical request's answer. `bars` holds warehouse rows (`ib.bars`) when outcome is BARS."""
 
     outcome: Outcome
     bars: pd.DataFrame | None
@@ -85,11 +85,14 @@ class FetchResult:
 
 @dataclass(frozen=True)
 class Sent:
-    """A request on the wire: its reqId, the library's future for the answer, and when it left."""
+    """A request on the wire: its reqId, the library's future for the answer, and when it left;
+    for bars, the series and the calendar that date them."""
 
     req_id: int
     future: asyncio.Future
     started: float
+    series: SeriesKey | None = None
+    calendar: TradingCalendar | None = None
 
 
 @dataclass(frozen=True)
@@ -106,29 +109,6 @@ class HeadResult:
 def ib_end_time(end: datetime) -> str:
     """IB's explicit-UTC spelling `yyyymmdd-hh:mm:ss` (no zone-less string: that draws warning 2174)."""
     return end.astimezone(UTC).strftime("%Y%m%d-%H:%M:%S")
-
-
-HISTORICAL_DATA = 17  # incoming message id: reqId, start, end, count, then 8 fields per bar (server v176)
-FIELDS_PER_BAR = 8
-
-
-def bars_frame(fields: Sequence[str]) -> pd.DataFrame:
-    """The bar fields of one historicalData message → DataFrame of BAR_COLUMNS, parsed column-wise.
-
-    `date` is IB's own: daily+ bars `yyyyMMdd` (→ naive datetime64, the session date), intraday bars
-    epoch seconds with formatDate=2 (→ UTC-aware datetime64).
-    """
-    columns = [fields[k::FIELDS_PER_BAR] for k in range(FIELDS_PER_BAR)]
-    dates = columns[0]
-    if dates and len(dates[0]) == 8:  # yyyyMMdd; epoch seconds have had 10 digits since 2001
-        when = pd.to_datetime(pd.Series(dates), format="%Y%m%d")
-    else:
-        when = pd.to_datetime(pd.Series(np.array(dates, dtype=np.int64)), unit="s", utc=True)
-    frame = pd.DataFrame({name: np.array(columns[k], dtype=np.float64) for k, name in enumerate(BAR_COLUMNS)
-                          if 0 < k < 7})
-    frame.insert(0, "date", when)
-    frame["bar_count"] = np.array(columns[7], dtype=np.int64)
-    return frame
 
 
 class IBSource:
@@ -263,7 +243,7 @@ class IBSource:
         req_id = self.ib.client.getReqId()
         future = self.ib.wrapper.startReq(req_id, contract.ib_contract())
         end = "" if series.what_to_show == "ADJUSTED_LAST" else ib_end_time(request.end)
-        sent = Sent(req_id, future, time.monotonic())
+        sent = Sent(req_id, future, time.monotonic(), series, TradingCalendar.for_exchange(contract.primary_exchange))
         self._bar_fields[req_id] = []
         try:
             self.ib.client.reqHistoricalData(
@@ -291,7 +271,7 @@ class IBSource:
         fields = self._bar_fields.pop(sent.req_id, [])
         if outcome is None:
             outcome = Outcome.BARS if fields else Outcome.EMPTY
-        frame = bars_frame(fields) if outcome is Outcome.BARS else None
+        frame = warehouse_bars(fields, sent.series, sent.calendar) if outcome is Outcome.BARS else None
         return FetchResult(outcome, frame, code, text or _no_answer(outcome), latency)
 
     async def historical_bars(self, contract: ContractInfo, request: BarRequest, *, timeout: float) -> FetchResult:
@@ -309,7 +289,7 @@ class IBSource:
 
     def _on_historical_data(self, fields: list[str]) -> None:
         """Our bar requests skip ib_insync's BarData objects (most of the client's CPU on big answers):
-        their fields are kept as text and parsed column-wise by `bars_frame`. Others decode as usual."""
+        their fields are kept as text and parsed column-wise by `ib.bars`. Others decode as usual."""
         req_id = int(fields[1])
         kept = self._bar_fields.get(req_id)
         if kept is None:  # not ours, or ours but already given up (timeout): the library's own path

@@ -3,7 +3,9 @@
 Not a token bucket: a bucket refills continuously, so it lets 60 + refill through in one 10-minute
 window and IB answers the excess with 162 "pacing violation". Each rule here is "at most k events in
 any span of length s", checked against the recorded send times, plus a safety margin because the
-gateway timestamps arrival, not our send. Pure: the clock is injected.
+gateway timestamps arrival, not our send. It also keeps requests under the API's message throttle
+(docs/ib-rules.md §1): ib_insync queues rather than sends beyond 45 messages a second, and a queued
+request would reach IB later than the pacer stamped it. Pure: the clock is injected.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 from harvester.ibrules import PacingLimits
+from harvester.model import WorkKind
+
+MESSAGES_PER_S = 40  # under ib_insync's 45/s throttle, with room for the odd cancel
 
 
 @dataclass(frozen=True)
@@ -25,20 +30,27 @@ class PacedRequest:
     what_to_show: str
     identity: tuple[Hashable, ...]  # equal identities are "identical requests" for IB's 15 s rule
     weight: int  # ibrules.request_weight(what_to_show)
-    kind: str = "bars"  # "bars" | "head": head timestamps are paced like bars (CAMPUS)
+    kind: WorkKind = WorkKind.BARS  # head timestamps are paced like bars (docs/ib-rules.md §1)
 
     @property
     def contract_key(self) -> tuple[int, str, str]:
         """IB's burst rule counts per contract, exchange and whatToShow."""
         return (self.con_id, self.exchange, self.what_to_show)
 
+    @property
+    def messages(self) -> int:
+        """API messages the request costs: a head timestamp is sent, then cancelled."""
+        return 2 if self.kind is WorkKind.HEAD else 1
+
 
 class PacingWindow:
     """Sliding-window pacer: `wait_time` 0 means send now; call `sent` after sending, `finished` when done."""
 
-    def __init__(self, limits: PacingLimits, clock: Callable[[], float]) -> None:
+    def __init__(self, limits: PacingLimits, clock: Callable[[], float], messages_per_s: int = MESSAGES_PER_S) -> None:
         self.limits = limits
         self._clock = clock
+        self.messages_per_s = messages_per_s
+        self._messages: deque[float] = deque()  # API messages sent in the last second
         self._sends: deque[tuple[float, int]] = deque()  # (send time, weight), oldest first
         self._weight_in_window = 0
         self._identical: dict[tuple[Hashable, ...], float] = {}
@@ -55,10 +67,20 @@ class PacingWindow:
         ready = max(self._weighted_ready(req.weight), self._identical_ready(req), self._contract_ready(req))
         return max(0.0, ready - now)
 
+    def message_wait(self) -> float:
+        """Seconds until the costliest request (2 messages) fits under the message throttle; 0 means now."""
+        now = self._clock()
+        while self._messages and self._messages[0] <= now - 1.0:
+            self._messages.popleft()
+        if len(self._messages) + 2 > self.messages_per_s:
+            return max(0.001, self._messages[0] + 1.0 - now)
+        return 0.0
+
     def sent(self, req: PacedRequest) -> None:
         """Record that `req` went out now (call it right after the send: a late stamp errs safe)."""
         now = self._clock()
         self._expire(now)
+        self._messages.extend([now] * req.messages)
         self._sends.append((now, req.weight))
         self._weight_in_window += req.weight
         self._identical[req.identity] = now

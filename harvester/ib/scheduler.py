@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -20,12 +19,9 @@ from itertools import zip_longest
 from harvester.ib.client import ContractInfo, FetchResult, HeadResult, IBSource, Sent, SourceError
 from harvester.ib.pacing import PacedRequest, PacingWindow
 from harvester.ibrules import PacingLimits, request_weight
-from harvester.model import BarRequest, Outcome, SeriesKey
+from harvester.model import BarRequest, Outcome, SeriesKey, WorkKind
 
 LOOKAHEAD = 64  # queued requests scanned for one the pacer lets go now (avoids head-of-line blocking)
-# ib_insync queues (rather than sends) beyond 45 messages per second; a queued request would reach IB
-# later than the pacer stamped it, so bursts must stay below that throttle (a head timestamp is 2 messages).
-MESSAGES_PER_S = 40
 MIN_SAFETY_S = 0.1  # send-to-receive jitter (event loops, GIL, socket buffers) does not shrink with a scale
 
 
@@ -39,7 +35,7 @@ def paced_limits(scale: float = 1.0, min_safety_s: float = MIN_SAFETY_S) -> Paci
 class Work:
     """One request to get answered: bars for a planned window, or a series' head timestamp."""
 
-    kind: str  # "bars" | "head"
+    kind: WorkKind
     contract: ContractInfo
     series: SeriesKey
     request: BarRequest | None = None
@@ -52,11 +48,11 @@ class Work:
 
     def paced(self) -> PacedRequest:
         s = self.series
-        if self.kind == "head":
-            identity: tuple = ("head", s.con_id, s.what_to_show, s.use_rth)
+        if self.kind is WorkKind.HEAD:
+            identity: tuple = (WorkKind.HEAD, s.con_id, s.what_to_show, s.use_rth)
         else:
             assert self.request is not None
-            identity = ("bars", s.con_id, s.bar_size, s.what_to_show, s.use_rth, self.request.end,
+            identity = (WorkKind.BARS, s.con_id, s.bar_size, s.what_to_show, s.use_rth, self.request.end,
                         self.request.duration)
         return PacedRequest(
             con_id=s.con_id,
@@ -91,7 +87,7 @@ class TimeoutPolicy:
     head_s: float = 30.0
 
     def for_work(self, work: Work) -> float:
-        if work.kind == "head" or work.request is None:
+        if work.kind is WorkKind.HEAD or work.request is None:
             return self.head_s
         return self.base_s + self.per_bar_s * work.request.expected_bars
 
@@ -156,7 +152,6 @@ class Scheduler:
         self._paused: float | None = None  # since when IB's servers are unreachable (1100), if they are
         self._reconnecting: asyncio.Task | None = None
         self._gave_up: str = ""
-        self._messages: deque[float] = deque()
         self._running = False
         source.connectivity_listeners.append(self._on_connectivity)
         source.disconnect_listeners.append(self._on_disconnect)
@@ -189,7 +184,6 @@ class Scheduler:
                 paced, sent = picked.paced(), self._send(picked)
                 if sent is not None:  # stamped right after the wire write: the pacer sees real send times
                     self.window.sent(paced)
-                    self._messages.extend([self.clock()] * (2 if picked.kind == "head" else 1))
                 in_flight.add(asyncio.ensure_future(self._attempt(picked, paced, sent, pending, failures)))
                 continue
             self._wake.clear()
@@ -211,11 +205,12 @@ class Scheduler:
 
     def _pick(self, pending: list[Work]) -> tuple[Work | None, float | None]:
         """The first of the next LOOKAHEAD items allowed now, else how long until one may be."""
+        if self.source.is_throttling():
+            return None, 0.01
+        throttled = self.window.message_wait()
+        if throttled > 0:
+            return None, throttled
         now = self.clock()
-        while self._messages and self._messages[0] <= now - 1.0:
-            self._messages.popleft()
-        if len(self._messages) + 2 > MESSAGES_PER_S or self.source.is_throttling():
-            return None, max(0.001, self._messages[0] + 1.0 - now) if self._messages else 0.01
         soonest: float | None = None
         for index, work in enumerate(pending[:LOOKAHEAD]):
             wait = max(work.not_before - now, self.window.wait_time(work.paced()))
@@ -255,7 +250,7 @@ class Scheduler:
     def _send(self, work: Work) -> Sent | None:
         """Put the request on the wire now (synchronously); None when the socket is gone."""
         try:
-            if work.kind == "head":
+            if work.kind is WorkKind.HEAD:
                 return self.source.send_head(work.contract, work.series.what_to_show, work.series.use_rth)
             assert work.request is not None
             return self.source.send_bars(work.contract, work.request)
@@ -266,7 +261,7 @@ class Scheduler:
         if sent is None:
             return FetchResult(Outcome.DISCONNECTED, None, None, "not connected when sending", 0.0)
         timeout = self.timeouts.for_work(work)
-        if work.kind == "head":
+        if work.kind is WorkKind.HEAD:
             return await self.source.finish_head(sent, timeout=timeout)
         return await self.source.finish_bars(sent, timeout=timeout)
 

@@ -17,10 +17,9 @@ from harvester.calendar import TradingCalendar
 from harvester.ibrules import bar_size
 from harvester.model import BarRequest
 from harvester.warehouse.files import WarehouseError
-from harvester.warehouse.layout import BARS_SCHEMA
+from harvester.warehouse.tables import BARS_SCHEMA, REJECTED_SCHEMA
 
 INPUT_COLUMNS = ("ts", "session_date", "open", "high", "low", "close", "volume", "wap", "bar_count")
-QUARANTINE_SCHEMA = BARS_SCHEMA.append(pa.field("reason", pa.string()))
 
 
 class BarsFormatError(WarehouseError):
@@ -30,7 +29,7 @@ class BarsFormatError(WarehouseError):
 @dataclass(frozen=True)
 class CheckedBars:
     kept: pa.Table  # BARS_SCHEMA
-    quarantined: pa.Table  # QUARANTINE_SCHEMA
+    quarantined: pa.Table  # REJECTED_SCHEMA
 
 
 def check_bars(request: BarRequest, bars: pd.DataFrame | None, symbol: str,
@@ -38,7 +37,7 @@ def check_bars(request: BarRequest, bars: pd.DataFrame | None, symbol: str,
     """Normalise (UTC naive ts, sentinels → NULL) and validate one answer against its request and,
     when the instrument's calendar is given, against its sessions (RTH or extended, per the series)."""
     if bars is None or len(bars) == 0:
-        return CheckedBars(BARS_SCHEMA.empty_table(), QUARANTINE_SCHEMA.empty_table())
+        return CheckedBars(BARS_SCHEMA.empty_table(), REJECTED_SCHEMA.empty_table())
     missing = [c for c in INPUT_COLUMNS if c not in bars.columns]
     if missing:
         raise BarsFormatError(f"bars for {symbol or request.series.con_id} lack column(s): {', '.join(missing)}")
@@ -47,7 +46,7 @@ def check_bars(request: BarRequest, bars: pd.DataFrame | None, symbol: str,
     bad = reason.notna().to_numpy()
     kept = pa.Table.from_pandas(frame[~bad], schema=BARS_SCHEMA, preserve_index=False)
     rejected = frame[bad].assign(reason=reason[bad])
-    quarantined = pa.Table.from_pandas(rejected, schema=QUARANTINE_SCHEMA, preserve_index=False)
+    quarantined = pa.Table.from_pandas(rejected, schema=REJECTED_SCHEMA, preserve_index=False)
     return CheckedBars(kept, quarantined)
 
 

@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
+import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -21,13 +22,13 @@ import pyarrow.parquet as pq
 from harvester.ibrules import BY_LABEL, WHAT_TO_SHOW
 from harvester.warehouse.files import (
     ROW_GROUP_ROWS,
-    WarehouseError,
     is_temp_file,
     remove_durably,
     write_parquet_atomic,
 )
-from harvester.warehouse.layout import BARS_SCHEMA, PartitionKey, merge_newest_wins, part_name
+from harvester.warehouse.layout import BARS_DIR, PartitionKey, split_by_partition
 from harvester.warehouse.lock import WriterLock
+from harvester.warehouse.tables import BAR_COLUMNS, BARS_SCHEMA
 
 
 @dataclass
@@ -44,11 +45,11 @@ def compact(data_dir: str | Path) -> CompactStats:
     root = Path(data_dir).absolute()
     stats = CompactStats()
     with WriterLock(root):
-        for tmp in (root / "bars").rglob(".*"):
+        for tmp in (root / BARS_DIR).rglob(".*"):
             if tmp.is_file() and is_temp_file(tmp):
                 remove_durably(tmp)
                 stats.temp_files_removed += 1
-        for year_dir in sorted((root / "bars").glob("*/*/*/year=*")):
+        for year_dir in sorted((root / BARS_DIR).glob("*/*/*/year=*")):
             _compact_year_dir(root, year_dir, stats)
     return stats
 
@@ -66,17 +67,12 @@ def _compact_year_dir(root: Path, year_dir: Path, stats: CompactStats) -> None:
     fields = _dir_fields(year_dir)
     if fields is None:
         return  # not a directory of ours: never write into it
-    granularity = BY_LABEL[fields[0]].partition
-    slices: dict[str, list[tuple[Path, pa.Table]]] = {}
-    fmt = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}[granularity]
+    slices: dict[PartitionKey, list[tuple[Path, pa.Table]]] = {}
     for path, table in tables.items():
-        slots = pc.strftime(table["session_date"].cast(pa.timestamp("s")), format=fmt)
-        for slot in pc.unique(slots).to_pylist():
-            slices.setdefault(slot, []).append((path, table.filter(pc.equal(slots, slot))))
+        for key, part in split_by_partition(table, *fields):
+            slices.setdefault(key, []).append((path, part))
     written: set[Path] = set()
-    for slot_tables in slices.values():
-        first_day = slot_tables[0][1]["session_date"][0].as_py()
-        key = _key_for_dir(year_dir, first_day.year, part_name(first_day, granularity))
+    for key, slot_tables in slices.items():
         target = key.path(root)
         if [p for p, _ in slot_tables] == [target] and _well_formed(target, tables[target]):
             written.add(target)
@@ -106,11 +102,6 @@ def _dir_fields(year_dir: Path) -> tuple[str, str, bool] | None:
     return label, what, rth == "1"
 
 
-def _key_for_dir(year_dir: Path, year: int, part: str) -> PartitionKey:
-    label, what, rth = _dir_fields(year_dir)
-    return PartitionKey(label, what, rth, year, part)
-
-
 def _well_formed(path: Path, table: pa.Table) -> bool:
     """Right row-group count for its size and sorted by (symbol, ts)."""
     meta = pq.ParquetFile(path).metadata
@@ -122,16 +113,25 @@ def _well_formed(path: Path, table: pa.Table) -> bool:
     return pc.all(pc.equal(order, pa.array(range(table.num_rows), pa.uint64()))).as_py()
 
 
-@click.command("compact")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="HARVEST_DATA_DIR",
-              default=Path("data"), show_default=True, help="The warehouse directory.")
-def compact_command(data_dir: Path) -> None:
-    """Rewrite partitions with stray files or poor row groups into the canonical layout."""
+def merge_newest_wins(tables: list[pa.Table]) -> pa.Table:
+    """Concatenate oldest→newest, keep the newest row per (con_id, ts), sort (symbol, ts).
+
+    Dedupe is on the key, never on values: IB revises bars, and the latest fetch is the truth.
+    Commit merges staged answers into a partition with it, as compaction merges strays.
+    """
+    ordered = [
+        t.select(BAR_COLUMNS).cast(BARS_SCHEMA).append_column("_o", pa.array(np.full(t.num_rows, i, np.int32)))
+        for i, t in enumerate(tables)
+    ]
+    combined = pa.concat_tables(ordered)
+    con = duckdb.connect()
     try:
-        stats = compact(data_dir)
-    except WarehouseError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"rewrote {stats.partitions_rewritten} partition(s) ({stats.rows} rows), removed "
-               f"{stats.files_removed} stray file(s) and {stats.temp_files_removed} temp file(s)")
-    for path in stats.unreadable:
-        click.echo(f"unreadable, left for `verify`: {path}", err=True)
+        con.register("combined", combined)
+        result = con.sql(
+            "SELECT * EXCLUDE (_o, _r) FROM ("
+            " SELECT *, row_number() OVER (PARTITION BY con_id, ts ORDER BY _o DESC) AS _r FROM combined)"
+            " WHERE _r = 1 ORDER BY symbol, ts, con_id"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return result.cast(BARS_SCHEMA)

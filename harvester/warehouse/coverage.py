@@ -7,65 +7,12 @@ partition was quarantined) splits rows and forgets their bar counts, so the plan
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TypeVar
 
 import pandas as pd
-import pyarrow as pa
 
-from harvester.model import SeriesKey
-
-Interval = tuple[datetime, datetime]
-Point = TypeVar("Point", datetime, int)  # aware datetimes here; epoch seconds in the planner
-
-COVERAGE_SCHEMA = pa.schema(
-    [
-        ("con_id", pa.int64()),
-        ("bar_size", pa.string()),
-        ("what_to_show", pa.string()),
-        ("use_rth", pa.bool_()),
-        ("start_ts", pa.timestamp("us")),
-        ("end_ts", pa.timestamp("us")),
-        ("kind", pa.string()),
-        ("bars", pa.int64()),
-        ("recorded_at", pa.timestamp("us")),
-    ]
-)
-IDENTITY = ["con_id", "bar_size", "what_to_show", "use_rth", "start_ts", "end_ts", "kind"]
-
-
-def merge_intervals(intervals: Iterable[tuple[Point, Point]]) -> list[tuple[Point, Point]]:
-    """Sorted union; overlapping and touching intervals fuse ([a,b) + [b,c) = [a,c)); empty ones vanish."""
-    merged: list[tuple[Point, Point]] = []
-    for start, end in sorted(i for i in intervals if i[0] < i[1]):
-        if merged and start <= merged[-1][1]:
-            if end > merged[-1][1]:
-                merged[-1] = (merged[-1][0], end)
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def subtract_intervals(
-    wanted: Iterable[tuple[Point, Point]], covered: Iterable[tuple[Point, Point]]
-) -> list[tuple[Point, Point]]:
-    """The parts of `wanted` not in `covered` (both arbitrary; result merged and sorted)."""
-    holes = merge_intervals(covered)
-    result: list[tuple[Point, Point]] = []
-    for start, end in merge_intervals(wanted):
-        cursor = start
-        for h_start, h_end in holes:
-            if h_end <= cursor or h_start >= end:
-                continue
-            if h_start > cursor:
-                result.append((cursor, h_start))
-            cursor = max(cursor, h_end)
-            if cursor >= end:
-                break
-        if cursor < end:
-            result.append((cursor, end))
-    return result
+from harvester.model import Interval, SeriesKey, merge_intervals, subtract_intervals
+from harvester.warehouse.tables import COVERAGE_IDENTITY
 
 
 class CoverageIndex:
@@ -113,7 +60,7 @@ def naive_utc(ts: datetime) -> pd.Timestamp:
 
 def dedupe_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """Drop re-recorded rows (a recovery commit re-records the same answers): identity ignores recorded_at."""
-    return rows.drop_duplicates(subset=IDENTITY, keep="first").sort_values(IDENTITY, kind="stable")
+    return rows.drop_duplicates(subset=COVERAGE_IDENTITY, keep="first").sort_values(COVERAGE_IDENTITY, kind="stable")
 
 
 def trim_rows(

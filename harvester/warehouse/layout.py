@@ -1,39 +1,47 @@
-"""Where bars live on disk and how one partition file is merged: the fixed layout of ../prompts/layout.md.
+"""Where everything lives in the warehouse: every path and file name is written here and nowhere else.
 
-bars/bar_size=<label>/what_to_show=<W>/use_rth=<0|1>/year=<YYYY>/<part>.parquet, keyed by the exchange
-session date (so a session's evening bars never straddle two files). Every path component comes from an
-allow-list (ibrules), never from a symbol, so nothing can escape the data directory.
+Bars: bars/bar_size=<label>/what_to_show=<W>/use_rth=<0|1>/year=<YYYY>/<part>.parquet, keyed by the exchange
+session date (so a session's evening bars never straddle two files); <part> is `data` (a year), `YYYY-MM`
+or `YYYY-MM-DD` by bar size. Every path component comes from an allow-list (ibrules), never from a
+symbol, so nothing can escape the data directory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
-import duckdb
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from harvester.ibrules import BAR_SIZES, BY_LABEL, WHAT_TO_SHOW
+from harvester.ibrules import BAR_SIZES, BY_LABEL, WHAT_TO_SHOW, BarSize
 from harvester.warehouse.files import WarehouseError
 
-BARS_SCHEMA = pa.schema(
-    [
-        ("symbol", pa.string()),
-        ("con_id", pa.int64()),
-        ("ts", pa.timestamp("us")),
-        ("session_date", pa.date32()),
-        ("open", pa.float64()),
-        ("high", pa.float64()),
-        ("low", pa.float64()),
-        ("close", pa.float64()),
-        ("volume", pa.float64()),
-        ("wap", pa.float64()),
-        ("bar_count", pa.int64()),
-    ]
-)
-BAR_COLUMNS = BARS_SCHEMA.names
+# Every file and directory of the warehouse, relative to its root. Readers (queries) glob these too.
+META_FILE = "warehouse.json"  # simulated or real, gateway, account
+VERIFIED_FILE = "verified.json"  # (size, mtime) of each partition file read back whole since it changed
+LOCK_FILE = ".harvest.lock"
+STAGING_DIR = "_staging"  # answers fetched, not yet committed
+BARS_DIR = "bars"
+BARS_GLOB = "bars/*/*/*/*/*.parquet"  # every partition file, and nothing else
+CONTRACTS_FILE = "contracts/contracts.parquet"
+HEADS_FILE = "heads/heads.parquet"
+COVERAGE_FILE = "coverage/coverage.parquet"
+JOURNAL_DIR = "journal"
+JOURNAL_GLOB = "journal/*.parquet"
+QUARANTINE_DIR = "quarantine"
+QUARANTINE_GLOB = "quarantine/bars-*.parquet"  # rows refused at the door
+QUARANTINE_FILES_DIR = "quarantine/files"  # whole files found unreadable, moved aside
+
+
+def journal_file(run_id: str, seq: int) -> str:
+    return f"{JOURNAL_DIR}/{run_id}-{seq:04d}.parquet"
+
+
+def quarantine_file(run_id: str, seq: int) -> str:
+    return f"{QUARANTINE_DIR}/bars-{run_id}-{seq:08d}.parquet"
 
 
 @dataclass(frozen=True, order=True)
@@ -57,7 +65,7 @@ class PartitionKey:
     def path(self, data_dir: Path) -> Path:
         return (
             data_dir
-            / "bars"
+            / BARS_DIR
             / f"bar_size={self.label}"
             / f"what_to_show={self.what_to_show}"
             / f"use_rth={int(self.use_rth)}"
@@ -107,15 +115,10 @@ def part_name(session_day: date, granularity: str) -> str:
     return session_day.isoformat()
 
 
-def key_for(bar_size_ib: str, what_to_show: str, use_rth: bool, session_day: date) -> PartitionKey:
-    b = BAR_SIZES[bar_size_ib]
-    return PartitionKey(b.label, what_to_show, use_rth, session_day.year, part_name(session_day, b.partition))
-
-
 def parse_partition_path(data_dir: Path, path: Path) -> PartitionKey | None:
     """The PartitionKey a bars file path spells, or None for anything that is not a legal partition file."""
     try:
-        rel = path.relative_to(data_dir / "bars").parts
+        rel = path.relative_to(data_dir / BARS_DIR).parts
     except ValueError:
         return None
     if len(rel) != 5 or not rel[4].endswith(".parquet"):
@@ -132,24 +135,28 @@ def parse_partition_path(data_dir: Path, path: Path) -> PartitionKey | None:
         return None
 
 
-def merge_newest_wins(tables: list[pa.Table]) -> pa.Table:
-    """Concatenate oldest→newest, keep the newest row per (con_id, ts), sort (symbol, ts).
+def partition_files(root: Path, size: BarSize, what_to_show: str, use_rth: bool,
+                    start: datetime, end: datetime) -> list[Path]:
+    """Every partition file (existing or not) that can hold bars starting in [start, end): a session
+    date is within a day of its bars' UTC start, so the range is widened by a day each side."""
+    first = start.date() - timedelta(days=1)
+    last = (end - timedelta(microseconds=1)).date() + timedelta(days=1)
+    days = (first + timedelta(days=i) for i in range((last - first).days + 1))
+    keys = dict.fromkeys(PartitionKey(size.label, what_to_show, use_rth, d.year, part_name(d, size.partition))
+                         for d in days)
+    return [key.path(root) for key in keys]
 
-    Dedupe is on the key, never on values: IB revises bars, and the latest fetch is the truth.
-    """
-    ordered = [
-        t.select(BAR_COLUMNS).cast(BARS_SCHEMA).append_column("_o", pa.array(np.full(t.num_rows, i, np.int32)))
-        for i, t in enumerate(tables)
-    ]
-    combined = pa.concat_tables(ordered)
-    con = duckdb.connect()
-    try:
-        con.register("combined", combined)
-        result = con.sql(
-            "SELECT * EXCLUDE (_o, _r) FROM ("
-            " SELECT *, row_number() OVER (PARTITION BY con_id, ts ORDER BY _o DESC) AS _r FROM combined)"
-            " WHERE _r = 1 ORDER BY symbol, ts, con_id"
-        ).to_arrow_table()
-    finally:
-        con.close()
-    return result.cast(BARS_SCHEMA)
+
+_SLOT_FORMAT = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}
+
+
+def split_by_partition(table: pa.Table, label: str, what_to_show: str, use_rth: bool
+                       ) -> Iterator[tuple[PartitionKey, pa.Table]]:
+    """The rows of one series family, cut into the partitions their session dates belong to.
+    Commit and compaction both file rows with this, so they can never disagree on where a row goes."""
+    granularity = BY_LABEL[label].partition
+    slots = pc.strftime(table["session_date"].cast(pa.timestamp("s")), format=_SLOT_FORMAT[granularity])
+    for slot in pc.unique(slots).to_pylist():
+        part = table.filter(pc.equal(slots, slot))
+        first_day = part["session_date"][0].as_py()
+        yield PartitionKey(label, what_to_show, use_rth, first_day.year, part_name(first_day, granularity)), part

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Self
 
 from harvester.warehouse.files import WarehouseError
+from harvester.warehouse.layout import LOCK_FILE
 
 log = logging.getLogger(__name__)
-LOCK_NAME = ".harvest.lock"
 
 
 class WarehouseLocked(WarehouseError):
@@ -36,7 +36,7 @@ class WriterLock:
     """Exclusive, non-blocking; `took_over` tells whether a dead holder's lock was taken over."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.path = Path(data_dir) / LOCK_NAME
+        self.path = Path(data_dir) / LOCK_FILE
         self._fd: int | None = None
         self.took_over: dict | None = None
 

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 
 from harvester.model import BarRequest, Outcome, SeriesKey
 from harvester.warehouse.files import fsync_dir, write_parquet_atomic
+from harvester.warehouse.layout import STAGING_DIR
 
-STAGING_DIR = "_staging"
 META_KEY = "harvester.stage"
 TRASH_PREFIX = ".trash-"
 

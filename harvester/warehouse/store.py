@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harvester.calendar import TradingCalendar
 from harvester.ibrules import BAR_SIZES, WHAT_TO_SHOW
-from harvester.model import BarRequest, Outcome
+from harvester.model import BarRequest, HeadKey, Outcome
 from harvester.warehouse.checks import check_bars
-from harvester.warehouse.coverage import COVERAGE_SCHEMA, CoverageIndex, dedupe_rows, naive_utc, trim_rows
+from harvester.warehouse.compaction import merge_newest_wins
+from harvester.warehouse.coverage import CoverageIndex, dedupe_rows, naive_utc, trim_rows
 from harvester.warehouse.files import (
     WarehouseError,
     ensure_dir,
@@ -36,18 +36,28 @@ from harvester.warehouse.files import (
     write_parquet_atomic,
 )
 from harvester.warehouse.layout import (
-    BARS_SCHEMA,
+    BARS_GLOB,
+    CONTRACTS_FILE,
+    COVERAGE_FILE,
+    HEADS_FILE,
+    META_FILE,
+    QUARANTINE_FILES_DIR,
+    VERIFIED_FILE,
     PartitionKey,
-    merge_newest_wins,
+    journal_file,
     parse_partition_path,
-    part_name,
+    quarantine_file,
+    split_by_partition,
 )
 from harvester.warehouse.lock import WarehouseLocked, WriterLock
 from harvester.warehouse.staging import StagedEntry, StagingArea
 from harvester.warehouse.tables import (
+    BARS_SCHEMA,
     CONTRACTS_SCHEMA,
+    COVERAGE_SCHEMA,
     HEADS_SCHEMA,
     JOURNAL_SCHEMA,
+    QUARANTINE_SCHEMA,
     frame_to_table,
     rows_to_table,
     utc_now_naive,
@@ -120,7 +130,7 @@ class Warehouse:
         ensure_dir(path)
         if not os.access(path, os.W_OK | os.X_OK):
             raise WarehouseError(f"data directory {path} is not writable")
-        meta_path = path / "warehouse.json"
+        meta_path = path / META_FILE
         if meta_path.exists():
             try:
                 meta = json.loads(meta_path.read_text())
@@ -154,33 +164,33 @@ class Warehouse:
             return schema.empty_table()
 
     def coverage(self) -> CoverageIndex:
-        return CoverageIndex.from_frame(self._read_table("coverage/coverage.parquet", COVERAGE_SCHEMA).to_pandas())
+        return CoverageIndex.from_frame(self._read_table(COVERAGE_FILE, COVERAGE_SCHEMA).to_pandas())
 
-    def heads(self) -> dict[tuple[int, str, bool], datetime]:
-        frame = self._read_table("heads/heads.parquet", HEADS_SCHEMA).to_pandas()
+    def heads(self) -> dict[HeadKey, datetime]:
+        frame = self._read_table(HEADS_FILE, HEADS_SCHEMA).to_pandas()
         return {
-            (int(r.con_id), str(r.what_to_show), bool(r.use_rth)): pd.Timestamp(r.head_ts)
+            HeadKey(int(r.con_id), str(r.what_to_show), bool(r.use_rth)): pd.Timestamp(r.head_ts)
             .tz_localize(UTC).to_pydatetime()
             for r in frame.itertuples(index=False)
         }
 
-    def save_head(self, con_id: int, what_to_show: str, use_rth: bool, head_ts: datetime) -> None:
-        if what_to_show not in WHAT_TO_SHOW:
-            raise WarehouseError(f"unknown whatToShow {what_to_show!r}")
-        row = {"con_id": con_id, "what_to_show": what_to_show, "use_rth": use_rth,
+    def save_head(self, key: HeadKey, head_ts: datetime) -> None:
+        if key.what_to_show not in WHAT_TO_SHOW:
+            raise WarehouseError(f"unknown whatToShow {key.what_to_show!r}")
+        row = {"con_id": key.con_id, "what_to_show": key.what_to_show, "use_rth": key.use_rth,
                "head_ts": naive_utc(head_ts).to_pydatetime(), "fetched_at": utc_now_naive()}
-        self._upsert("heads/heads.parquet", HEADS_SCHEMA, rows_to_table([row], HEADS_SCHEMA, "head"),
+        self._upsert(HEADS_FILE, HEADS_SCHEMA, rows_to_table([row], HEADS_SCHEMA, "head"),
                      ["con_id", "what_to_show", "use_rth"])
 
     def contracts(self) -> pd.DataFrame:
-        return self._read_table("contracts/contracts.parquet", CONTRACTS_SCHEMA).to_pandas()
+        return self._read_table(CONTRACTS_FILE, CONTRACTS_SCHEMA).to_pandas()
 
     def save_contracts(self, df: pd.DataFrame) -> None:
         if "con_id" not in df.columns or df["con_id"].isna().any():
             raise WarehouseError("contracts frame needs a con_id on every row")
         if "qualified_at" not in df.columns:
             df = df.assign(qualified_at=utc_now_naive())
-        self._upsert("contracts/contracts.parquet", CONTRACTS_SCHEMA,
+        self._upsert(CONTRACTS_FILE, CONTRACTS_SCHEMA,
                      frame_to_table(df, CONTRACTS_SCHEMA, "contracts"), ["con_id"])
 
     def _upsert(self, rel: str, schema: pa.Schema, new: pa.Table, key: list[str]) -> None:
@@ -209,7 +219,8 @@ class Warehouse:
             table = checked.quarantined
             for name in extra.column_names:
                 table = table.append_column(name, extra[name])
-            write_parquet_atomic(self.data_dir / "quarantine" / f"bars-{self.run_id}-{seq:08d}.parquet", table)
+            table = table.cast(QUARANTINE_SCHEMA)
+            write_parquet_atomic(self.data_dir / quarantine_file(self.run_id, seq), table)
         self._staging.put(self._batch, seq, request, outcome, checked.kept, symbol)
         return StageResult(checked.kept.num_rows, checked.quarantined.num_rows, outcome.covers)
 
@@ -220,7 +231,7 @@ class Warehouse:
         if not self._journal:
             return 0
         table = rows_to_table(self._journal, JOURNAL_SCHEMA, "journal")
-        write_parquet_atomic(self.data_dir / "journal" / f"{self.run_id}-{next(self._journal_seq):04d}.parquet", table)
+        write_parquet_atomic(self.data_dir / journal_file(self.run_id, next(self._journal_seq)), table)
         self._journal.clear()
         return table.num_rows
 
@@ -248,7 +259,8 @@ class Warehouse:
             table = entry.read_bars()
             if table is None:
                 continue
-            for key, part in _split_by_partition(entry, table):
+            s = entry.series
+            for key, part in split_by_partition(table, BAR_SIZES[s.bar_size].label, s.what_to_show, s.use_rth):
                 slices.setdefault(key, []).append(part)
         for key in sorted(slices):
             path = key.path(self.data_dir)
@@ -272,7 +284,7 @@ class Warehouse:
     def _quarantine_partition(self, path: Path, key: PartitionKey, error: str) -> CorruptFile:
         """Forget its coverage first (durably), then move it aside: claiming less than is stored is safe."""
         start, end = key.utc_range()
-        rows = self._read_table("coverage/coverage.parquet", COVERAGE_SCHEMA).to_pandas()
+        rows = self._read_table(COVERAGE_FILE, COVERAGE_SCHEMA).to_pandas()
         for bar_size in key.ib_bar_sizes():
             rows = trim_rows(rows, [bar_size], key.what_to_show, key.use_rth, start, end)
         self._write_coverage(rows)
@@ -281,7 +293,7 @@ class Warehouse:
     def _quarantine_file(self, path: Path, error: str) -> CorruptFile:
         rel = path.relative_to(self.data_dir)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        target = self.data_dir / "quarantine" / "files" / rel.parent / f"{rel.name}.corrupt-{stamp}"
+        target = self.data_dir / QUARANTINE_FILES_DIR / rel.parent / f"{rel.name}.corrupt-{stamp}"
         ensure_dir(target.parent)
         shutil.move(path, target)
         fsync_dir(target.parent)
@@ -302,14 +314,14 @@ class Warehouse:
         ]
         if not new:
             return 0
-        rows = self._read_table("coverage/coverage.parquet", COVERAGE_SCHEMA).to_pandas()
+        rows = self._read_table(COVERAGE_FILE, COVERAGE_SCHEMA).to_pandas()
         fresh = rows_to_table(new, COVERAGE_SCHEMA, "coverage").to_pandas()
         self._write_coverage(pd.concat([rows, fresh], ignore_index=True))
         return len(new)
 
     def _write_coverage(self, rows: pd.DataFrame) -> None:
         table = pa.Table.from_pandas(dedupe_rows(rows), schema=COVERAGE_SCHEMA, preserve_index=False)
-        write_parquet_atomic(self.data_dir / "coverage" / "coverage.parquet", table)
+        write_parquet_atomic(self.data_dir / COVERAGE_FILE, table)
 
     def verify(self) -> list[CorruptFile]:
         """Read every partition file changed since it was last verified; quarantine the unreadable ones
@@ -318,13 +330,13 @@ class Warehouse:
         A (size, mtime) record per file keeps the nightly cost to the files the last run touched;
         a file damaged since (truncated, garbled, replaced by hand) no longer matches and is read again.
         """
-        record_path = self.data_dir / "verified.json"
+        record_path = self.data_dir / VERIFIED_FILE
         try:
             record = json.loads(record_path.read_text())
         except (OSError, ValueError):
             record = {}
         stats, seen = CommitStats(), {}
-        for path in sorted((self.data_dir / "bars").glob("*/*/*/*/*.parquet")):
+        for path in sorted(self.data_dir.glob(BARS_GLOB)):
             key = parse_partition_path(self.data_dir, path)
             if key is None:
                 continue
@@ -341,16 +353,3 @@ class Warehouse:
         self._flush_journal()
         self._staging.empty_trash()
 
-
-def _split_by_partition(entry: StagedEntry, table: pa.Table) -> Iterator[tuple[PartitionKey, pa.Table]]:
-    s = entry.series
-    granularity = BAR_SIZES[s.bar_size].partition
-    days = table["session_date"].cast(pa.timestamp("s"))
-    fmt = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}[granularity]
-    slots = pc.strftime(days, format=fmt)
-    for slot in pc.unique(slots).to_pylist():
-        part = table.filter(pc.equal(slots, slot))
-        first_day = part["session_date"][0].as_py()
-        key = PartitionKey(BAR_SIZES[s.bar_size].label, s.what_to_show, s.use_rth, first_day.year,
-                           part_name(first_day, granularity))
-        yield key, part

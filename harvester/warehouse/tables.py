@@ -1,6 +1,7 @@
-"""The warehouse's small tables (contracts, heads, journal): fixed schemas and frame → Arrow conversion.
+"""Every table the warehouse stores, by its Parquet schema (written here and nowhere else), and rows → Arrow.
 
-Fixed schemas keep every file readable by one DuckDB glob without `union_by_name` (which reads every footer).
+Fixed schemas keep every file readable by one DuckDB glob without `union_by_name` (which reads every footer);
+`queries` builds its views from these same schemas. Timestamps are naive UTC, microseconds.
 """
 
 from __future__ import annotations
@@ -15,6 +16,44 @@ import pyarrow as pa
 from harvester.model import Outcome
 from harvester.warehouse.files import WarehouseError
 
+_TS = pa.timestamp("us")
+BARS_SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("con_id", pa.int64()),
+        ("ts", _TS),  # the bar's start
+        ("session_date", pa.date32()),  # the exchange's trading date
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("volume", pa.float64()),
+        ("wap", pa.float64()),
+        ("bar_count", pa.int64()),
+    ]
+)
+BAR_COLUMNS = BARS_SCHEMA.names
+# A partition's path says its bar size, whatToShow and RTH flag; the views read them back as columns.
+BARS_PARTITION_COLUMNS = ("bar_size", "what_to_show", "use_rth")
+REJECTED_SCHEMA = BARS_SCHEMA.append(pa.field("reason", pa.string()))  # one answer's rows refused at the door
+QUARANTINE_SCHEMA = pa.schema(
+    list(REJECTED_SCHEMA)
+    + [("bar_size", pa.string()), ("what_to_show", pa.string()), ("use_rth", pa.bool_()), ("quarantined_at", _TS)]
+)
+COVERAGE_SCHEMA = pa.schema(
+    [
+        ("con_id", pa.int64()),
+        ("bar_size", pa.string()),
+        ("what_to_show", pa.string()),
+        ("use_rth", pa.bool_()),
+        ("start_ts", _TS),
+        ("end_ts", _TS),
+        ("kind", pa.string()),  # "bars" | "empty" (IB said there are none)
+        ("bars", pa.int64()),
+        ("recorded_at", _TS),
+    ]
+)
+COVERAGE_IDENTITY = ["con_id", "bar_size", "what_to_show", "use_rth", "start_ts", "end_ts", "kind"]
 CONTRACTS_SCHEMA = pa.schema(
     [
         ("con_id", pa.int64()),
@@ -27,7 +66,7 @@ CONTRACTS_SCHEMA = pa.schema(
         ("time_zone", pa.string()),
         ("trading_hours", pa.string()),
         ("liquid_hours", pa.string()),
-        ("qualified_at", pa.timestamp("us")),
+        ("qualified_at", _TS),
     ]
 )
 HEADS_SCHEMA = pa.schema(
@@ -35,22 +74,22 @@ HEADS_SCHEMA = pa.schema(
         ("con_id", pa.int64()),
         ("what_to_show", pa.string()),
         ("use_rth", pa.bool_()),
-        ("head_ts", pa.timestamp("us")),
-        ("fetched_at", pa.timestamp("us")),
+        ("head_ts", _TS),
+        ("fetched_at", _TS),
     ]
 )
 JOURNAL_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
-        ("sent_at", pa.timestamp("us")),
+        ("sent_at", _TS),
         ("con_id", pa.int64()),
         ("symbol", pa.string()),
         ("kind", pa.string()),
         ("bar_size", pa.string()),
         ("what_to_show", pa.string()),
         ("use_rth", pa.bool_()),
-        ("start_ts", pa.timestamp("us")),
-        ("end_ts", pa.timestamp("us")),
+        ("start_ts", _TS),
+        ("end_ts", _TS),
         ("duration", pa.string()),
         ("outcome", pa.string()),
         ("error_code", pa.int64()),

@@ -21,13 +21,13 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
+from harvester import layout
 from harvester.ib.scheduler import RetryPolicy, TimeoutPolicy
 from harvester.job import HarvestJob, HarvestReport, run_harvest
+from harvester.model import ContractSpec
 from harvester.sim import SimConfig, SimGateway
-from harvester.universe import ContractSpec
 from tests.helpers.gateways import PACING_SCALE, SIM_NOW
 
-BARS_GLOB = "bars/*/*/*/*/*.parquet"  # the readers' one glob (layout.md)
 FAST_RETRY = RetryPolicy(max_attempts=8, backoff_s=0.02, backoff_max_s=0.2, reconnect_attempts=8)
 SHORT_TIMEOUTS = TimeoutPolicy(base_s=1.0, per_bar_s=0.001, head_s=1.0)
 VALUE_COLUMNS = ("symbol", "session_date", "open", "high", "low", "close", "volume", "wap", "bar_count")
@@ -113,11 +113,11 @@ class Diff:
 
 
 def _bars_sql(data_dir: Path) -> str:
-    files = list(data_dir.glob(BARS_GLOB))
+    files = list(data_dir.glob(layout.BARS_GLOB))
     if not files:
         cols = ", ".join(f"NULL AS {c}" for c in (*KEY_COLUMNS, *VALUE_COLUMNS))
         return f"SELECT {cols} WHERE false"
-    return (f"SELECT * FROM read_parquet('{data_dir}/{BARS_GLOB}', hive_partitioning = true, "
+    return (f"SELECT * FROM read_parquet('{data_dir}/{layout.BARS_GLOB}', hive_partitioning = true, "
             "hive_types = {'bar_size': VARCHAR, 'what_to_show': VARCHAR, 'use_rth': INTEGER, 'year': INTEGER})")
 
 

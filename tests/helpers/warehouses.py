@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harvester import tables
 from harvester.ibrules import BAR_SIZES
-from queries.connection import _SCHEMAS, BARS_FILE_SCHEMA
 
 XNYS = exchange_calendars.get_calendar("XNYS", start="2019-01-02")
 
@@ -77,8 +77,8 @@ def write_bars(data_dir: Path, df: pd.DataFrame, bar_size: str = "1 min", what: 
         d = data_dir / "bars" / f"bar_size={b.label}" / f"what_to_show={what}" / f"use_rth={int(use_rth)}"
         path = d / f"year={year}" / f"{name}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pandas(chunk.sort_values(["symbol", "ts"])[BARS_FILE_SCHEMA.names],
-                                     preserve_index=False).cast(BARS_FILE_SCHEMA)
+        table = pa.Table.from_pandas(chunk.sort_values(["symbol", "ts"])[tables.BARS_SCHEMA.names],
+                                     preserve_index=False).cast(tables.BARS_SCHEMA)
         pq.write_table(table, path, compression="zstd", row_group_size=65_536)
         paths.append(path)
     return paths
@@ -86,9 +86,8 @@ def write_bars(data_dir: Path, df: pd.DataFrame, bar_size: str = "1 min", what: 
 
 def write_table(data_dir: Path, name: str, rows: list[dict], file: str | None = None) -> Path:
     """Write rows to contracts/heads/coverage/journal/quarantine with the layout's schema."""
-    rel = next(r for r in _SCHEMAS if r.startswith(name + "/"))
-    schema = _SCHEMAS[rel]
-    path = data_dir / name / (file or Path(rel).name)
+    schema = getattr(tables, f"{name.upper()}_SCHEMA")
+    path = data_dir / name / (file or f"{name}.parquet")
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return path

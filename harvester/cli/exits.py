@@ -1,0 +1,34 @@
+"""The exit codes every `harvest` verb uses, and the one-line failure that ends a verb.
+
+  0  done (the nightly job: every series complete)
+  1  some series failed (the summary lists them by symbol with the reason)
+  2  bad input or configuration (option, universe file, harvest.toml, data directory, query) — nothing touched
+  3  no IB gateway reachable at host:port
+  4  another harvest holds the warehouse lock
+  5  the client id is in use by another API client (IB error 326)
+130  interrupted (Ctrl-C); whatever was staged is committed by the next run
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from typing import NoReturn
+
+import click
+
+
+class Exit(enum.IntEnum):
+    OK = 0
+    FAILED = 1
+    BAD_INPUT = 2
+    UNREACHABLE = 3
+    LOCKED = 4
+    CLIENT_ID = 5
+    INTERRUPTED = 130  # Ctrl-C, the shell's convention
+
+
+def fail(code: Exit, message: str) -> NoReturn:
+    """One line on stderr naming the culprit, then the documented exit code; never a traceback."""
+    click.echo(f"harvest: {message}", err=True)
+    sys.exit(int(code))

@@ -1,0 +1,21 @@
+"""`harvest sql-init`: a DuckDB CLI init script with the same views as `queries.connect()`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harvester.cli.options import data_dir_option, settings_for
+from queries import resolve_data_dir, write_init_script
+
+
+@click.command("sql-init")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("harvest_init.sql"),
+              show_default=True, help="Init script for `duckdb -init FILE`.")
+@data_dir_option
+@click.pass_context
+def sql_init_command(ctx: click.Context, output: Path, data_dir: Path | None) -> None:
+    """Write a DuckDB CLI init script creating the same views (absolute paths)."""
+    script = write_init_script(output, resolve_data_dir(settings_for(ctx, data_dir=data_dir).data_dir))
+    click.echo(f"wrote {script}; run: duckdb -init {script}")

@@ -1,0 +1,24 @@
+"""`warehouse_status()`: what the warehouse holds, per bar size (the `status` scanner), and where it came from."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from harvester import layout
+from queries import scanners
+from queries.connection import connect, resolve_data_dir
+
+
+def warehouse_status(data_dir: str | os.PathLike[str] | None = None) -> dict:
+    """Per bar size: series, covered days, bars, missing sessions, files, bytes, last commit; + origin."""
+    directory = resolve_data_dir(data_dir)
+    meta_path = directory / layout.META_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    rows = scanners.run(connect(directory), "status").df()
+    return {
+        "data_dir": str(directory),
+        "simulated": meta.get("simulated"),
+        "gateway": meta.get("gateway"),
+        "bar_sizes": json.loads(rows.to_json(orient="records", date_format="iso")),
+    }
