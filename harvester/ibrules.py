@@ -1,7 +1,7 @@
 """IB's historical-data rules as data: bar sizes, their storage partitions, durations, pacing limits.
 
 Everything the planner, pacer, scheduler and warehouse need to know about IB's limits lives here,
-so a changed rule is a one-line change. Sources: ../shared/ib-facts.md §1–§3.
+so a changed rule is a one-line change. Sources: docs/ib-rules.md §1–§3 (small-bar horizon §5.1).
 """
 
 from __future__ import annotations
@@ -73,13 +73,13 @@ def bar_size(name: str) -> BarSize:
     raise ValueError(f"unknown bar size {name!r}; legal ones are: {legal}")
 
 
-# --- Durations: the CAMPUS rule set (ib-facts §2.2 items 2 and 3), one deliberate choice among three ---
+# --- Durations: IB Campus's rule set, one deliberate choice among three (docs/ib-rules.md §2.3–§2.4) ---
 
 DURATION_UNITS = ("S", "D", "W", "M", "Y")
 MAX_DURATION: dict[str, int] = {"S": 86_400, "D": 365, "W": 52, "M": 12, "Y": 68}
 MAX_DURATION_1_SECS: dict[str, int] = {"S": 2000}  # `1 secs` takes seconds only ("invalid step: 1" for 1 D)
-# Smallest and largest bar (seconds) per duration unit. Deviation from CAMPUS: `1 day` bars are allowed
-# with `D`, as real gateways serve `1 day` × `5 D` and the planner needs it for increments.
+# Smallest and largest bar (seconds) per duration unit. Deviation from IB Campus (docs/ib-rules.md §2.4):
+# `1 day` bars are allowed with `D`, as real gateways serve `1 day` × `5 D` and the planner needs it.
 STEP_TABLE: dict[str, tuple[int, int]] = {
     "S": (1, 60),
     "D": (5, 3600),
@@ -144,7 +144,7 @@ def check_duration(bar_name: str, duration: str) -> None:
         )
 
 
-# --- Pacing (ib-facts §1): the hard rules, applied to every bar size and to head timestamps ---
+# --- Pacing (docs/ib-rules.md §1.1–§1.5): the hard rules, applied to every bar size and to head timestamps ---
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def request_weight(what_to_show: str) -> int:
     return 2 if what_to_show.upper() == "BID_ASK" else 1
 
 
-# --- Error classification (ib-facts §1.2, §6) ---
+# --- Error classification (docs/ib-rules.md §1.7, §6.1–§6.3) ---
 
 _WARNINGS = frozenset({165, 2174, 10167})
 _PERMISSION_CODES = frozenset({354, 10089, 10090, 10168, 10186, 10187})

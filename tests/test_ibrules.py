@@ -44,7 +44,9 @@ def test_bar_size_lookup_and_aliases():
     ],
 )
 def test_accepted_durations(bar, duration):
-    check_duration(bar, duration)
+    check_duration(bar, duration)  # raises for a duration IB refuses
+    parsed = parse_duration(duration)
+    assert 1 <= parsed.count <= max_duration(bar, parsed.unit)
 
 
 @pytest.mark.parametrize(

@@ -80,7 +80,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class TimeoutPolicy:
-    """Per-request timeouts: HMDS answer time grows with the bars asked for (ib-facts §2.2)."""
+    """Per-request timeouts: HMDS answer time grows with the bars asked for (docs/ib-rules.md §2.5)."""
 
     base_s: float = 30.0
     per_bar_s: float = 0.01
@@ -182,9 +182,10 @@ class Scheduler:
                 None, self._pause_left())
             if picked is not None:
                 paced, sent = picked.paced(), self._send(picked)
+                sent_at = datetime.now(UTC)  # the journal's send time: the wire write's, not the task's start
                 if sent is not None:  # stamped right after the wire write: the pacer sees real send times
                     self.window.sent(paced)
-                in_flight.add(asyncio.ensure_future(self._attempt(picked, paced, sent, pending, failures)))
+                in_flight.add(asyncio.ensure_future(self._attempt(picked, paced, sent, sent_at, pending, failures)))
                 continue
             self._wake.clear()
             waiters = {asyncio.ensure_future(self._wake.wait()), *in_flight}
@@ -219,11 +220,9 @@ class Scheduler:
             soonest = wait if soonest is None else min(soonest, wait)
         return None, soonest
 
-    async def _attempt(
-        self, work: Work, paced: PacedRequest, sent: Sent | None, pending: list[Work], failures: list[Answer]
-    ) -> None:
+    async def _attempt(self, work: Work, paced: PacedRequest, sent: Sent | None, sent_at: datetime,
+                       pending: list[Work], failures: list[Answer]) -> None:
         work.attempt += 1
-        sent_at = datetime.now(UTC)
         try:
             result = await self._finish(work, sent)
         finally:

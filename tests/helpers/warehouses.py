@@ -1,4 +1,4 @@
-"""Build small warehouses in the fixed layout (../prompts/layout.md) for the query-layer tests.
+"""Build small warehouses in the fixed layout (harvester/warehouse/layout.py) for the query-layer tests.
 
 Deliberately independent of the harvester's writer: the readers are tested against the layout itself.
 """

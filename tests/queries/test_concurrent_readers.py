@@ -21,13 +21,14 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+import tests
 from harvester.cli import Exit, main
 from tests.helpers.reference import PACING_SCALE, SIM_NOW, Span, compare, reference_dir, write_toml
 
 SPAN = Span(("AAPL", "MSFT", "JPM", "XOM", "KO", "PEP"), start=date(2024, 3, 1))
 FIRST_HALF = replace(SPAN, end=date(2024, 4, 15))
 HARVEST = str(Path(sys.executable).with_name("harvest"))
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(tests.__file__).resolve().parents[1]  # where `tests` imports from, for the reader process
 READ_SECONDS_MAX = 120.0
 
 
@@ -62,7 +63,7 @@ def read_loop(data_dir: str, stop_file: str) -> None:
 
 
 def start_reader(data: Path, stop: Path) -> subprocess.Popen:
-    code = f"import sys; sys.path.insert(0, {str(TESTS)!r}); from test_concurrent_readers import read_loop; " \
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from {__name__} import read_loop; " \
            f"read_loop({str(data)!r}, {str(stop)!r})"
     reader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert reader.stdout.readline().strip() == "ready"  # blocks until the reader has its connection

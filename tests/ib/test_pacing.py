@@ -10,6 +10,7 @@ import pytest
 
 from harvester.ib.pacing import PacedRequest, PacingWindow, pacing_floor
 from harvester.ibrules import PacingLimits, request_weight
+from harvester.model import WorkKind
 
 EXACT = PacingLimits(safety_s=0.0)
 TOL = 1e-9
@@ -23,7 +24,7 @@ class FakeClock:
         return self.now
 
 
-def req(con_id: int = 1, what: str = "TRADES", n: int = 0, kind: str = "bars") -> PacedRequest:
+def req(con_id: int = 1, what: str = "TRADES", n: int = 0, kind: WorkKind = WorkKind.BARS) -> PacedRequest:
     return PacedRequest(con_id, "SMART", what, (con_id, what, n, kind), request_weight(what), kind)
 
 
@@ -99,7 +100,7 @@ def test_same_contract_burst_allows_five_per_two_seconds():
 
 def test_open_cap_blocks_until_a_request_finishes():
     window, _ = pacer(PacingLimits(safety_s=0.0, max_open=3))
-    held = [req(con_id=i, kind="head") for i in range(3)]
+    held = [req(con_id=i, kind=WorkKind.HEAD) for i in range(3)]
     for r in held:
         window.sent(r)
     assert window.open_count() == 3
@@ -209,3 +210,18 @@ def test_safety_margin_survives_arrival_jitter():
     jittered.sort(key=lambda item: item[0])
     for k, entry in enumerate(jittered):
         assert violations(jittered[:k], strict, entry) == []
+
+
+def test_the_message_throttle_holds_requests_to_the_per_second_budget() -> None:
+    """ib_insync queues beyond 45 messages/s; the pacer keeps a second's messages within its budget."""
+    window, clock = pacer(PacingLimits(safety_s=0.0, max_weighted=10_000, same_contract_max=10_000))
+    window.messages_per_s = 10
+    for n in range(4):  # 4 head timestamps: 2 messages each
+        assert window.message_wait() == 0.0
+        window.sent(req(n=n, kind=WorkKind.HEAD))
+    assert window.message_wait() == 0.0  # 8 sent, one more head fits exactly
+    window.sent(req(n=9, kind=WorkKind.HEAD))
+    wait = window.message_wait()
+    assert wait == pytest.approx(1.0)  # full until the first second's messages age out
+    clock.now += wait
+    assert window.message_wait() == 0.0

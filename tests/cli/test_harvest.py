@@ -241,7 +241,7 @@ def test_settings_layers_defaults_file_environment_options(tmp_path):
 @pytest.mark.slow
 def test_sp500_daily_backfill_with_sim_then_nothing(tmp_path):
     """The README's demo: every qualified symbol gets daily bars, zero pacing violations; a rerun asks nothing."""
-    universe = Path(__file__).resolve().parents[1] / "universes" / "sp500.csv"
+    universe = Path(__file__).resolve().parents[2] / "universes" / "sp500.csv"
     data = tmp_path / "data"
     command = [HARVEST, "--universe", str(universe), "--sim", "--data-dir", str(data)]
     first = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)

@@ -10,8 +10,6 @@ import pandas as pd
 import pytest
 
 import queries
-from harvester.ibrules import BAR_SIZES
-from harvester.warehouse.layout import partition_files
 from queries.readthrough import BarsRequestError, run_in_worker_thread
 from tests.helpers.gateways import next_client_id
 from tests.helpers.warehouses import daily_from_minutes, minute_bars, write_bars
@@ -85,22 +83,6 @@ def test_bad_arguments_raise_a_named_error(stored, kwargs, message) -> None:
     args = {"symbols": "AAA", **kwargs}
     with pytest.raises(BarsRequestError, match=message):
         queries.bars(args.pop("symbols"), data_dir=data_dir, **args)
-
-
-def test_partition_files_cover_the_session_dates_around_the_range() -> None:
-    root = Path("/w")
-    month = partition_files(root, BAR_SIZES["1 min"], "TRADES", True, datetime(2024, 5, 31, 14),
-                            datetime(2024, 6, 2))
-    assert [Path(p).name for p in month] == ["2024-05.parquet", "2024-06.parquet"]
-    day = partition_files(root, BAR_SIZES["5 secs"], "MIDPOINT", False, datetime(2024, 1, 1, 1),
-                          datetime(2024, 1, 1, 2))
-    assert [str(Path(p).relative_to(root)) for p in day] == [
-        "bars/bar_size=5secs/what_to_show=MIDPOINT/use_rth=0/year=2023/2023-12-31.parquet",
-        "bars/bar_size=5secs/what_to_show=MIDPOINT/use_rth=0/year=2024/2024-01-01.parquet",
-        "bars/bar_size=5secs/what_to_show=MIDPOINT/use_rth=0/year=2024/2024-01-02.parquet",  # Asia's next day
-    ]
-    year = partition_files(root, BAR_SIZES["1 day"], "TRADES", True, datetime(2023, 6, 1), datetime(2025, 1, 1))
-    assert [Path(p).parent.name for p in year] == ["year=2023", "year=2024", "year=2025"]
 
 
 def test_worker_thread_runs_blocking_code_under_a_running_loop() -> None:

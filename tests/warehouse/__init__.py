@@ -1,0 +1,1 @@
+"""Tests of harvester's `warehouse` room."""
