@@ -1,5 +1,130 @@
-"""`harvest sim`: run the simulated IB Gateway."""
+"""`harvest sim`: run a simulated IB Gateway until SIGINT/SIGTERM (exit code 0).
 
-from harvester.sim.cli import sim_command
+Every option maps onto SimConfig / Faults; see `harvester.sim.faults` for the fault catalogue.
+"""
 
-__all__ = ["sim_command"]
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import datetime
+
+import click
+
+from harvester.sim.clock import ClockError, parse_instant
+from harvester.sim.config import SimConfig
+from harvester.sim.faults import ERRORS, ErrorSpec, FaultError, Faults
+from harvester.sim.gateway import SimGateway
+from harvester.sim.rules import SMALL_BAR_SIZES, PacingLimits
+
+
+def _instant(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_instant(value)
+    except ClockError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _error_spec(text: str) -> ErrorSpec:
+    """KIND, or CODE:TEXT."""
+    if text in ERRORS:
+        return text
+    code, sep, message = text.partition(":")
+    if not sep or not code.strip().isdigit():
+        raise click.BadParameter(f"{text!r} is neither an error kind ({', '.join(ERRORS)}) nor CODE:TEXT")
+    return int(code), message
+
+
+def _symbol_errors(items: tuple[str, ...]) -> dict[str, ErrorSpec]:
+    errors = {}
+    for item in items:
+        symbol, sep, spec = item.partition("=")
+        if not sep or not symbol:
+            raise click.BadParameter(f"{item!r} is not SYMBOL=KIND or SYMBOL=CODE:TEXT")
+        errors[symbol] = _error_spec(spec)
+    return errors
+
+
+@click.command("sim")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=7497, show_default=True, type=int, help="0 picks a free port.")
+@click.option("--now", help="Simulated start time (ISO 8601); it then advances in real time.")
+@click.option("--contracts", type=click.Path(exists=True, dir_okay=False), help="Securities master CSV.")
+@click.option("--replay", type=click.Path(exists=True), help="Serve bars from these files as given.")
+@click.option("--account", default="DU0000001", show_default=True)
+@click.option("--pacing-scale", default=1.0, show_default=True, type=float, help="0.01 turns 600 s into 6 s.")
+@click.option("--latency-scale", type=float, help="Defaults to --pacing-scale.")
+@click.option("--pace-small-bars-only", is_flag=True, help="Hard pacing rules only for bars of 30 s or less.")
+@click.option(
+    "--journal", "journal_path", type=click.Path(dir_okay=False), help="JSON-lines request journal."
+)
+@click.option("--drop-after", type=int, help="Serve N data requests, then close every socket.")
+@click.option("--drop-at", help="Close every socket at this simulated instant (ISO 8601).")
+@click.option("--never-answer", is_flag=True, help="Answer no data request at all.")
+@click.option("--never-answer-nth", type=int, help="Leave the Nth data request unanswered.")
+@click.option(
+    "--never-answer-symbol", multiple=True, help="Leave requests for SYMBOL unanswered (repeatable)."
+)
+@click.option(
+    "--force-error", help=f"Fail every historical request: KIND ({', '.join(ERRORS)}) or CODE:TEXT."
+)
+@click.option("--error-symbol", multiple=True, help="SYMBOL=KIND or SYMBOL=CODE:TEXT (repeatable).")
+@click.option("--error-rate", default=0.0, type=float, help="Fail this fraction of historical requests.")
+@click.option(
+    "--random-error", default="pacing", show_default=True, help="KIND or CODE:TEXT for --error-rate."
+)
+@click.option("--seed", default=0, type=int, show_default=True)
+@click.option("--outage-at", help="Send 1100 at this simulated instant, 1102 after --outage-seconds.")
+@click.option("--outage-seconds", default=30.0, show_default=True, type=float)
+@click.option(
+    "--hmds-outage-at", help="Send 2105 at this simulated instant, 2106 after --hmds-outage-seconds."
+)
+@click.option("--hmds-outage-seconds", default=30.0, show_default=True, type=float)
+def sim_command(**opts) -> None:
+    """Run a simulated IB Gateway (TWS API v176) on loopback until interrupted."""
+    try:
+        faults = Faults(
+            drop_after_requests=opts["drop_after"],
+            drop_at=_instant(opts["drop_at"]),
+            never_answer=opts["never_answer"],
+            never_answer_nth=opts["never_answer_nth"],
+            never_answer_symbols=set(opts["never_answer_symbol"]),
+            force_error=_error_spec(opts["force_error"]) if opts["force_error"] else None,
+            error_symbols=_symbol_errors(opts["error_symbol"]),
+            random_error_rate=opts["error_rate"],
+            random_error=_error_spec(opts["random_error"]),
+            seed=opts["seed"],
+            outage_at=_instant(opts["outage_at"]),
+            outage_seconds=opts["outage_seconds"],
+            hmds_outage_at=_instant(opts["hmds_outage_at"]),
+            hmds_outage_seconds=opts["hmds_outage_seconds"],
+        )
+        config = SimConfig(
+            host=opts["host"],
+            port=opts["port"],
+            contracts=opts["contracts"],
+            replay=opts["replay"],
+            now=_instant(opts["now"]),
+            pacing_scale=opts["pacing_scale"],
+            latency_scale=opts["latency_scale"],
+            journal_path=opts["journal_path"],
+            faults=faults,
+            account=opts["account"],
+            pacing=PacingLimits(bar_sizes=SMALL_BAR_SIZES if opts["pace_small_bars_only"] else None),
+        )
+    except (FaultError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    asyncio.run(_serve(config))
+
+
+async def _serve(config: SimConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with SimGateway(config) as gateway:
+        click.echo(f"simulated IB Gateway listening on {config.host}:{gateway.port} (server version 176)")
+        await stop.wait()
+    click.echo("simulated IB Gateway stopped")
