@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from harvester.sim.protocol import FieldReader, ProtocolError, decode_payload, encode_frame, format_number
+from harvester.sim.wire.framing import FieldReader, ProtocolError, decode_payload, encode_frame, format_number
 
 
 class RawClient:

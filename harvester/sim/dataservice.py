@@ -14,13 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from harvester.sim import messages as m
-from harvester.sim.contractdata import ContractDetailsRequest, contract_data, contract_data_end
 from harvester.sim.faults import resolve_error
 from harvester.sim.historical import HeadTimestampRequest, HistoricalDesk, HistoricalRequest, historical_data
 from harvester.sim.historical import head_timestamp as head_timestamp_message
-from harvester.sim.messages import ContractSpec
-from harvester.sim.protocol import FieldReader
 from harvester.sim.rules import PacedRequest, PacingEngine, Verdict
 from harvester.sim.validation import (
     RequestRejected,
@@ -31,9 +27,13 @@ from harvester.sim.validation import (
     parse_end,
     parse_what_to_show,
 )
+from harvester.sim.wire import messages as m
+from harvester.sim.wire.contractdata import ContractDetailsRequest, contract_data, contract_data_end
+from harvester.sim.wire.framing import FieldReader
+from harvester.sim.wire.messages import ContractSpec
 
 if TYPE_CHECKING:
-    from harvester.sim.securities import Instrument
+    from harvester.sim.market.securities import Instrument
     from harvester.sim.server import SimServer
     from harvester.sim.session import Session
 

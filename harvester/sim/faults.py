@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from harvester.sim import messages as m
+from harvester.sim.wire import messages as m
 
 ERRORS: dict[str, tuple[int, str]] = {
     "no_data": (162, m.TEXT_NO_DATA),

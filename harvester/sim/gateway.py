@@ -20,7 +20,9 @@ from harvester.sim.config import SimConfig
 from harvester.sim.faults import Faults
 from harvester.sim.historical import HistoricalDesk
 from harvester.sim.journal import Journal
-from harvester.sim.securities import SecuritiesMaster
+from harvester.sim.market.marketdata import MarketData
+from harvester.sim.market.replay import ReplayBook
+from harvester.sim.market.securities import SecuritiesMaster
 from harvester.sim.server import SimServer
 
 START_TIMEOUT_S = 30.0
@@ -43,14 +45,8 @@ class SimGateway:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> Self:
         """Load reference data and start listening; `port` is valid afterwards."""
-        from harvester.sim.marketdata import MarketData
-
         master = SecuritiesMaster.load(self.config.contracts)
-        replay = None
-        if self.config.replay is not None:
-            from harvester.sim.replay import ReplayBook
-
-            replay = ReplayBook.load(self.config.replay)
+        replay = ReplayBook.load(self.config.replay) if self.config.replay is not None else None
         desk = HistoricalDesk(master, MarketData(master, replay))
         self._loop = asyncio.get_running_loop()
         self._server = SimServer(self.config, desk, self.clock, self.journal)

@@ -12,14 +12,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from harvester.sim import messages as m
-from harvester.sim.barcolumns import BarColumns
-from harvester.sim.barsizes import BarSize
-from harvester.sim.barwire import historical_data_frame
-from harvester.sim.calendar import SessionCalendar
-from harvester.sim.messages import ContractSpec
-from harvester.sim.protocol import Field, FieldReader
-from harvester.sim.securities import Instrument, SecuritiesMaster
+from harvester.sim.market.barcolumns import BarColumns
+from harvester.sim.market.barsizes import BarSize
+from harvester.sim.market.calendar import SessionCalendar
+from harvester.sim.market.securities import Instrument, SecuritiesMaster
 from harvester.sim.validation import (
     DAILY_OR_LONGER,
     SMALL_BAR_HORIZON,
@@ -27,9 +23,13 @@ from harvester.sim.validation import (
     RequestRejected,
     subtract_months,
 )
+from harvester.sim.wire import messages as m
+from harvester.sim.wire.framing import Field, FieldReader
+from harvester.sim.wire.historicaldata import historical_data_frame
+from harvester.sim.wire.messages import ContractSpec
 
 if TYPE_CHECKING:
-    from harvester.sim.marketdata import MarketData
+    from harvester.sim.market.marketdata import MarketData
 
 WHAT_LABEL = {
     "TRADES": "Trades",
@@ -127,8 +127,8 @@ class HistoricalDesk:
         if duration.unit == "S":
             return end - timedelta(seconds=duration.count), end
         if duration.unit == "D":
-            sessions = self.calendar(inst).sessions_ending_by(end, duration.count, use_rth)
-            return (sessions[0].open_utc if sessions else end), end
+            days = self.calendar(inst).trading_days_ending_by(end, duration.count, use_rth)
+            return (days[0].open_utc if days else end), end
         if duration.unit == "W":
             return end - timedelta(weeks=duration.count), end
         months = duration.count * (12 if duration.unit == "Y" else 1)

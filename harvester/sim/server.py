@@ -7,15 +7,15 @@ import asyncio
 import logging
 import random
 
-from harvester.sim import messages as m
 from harvester.sim.clock import SimClock, parse_instant
 from harvester.sim.config import SimConfig
 from harvester.sim.dataservice import DataService
 from harvester.sim.faults import Faults
 from harvester.sim.historical import HistoricalDesk
 from harvester.sim.journal import Journal
-from harvester.sim.protocol import Field
 from harvester.sim.session import Session
+from harvester.sim.wire import messages as m
+from harvester.sim.wire.framing import Field
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,8 @@ import logging
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from harvester.sim import messages as m
-from harvester.sim.messages import In, Out
-from harvester.sim.protocol import (
+from harvester.sim.wire import messages as m
+from harvester.sim.wire.framing import (
     SERVER_VERSION,
     Field,
     FieldReader,
@@ -24,6 +23,7 @@ from harvester.sim.protocol import (
     read_frame,
     read_handshake,
 )
+from harvester.sim.wire.messages import In, Out
 
 if TYPE_CHECKING:
     from harvester.sim.server import SimServer

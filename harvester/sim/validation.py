@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from harvester.sim import messages as m
-from harvester.sim.barsizes import BarKind, BarSize, UnknownBarSize
-from harvester.sim.barsizes import parse_bar_size as lookup_bar_size
+from harvester.sim.market.barsizes import BarKind, BarSize, UnknownBarSize
+from harvester.sim.market.barsizes import parse_bar_size as lookup_bar_size
+from harvester.sim.wire import messages as m
 
 GATEWAY_ZONE = "US/Eastern"  # the login zone a zone-less endDateTime is read in
 

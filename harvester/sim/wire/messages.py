@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from harvester.sim.protocol import Field, FieldReader
+from harvester.sim.wire.framing import Field, FieldReader
 
 
 class In(enum.IntEnum):

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from harvester.sim.calendar import SessionCalendar
-from harvester.sim.messages import ContractSpec, Out
-from harvester.sim.protocol import Field, FieldReader
-from harvester.sim.securities import Instrument
+from harvester.sim.market.calendar import SessionCalendar
+from harvester.sim.market.securities import Instrument
+from harvester.sim.wire.framing import Field, FieldReader
+from harvester.sim.wire.messages import ContractSpec, Out
 
 VALID_EXCHANGES = "SMART,AMEX,NYSE,CBOE,PHLX,ISE,CHX,ARCA,ISLAND,NASDAQ,BATS,IEX,PEARL,LTSE"
 ORDER_TYPES = (

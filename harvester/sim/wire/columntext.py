@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harvester.sim.protocol import format_number
+from harvester.sim.wire.framing import format_number
 
 _ZERO, _MINUS, _DOT = ord("0"), ord("-"), ord(".")
 _POW10 = 10 ** np.arange(19, dtype=np.int64)

@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from harvester.sim import messages as m
-from harvester.sim.barcolumns import BarColumns, yyyymmdd
-from harvester.sim.columntext import TextBlock, digits, integers, numbers, payload
-from harvester.sim.protocol import MAX_FRAME, ProtocolError, encode_field
+from harvester.sim.market.barcolumns import BarColumns, yyyymmdd
+from harvester.sim.wire import messages as m
+from harvester.sim.wire.columntext import TextBlock, digits, integers, numbers, payload
+from harvester.sim.wire.framing import MAX_FRAME, ProtocolError, encode_field
 
 _HOUR = 3600
 
