@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from harvester.sim.market.barsizes import BarKind, BarSize, UnknownBarSize
+from harvester.sim.market.barsizes import BarSize, UnknownBarSize
 from harvester.sim.market.barsizes import parse_bar_size as lookup_bar_size
 from harvester.sim.wire import messages as m
 
 GATEWAY_ZONE = "US/Eastern"  # the login zone a zone-less endDateTime is read in
-
-DAILY_OR_LONGER = frozenset({BarKind.DAY, BarKind.WEEK, BarKind.MONTH})
 
 WHAT_TO_SHOW = frozenset({"TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUSTED_LAST"})
 
