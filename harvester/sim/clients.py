@@ -1,7 +1,8 @@
 """Who is connected to one gateway: live connections and the client ids they hold.
 
-IB allows one connection per client id (a second gets 326), tells every client about connectivity
-changes, and a gateway restart or network cut closes every socket; all three happen here.
+IB allows one connection per client id (a second gets 326, docs/ib-rules.md §8.1), tells every
+client about connectivity changes, and a gateway restart or network cut closes every socket; all
+three happen here.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """One client connection: handshake, startApi, the start-up sync replies, and message dispatch.
 
-IB quirks that bite here (tws-protocol.md §2-§4): send nothing between the handshake reply and startApi
-(ibapi throws the rest of that read away); managedAccounts must list an account and execDetailsEnd must
-come, or ib_insync never finishes connecting; a duplicate client id gets 326 and a closed socket.
+IB quirks that bite here (docs/wire-protocol.md §2-§4): send nothing between the handshake reply and
+startApi (ibapi throws the rest of that read away); managedAccounts must list an account and
+execDetailsEnd must come, or ib_insync never finishes connecting; a duplicate client id gets 326 and a
+closed socket.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """IB's connectivity as clients see it: the 1100/1102 outage and the HMDS farm's 2105/2106.
 
 Each outage is announced to every client at once and ends after a timer in real seconds; while it
-lasts, data requests go unanswered (1100) or historical answers wait for the farm (2105).
+lasts, data requests go unanswered (1100) or historical answers wait for the farm (2105). See
+docs/ib-rules.md §6.4 and docs/wire-protocol.md §9.3.
 """
 
 from __future__ import annotations

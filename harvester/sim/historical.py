@@ -1,7 +1,7 @@
 """The HMDS side of the simulator: resolve contracts, turn durations into windows, fetch bars.
 
-Windows (ib-facts.md §2, tws-protocol.md §6): `S` = seconds back from the end; `D` = the last N sessions
-that start before the end; `W`/`M`/`Y` = calendar weeks/months/years back from the end. The end is
+Windows (docs/ib-rules.md §2.2, §5.1): `S` = seconds back from the end; `D` = the last N sessions that
+start before the end; `W`/`M`/`Y` = calendar weeks/months/years back from the end. The end is
 clipped to "now"; bars of 30 s or less older than six months do not exist (IB's horizon).
 """
 

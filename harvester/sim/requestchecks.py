@@ -1,6 +1,6 @@
 """Parse and validate reqHistoricalData / reqHeadTimeStamp parameters, with IB's error codes and texts.
 
-Rule set (one documented choice among IB's three disagreeing tables, ib-facts.md §2.2), CAMPUS:
+Rule set (one documented choice among IB's three disagreeing tables, docs/ib-rules.md §2.3-§2.4):
   * max duration per bar size: `1 secs` ≤ 2000 S and no D/W/M/Y; every other bar size ≤ 86400 S,
     365 D, 52 W, 12 M, 68 Y;
   * step table, lower bound only: the smallest bar size per duration unit is S 1 s, D 5 s, W 10 s,
@@ -88,7 +88,7 @@ def parse_duration(text: str) -> Duration:
 
 
 def check_step(bar_size: BarSize, duration: Duration) -> None:
-    """Enforce the CAMPUS max-duration and step rules (module docstring)."""
+    """Enforce the max-duration and step rules (module docstring, docs/ib-rules.md §2.4)."""
     if duration.unit == "D" and duration.count > MAX_DURATION["D"]:
         raise _invalid("Historical data requests for durations longer than 365 days must be made in years.")
     seconds = bar_size.seconds

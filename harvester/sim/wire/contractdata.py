@@ -1,7 +1,8 @@
 """reqContractDetails (message 9) in, contractData (10) out: the exact 42-field stock layout at 176.
 
 IB answers an ambiguous description with one contractData per candidate (no error); only data requests
-on an ambiguous contract get 200. tradingHours/liquidHours come from the instrument's calendar.
+on an ambiguous contract get 200 (docs/wire-protocol.md §5). tradingHours/liquidHours come from the
+instrument's calendar.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """reqHistoricalData (20) and reqHeadTimeStamp (87) in; historicalData (17) and headTimestamp (88) out.
 
-Message 17 is one frame built from bar columns in bulk. Per bar: date, open, high, low, close, volume,
-wap, count. The date is `yyyyMMdd` for daily and longer bars; otherwise epoch seconds (formatDate 2) or
-`yyyyMMdd HH:mm:ss <zone>` in the instrument's zone (formatDate 1). Numbers are written as
-`framing.format_number` would (see columntext); -1 stays -1.
+Layouts as in docs/wire-protocol.md §6-§7. Message 17 is one frame built from bar columns in bulk.
+Per bar: date, open, high, low, close, volume, wap, count. The date is `yyyyMMdd` for daily and longer
+bars; otherwise epoch seconds (formatDate 2) or `yyyyMMdd HH:mm:ss <zone>` in the instrument's zone
+(formatDate 1). Numbers are written as `framing.format_number` would (see columntext); -1 stays -1.
 """
 
 from __future__ import annotations
