@@ -45,7 +45,7 @@ def median_ms(fn: Callable[[], object], repeat: int) -> float:
 
 def universe() -> list:
     """100 instruments of the simulator's securities master, all listed before the benchmark year."""
-    from harvester.sim.securities import SecuritiesMaster
+    from harvester.sim.market.securities import SecuritiesMaster
 
     listed = [i for i in SecuritiesMaster.load() if i.listing_date.year < YEAR and i.symbol != "DUAL"]
     return sorted(listed, key=lambda i: i.symbol)[:100]
@@ -62,8 +62,8 @@ def build(data_dir: Path) -> int:
 
     from harvester.calendar import TradingCalendar
     from harvester.model import BarRequest, Outcome, SeriesKey
-    from harvester.sim.marketdata import MarketData
-    from harvester.sim.securities import SecuritiesMaster
+    from harvester.sim.market.marketdata import MarketData
+    from harvester.sim.market.securities import SecuritiesMaster
     from harvester.warehouse.store import Warehouse
 
     market = MarketData(SecuritiesMaster.load())

@@ -21,9 +21,9 @@ import time
 from ib_insync import IB, Stock
 
 from harvester.sim import SimConfig, SimGateway
-from harvester.sim.calendar import SessionCalendar
-from harvester.sim.marketdata import MarketData
-from harvester.sim.securities import SecuritiesMaster
+from harvester.sim.market.calendar import SessionCalendar
+from harvester.sim.market.marketdata import MarketData
+from harvester.sim.market.securities import SecuritiesMaster
 
 NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 EPOCH = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)

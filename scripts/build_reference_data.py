@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pytickersymbols import PyTickerSymbols
 
-from harvester.sim.securities import BUNDLED_MASTER, COLUMNS, assign_con_ids
+from harvester.sim.market.securities import BUNDLED_MASTER, COLUMNS, assign_con_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIVERSE = ROOT / "universes" / "sp500.csv"

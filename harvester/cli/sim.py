@@ -12,9 +12,9 @@ from datetime import datetime
 import click
 
 from harvester.sim.clock import ClockError, parse_instant
-from harvester.sim.config import SimConfig
 from harvester.sim.faults import ERRORS, ErrorSpec, FaultError, Faults
 from harvester.sim.gateway import SimGateway
+from harvester.sim.options import SimConfig
 from harvester.sim.rules import SMALL_BAR_SIZES, PacingLimits
 
 

@@ -1,4 +1,4 @@
-"""Data requests of every session: contract details, historical bars, head timestamps, cancels.
+"""Data requests of every connection: contract details, historical bars, head timestamps, cancels.
 
 Order of checks for a historical request, as a real gateway appears to apply them: faults that drop
 the socket; contract (200); parameters (321, 10314, 162 invalid step / ADJUSTED_LAST with an end);
@@ -9,20 +9,21 @@ the latency model's delay. Only admitted requests hold an open slot and count to
 from __future__ import annotations
 
 import asyncio
-import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from harvester.sim import messages as m
-from harvester.sim.contractdata import ContractDetailsRequest, contract_data, contract_data_end
-from harvester.sim.faults import resolve_error
-from harvester.sim.historical import HeadTimestampRequest, HistoricalDesk, HistoricalRequest, historical_data
-from harvester.sim.historical import head_timestamp as head_timestamp_message
-from harvester.sim.messages import ContractSpec
-from harvester.sim.protocol import FieldReader
-from harvester.sim.rules import PacedRequest, PacingEngine, Verdict
-from harvester.sim.validation import (
+from harvester.sim.clients import ClientRegistry
+from harvester.sim.clock import SimClock
+from harvester.sim.connectivity import Connectivity
+from harvester.sim.faults import Faults, resolve_error
+from harvester.sim.historical import HistoricalDesk
+from harvester.sim.journal import Journal
+from harvester.sim.market.barsizes import DAILY_OR_LONGER
+from harvester.sim.market.securities import Instrument
+from harvester.sim.options import SimConfig
+from harvester.sim.requestchecks import (
     RequestRejected,
     check_format_date,
     check_step,
@@ -31,13 +32,31 @@ from harvester.sim.validation import (
     parse_end,
     parse_what_to_show,
 )
+from harvester.sim.rules import PacedRequest, PacingEngine, Verdict
+from harvester.sim.wire import messages as m
+from harvester.sim.wire.contractdata import ContractDetailsRequest, contract_data, contract_data_end
+from harvester.sim.wire.framing import Field, FieldReader
+from harvester.sim.wire.historicaldata import (
+    HeadTimestampRequest,
+    HistoricalRequest,
+    historical_data_frame,
+)
+from harvester.sim.wire.historicaldata import head_timestamp as head_timestamp_message
+from harvester.sim.wire.messages import ContractSpec
 
-if TYPE_CHECKING:
-    from harvester.sim.securities import Instrument
-    from harvester.sim.server import SimServer
-    from harvester.sim.session import Session
 
-log = logging.getLogger(__name__)
+class Requester(Protocol):
+    """What the data service needs of the connection a request came on."""
+
+    client_id: int | None
+    pending: dict[int, asyncio.Task]  # work in progress, by reqId
+    open_heads: dict[int, Slot]  # answered head timestamps holding a slot until cancelled
+
+    def send(self, fields: list[Field]) -> None: ...
+
+    def send_frame(self, frame: bytes) -> None: ...
+
+    def error(self, req_id: int, code: int, text: str) -> None: ...
 
 
 class Slot:
@@ -65,20 +84,34 @@ class Claim:
 
 
 class DataService:
-    """Shared by all sessions of one gateway: pacing, journal and HMDS workers are per gateway."""
+    """Shared by all connections of one gateway: pacing, faults, journal and HMDS workers are per gateway."""
 
-    def __init__(self, server: SimServer, desk: HistoricalDesk) -> None:
-        self.server = server
+    def __init__(
+        self,
+        desk: HistoricalDesk,
+        config: SimConfig,
+        clock: SimClock,
+        journal: Journal,
+        clients: ClientRegistry,
+        connectivity: Connectivity,
+    ) -> None:
         self.desk = desk
-        self.pacing = PacingEngine(server.config.pacing, time.monotonic, server.config.pacing_scale)
-        self.workers = asyncio.Semaphore(server.config.latency.workers)
+        self.config = config
+        self.clock = clock
+        self.journal = journal
+        self.clients = clients
+        self.connectivity = connectivity
+        self.faults: Faults = config.faults  # replaced as a whole by `gw.faults = ...`
+        self.rng = random.Random(config.faults.seed)
+        self.pacing = PacingEngine(config.pacing, time.monotonic, config.pacing_scale)
+        self.workers = asyncio.Semaphore(config.latency.workers)
 
     # -- contract details ------------------------------------------------------------------
-    def contract_details(self, session: Session, fields: FieldReader) -> None:
+    def contract_details(self, conn: Requester, fields: FieldReader) -> None:
         request = ContractDetailsRequest.read(fields)
         spec = request.contract
-        entry = self._entry(session, "contract_details", request.req_id, spec)
-        if self._drop_or_silence(session, spec, entry):
+        entry = self._entry(conn, "contract_details", request.req_id, spec)
+        if self._drop_or_silence(conn, spec, entry):
             return
         isin = request.sec_id if request.sec_id_type.upper() == "ISIN" else ""
         found = self.desk.master.match(
@@ -87,25 +120,25 @@ class DataService:
         )  # fmt: skip
         if not found:
             self._journal(entry, "unknown_contract", error_code=200)
-            session.error(request.req_id, 200, m.TEXT_UNKNOWN_CONTRACT)
+            conn.error(request.req_id, 200, m.TEXT_UNKNOWN_CONTRACT)
             return
-        now = self.server.clock.now()
+        now = self.clock.now()
         replies = [contract_data(request.req_id, i, spec.exchange, self.desk.calendar(i), now) for i in found]
         self._journal(entry, "details", bars=len(found))
         for reply in [*replies, contract_data_end(request.req_id)]:
-            session.send(reply)
+            conn.send(reply)
 
     # -- historical data -------------------------------------------------------------------
-    def historical(self, session: Session, fields: FieldReader) -> None:
+    def historical(self, conn: Requester, fields: FieldReader) -> None:
         request = HistoricalRequest.read(fields)
-        entry = self._entry(session, "historical", request.req_id, request.contract)
+        entry = self._entry(conn, "historical", request.req_id, request.contract)
         entry.update(bar_size=request.bar_size, duration=request.duration, end=request.end,
                      what_to_show=request.what_to_show, use_rth=request.use_rth)  # fmt: skip
-        self._spawn(session, request.req_id, lambda: self._paced(session, request, entry, self._historical))
+        self._spawn(conn, request.req_id, lambda: self._paced(conn, request, entry, self._historical))
 
     async def _historical(
         self,
-        session: Session,
+        conn: Requester,
         request: HistoricalRequest,
         entry: dict[str, Any],
         inst: Instrument,
@@ -121,47 +154,48 @@ class DataService:
         if what == "ADJUSTED_LAST" and end.instant is not None:
             raise RequestRejected(162, m.HMDS + "End date not supported with adjusted last", "invalid")
         if end.implied_zone:
-            session.error(req_id, 2174, m.TEXT_NO_ZONE)
+            conn.error(req_id, 2174, m.TEXT_NO_ZONE)
         identity = (inst.con_id, spec.exchange, request.end, request.bar_size, request.duration,
                     what, request.use_rth)  # fmt: skip
         claim.slot = self._admit(
             PacedRequest(identity, (inst.con_id, spec.exchange, what), what, bar_size.name)
         )
-        await self._faults(session, spec, inst.primary_exchange, req_id, entry, forced=True)
-        now = self.server.clock.now()
+        await self._faults(conn, spec, inst.primary_exchange, req_id, entry, forced=True)
+        now = self.clock.now()
         window = self.desk.window(inst, end.instant or now, duration, request.use_rth)
         bars = self.desk.bar_columns(inst, bar_size, what, request.use_rth, window, now)
         if not bars:
             raise self.desk.no_data(spec, what)
         started = time.monotonic()
         await self._latency(len(bars))
-        reply = historical_data(req_id, bars, window, bar_size, request.format_date, inst.time_zone)
+        daily = bar_size.kind in DAILY_OR_LONGER
+        reply = historical_data_frame(req_id, bars, window, daily, request.format_date, inst.time_zone)
         self._journal(entry, "bars", bars=len(bars), latency_s=round(time.monotonic() - started, 4))
         claim.release()  # before replying: a client that saw the answer must see the slot free
-        session.send_frame(reply)
+        conn.send_frame(reply)
 
-    def cancel_historical(self, session: Session, req_id: int) -> None:
+    def cancel_historical(self, conn: Requester, req_id: int) -> None:
         """Drop a request still in progress and say so with IB's 162; a finished one needs nothing."""
-        task = session.pending.pop(req_id, None)
+        task = conn.pending.pop(req_id, None)
         if task is None or task.done():
             return
         task.cancel()
-        self._journal(self._entry(session, "cancel_historical", req_id, None), "cancelled")
+        self._journal(self._entry(conn, "cancel_historical", req_id, None), "cancelled")
         # Answer once the task has unwound (its open slot freed), so the 162 never races the slot count.
-        task.add_done_callback(lambda _: session.error(req_id, 162, m.TEXT_CANCELLED.format(req_id=req_id)))
+        task.add_done_callback(lambda _: conn.error(req_id, 162, m.TEXT_CANCELLED.format(req_id=req_id)))
 
     # -- head timestamp --------------------------------------------------------------------
-    def head_timestamp(self, session: Session, fields: FieldReader) -> None:
+    def head_timestamp(self, conn: Requester, fields: FieldReader) -> None:
         request = HeadTimestampRequest.read(fields)
-        entry = self._entry(session, "head_timestamp", request.req_id, request.contract)
+        entry = self._entry(conn, "head_timestamp", request.req_id, request.contract)
         entry.update(what_to_show=request.what_to_show, use_rth=request.use_rth)
         self._spawn(
-            session, request.req_id, lambda: self._paced(session, request, entry, self._head_timestamp)
+            conn, request.req_id, lambda: self._paced(conn, request, entry, self._head_timestamp)
         )
 
     async def _head_timestamp(
         self,
-        session: Session,
+        conn: Requester,
         request: HeadTimestampRequest,
         entry: dict[str, Any],
         inst: Instrument,
@@ -172,57 +206,57 @@ class DataService:
         check_format_date(request.format_date)
         identity = ("head", inst.con_id, spec.exchange, what, request.use_rth, request.format_date)
         claim.slot = self._admit(PacedRequest(identity, (inst.con_id, spec.exchange, what), what, None))
-        await self._faults(session, spec, inst.primary_exchange, req_id, entry, forced=False)
+        await self._faults(conn, spec, inst.primary_exchange, req_id, entry, forced=False)
         head = self.desk.market_data.head_timestamp(inst, what, request.use_rth)
         await self._latency(0)
-        session.open_heads[req_id] = claim.slot
+        conn.open_heads[req_id] = claim.slot
         claim.slot = None  # IB keeps it open until cancelHeadTimeStamp
         self._journal(entry, "timestamp", bars=0)
-        session.send(head_timestamp_message(req_id, head, request.format_date))
+        conn.send(head_timestamp_message(req_id, head, request.format_date))
 
-    def cancel_head_timestamp(self, session: Session, req_id: int) -> None:
-        task = session.pending.pop(req_id, None)
+    def cancel_head_timestamp(self, conn: Requester, req_id: int) -> None:
+        task = conn.pending.pop(req_id, None)
         if task is not None:
             task.cancel()
-        slot = session.open_heads.pop(req_id, None)
+        slot = conn.open_heads.pop(req_id, None)
         if slot is not None:
             slot.release()
-        entry = self._entry(session, "cancel_head_timestamp", req_id, None)
+        entry = self._entry(conn, "cancel_head_timestamp", req_id, None)
         self._journal(entry, "cancelled" if task is not None or slot is not None else "unknown")
 
-    def release_heads(self, session: Session) -> None:
-        for slot in session.open_heads.values():
+    def release_heads(self, conn: Requester) -> None:
+        for slot in conn.open_heads.values():
             slot.release()
-        session.open_heads.clear()
+        conn.open_heads.clear()
 
     # -- shared steps ----------------------------------------------------------------------
-    def _spawn(self, session: Session, req_id: int, work: Callable[[], Awaitable[None]]) -> None:
+    def _spawn(self, conn: Requester, req_id: int, work: Callable[[], Awaitable[None]]) -> None:
         task = asyncio.get_running_loop().create_task(work())
-        session.pending[req_id] = task
+        conn.pending[req_id] = task
         task.add_done_callback(
-            lambda t: session.pending.pop(req_id, None) if session.pending.get(req_id) is t else None
+            lambda t: conn.pending.pop(req_id, None) if conn.pending.get(req_id) is t else None
         )
 
     async def _paced(
         self,
-        session: Session,
+        conn: Requester,
         request: HistoricalRequest | HeadTimestampRequest,
         entry: dict[str, Any],
-        answer: Callable[[Session, Any, dict[str, Any], Instrument, Claim], Awaitable[None]],
+        answer: Callable[[Requester, Any, dict[str, Any], Instrument, Claim], Awaitable[None]],
     ) -> None:
         """Steps every paced request shares: socket-dropping faults, the contract (200), a rejection
         answered with its code once the slot is free, and the slot freed however the request ends."""
-        if self._drop_or_silence(session, request.contract, entry, silence=False):
+        if self._drop_or_silence(conn, request.contract, entry, silence=False):
             return
         claim = Claim()
         try:
             inst = self.desk.resolve(request.contract)
             entry["con_id"] = inst.con_id
-            await answer(session, request, entry, inst, claim)
+            await answer(conn, request, entry, inst, claim)
         except RequestRejected as rejected:
             self._journal(entry, rejected.outcome, error_code=rejected.code)
             claim.release()
-            session.error(request.req_id, rejected.code, rejected.text)
+            conn.error(request.req_id, rejected.code, rejected.text)
         finally:
             claim.release()
 
@@ -235,24 +269,24 @@ class DataService:
         return Slot(self.pacing)
 
     def _drop_or_silence(
-        self, session: Session, spec: ContractSpec, entry: dict[str, Any], silence: bool = True
+        self, conn: Requester, spec: ContractSpec, entry: dict[str, Any], silence: bool = True
     ) -> bool:
         """Socket-dropping faults (and, for contract details, silence); True when the request ends here."""
-        faults = self.server.faults
+        faults = self.faults
         if faults.take_drop():
             self._journal(entry, "dropped")
-            self.server.drop_connections()
+            self.clients.drop_all()
             return True
-        if silence and (faults.take_silence(spec.label) or self.server.outage):
+        if silence and (faults.take_silence(spec.label) or self.connectivity.outage):
             self._journal(entry, "unanswered")
             return True
         return False
 
-    async def _faults(self, session: Session, spec: ContractSpec, primary: str, req_id: int,
+    async def _faults(self, conn: Requester, spec: ContractSpec, primary: str, req_id: int,
                       entry: dict[str, Any], forced: bool) -> None:  # fmt: skip
         """Silence (waits until cancelled), forced/per-symbol/random errors (raise), HMDS outage (waits)."""
-        faults = self.server.faults
-        if faults.take_silence(spec.label) or self.server.outage:
+        faults = self.faults
+        if faults.take_silence(spec.label) or self.connectivity.outage:
             self._journal(entry, "unanswered")
             await asyncio.Future()  # never completes; a cancel or a disconnect ends it
         spec_error = faults.error_symbols.get(spec.label)
@@ -261,7 +295,7 @@ class DataService:
         if (
             spec_error is None
             and faults.random_error_rate
-            and self.server.rng.random() < faults.random_error_rate
+            and self.rng.random() < faults.random_error_rate
         ):
             spec_error = faults.random_error
         if spec_error is not None:
@@ -272,19 +306,19 @@ class DataService:
                 sec_type=spec.sec_type or "STK", what=what.title(),
             )  # fmt: skip
             raise RequestRejected(code, text, spec_error if isinstance(spec_error, str) else "error")
-        await self.server.hmds_available()
+        await self.connectivity.hmds_available()
 
     async def _latency(self, bars: int) -> None:
-        config = self.server.config
+        config = self.config
         delay = config.latency.seconds(bars, config.effective_latency_scale)
         async with self.workers:
             if delay > 0:
                 await asyncio.sleep(delay)
 
-    def _entry(self, session: Session, kind: str, req_id: int, spec: ContractSpec | None) -> dict[str, Any]:
+    def _entry(self, conn: Requester, kind: str, req_id: int, spec: ContractSpec | None) -> dict[str, Any]:
         return {
-            "time": self.server.clock.now().isoformat(),
-            "client_id": session.client_id,
+            "time": self.clock.now().isoformat(),
+            "client_id": conn.client_id,
             "kind": kind,
             "req_id": req_id,
             "con_id": spec.con_id if spec else None,
@@ -295,4 +329,4 @@ class DataService:
 
     def _journal(self, entry: dict[str, Any], outcome: str, **extra: Any) -> None:
         entry.update(outcome=outcome, **extra)
-        self.server.journal.record(entry)
+        self.journal.record(entry)

@@ -1,5 +1,6 @@
-"""Faults on demand. Mutable at runtime (tests flip fields on `gw.faults`); the server consults it
-for every data request (contract details, historical data, head timestamp).
+"""Faults on demand. Mutable at runtime (tests flip fields on `gw.faults`); the data service consults
+it for every data request (contract details, historical data, head timestamp), the server's ticker for
+the scheduled ones (drop_at, outage_at, hmds_outage_at).
 
 Catalogue
 =========
@@ -32,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from harvester.sim import messages as m
+from harvester.sim.wire import messages as m
 
 ERRORS: dict[str, tuple[int, str]] = {
     "no_data": (162, m.TEXT_NO_DATA),

@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator
 from typing import Self
 
 from harvester.sim.clock import SimClock
-from harvester.sim.config import SimConfig
 from harvester.sim.faults import Faults
 from harvester.sim.historical import HistoricalDesk
 from harvester.sim.journal import Journal
-from harvester.sim.securities import SecuritiesMaster
+from harvester.sim.market.marketdata import MarketData
+from harvester.sim.market.replay import ReplayBook
+from harvester.sim.market.securities import SecuritiesMaster
+from harvester.sim.options import SimConfig
 from harvester.sim.server import SimServer
 
 START_TIMEOUT_S = 30.0
@@ -43,14 +45,8 @@ class SimGateway:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> Self:
         """Load reference data and start listening; `port` is valid afterwards."""
-        from harvester.sim.marketdata import MarketData
-
         master = SecuritiesMaster.load(self.config.contracts)
-        replay = None
-        if self.config.replay is not None:
-            from harvester.sim.replay import ReplayBook
-
-            replay = ReplayBook.load(self.config.replay)
+        replay = ReplayBook.load(self.config.replay) if self.config.replay is not None else None
         desk = HistoricalDesk(master, MarketData(master, replay))
         self._loop = asyncio.get_running_loop()
         self._server = SimServer(self.config, desk, self.clock, self.journal)
@@ -120,7 +116,7 @@ class SimGateway:
     @property
     def connected_clients(self) -> list[int]:
         """Client ids of the live API connections."""
-        return sorted(self._server.clients) if self._server else []
+        return self._server.clients.client_ids() if self._server else []
 
     @property
     def open_requests(self) -> int:
@@ -130,15 +126,15 @@ class SimGateway:
     # -- faults fired now --------------------------------------------------------------------
     def drop_connections(self) -> None:
         """Close every client socket now."""
-        self._on_loop(lambda: self._require().drop_connections())
+        self._on_loop(lambda: self._require().clients.drop_all())
 
     def fire_outage(self, seconds: float) -> None:
         """Send 1100 now and 1102 after `seconds`."""
-        self._on_loop(lambda: self._require().fire_outage(seconds))
+        self._on_loop(lambda: self._require().connectivity.fire_outage(seconds))
 
     def fire_hmds_outage(self, seconds: float) -> None:
         """Send 2105 now and 2106 after `seconds`; historical answers wait meanwhile."""
-        self._on_loop(lambda: self._require().fire_hmds_outage(seconds))
+        self._on_loop(lambda: self._require().connectivity.fire_hmds_outage(seconds))
 
     def _on_loop(self, action: Callable[[], None]) -> None:
         self._require()

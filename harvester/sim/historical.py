@@ -1,35 +1,22 @@
-"""The HMDS side of the simulator: resolve contracts, turn durations into windows, fetch and format bars.
+"""The HMDS side of the simulator: resolve contracts, turn durations into windows, fetch bars.
 
-Windows (ib-facts.md §2, tws-protocol.md §6): `S` = seconds back from the end; `D` = the last N sessions
-that start before the end; `W`/`M`/`Y` = calendar weeks/months/years back from the end. The end is
+Windows (docs/ib-rules.md §2.2, §5.1): `S` = seconds back from the end; `D` = the last N sessions that
+start before the end; `W`/`M`/`Y` = calendar weeks/months/years back from the end. The end is
 clipped to "now"; bars of 30 s or less older than six months do not exist (IB's horizon).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
-from harvester.sim import messages as m
-from harvester.sim.barcolumns import BarColumns
-from harvester.sim.barsizes import BarSize
-from harvester.sim.barwire import historical_data_frame
-from harvester.sim.calendar import SessionCalendar
-from harvester.sim.messages import ContractSpec
-from harvester.sim.protocol import Field, FieldReader
-from harvester.sim.securities import Instrument, SecuritiesMaster
-from harvester.sim.validation import (
-    DAILY_OR_LONGER,
-    SMALL_BAR_HORIZON,
-    Duration,
-    RequestRejected,
-    subtract_months,
-)
-
-if TYPE_CHECKING:
-    from harvester.sim.marketdata import MarketData
+from harvester.sim.market.barcolumns import BarColumns
+from harvester.sim.market.barsizes import BarSize
+from harvester.sim.market.calendar import SessionCalendar
+from harvester.sim.market.marketdata import MarketData
+from harvester.sim.market.securities import Instrument, SecuritiesMaster
+from harvester.sim.requestchecks import SMALL_BAR_HORIZON, Duration, RequestRejected, subtract_months
+from harvester.sim.wire import messages as m
+from harvester.sim.wire.messages import ContractSpec
 
 WHAT_LABEL = {
     "TRADES": "Trades",
@@ -41,55 +28,8 @@ WHAT_LABEL = {
 }
 
 
-@dataclass(frozen=True)
-class HistoricalRequest:
-    """Message 20 as sent at version 176 (bar size BEFORE duration on the wire)."""
-
-    req_id: int
-    contract: ContractSpec
-    include_expired: bool
-    end: str
-    bar_size: str
-    duration: str
-    use_rth: bool
-    what_to_show: str
-    format_date: int
-    keep_up_to_date: bool
-
-    @classmethod
-    def read(cls, fields: FieldReader) -> HistoricalRequest:
-        req_id = fields.int()
-        contract = ContractSpec.read(fields)
-        include_expired, end, bar_size, duration = fields.bool(), fields.str(), fields.str(), fields.str()
-        use_rth, what, format_date = fields.bool(), fields.str(), fields.int()
-        if contract.sec_type == "BAG":
-            for _ in range(fields.int()):
-                fields.int(), fields.int(), fields.str(), fields.str()
-        keep_up_to_date = fields.bool() if fields.remaining() else False
-        return cls(req_id, contract, include_expired, end, bar_size, duration, use_rth, what, format_date,
-                   keep_up_to_date)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class HeadTimestampRequest:
-    """Message 87: note useRTH comes before whatToShow."""
-
-    req_id: int
-    contract: ContractSpec
-    include_expired: bool
-    use_rth: bool
-    what_to_show: str
-    format_date: int
-
-    @classmethod
-    def read(cls, fields: FieldReader) -> HeadTimestampRequest:
-        req_id = fields.int()
-        contract = ContractSpec.read(fields)
-        return cls(req_id, contract, fields.bool(), fields.bool(), fields.str(), fields.int())
-
-
 class HistoricalDesk:
-    """Answers data questions from A's securities master, calendars and market data."""
+    """Answers data questions from the securities master, calendars and market data."""
 
     def __init__(self, master: SecuritiesMaster, market_data: MarketData) -> None:
         self.master = master
@@ -127,8 +67,8 @@ class HistoricalDesk:
         if duration.unit == "S":
             return end - timedelta(seconds=duration.count), end
         if duration.unit == "D":
-            sessions = self.calendar(inst).sessions_ending_by(end, duration.count, use_rth)
-            return (sessions[0].open_utc if sessions else end), end
+            days = self.calendar(inst).trading_days_ending_by(end, duration.count, use_rth)
+            return (days[0].open_utc if days else end), end
         if duration.unit == "W":
             return end - timedelta(weeks=duration.count), end
         months = duration.count * (12 if duration.unit == "Y" else 1)
@@ -157,22 +97,3 @@ class HistoricalDesk:
             symbol=spec.label, exchange=spec.exchange or "SMART", what=WHAT_LABEL.get(what, what)
         )
         return RequestRejected(162, text, "no_data")
-
-
-def historical_data(
-    req_id: int,
-    bars: BarColumns,
-    window: tuple[datetime, datetime],
-    bar_size: BarSize,
-    format_date: int,
-    zone: str,
-) -> bytes:
-    """Message 17 as a ready frame: window strings, count, then 8 fields per bar; -1 stays -1."""
-    return historical_data_frame(req_id, bars, window, bar_size.kind in DAILY_OR_LONGER, format_date, zone)
-
-
-def head_timestamp(req_id: int, instant: datetime, format_date: int) -> list[Field]:
-    """Message 88: formatDate 1 is `yyyyMMdd-HH:mm:ss` in UTC, 2 is epoch seconds."""
-    if format_date == 2:
-        return [m.Out.HEAD_TIMESTAMP, req_id, str(int(instant.timestamp()))]
-    return [m.Out.HEAD_TIMESTAMP, req_id, instant.astimezone(ZoneInfo("UTC")).strftime("%Y%m%d-%H:%M:%S")]

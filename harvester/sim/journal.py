@@ -2,7 +2,8 @@
 
 Entry keys: time (simulated, ISO), client_id, kind, req_id, con_id, symbol, bar_size, duration, end,
 what_to_show, use_rth, outcome, error_code, bars, latency_s. Outcomes: bars, no_data, error, pacing,
-too_many_open, unanswered, cancelled, dropped, details (contract details answered), timestamp (head timestamp answered), unknown (cancel of nothing).
+too_many_open, unanswered, cancelled, dropped, details (contract details answered), timestamp (head
+timestamp answered), unknown (cancel of nothing).
 """
 
 from __future__ import annotations

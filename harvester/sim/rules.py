@@ -1,4 +1,4 @@
-"""IB's historical-data pacing rules, enforced with the simulator's own code (ib-facts.md §1).
+"""IB's historical-data pacing rules, enforced with the simulator's own code (docs/ib-rules.md §1).
 
 Rules (all time constants × `scale`):
   * at most `max_open` requests open at once (head timestamps count until cancelled) → 322;
@@ -6,10 +6,11 @@ Rules (all time constants × `scale`):
   * at most `same_contract_max` (5) for one contract+exchange+whatToShow within `same_contract_s` (2 s);
     the 6th is a violation → 162 pacing;
   * at most `window_max` (60) weighted requests in any `window_s` (600 s) sliding window → 162 pacing.
-BID_ASK weighs `bid_ask_weight` (2) in the 10-minute window (the other rules count requests). Violated requests are
-NOT recorded (they never reached HMDS), so a client that backs off is not punished twice.
+BID_ASK weighs `bid_ask_weight` (2) in the 10-minute window (the other rules count requests).
+Violated requests are NOT recorded (they never reached HMDS), so a client that backs off is not
+punished twice.
 The hard rules apply to the bar sizes in `bar_sizes` (None = all: the old guide's strict reading,
-which the harvester must survive); head-timestamp requests are always paced (Campus).
+which the harvester must survive, §1.4); head-timestamp requests are always paced (§1.5).
 """
 
 from __future__ import annotations

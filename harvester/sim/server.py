@@ -1,49 +1,45 @@
-"""The listening side: accepts connections, keeps the client-id registry and gateway-wide state
-(clock, faults, journal, pacing via DataService), and fires time-based faults."""
+"""The listening side: accepts connections, owns the gateway-wide state they share, and fires the
+faults scheduled on the simulated clock."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
 
-from harvester.sim import messages as m
+from harvester.sim.clients import ClientRegistry
 from harvester.sim.clock import SimClock, parse_instant
-from harvester.sim.config import SimConfig
+from harvester.sim.connection import ClientConnection, GatewayContext
+from harvester.sim.connectivity import Connectivity
 from harvester.sim.dataservice import DataService
 from harvester.sim.faults import Faults
 from harvester.sim.historical import HistoricalDesk
 from harvester.sim.journal import Journal
-from harvester.sim.protocol import Field
-from harvester.sim.session import Session
-
-log = logging.getLogger(__name__)
+from harvester.sim.options import SimConfig
 
 TICK_S = 0.05  # how often time-based faults are checked (real seconds)
 STOP_TIMEOUT_S = 5.0
 
 
 class SimServer:
-    """One simulated gateway: the asyncio server and the state its sessions share."""
+    """One simulated gateway: the asyncio server and the state its connections share."""
 
     def __init__(self, config: SimConfig, desk: HistoricalDesk, clock: SimClock, journal: Journal) -> None:
         self.config = config
         self.clock = clock
-        self.journal = journal
-        self.faults: Faults = config.faults
-        self.rng = random.Random(config.faults.seed)
-        self.sessions: set[Session] = set()
-        self.clients: dict[int, Session] = {}
-        self.outage = False
-        self.hmds_down = False
-        self._hmds_up = asyncio.Event()
-        self._hmds_up.set()
-        self._idle = asyncio.Event()
-        self.data = DataService(self, desk)
+        self.clients = ClientRegistry()
+        self.connectivity = Connectivity(self.clients)
+        self.data = DataService(desk, config, clock, journal, self.clients, self.connectivity)
+        self._context = GatewayContext(clock, config.account, self.clients, self.connectivity, self.data)
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task | None = None
-        self._timers: set[asyncio.TimerHandle] = set()
         self.port = 0
+
+    @property
+    def faults(self) -> Faults:
+        return self.data.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self.data.faults = faults
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.config.host, self.config.port)
@@ -53,75 +49,18 @@ class SimServer:
     async def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-        for timer in self._timers:
-            timer.cancel()
+        self.connectivity.cancel_timers()
         if self._server is not None:
             self._server.close()
-        self.drop_connections()
-        if self.sessions:
-            await asyncio.wait_for(self._idle.wait(), STOP_TIMEOUT_S)
+        self.clients.drop_all()
+        await self.clients.wait_until_empty(STOP_TIMEOUT_S)
         if self._server is not None:
             await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = Session(self, reader, writer)
-        self.sessions.add(session)
-        self._idle.clear()
-        await session.serve()
-
-    def claim_client_id(self, client_id: int, session: Session) -> bool:
-        """False when a live connection already uses the id (IB answers 326 and closes)."""
-        if client_id in self.clients and self.clients[client_id] is not session:
-            return False
-        self.clients[client_id] = session
-        return True
-
-    def forget(self, session: Session) -> None:
-        self.sessions.discard(session)
-        if not self.sessions:
-            self._idle.set()
-        if session.client_id is not None and self.clients.get(session.client_id) is session:
-            del self.clients[session.client_id]
-
-    def drop_connections(self) -> None:
-        """Close every client socket, as a gateway restart or network cut would."""
-        for session in list(self.sessions):
-            session.close()
-
-    def broadcast(self, fields: list[Field]) -> None:
-        for session in list(self.sessions):
-            if session.ready:
-                session.send(fields)
-
-    def fire_outage(self, seconds: float) -> None:
-        """1100 now, 1102 after `seconds` (real); data requests in between get no reply."""
-        self.outage = True
-        self.broadcast(m.error(-1, 1100, m.TEXT_CONNECTIVITY_LOST))
-        self._later(seconds, self._end_outage)
-
-    def _end_outage(self) -> None:
-        self.outage = False
-        self.broadcast(m.error(-1, 1102, m.TEXT_CONNECTIVITY_RESTORED))
-
-    def fire_hmds_outage(self, seconds: float) -> None:
-        """2105 now, 2106 after `seconds` (real); historical answers wait for the farm to return."""
-        self.hmds_down = True
-        self._hmds_up.clear()
-        self.broadcast(m.error(-1, 2105, m.TEXT_HMDS_BROKEN))
-        self._later(seconds, self._end_hmds_outage)
-
-    def _end_hmds_outage(self) -> None:
-        self.hmds_down = False
-        self._hmds_up.set()
-        self.broadcast(m.error(-1, 2106, m.TEXT_HMDS_OK))
-
-    async def hmds_available(self) -> None:
-        await self._hmds_up.wait()
-
-    def _later(self, seconds: float, action) -> None:
-        loop = asyncio.get_running_loop()
-        handle = loop.call_later(max(0.0, seconds), lambda: (self._timers.discard(handle), action()))
-        self._timers.add(handle)
+        connection = ClientConnection(self._context, reader, writer)
+        self.clients.add(connection)
+        await connection.serve()
 
     async def _tick(self) -> None:
         """Fire the faults scheduled on the simulated clock (drop_at, outage_at, hmds_outage_at)."""
@@ -130,11 +69,11 @@ class SimServer:
             faults = self.faults
             if faults.drop_at is not None and now >= parse_instant(faults.drop_at):
                 faults.drop_at = None
-                self.drop_connections()
+                self.clients.drop_all()
             if faults.outage_at is not None and now >= parse_instant(faults.outage_at):
                 faults.outage_at = None
-                self.fire_outage(faults.outage_seconds)
+                self.connectivity.fire_outage(faults.outage_seconds)
             if faults.hmds_outage_at is not None and now >= parse_instant(faults.hmds_outage_at):
                 faults.hmds_outage_at = None
-                self.fire_hmds_outage(faults.hmds_outage_seconds)
+                self.connectivity.fire_hmds_outage(faults.hmds_outage_seconds)
             await asyncio.sleep(TICK_S)

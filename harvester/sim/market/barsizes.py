@@ -61,6 +61,9 @@ _TABLE: dict[str, tuple[int, BarKind]] = {
 
 BAR_SIZE_NAMES: tuple[str, ...] = tuple(_TABLE)
 
+# Built from whole sessions and labelled yyyyMMdd on the wire.
+DAILY_OR_LONGER = frozenset({BarKind.DAY, BarKind.WEEK, BarKind.MONTH})
+
 
 def parse_bar_size(name: str) -> BarSize:
     """Look up an IB bar size string exactly as IB spells it."""

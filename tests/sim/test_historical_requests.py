@@ -9,8 +9,8 @@ import pytest
 from ib_insync import IB, Stock
 
 from harvester.sim import Faults, PacingLimits
-from harvester.sim.messages import TEXT_PACING
-from harvester.sim.validation import RequestRejected, check_step, parse_bar_size, parse_duration, parse_end
+from harvester.sim.requestchecks import RequestRejected, check_step, parse_bar_size, parse_duration, parse_end
+from harvester.sim.wire.messages import TEXT_PACING
 
 AAPL = Stock("AAPL", "SMART", "USD", primaryExchange="NASDAQ")
 

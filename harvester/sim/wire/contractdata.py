@@ -1,7 +1,8 @@
 """reqContractDetails (message 9) in, contractData (10) out: the exact 42-field stock layout at 176.
 
 IB answers an ambiguous description with one contractData per candidate (no error); only data requests
-on an ambiguous contract get 200. tradingHours/liquidHours come from the instrument's calendar.
+on an ambiguous contract get 200 (docs/wire-protocol.md §5). tradingHours/liquidHours come from the
+instrument's calendar.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from harvester.sim.calendar import SessionCalendar
-from harvester.sim.messages import ContractSpec, Out
-from harvester.sim.protocol import Field, FieldReader
-from harvester.sim.securities import Instrument
+from harvester.sim.market.calendar import SessionCalendar
+from harvester.sim.market.securities import Instrument
+from harvester.sim.wire.framing import Field, FieldReader
+from harvester.sim.wire.messages import ContractSpec, Out
 
 VALID_EXCHANGES = "SMART,AMEX,NYSE,CBOE,PHLX,ISE,CHX,ARCA,ISLAND,NASDAQ,BATS,IEX,PEARL,LTSE"
 ORDER_TYPES = (

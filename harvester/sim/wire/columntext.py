@@ -4,7 +4,7 @@ A column's text is a `TextBlock`: a (rows, width) byte matrix plus a mask of the
 the text; unmasked bytes are skipped. Blocks side by side make a row's fields, and the masked bytes
 in row-major order are the frame payload, so text never needs to be left-aligned or padded.
 
-Numbers come out exactly as `protocol.format_number` writes them: values that are whole cents (every
+Numbers come out exactly as `framing.format_number` writes them: values that are whole cents (every
 generated price, volumes, counts, -1 sentinels) through integer arithmetic; anything else (waps,
 BID_ASK mid-based prices, replayed values) through Python's own `repr`, the function
 `format_number` uses, so the text is byte-identical by construction.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harvester.sim.protocol import format_number
+from harvester.sim.wire.framing import format_number
 
 _ZERO, _MINUS, _DOT = ord("0"), ord("-"), ord(".")
 _POW10 = 10 ** np.arange(19, dtype=np.int64)

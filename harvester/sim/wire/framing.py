@@ -1,6 +1,6 @@
 """TWS wire framing: the `API\\0` preamble, length-prefixed NUL-separated frames, ASCII-safe fields.
 
-Server side of tws-protocol.md §2. One TCP read may hold several frames or part of one, so the
+Server side of docs/wire-protocol.md §2. One TCP read may hold several frames or part of one, so the
 reader buffers; every field (the last one included) ends in NUL; non-ASCII text goes out as `\\uXXXX`
 because ibapi decodes some strings with `unicode-escape`.
 """

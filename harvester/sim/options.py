@@ -33,7 +33,7 @@ class SimConfig:
     host: str = "127.0.0.1"
     port: int = 0
     contracts: str | Path | None = None  # securities master CSV; None = bundled S&P 500 + ETFs
-    replay: str | Path | None = None  # bars served exactly as given (CSV/Parquet), see replay.py
+    replay: str | Path | None = None  # bars served exactly as given (CSV/Parquet), see market/replay.py
     now: datetime | str | None = None  # simulated "now" at start; None = real time
     pacing_scale: float = 1.0  # multiplies every pacing time constant (0.01: 600 s → 6 s)
     latency_scale: float | None = None  # None → pacing_scale

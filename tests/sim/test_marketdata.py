@@ -8,9 +8,9 @@ import itertools
 import pandas as pd
 import pytest
 
-from harvester.sim.marketdata import Bar, MarketData, UnsupportedWhatToShow
-from harvester.sim.replay import ReplayBook
-from harvester.sim.securities import SecuritiesMaster
+from harvester.sim.market.marketdata import Bar, MarketData, UnsupportedWhatToShow
+from harvester.sim.market.replay import ReplayBook
+from harvester.sim.market.securities import SecuritiesMaster
 
 UTC = dt.UTC
 NOW = dt.datetime(2025, 1, 1, tzinfo=UTC)

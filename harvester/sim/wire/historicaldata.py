@@ -1,24 +1,74 @@
-"""Message 17 (historical data) as one frame, built from bar columns in bulk.
+"""reqHistoricalData (20) and reqHeadTimeStamp (87) in; historicalData (17) and headTimestamp (88) out.
 
+Layouts as in docs/wire-protocol.md §6-§7. Message 17 is one frame built from bar columns in bulk.
 Per bar: date, open, high, low, close, volume, wap, count. The date is `yyyyMMdd` for daily and longer
 bars; otherwise epoch seconds (formatDate 2) or `yyyyMMdd HH:mm:ss <zone>` in the instrument's zone
-(formatDate 1). Numbers are written as `protocol.format_number` would (see columntext); -1 stays -1.
+(formatDate 1). Numbers are written as `framing.format_number` would (see columntext); -1 stays -1.
 """
 
 from __future__ import annotations
 
 import datetime
 import struct
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from harvester.sim import messages as m
-from harvester.sim.barcolumns import BarColumns, yyyymmdd
-from harvester.sim.columntext import TextBlock, digits, integers, numbers, payload
-from harvester.sim.protocol import MAX_FRAME, ProtocolError, encode_field
+from harvester.sim.market.barcolumns import BarColumns, yyyymmdd
+from harvester.sim.wire import messages as m
+from harvester.sim.wire.columntext import TextBlock, digits, integers, numbers, payload
+from harvester.sim.wire.framing import MAX_FRAME, Field, FieldReader, ProtocolError, encode_field
+from harvester.sim.wire.messages import ContractSpec
 
 _HOUR = 3600
+
+
+@dataclass(frozen=True)
+class HistoricalRequest:
+    """Message 20 as sent at version 176 (bar size BEFORE duration on the wire)."""
+
+    req_id: int
+    contract: ContractSpec
+    include_expired: bool
+    end: str
+    bar_size: str
+    duration: str
+    use_rth: bool
+    what_to_show: str
+    format_date: int
+    keep_up_to_date: bool
+
+    @classmethod
+    def read(cls, fields: FieldReader) -> HistoricalRequest:
+        req_id = fields.int()
+        contract = ContractSpec.read(fields)
+        include_expired, end, bar_size, duration = fields.bool(), fields.str(), fields.str(), fields.str()
+        use_rth, what, format_date = fields.bool(), fields.str(), fields.int()
+        if contract.sec_type == "BAG":
+            for _ in range(fields.int()):
+                fields.int(), fields.int(), fields.str(), fields.str()
+        keep_up_to_date = fields.bool() if fields.remaining() else False
+        return cls(req_id, contract, include_expired, end, bar_size, duration, use_rth, what, format_date,
+                   keep_up_to_date)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HeadTimestampRequest:
+    """Message 87: note useRTH comes before whatToShow."""
+
+    req_id: int
+    contract: ContractSpec
+    include_expired: bool
+    use_rth: bool
+    what_to_show: str
+    format_date: int
+
+    @classmethod
+    def read(cls, fields: FieldReader) -> HeadTimestampRequest:
+        req_id = fields.int()
+        contract = ContractSpec.read(fields)
+        return cls(req_id, contract, fields.bool(), fields.bool(), fields.str(), fields.int())
 
 
 def ib_time(instant: datetime.datetime, zone: str) -> str:
@@ -95,3 +145,10 @@ def _utc_offsets(starts: np.ndarray, zone: ZoneInfo) -> np.ndarray:
 
 def _offset(epoch: int, zone: ZoneInfo) -> int:
     return int(datetime.datetime.fromtimestamp(epoch, zone).utcoffset().total_seconds())
+
+
+def head_timestamp(req_id: int, instant: datetime.datetime, format_date: int) -> list[Field]:
+    """Message 88: formatDate 1 is `yyyyMMdd-HH:mm:ss` in UTC, 2 is epoch seconds."""
+    if format_date == 2:
+        return [m.Out.HEAD_TIMESTAMP, req_id, str(int(instant.timestamp()))]
+    return [m.Out.HEAD_TIMESTAMP, req_id, instant.astimezone(ZoneInfo("UTC")).strftime("%Y%m%d-%H:%M:%S")]

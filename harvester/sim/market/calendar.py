@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import exchange_calendars
 import numpy as np
 
-from harvester.sim.securities import Instrument
+from harvester.sim.market.securities import Instrument
 
 CALENDAR_START = "1990-01-01"
 CALENDAR_END = "2030-12-31"  # fixed, so session ordinals and data never depend on the build date
@@ -29,8 +29,8 @@ _UTC = datetime.UTC
 
 
 @dataclass(frozen=True)
-class Session:
-    """One trading day for the requested flavour; bounds are UTC-aware."""
+class TradingDay:
+    """One trading day's session in the requested flavour; bounds are UTC-aware."""
 
     date: datetime.date
     open_utc: datetime.datetime
@@ -83,25 +83,27 @@ class SessionCalendar:
     def first_ordinal_on_or_after(self, day: datetime.date) -> int:
         return int(np.searchsorted(self.day_numbers, day.toordinal(), side="left"))
 
-    def session(self, ordinal: int, use_rth: bool) -> Session:
+    def trading_day(self, ordinal: int, use_rth: bool) -> TradingDay:
         opens, closes = self.bounds(use_rth)
-        return Session(
+        return TradingDay(
             self.dates[ordinal],
             datetime.datetime.fromtimestamp(int(opens[ordinal]), _UTC),
             datetime.datetime.fromtimestamp(int(closes[ordinal]), _UTC),
         )
 
-    def sessions(
+    def trading_days(
         self, start_utc: datetime.datetime, end_utc: datetime.datetime, use_rth: bool
-    ) -> list[Session]:
-        """Sessions overlapping [start, end), oldest first."""
-        return [self.session(k, use_rth) for k in self.ordinal_range(start_utc, end_utc, use_rth)]
+    ) -> list[TradingDay]:
+        """Trading days whose sessions overlap [start, end), oldest first."""
+        return [self.trading_day(k, use_rth) for k in self.ordinal_range(start_utc, end_utc, use_rth)]
 
-    def sessions_ending_by(self, end_utc: datetime.datetime, count: int, use_rth: bool) -> list[Session]:
-        """The last `count` sessions that start before end (how IB counts an "N D" duration)."""
+    def trading_days_ending_by(
+        self, end_utc: datetime.datetime, count: int, use_rth: bool
+    ) -> list[TradingDay]:
+        """The last `count` trading days whose sessions start before end (how IB counts an "N D" duration)."""
         opens, _ = self.bounds(use_rth)
         stop = int(np.searchsorted(opens, end_utc.timestamp(), side="left"))
-        return [self.session(k, use_rth) for k in range(max(0, stop - count), stop)]
+        return [self.trading_day(k, use_rth) for k in range(max(0, stop - count), stop)]
 
     def trading_hours(self, now_utc: datetime.datetime, days: int = 7) -> str:
         """IB contract-details tradingHours (extended session), local times, CLOSED on non-session days."""

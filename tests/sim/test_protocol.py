@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from harvester.sim.protocol import FieldReader, ProtocolError, decode_payload, encode_frame, format_number
+from harvester.sim.wire.framing import FieldReader, ProtocolError, decode_payload, encode_frame, format_number
 
 
 class RawClient:
@@ -116,7 +116,7 @@ def test_start_up_sync_replies(raw):
     assert client.frame() == ["55", "1", "42"]
     client.send(76, 1, 43, "DU0000001", "", 0)
     assert client.frame() == ["74", "1", "43"]
-    client.send(12345)  # an unknown message is ignored, the session carries on
+    client.send(12345)  # an unknown message is ignored, the connection carries on
     client.send(49, 1)
     reply = client.frame()
     assert reply[:2] == ["49", "1"] and len(reply) == 3

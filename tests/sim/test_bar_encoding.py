@@ -8,12 +8,12 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from harvester.sim.barcolumns import Bar, BarColumns
-from harvester.sim.barsizes import BarKind, parse_bar_size
-from harvester.sim.barwire import historical_data_frame
-from harvester.sim.marketdata import MarketData
-from harvester.sim.protocol import encode_frame, format_number
-from harvester.sim.securities import SecuritiesMaster
+from harvester.sim.market.barcolumns import Bar, BarColumns
+from harvester.sim.market.barsizes import BarKind, parse_bar_size
+from harvester.sim.market.marketdata import MarketData
+from harvester.sim.market.securities import SecuritiesMaster
+from harvester.sim.wire.framing import encode_frame, format_number
+from harvester.sim.wire.historicaldata import historical_data_frame
 
 UTC = dt.UTC
 NOW = dt.datetime(2025, 1, 1, tzinfo=UTC)

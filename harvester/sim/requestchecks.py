@@ -1,6 +1,6 @@
 """Parse and validate reqHistoricalData / reqHeadTimeStamp parameters, with IB's error codes and texts.
 
-Rule set (one documented choice among IB's three disagreeing tables, ib-facts.md §2.2), CAMPUS:
+Rule set (one documented choice among IB's three disagreeing tables, docs/ib-rules.md §2.3-§2.4):
   * max duration per bar size: `1 secs` ≤ 2000 S and no D/W/M/Y; every other bar size ≤ 86400 S,
     365 D, 52 W, 12 M, 68 Y;
   * step table, lower bound only: the smallest bar size per duration unit is S 1 s, D 5 s, W 10 s,
@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from harvester.sim import messages as m
-from harvester.sim.barsizes import BarKind, BarSize, UnknownBarSize
-from harvester.sim.barsizes import parse_bar_size as lookup_bar_size
+from harvester.sim.market.barsizes import BarSize, UnknownBarSize
+from harvester.sim.market.barsizes import parse_bar_size as lookup_bar_size
+from harvester.sim.wire import messages as m
 
 GATEWAY_ZONE = "US/Eastern"  # the login zone a zone-less endDateTime is read in
-
-DAILY_OR_LONGER = frozenset({BarKind.DAY, BarKind.WEEK, BarKind.MONTH})
 
 WHAT_TO_SHOW = frozenset({"TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUSTED_LAST"})
 
@@ -90,7 +88,7 @@ def parse_duration(text: str) -> Duration:
 
 
 def check_step(bar_size: BarSize, duration: Duration) -> None:
-    """Enforce the CAMPUS max-duration and step rules (module docstring)."""
+    """Enforce the max-duration and step rules (module docstring, docs/ib-rules.md §2.4)."""
     if duration.unit == "D" and duration.count > MAX_DURATION["D"]:
         raise _invalid("Historical data requests for durations longer than 365 days must be made in years.")
     seconds = bar_size.seconds

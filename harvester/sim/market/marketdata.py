@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harvester.sim import pricepath as pp
-from harvester.sim.barcolumns import Bar, BarColumns
-from harvester.sim.barsizes import BarKind, parse_bar_size
-from harvester.sim.calendar import SessionCalendar
-from harvester.sim.securities import Instrument, SecuritiesMaster
-
-if TYPE_CHECKING:
-    from harvester.sim.replay import ReplayBook
+from harvester.sim.market import pricepath as pp
+from harvester.sim.market.barcolumns import Bar, BarColumns
+from harvester.sim.market.barsizes import BarKind, parse_bar_size
+from harvester.sim.market.calendar import SessionCalendar
+from harvester.sim.market.replay import ReplayBook
+from harvester.sim.market.securities import Instrument, SecuritiesMaster
 
 WHAT_TO_SHOW = frozenset({"TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUSTED_LAST"})
 _WITH_VOLUME = frozenset({"TRADES", "ADJUSTED_LAST"})

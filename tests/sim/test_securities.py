@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from harvester.sim.securities import BUNDLED_MASTER, SecuritiesMaster, derive_con_id
+from harvester.sim.market.securities import BUNDLED_MASTER, SecuritiesMaster, derive_con_id
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harvester.sim.barsizes import BAR_SIZE_NAMES, BarKind, parse_bar_size
-from harvester.sim.calendar import SessionCalendar
-from harvester.sim.marketdata import Bar
-from harvester.sim.securities import Instrument
+from harvester.sim.market.barcolumns import Bar
+from harvester.sim.market.barsizes import BAR_SIZE_NAMES, BarKind, parse_bar_size
+from harvester.sim.market.calendar import SessionCalendar
+from harvester.sim.market.securities import Instrument
 
 _REQUIRED = ("symbol", "open", "high", "low", "close", "volume")
 _NUMERIC = ("open", "high", "low", "close", "volume", "wap", "bar_count")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -15,13 +16,13 @@ import pytest
 from ib_insync import IB, Contract, Stock, util
 
 
-def test_ib_insync_connects_quickly_and_syncs(sim_gateway, new_client_id, sim_now):
+def test_ib_insync_connects_with_every_start_up_request_answered(sim_gateway, new_client_id, sim_now, caplog):
     ib = IB()
-    started = time.perf_counter()
-    ib.connect("127.0.0.1", sim_gateway.port, clientId=new_client_id(), timeout=5)
-    elapsed = time.perf_counter() - started
+    with caplog.at_level(logging.ERROR, logger="ib_insync"):
+        ib.connect("127.0.0.1", sim_gateway.port, clientId=new_client_id(), timeout=5)
     try:
-        assert elapsed < 1.0
+        # A start-up reply left out makes ib_insync wait out its timeout and log it, not fail.
+        assert not [r.getMessage() for r in caplog.records if "timed out" in r.getMessage()]
         assert ib.client.serverVersion() == 176
         assert ib.managedAccounts() == ["DU0000001"]
         assert ib.reqCurrentTime() == sim_now

@@ -1,6 +1,6 @@
 """Message ids (one table per direction: 9, 17, 20, 90 mean different things each way) and layouts.
 
-Everything here is version-176 layout (tws-protocol.md §11). Builders return field lists; the server
+Everything here is version-176 layout (docs/wire-protocol.md §11). Builders return field lists; the server
 frames them. The `*End` messages carry exactly the fields ibapi expects, or it drops them.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from harvester.sim.protocol import Field, FieldReader
+from harvester.sim.wire.framing import Field, FieldReader
 
 
 class In(enum.IntEnum):
@@ -56,7 +56,8 @@ class Out(enum.IntEnum):
     COMPLETED_ORDERS_END = 102
 
 
-# IB's texts, as seen from real gateways (tws-protocol.md §3, §6.9; ib-facts.md §1.2, §4.1).
+# IB's texts, as seen from real gateways
+# (docs/wire-protocol.md §6.9, §8.3; docs/ib-rules.md §1.7, §4.1, §6).
 HMDS = "Historical Market Data Service error message:"
 TEXT_PACING = HMDS + "Historical data request pacing violation"
 TEXT_CANCELLED = HMDS + "API historical data query cancelled: {req_id}"

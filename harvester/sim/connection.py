@@ -1,20 +1,24 @@
 """One client connection: handshake, startApi, the start-up sync replies, and message dispatch.
 
-IB quirks that bite here (tws-protocol.md §2-§4): send nothing between the handshake reply and startApi
-(ibapi throws the rest of that read away); managedAccounts must list an account and execDetailsEnd must
-come, or ib_insync never finishes connecting; a duplicate client id gets 326 and a closed socket.
+IB quirks that bite here (docs/wire-protocol.md §2-§4): send nothing between the handshake reply and
+startApi (ibapi throws the rest of that read away); managedAccounts must list an account and
+execDetailsEnd must come, or ib_insync never finishes connecting; a duplicate client id gets 326 and a
+closed socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from harvester.sim import messages as m
-from harvester.sim.messages import In, Out
-from harvester.sim.protocol import (
+from harvester.sim.clients import ClientRegistry
+from harvester.sim.clock import SimClock
+from harvester.sim.connectivity import Connectivity
+from harvester.sim.dataservice import DataService, Slot
+from harvester.sim.wire import messages as m
+from harvester.sim.wire.framing import (
     SERVER_VERSION,
     Field,
     FieldReader,
@@ -24,25 +28,36 @@ from harvester.sim.protocol import (
     read_frame,
     read_handshake,
 )
-
-if TYPE_CHECKING:
-    from harvester.sim.server import SimServer
+from harvester.sim.wire.messages import In, Out
 
 log = logging.getLogger(__name__)
 
 
-class Session:
+@dataclass(frozen=True)
+class GatewayContext:
+    """The gateway state a connection works with (never the server itself, which creates connections)."""
+
+    clock: SimClock
+    account: str
+    clients: ClientRegistry
+    connectivity: Connectivity
+    data: DataService
+
+
+class ClientConnection:
     """State of one API connection; request ids are per connection (key pending work by reqId here)."""
 
-    def __init__(self, server: SimServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.server = server
+    def __init__(
+        self, context: GatewayContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.context = context
         self.reader = reader
         self.writer = writer
         self.client_id: int | None = None
         self.ready = False
         self.next_id = 1
         self.pending: dict[int, asyncio.Task] = {}  # historical / head-timestamp work in progress
-        self.open_heads: dict[int, object] = {}  # answered head timestamps holding a slot until cancelled
+        self.open_heads: dict[int, Slot] = {}  # answered head timestamps holding a slot until cancelled
 
     def send(self, fields: list[Field]) -> None:
         self.send_frame(encode_frame(fields))
@@ -79,12 +94,12 @@ class Session:
         finally:
             for task in list(self.pending.values()):
                 task.cancel()
-            self.server.data.release_heads(self)
-            self.server.forget(self)
+            self.context.data.release_heads(self)
+            self.context.clients.forget(self)
             self.close()
 
     def _connection_time(self) -> str:
-        local = self.server.clock.now().astimezone(ZoneInfo("US/Eastern"))
+        local = self.context.clock.now().astimezone(ZoneInfo("US/Eastern"))
         return local.strftime("%Y%m%d %H:%M:%S ") + (local.tzname() or "EST")
 
     def _dispatch(self, fields: list[str]) -> None:
@@ -108,23 +123,23 @@ class Session:
     def _start_api(self, fields: FieldReader) -> None:
         fields.int()  # version
         client_id = fields.int()
-        if not self.server.claim_client_id(client_id, self):
+        if not self.context.clients.claim(client_id, self):
             self.error(-1, 326, m.TEXT_DUPLICATE_CLIENT)
             self.close()
             return
         self.client_id = client_id
         self.ready = True
-        self.send([Out.MANAGED_ACCTS, 1, self.server.config.account])
+        self.send([Out.MANAGED_ACCTS, 1, self.context.account])
         self.send([Out.NEXT_VALID_ID, 1, self.next_id])
         notices = list(m.FARM_OK)
-        if self.server.hmds_down:
+        if self.context.connectivity.hmds_down:
             notices[1] = (2105, m.TEXT_HMDS_BROKEN)
         for code, text in notices:
             self.error(-1, code, text)
 
     def _handle(self, msg_id: In, fields: FieldReader) -> None:
-        account = self.server.config.account
-        data = self.server.data
+        account = self.context.account
+        data = self.context.data
         match msg_id:
             case In.REQ_HISTORICAL_DATA:
                 data.historical(self, fields)
@@ -138,7 +153,7 @@ class Session:
             case In.REQ_CONTRACT_DATA:
                 data.contract_details(self, fields)
             case In.REQ_CURRENT_TIME:
-                self.send([Out.CURRENT_TIME, 1, int(self.server.clock.now().timestamp())])
+                self.send([Out.CURRENT_TIME, 1, int(self.context.clock.now().timestamp())])
             case In.REQ_IDS:
                 self.send([Out.NEXT_VALID_ID, 1, self.next_id])
             case In.REQ_MANAGED_ACCTS:
@@ -153,7 +168,7 @@ class Session:
                 fields.int()
                 if fields.bool():
                     self.send([Out.ACCT_VALUE, 2, "NetLiquidation", "100000.00", "USD", account])
-                    self.send([Out.ACCT_UPDATE_TIME, 1, self.server.clock.now().strftime("%H:%M")])
+                    self.send([Out.ACCT_UPDATE_TIME, 1, self.context.clock.now().strftime("%H:%M")])
                     self.send([Out.ACCT_DOWNLOAD_END, 1, account])
             case In.REQ_ACCOUNT_UPDATES_MULTI:
                 fields.int()

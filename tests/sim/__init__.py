@@ -1,0 +1,1 @@
+"""Tests of the simulated IB Gateway (harvester.sim) on its own."""
