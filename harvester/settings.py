@@ -48,6 +48,7 @@ class Settings:
     commit_every_s: float = 180.0
     target_bars: int = 5000
     max_in_flight: int = 6
+    vacuum_retention_hours: float = 168.0  # `harvest compact` keeps files a week-old snapshot still reads
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -60,6 +61,8 @@ class Settings:
             raise ConfigError(f"commit_every_s: must be positive, got {self.commit_every_s}")
         if self.target_bars <= 0:
             raise ConfigError(f"target_bars: must be positive, got {self.target_bars}")
+        if self.vacuum_retention_hours < 0:
+            raise ConfigError(f"vacuum_retention_hours: must be >= 0, got {self.vacuum_retention_hours}")
         if not 1 <= self.max_in_flight < 50:
             raise ConfigError(f"max_in_flight: must be within 1..49, got {self.max_in_flight}")
 

@@ -6,11 +6,10 @@
     hot = queries.scan("unusual_volume", multiple=3)
 """
 
-from queries.connection import connect, resolve_data_dir, restrict, write_init_script
+from queries.connection import connect, refresh, resolve_data_dir, restrict, write_init_script
 from queries.readthrough import BarsRequestError, FetchError, bars
-from queries.retrying import Relation
-from queries.scanners import ScannerError, scan
+from queries.scanners import Relation, ScannerError, scan
 from queries.status import warehouse_status
 
-__all__ = ["BarsRequestError", "FetchError", "Relation", "ScannerError", "bars", "connect", "resolve_data_dir",
+__all__ = ["BarsRequestError", "FetchError", "Relation", "ScannerError", "bars", "connect", "refresh", "resolve_data_dir",
            "restrict", "scan", "warehouse_status", "write_init_script"]

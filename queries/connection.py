@@ -1,45 +1,38 @@
-"""An in-memory DuckDB connection with views over the warehouse: bars, contracts, coverage, gaps, ...
+"""An in-memory DuckDB connection with views over one snapshot of the warehouse's Delta tables.
 
-Readers take no lock: a `.duckdb` file opened read-write locks every other process out, so views live
-in memory over `read_parquet` globs, which re-glob per query (new commits show up, no refresh step) and
-never match the writer's `.name.tmp-*` files. DuckDB fails a glob that matches nothing, so every glob
-also spans a private directory holding one typed, empty file per table, next to a symlink to the
-warehouse: a brand-new warehouse answers with 0 rows, and the empty file's schema fixes the columns.
+The views hand DuckDB's own `read_parquet` the snapshot's data-file list (from `deltalake`; never
+`to_pyarrow_dataset`, which made reader processes abort at exit). A snapshot's files are never changed or
+removed before vacuum's retention, so a read can't race a commit and needs no retry: `connect()` returns a
+plain DuckDB connection. It sees later commits after `refresh(con)`; `bars()` reads the latest snapshot on
+every call. `connect(as_of=version | datetime)` pins a version of the bars table (and the other tables as
+they were at that version's commit): time travel. Readers take no lock.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import tempfile
-from datetime import date
-from functools import cache, lru_cache
+from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harvester import BY_LABEL, layout, resolve_settings, tables
-from queries.retrying import DEFAULT_POLICY, Connection, RetryingConnection, RetryPolicy
+from harvester import BY_LABEL, DeltaTables, layout, refuse_old_layout, resolve_settings, tables
 
 _TS = pa.timestamp("us")
-# bars: the stored columns, with the partition path's bar size, whatToShow and RTH flag after con_id
+# bars: the stored columns, with the partition's bar size, whatToShow and RTH flag after con_id
 BARS_COLUMNS = ", ".join(tables.BAR_COLUMNS[:2] + list(tables.BARS_PARTITION_COLUMNS) + tables.BAR_COLUMNS[2:])
-_EMPTY_PARTITION = layout.PartitionKey("1day", "TRADES", True, 1970, "data").path(Path())
-# One typed, empty file per table, named so that table's glob matches it.
-_EMPTY_FILES = {
-    layout.CONTRACTS_FILE: tables.CONTRACTS_SCHEMA,
-    layout.HEADS_FILE: tables.HEADS_SCHEMA,
-    layout.COVERAGE_FILE: tables.COVERAGE_SCHEMA,
-    layout.journal_file("empty", 0): tables.JOURNAL_SCHEMA,
-    layout.quarantine_file("empty", 0): tables.QUARANTINE_SCHEMA,
-    str(_EMPTY_PARTITION): tables.BARS_SCHEMA,
+_SCHEMAS = {
+    layout.BARS: tables.BARS_TABLE_SCHEMA,
+    layout.CONTRACTS: tables.CONTRACTS_SCHEMA,
+    layout.HEADS: tables.HEADS_SCHEMA,
+    layout.COVERAGE: tables.COVERAGE_SCHEMA,
+    layout.JOURNAL: tables.JOURNAL_SCHEMA,
+    layout.QUARANTINE: tables.QUARANTINE_SCHEMA,
 }
-EMPTY_BARS_FILE = f"empty/{_EMPTY_PARTITION}"
-_LABEL_OF_FILE = "regexp_extract(file_name, 'bar_size=([^/]+)', 1)"
-_HIVE_TYPES = "{'bar_size': VARCHAR, 'what_to_show': VARCHAR, 'use_rth': INTEGER, 'year': INTEGER}"
+SOURCE_TABLE = "harvest_source"  # one row in every connection: which warehouse, pinned where
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -48,71 +41,88 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(data_dir if data_dir is not None else resolve_settings().data_dir).expanduser().resolve()
 
 
-def build_shadow(root: Path, data_dir: Path) -> Path:
-    """Fill `root` with `empty/` (typed empty tables) and `live` → the warehouse; returns `root`.
-
-    Globs of the form `<root>/*/bars/...` then match the warehouse's files plus one empty file.
-    """
-    for rel, schema in _EMPTY_FILES.items():
-        path = root / "empty" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(schema.empty_table(), path)
-    live = root / "live"
-    if live.is_symlink():
-        live.unlink()
-    os.symlink(data_dir, live, target_is_directory=True)
-    return root
-
-
-@cache
-def shadow_root(data_dir: Path) -> Path:
-    """This process's private shadow directory for `data_dir`, removed at exit."""
-    root = Path(tempfile.mkdtemp(prefix="harvest-views-"))
-    atexit.register(shutil.rmtree, root, True)
-    return build_shadow(root, data_dir)
-
-
-def warehouse_roots(directory: Path) -> tuple[str, str]:
-    """The directories a query over `directory` reads through: the warehouse and this process's shadow of it."""
-    return str(directory), str(shadow_root(directory))
-
-
 def _bar_size_case(column: str) -> str:
     whens = " ".join(f"WHEN '{label}' THEN '{b.ib_name}'" for label, b in BY_LABEL.items())
     return f"CASE {column} {whens} END"
 
 
-def view_statements(root: Path) -> list[str]:
-    """The CREATE VIEW statements over a shadow root; `sessions` must exist before the last (gaps)."""
-    glob = f"{root}/*"
+def read_source(files: list[str], name: str) -> str:
+    """SQL reading one table's files; a table with none reads as typed and empty."""
+    schema = _SCHEMAS[name]
+    if not files:
+        columns = ", ".join(f'NULL::{_duck_type(f.type)} AS "{f.name}"' for f in schema)
+        return f"(SELECT {columns} WHERE false)"
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    hive = ""
+    if name in layout.PARTITIONS:
+        types = ", ".join(f"'{c}': {_duck_type(schema.field(c).type)}" for c in layout.PARTITIONS[name])
+        hive = f", hive_partitioning = true, hive_types = {{{types}}}"
+    return f"read_parquet([{listed}], union_by_name = true{hive})"
 
-    def table(pattern: str) -> str:
-        return f"read_parquet('{glob}/{pattern}', union_by_name = true)"
 
+def _duck_type(kind: pa.DataType) -> str:
+    if kind == _TS:
+        return "TIMESTAMP"
+    return {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN",
+            pa.date32(): "DATE"}[kind]
+
+
+def snapshot_files(directory: Path, as_of: int | datetime | None = None) -> tuple[dict[str, list[str]], int | None]:
+    """Every table's data files at one snapshot, and the bars table's version there."""
+    store = DeltaTables(directory, layout.PARTITIONS)
+    bars = store.open(layout.BARS, as_of)
+    version = None if bars is None else bars.version()
+    instant = as_of
+    if isinstance(as_of, int) and bars is not None:  # the other tables as they were at that commit
+        instant = datetime.fromtimestamp(bars.history(1)[0]["timestamp"] / 1000)
+    files = {layout.BARS: store.files(layout.BARS, bars) if bars is not None else []}
+    for name in layout.TABLES:
+        if name != layout.BARS:
+            table = store.open(name, instant)
+            files[name] = store.files(name, table) if table is not None else []
+    return files, version
+
+
+def view_statements(files: dict[str, list[str]]) -> list[str]:
+    """The CREATE VIEW statements over one snapshot's files; `sessions` must exist before the last (gaps)."""
+    bar_files = _bar_files_rows(files[layout.BARS])
     return [
-        (f"CREATE OR REPLACE VIEW bars_files AS SELECT * FROM read_parquet('{glob}/{layout.BARS_GLOB}', "
-        f"hive_partitioning = true, hive_types = {_HIVE_TYPES}, filename = true)"),
+        f"CREATE OR REPLACE VIEW bars_files AS SELECT * FROM {read_source(files[layout.BARS], layout.BARS)}",
         ("CREATE OR REPLACE VIEW bars AS SELECT "
-         + BARS_COLUMNS.replace("bar_size", f"{_bar_size_case('bar_size')} AS bar_size")
-         .replace("use_rth", "use_rth = 1 AS use_rth") + " FROM bars_files"),
-        (f"CREATE OR REPLACE VIEW bar_files AS SELECT {_bar_size_case(_LABEL_OF_FILE)} "
-         "AS bar_size, regexp_extract(file_name, 'what_to_show=([^/]+)', 1) AS what_to_show, "
-         "regexp_extract(file_name, 'use_rth=([01])', 1) = '1' AS use_rth, file_name, num_rows, num_row_groups, "
-         f"file_size_bytes FROM parquet_file_metadata('{glob}/{layout.BARS_GLOB}') "
-         f"WHERE NOT starts_with(file_name, '{root}/empty/')"),
-        f"CREATE OR REPLACE VIEW contracts AS SELECT * FROM {table(layout.CONTRACTS_FILE)}",
-        f"CREATE OR REPLACE VIEW heads AS SELECT * FROM {table(layout.HEADS_FILE)}",
-        f"CREATE OR REPLACE VIEW journal AS SELECT * FROM {table(layout.JOURNAL_GLOB)}",
-        f"CREATE OR REPLACE VIEW quarantine AS SELECT * FROM {table(layout.QUARANTINE_GLOB)}",
+         + BARS_COLUMNS.replace("bar_size", f"{_bar_size_case('bar_size')} AS bar_size") + " FROM bars_files"),
+        (f"CREATE OR REPLACE VIEW bar_files AS SELECT {_bar_size_case('label')} AS bar_size, * EXCLUDE (label) "
+        f"FROM {bar_files}"),
+        f"CREATE OR REPLACE VIEW contracts AS SELECT * FROM {read_source(files[layout.CONTRACTS], layout.CONTRACTS)}",
+        f"CREATE OR REPLACE VIEW heads AS SELECT * FROM {read_source(files[layout.HEADS], layout.HEADS)}",
+        f"CREATE OR REPLACE VIEW journal AS SELECT * FROM {read_source(files[layout.JOURNAL], layout.JOURNAL)}",
+        ("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM "
+        f"{read_source(files[layout.QUARANTINE], layout.QUARANTINE)}"),
         ("CREATE OR REPLACE VIEW symbols AS SELECT con_id, arg_max(symbol, qualified_at) AS symbol "
-        "FROM contracts GROUP BY con_id"),
+         "FROM contracts GROUP BY con_id"),
         ("CREATE OR REPLACE VIEW coverage AS SELECT c.con_id, s.symbol, c.bar_size, c.what_to_show, "
-        "c.use_rth, c.start_ts, c.end_ts, c.kind, c.bars, c.recorded_at "
-        f"FROM {table(layout.COVERAGE_FILE)} c LEFT JOIN symbols s USING (con_id)"),
+         "c.use_rth, c.start_ts, c.end_ts, c.kind, c.bars, c.recorded_at "
+         f"FROM {read_source(files[layout.COVERAGE], layout.COVERAGE)} c LEFT JOIN symbols s USING (con_id)"),
         _COVERED_SQL,
         _SERIES_SQL,
         _GAPS_SQL,
     ]
+
+
+def _bar_files_rows(files: list[str]) -> str:
+    """One row per bars data file (from its footer): what `harvest status` counts."""
+    rows = []
+    for f in files:
+        values = dict(part.split("=", 1) for part in Path(f).parts if "=" in part)
+        meta = pq.ParquetFile(f).metadata
+        size = os.path.getsize(f)
+        rows.append(f"('{values['bar_size']}', '{values['what_to_show']}', {values['use_rth']}, "
+                    f"'{f.replace(chr(39), chr(39) * 2)}', {meta.num_rows}, {meta.num_row_groups}, {size})")
+    columns = "label, what_to_show, use_rth, file_name, num_rows, num_row_groups, file_size_bytes"
+    if not rows:
+        return ("(SELECT NULL::VARCHAR AS label, NULL::VARCHAR AS what_to_show, NULL::BOOLEAN AS use_rth, "
+                "NULL::VARCHAR AS file_name, NULL::BIGINT AS num_rows, NULL::BIGINT AS num_row_groups, "
+                "NULL::BIGINT AS file_size_bytes WHERE false)")
+    return f"(VALUES {', '.join(rows)}) AS t({columns})"
 
 
 # Union of each series' intervals ("islands"): a session is covered when one island spans it.
@@ -162,11 +172,10 @@ def _xnys_sessions(first: date) -> pa.Table:
     )
 
 
-def _sessions_for(con: Connection) -> pa.Table:
+def _sessions_for(con: duckdb.DuckDBPyConnection) -> pa.Table:
     """XNYS sessions from the first covered day to the calendar's end (≈ a year ahead), UTC naive.
 
-    Built from the coverage present when called: a connection opened on an empty warehouse has no
-    sessions (and so no gaps) until it reconnects.
+    Built from the coverage of the connection's snapshot, again at every `refresh`.
     """
     first = con.execute("SELECT min(start_ts)::DATE FROM coverage").fetchall()[0][0]
     if first is None:
@@ -175,36 +184,63 @@ def _sessions_for(con: Connection) -> pa.Table:
 
 
 def connect(data_dir: str | os.PathLike[str] | None = None,
-            policy: RetryPolicy = DEFAULT_POLICY) -> RetryingConnection:
-    """A new in-memory connection with the warehouse views (bars, bar_files, contracts, heads, coverage,
-    covered, series, journal, quarantine, gaps) and a `sessions` table. No lock is taken on the warehouse.
-
-    It behaves as a DuckDB connection whose reads re-run when a harvest commit or compaction replaced a file
-    under them (queries/retrying.py); `.raw` is the DuckDB connection itself.
-    """
+            as_of: int | datetime | None = None) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB connection with the warehouse views (bars, bar_files, contracts, heads, coverage,
+    covered, series, symbols, journal, quarantine, gaps) over one snapshot, and a `sessions` table.
+    `as_of` pins a version (int) or instant (datetime) of the bars table. No lock is taken."""
     directory = resolve_data_dir(data_dir)
-    con = RetryingConnection(duckdb.connect(":memory:"), warehouse_roots(directory), policy, directory)
-    *views, gaps = view_statements(shadow_root(directory))
-    for sql in views:
-        con.execute(sql)
-    con.register("_sessions", _sessions_for(con))
-    con.execute("CREATE TABLE sessions AS SELECT * FROM _sessions")
-    con.unregister("_sessions")
-    con.execute(gaps)
+    refuse_old_layout(directory)
+    con = duckdb.connect(":memory:")
+    con.execute(f"CREATE TABLE {SOURCE_TABLE} (data_dir VARCHAR, as_of_version BIGINT, as_of_time TIMESTAMP, "
+                "version BIGINT)")
+    con.execute(f"INSERT INTO {SOURCE_TABLE} VALUES (?, ?, ?, NULL)",
+                [str(directory), as_of if isinstance(as_of, int) else None,
+                 as_of if isinstance(as_of, datetime) else None])
+    _build(con, directory, as_of)
     return con
 
 
+def refresh(con: duckdb.DuckDBPyConnection) -> int | None:
+    """Point `con`'s views at the latest snapshot (a pinned `as_of` stays pinned); returns the bars version."""
+    directory, as_of = source_of(con)
+    return _build(con, directory, as_of)
+
+
+def source_of(con: duckdb.DuckDBPyConnection) -> tuple[Path, int | datetime | None]:
+    """The warehouse a `connect()` connection reads, and where it is pinned."""
+    try:
+        ((data_dir, version, instant),) = con.execute(
+            f"SELECT data_dir, as_of_version, as_of_time FROM {SOURCE_TABLE}").fetchall()
+    except duckdb.CatalogException:
+        raise ValueError("not a queries.connect() connection (it has no harvest_source table)") from None
+    return Path(data_dir), version if version is not None else instant
+
+
+def _build(con: duckdb.DuckDBPyConnection, directory: Path, as_of: int | datetime | None) -> int | None:
+    files, version = snapshot_files(directory, as_of)
+    *views, gaps = view_statements(files)
+    for sql in views:
+        con.execute(sql)
+    con.register("_sessions", _sessions_for(con))
+    con.execute("CREATE OR REPLACE TABLE sessions AS SELECT * FROM _sessions")
+    con.unregister("_sessions")
+    con.execute(gaps)
+    con.execute(f"UPDATE {SOURCE_TABLE} SET version = ?", [version])
+    return version
+
+
 def write_init_script(output: Path, data_dir: Path) -> Path:
-    """Write `output` (for `duckdb -init`) creating the same views, plus its shadow folder `<output>.views/`."""
+    """Write `output` (for `duckdb -init`) creating the same views over the latest snapshot, and its
+    sessions table beside it (`<output>.sessions.parquet`). Re-run `harvest sql-init` to see later commits."""
     output = output.expanduser().resolve()
-    root = build_shadow(output.with_suffix(".views"), data_dir)
     con = connect(data_dir)
-    sessions_file = root / "sessions.parquet"
+    sessions_file = output.with_suffix(".sessions.parquet")
     pq.write_table(con.sql("SELECT * FROM sessions").to_arrow_table(), sessions_file)
-    *views, gaps = view_statements(root)
+    files, version = snapshot_files(resolve_data_dir(data_dir))
+    *views, gaps = view_statements(files)
     lines = [
-        f"-- harvest views over {data_dir} (generated by `harvest sql-init`; re-run after moving the warehouse).",
-        f"-- {root} holds typed empty tables so the views work on an empty warehouse, and the sessions table.",
+        f"-- harvest views over {data_dir}, bars version {version} (generated by `harvest sql-init`;",
+        "-- re-run it to see later commits, or after moving the warehouse).",
         *(f"{sql};" for sql in views),
         f"CREATE OR REPLACE TABLE sessions AS SELECT * FROM read_parquet('{sessions_file}');",
         f"{gaps};",
@@ -213,13 +249,13 @@ def write_init_script(output: Path, data_dir: Path) -> Path:
     return output
 
 
-def restrict(con: Connection, data_dir: str | os.PathLike[str] | None = None) -> None:
+def restrict(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str] | None = None) -> None:
     """Forbid reading outside the warehouse, extensions and setting changes, for good on `con`.
 
     DuckDB still lets COPY write inside allowed directories: statement checks (scanners) cover that.
     """
-    directory = resolve_data_dir(data_dir)
-    allowed = [f"{directory}/", f"{shadow_root(directory)}/"]
+    directory = resolve_data_dir(data_dir) if data_dir is not None else source_of(con)[0]
+    allowed = [f"{directory}/"]
     con.execute("SET allowed_directories = $dirs", {"dirs": allowed})
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")

@@ -1,8 +1,8 @@
 """`bars()`: the stored bars of some symbols as a DataFrame, fetching only what is missing when allowed.
 
-DuckDB cannot derive the partition (year, part file) from a filter on `ts`, so for a bounded range
-this helper names the partition files itself (`layout.partition_files`) and reads them without a glob
-(measured fastest; see bench/queries.py).
+DuckDB cannot derive the partition from a filter on `ts`, so this helper asks the latest snapshot (or the
+connection's pinned one) for the data files of the series' partitions in the range (`layout.periods_for`)
+and hands DuckDB exactly those (measured fastest; see bench/queries.py).
 """
 
 from __future__ import annotations
@@ -20,17 +20,9 @@ import duckdb
 import pandas as pd
 
 import harvester
-from harvester import BarSize, ContractSpec, layout, resolve_settings
+from harvester import BarSize, ContractSpec, DeltaTables, layout, resolve_settings
 from harvester import bar_size as lookup_bar_size
-from queries.connection import (
-    BARS_COLUMNS,
-    EMPTY_BARS_FILE,
-    connect,
-    resolve_data_dir,
-    shadow_root,
-    warehouse_roots,
-)
-from queries.retrying import Connection, RetryingConnection, retrying
+from queries.connection import BARS_COLUMNS, read_source, resolve_data_dir, source_of
 
 FETCH_MODES = ("missing", "never")
 OUTPUT_KINDS = ("pandas", "arrow", "polars")
@@ -58,12 +50,10 @@ def to_utc_naive(value: str | date | datetime | pd.Timestamp | None, name: str) 
 
 
 def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: datetime | None,
-               what_to_show: str, use_rth: bool, root: Path) -> tuple[str, list[Any]]:
-    """SQL + parameters for `bars()`. DuckDB cannot derive the partition from a `ts` filter, so with
-    both bounds the existing partition files are read by name (no glob, no hive: measured fastest,
-    bench/queries.py); otherwise the glob view with the series' partition values."""
+               what_to_show: str, use_rth: bool, files: list[str]) -> tuple[str, list[Any]]:
+    """SQL + parameters for `bars()` over the series' data files `files` (already pruned to the range)."""
     where: list[str] = []
-    params: list[Any] = []
+    params: list[Any] = [size.ib_name]
     if symbols:
         where.append(f"symbol IN ({', '.join('?' * len(symbols))})")
         params += symbols
@@ -73,27 +63,23 @@ def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: d
     if end is not None:
         where.append("ts < ?")
         params.append(end)
-    single_file = False
-    if start is not None and end is not None:
-        candidates = layout.partition_files(root / "live", size, what_to_show, use_rth, start, end)
-        files = [str(root / EMPTY_BARS_FILE)] + [str(f) for f in candidates if f.exists()]
-        single_file = len(files) == 2
-        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        source = f"read_parquet([{listed}])"
-        columns = BARS_COLUMNS.replace("bar_size", "? AS bar_size").replace("what_to_show", "? AS what_to_show")
-        columns = columns.replace("use_rth", "? AS use_rth")
-        params = [size.ib_name, what_to_show, use_rth, *params]
-    else:
-        source = "bars_files"
-        where += ["bar_size = ?", "what_to_show = ?", "use_rth = ?"]
-        params += [size.label, what_to_show, int(use_rth)]
-        columns = BARS_COLUMNS.replace("bar_size", "? AS bar_size").replace("use_rth", "use_rth = 1 AS use_rth")
-        params = [size.ib_name, *params]
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    # One partition file is already sorted by (symbol, ts) (a layout invariant) and DuckDB keeps file
-    # order through a filter (preserve_insertion_order); sorting again cost ~20 % of a symbol-month read.
-    order = "" if single_file else " ORDER BY symbol, ts"
-    return f"SELECT {columns} FROM {source}{clause}{order}", params
+    columns = BARS_COLUMNS.replace("bar_size", "? AS bar_size")
+    # One data file is already sorted by (symbol, ts) (a layout invariant) and DuckDB keeps file order
+    # through a filter (preserve_insertion_order); sorting again cost ~20 % of a symbol-month read.
+    order = "" if len(files) == 1 else " ORDER BY symbol, ts"
+    return f"SELECT {columns} FROM {read_source(files, layout.BARS)}{clause}{order}", params
+
+
+def series_files(directory: Path, size: BarSize, what_to_show: str, use_rth: bool, start: datetime | None,
+                 end: datetime | None, as_of: int | datetime | None = None) -> list[str]:
+    """The series' data files in one snapshot, pruned to the partitions that can hold [start, end)."""
+    periods = layout.periods_for(size, start, end) if start is not None and end is not None else None
+    store = DeltaTables(directory, layout.PARTITIONS)
+    snapshot = store.open(layout.BARS, as_of)
+    if snapshot is None:
+        return []
+    return store.files(layout.BARS, snapshot, layout.family_filters(size.label, what_to_show, use_rth, periods))
 
 
 def _normalise_symbols(symbols: str | Iterable[str] | None) -> list[str]:
@@ -119,14 +105,15 @@ def bars(
     client_id: int | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     as_: str = "pandas",
-    con: Connection | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
     job_options: dict[str, Any] | None = None,
 ) -> Any:
     """Bars of `symbols` (None: all) starting in [start, end) UTC; columns as the `bars` view, sorted (symbol, ts).
 
     fetch='missing' first harvests the uncovered part of the range through the harvester (planner,
     pacer, scheduler, writer) from host:port (default: harvester settings); 'never' only reads.
-    `con` reuses a `queries.connect()` connection (and its warehouse, unless `data_dir` is given); `job_options` sets other HarvestJob fields
+    Every call reads the latest snapshot. `con` reuses a `queries.connect()` connection (its warehouse and,
+    if pinned with `as_of`, its snapshot, unless `data_dir` is given); `job_options` sets other HarvestJob fields
     (e.g. {"sim": True, "pacing_scale": 0.01}). Raises FetchError when the harvest reports failures.
     """
     names = _normalise_symbols(symbols)
@@ -141,23 +128,18 @@ def bars(
     lo, hi = to_utc_naive(start, "start"), to_utc_naive(end, "end")
     if lo is not None and hi is not None and lo >= hi:
         raise BarsRequestError(f"start {lo} is not before end {hi}")
-    if data_dir is None and isinstance(con, RetryingConnection):
-        data_dir = con.data_dir  # the warehouse `con` reads, not the settings' default
+    as_of = None
+    if con is not None and data_dir is None:
+        data_dir, as_of = source_of(con)  # the warehouse `con` reads (and its pinned snapshot), not the default
     directory = resolve_data_dir(data_dir)
     if fetch == "missing":
         connection_settings = {"host": host, "port": port, "client_id": client_id}
         fetch_missing(names, size.ib_name, lo, hi, what_to_show, use_rth, connection_settings, directory,
                       job_options or {})
-    root = shadow_root(directory)
-    connection = retrying(con, warehouse_roots(directory)) if con is not None else connect(directory)
-
-    def read(raw: duckdb.DuckDBPyConnection) -> Any:
-        # Rebuilt on a retry: the partition files named in the SQL are listed as they are now.
-        sql, params = bars_query(names, size, lo, hi, what_to_show, use_rth, root)
-        result = raw.sql(sql, params=params)
-        return result.pl() if as_ == "polars" else result.to_arrow_table()
-
-    found = connection.read(read)
+    files = series_files(directory, size, what_to_show, use_rth, lo, hi, as_of)
+    sql, params = bars_query(names, size, lo, hi, what_to_show, use_rth, files)
+    result = (con if con is not None else duckdb.connect()).sql(sql, params=params)
+    found = result.pl() if as_ == "polars" else result.to_arrow_table()
     if as_ == "pandas":
         return found.to_pandas(date_as_object=False)  # faster than .df() (duckdb 2.0, pandas 3)
     return found

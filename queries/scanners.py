@@ -15,8 +15,10 @@ from typing import Any
 
 import duckdb
 
-from queries.connection import connect, resolve_data_dir, warehouse_roots
-from queries.retrying import Connection, Relation, retrying
+from queries.connection import connect
+
+Connection = duckdb.DuckDBPyConnection
+Relation = duckdb.DuckDBPyRelation
 
 SQL_DIR = Path(__file__).with_name("sql")
 _PARAM_LINE = re.compile(r"^--\s+\$(\w+)\s*=\s*('[^']*'|\S+)\s*(.*)$")
@@ -120,12 +122,9 @@ def run(con: Connection, name_or_sql: str, params: dict[str, Any] | None = None,
 
 def scan(name: str, con: Connection | None = None,
          data_dir: str | os.PathLike[str] | None = None, as_: str = "pandas", **params: Any) -> Any:
-    """Run scanner `name` with `params` (notebook face of `harvest query NAME`); returns a DataFrame.
-
-    A plain DuckDB `con` is wrapped so that its reads retry like `connect()`'s (queries/retrying.py).
-    """
-    connection = retrying(con, warehouse_roots(resolve_data_dir(data_dir))) if con is not None else connect(data_dir)
-    relation = run(connection, name, params)
+    """Run scanner `name` with `params` (notebook face of `harvest query NAME`) on `con` or a new
+    `connect(data_dir)`; returns a DataFrame."""
+    relation = run(con if con is not None else connect(data_dir), name, params)
     if as_ == "arrow":
         return relation.to_arrow_table()
     if as_ == "polars":

@@ -7,7 +7,7 @@ import os
 
 from harvester import layout
 from queries import scanners
-from queries.connection import connect, resolve_data_dir
+from queries.connection import SOURCE_TABLE, connect, resolve_data_dir
 
 
 def warehouse_status(data_dir: str | os.PathLike[str] | None = None) -> dict:
@@ -15,10 +15,13 @@ def warehouse_status(data_dir: str | os.PathLike[str] | None = None) -> dict:
     directory = resolve_data_dir(data_dir)
     meta_path = directory / layout.META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    rows = scanners.run(connect(directory), "status").df()
+    con = connect(directory)
+    rows = scanners.run(con, "status").df()
+    ((version,),) = con.execute(f"SELECT version FROM {SOURCE_TABLE}").fetchall()
     return {
         "data_dir": str(directory),
         "simulated": meta.get("simulated"),
         "gateway": meta.get("gateway"),
+        "version": version,  # the bars table's Delta version: `queries.connect(as_of=...)` takes it
         "bar_sizes": json.loads(rows.to_json(orient="records", date_format="iso")),
     }

@@ -27,6 +27,7 @@ from tests.helpers.reference import (
     reference_dir,
     write_toml,
 )
+from tests.helpers.warehouses import snapshot_files
 
 SPAN = Span(("AAPL", "MSFT", "JPM", "XOM"))
 LONG_SPAN = Span(("AAPL", "MSFT", "JPM", "XOM", "KO", "PEP"), target_bars=60)
@@ -171,7 +172,7 @@ def test_gateway_down_at_start_exits_3_touching_nothing_and_the_later_rerun_comp
     down = cli(tmp_path, SPAN, "--port", str(port), "--data-dir", str(data))
     assert down.exit_code == Exit.UNREACHABLE and str(port) in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1 and "Traceback" not in down.output
-    assert not list(data.glob("bars/**/*.parquet")) and not list(data.glob("coverage/*"))
+    assert snapshot_files(data) == [] and snapshot_files(data, "coverage") == []
     gw = make_gateway(port=port)  # the gateway comes back on the same port
     back = cli(tmp_path, SPAN, "--port", str(gw.port), "--data-dir", str(data))
     assert back.exit_code == Exit.OK, back.output

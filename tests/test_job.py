@@ -13,6 +13,7 @@ from harvester.job import HarvestJob, HarvestReport, run_harvest
 from harvester.model import ContractSpec
 from harvester.sim import Faults
 from tests.helpers.gateways import next_client_id
+from tests.helpers.warehouses import snapshot_files
 
 FAST_RETRY = RetryPolicy(max_attempts=5, backoff_s=0.02, backoff_max_s=0.2, reconnect_attempts=5)
 SHORT_TIMEOUTS = TimeoutPolicy(base_s=1.0, per_bar_s=0.001, head_s=1.0)
@@ -28,10 +29,9 @@ def harvest(gw, data_dir: Path, symbols, **job) -> HarvestReport:
 
 def stored(data_dir: Path) -> pd.DataFrame:
     """Every stored bar, in a canonical order (no hive columns: they depend on the partition)."""
-    glob = data_dir / "bars" / "*" / "*" / "*" / "*" / "*.parquet"
     return duckdb.sql(
         f"SELECT symbol, con_id, ts, session_date, open, high, low, close, volume, wap, bar_count "
-        f"FROM read_parquet('{glob}', hive_partitioning=false) ORDER BY con_id, ts"
+        f"FROM read_parquet({snapshot_files(data_dir)}, hive_partitioning=false) ORDER BY con_id, ts"
     ).df()
 
 

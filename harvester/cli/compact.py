@@ -1,4 +1,4 @@
-"""`harvest compact`: rewrite partitions with stray files or poor row groups into the canonical layout."""
+"""`harvest compact`: one sorted data file per bars partition, then vacuum what no reader still needs."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from harvester.cli.exits import Exit, fail
+from harvester.cli.exits import warehouse_errors
 from harvester.cli.options import data_dir_option, settings_for
-from harvester.warehouse import WarehouseError, WarehouseLocked
 from harvester.warehouse.compaction import compact
 
 
@@ -16,15 +15,12 @@ from harvester.warehouse.compaction import compact
 @data_dir_option
 @click.pass_context
 def compact_command(ctx: click.Context, data_dir: Path | None) -> None:
-    """Rewrite partitions with stray files or poor row groups into the canonical layout."""
-    directory = settings_for(ctx, data_dir=data_dir).data_dir
-    try:
-        stats = compact(directory)
-    except WarehouseLocked as exc:
-        fail(Exit.LOCKED, f"another harvest holds the warehouse lock: {exc}")
-    except WarehouseError as exc:
-        fail(Exit.BAD_INPUT, str(exc))
-    click.echo(f"rewrote {stats.partitions_rewritten} partition(s) ({stats.rows} rows), removed "
-               f"{stats.files_removed} stray file(s) and {stats.temp_files_removed} temp file(s)")
+    """Rewrite partitions of several files (or out of order) into one sorted file each, then vacuum."""
+    settings = settings_for(ctx, data_dir=data_dir)
+    with warehouse_errors():
+        stats = compact(settings.data_dir, retention_hours=settings.vacuum_retention_hours)
+    click.echo(f"rewrote {stats.partitions_rewritten} partition(s) ({stats.rows} rows) into one sorted file each; "
+               f"vacuum removed {stats.files_removed} file(s) older than {settings.vacuum_retention_hours:g} h; "
+               f"bars table version {stats.version}")
     for path in stats.unreadable:
         click.echo(f"unreadable, left for `verify`: {path}", err=True)

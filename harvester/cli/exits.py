@@ -11,11 +11,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import sys
+from collections.abc import Iterator
 from typing import NoReturn
 
 import click
+
+from harvester.warehouse import WarehouseError, WarehouseLocked
 
 
 class Exit(enum.IntEnum):
@@ -32,3 +36,14 @@ def fail(code: Exit, message: str) -> NoReturn:
     """One line on stderr naming the culprit, then the documented exit code; never a traceback."""
     click.echo(f"harvest: {message}", err=True)
     sys.exit(int(code))
+
+
+@contextlib.contextmanager
+def warehouse_errors() -> Iterator[None]:
+    """A warehouse that cannot be used (old layout, unreadable, locked) ends a verb in one line."""
+    try:
+        yield
+    except WarehouseLocked as exc:
+        fail(Exit.LOCKED, f"another harvest holds the warehouse lock: {exc}")
+    except WarehouseError as exc:
+        fail(Exit.BAD_INPUT, str(exc))

@@ -15,6 +15,7 @@ import click
 from harvester.cli.compact import compact_command
 from harvester.cli.exits import Exit, fail
 from harvester.cli.harvest import run_nightly_job
+from harvester.cli.migrate import migrate_command
 from harvester.cli.options import group_options_for_subcommand
 from harvester.cli.plot import plot_command
 from harvester.cli.query import query_command
@@ -82,5 +83,6 @@ def main(ctx: click.Context, universe: Path | None, sim: bool, sim_now: str | No
     sys.exit(run_nightly_job(universe, sim, sim_now, **options))
 
 
-for command in (sim_command, compact_command, query_command, status_command, sql_init_command, plot_command):
+for command in (sim_command, compact_command, migrate_command, query_command, status_command, sql_init_command,
+                plot_command):
     main.add_command(command)

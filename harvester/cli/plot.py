@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from harvester.cli.exits import Exit, fail
+from harvester.cli.exits import Exit, fail, warehouse_errors
 from harvester.cli.options import data_dir_option, settings_for
 
 
@@ -26,13 +26,14 @@ def plot_command(ctx: click.Context, kind: str, symbol: str | None, bar_size: st
 
     target = output or Path(f"{kind}.png")
     data_dir = settings_for(ctx, data_dir=data_dir).data_dir
+    if kind == "candles" and not symbol:
+        fail(Exit.BAD_INPUT, "plot candles needs --symbol")
     try:
-        if kind == "candles":
-            if not symbol:
-                fail(Exit.BAD_INPUT, "plot candles needs --symbol")
-            plot.candles(symbol, target, bar_size=bar_size, start=start, end=end, data_dir=data_dir)
-        else:
-            plot.coverage_map(target, bar_size=bar_size, symbol=symbol, data_dir=data_dir)
+        with warehouse_errors():
+            if kind == "candles":
+                plot.candles(symbol, target, bar_size=bar_size, start=start, end=end, data_dir=data_dir)
+            else:
+                plot.coverage_map(target, bar_size=bar_size, symbol=symbol, data_dir=data_dir)
     except (plot.PlotError, ValueError) as exc:
         fail(Exit.BAD_INPUT, str(exc))
     click.echo(f"wrote {target}")

@@ -8,7 +8,7 @@ import click
 import duckdb
 
 import queries
-from harvester.cli.exits import Exit, fail
+from harvester.cli.exits import Exit, fail, warehouse_errors
 from harvester.cli.options import data_dir_option, settings_for
 from queries import scanners
 
@@ -64,7 +64,8 @@ def query_command(ctx: click.Context, name_or_sql: str | None, list_scanners: bo
     if not name_or_sql:
         _bad("query needs a scanner NAME or SQL text (see --list)")
     directory = queries.resolve_data_dir(settings_for(ctx, data_dir=data_dir).data_dir)
-    con = queries.connect(directory)
+    with warehouse_errors():
+        con = queries.connect(directory)
     if not allow_writes:
         queries.restrict(con, directory)
     try:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from harvester.cli.exits import warehouse_errors
 from harvester.cli.options import data_dir_option, settings_for
 from queries import resolve_data_dir, write_init_script
 
@@ -17,5 +18,6 @@ from queries import resolve_data_dir, write_init_script
 @click.pass_context
 def sql_init_command(ctx: click.Context, output: Path, data_dir: Path | None) -> None:
     """Write a DuckDB CLI init script creating the same views (absolute paths)."""
-    script = write_init_script(output, resolve_data_dir(settings_for(ctx, data_dir=data_dir).data_dir))
+    with warehouse_errors():
+        script = write_init_script(output, resolve_data_dir(settings_for(ctx, data_dir=data_dir).data_dir))
     click.echo(f"wrote {script}; run: duckdb -init {script}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from harvester.cli.exits import warehouse_errors
 from harvester.cli.options import data_dir_option, settings_for
 from queries import warehouse_status
 
@@ -25,12 +26,14 @@ def _human_bytes(n: int) -> str:
 @click.pass_context
 def status_command(ctx: click.Context, as_json: bool, data_dir: Path | None) -> None:
     """What the warehouse holds, per bar size, readable in five seconds."""
-    report = warehouse_status(settings_for(ctx, data_dir=data_dir).data_dir)
+    with warehouse_errors():
+        report = warehouse_status(settings_for(ctx, data_dir=data_dir).data_dir)
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
     origin = {True: "SIMULATED", False: "real"}.get(report["simulated"], "unknown origin")
-    click.echo(f"{report['data_dir']}  ({origin}{', ' + report['gateway'] if report['gateway'] else ''})")
+    version = "" if report["version"] is None else f", bars table version {report['version']}"
+    click.echo(f"{report['data_dir']}  ({origin}{', ' + report['gateway'] if report['gateway'] else ''}{version})")
     if not report["bar_sizes"]:
         click.echo("empty warehouse: no bars yet")
         return

@@ -1,10 +1,11 @@
-"""The warehouse: bars as partitioned Parquet plus the small tables (contracts, heads, coverage, journal).
+"""The warehouse: Delta tables of bars (partitioned) and the small tables (contracts, heads, coverage, journal).
 
-One writer at a time (the lock), any number of lock-free readers; every write is atomic.
+One writer at a time (the lock), any number of lock-free readers; every write is one Delta transaction.
 """
 
 from harvester.warehouse.files import WarehouseError
 from harvester.warehouse.lock import WarehouseLocked
+from harvester.warehouse.migrate import OldLayoutError
 from harvester.warehouse.store import CommitStats, MixedWarehouseError, StageResult, Warehouse
 
-__all__ = ["CommitStats", "MixedWarehouseError", "StageResult", "Warehouse", "WarehouseError", "WarehouseLocked"]
+__all__ = ["CommitStats", "MixedWarehouseError", "OldLayoutError", "StageResult", "Warehouse", "WarehouseError", "WarehouseLocked"]

@@ -1,9 +1,11 @@
-"""Where everything lives in the warehouse: every path and file name is written here and nowhere else.
+"""Where everything lives in the warehouse: every table, file and partition name is written here and nowhere else.
 
-Bars: bars/bar_size=<label>/what_to_show=<W>/use_rth=<0|1>/year=<YYYY>/<part>.parquet, keyed by the exchange
-session date (so a session's evening bars never straddle two files); <part> is `data` (a year), `YYYY-MM`
-or `YYYY-MM-DD` by bar size. Every path component comes from an allow-list (ibrules), never from a
-symbol, so nothing can escape the data directory.
+Every table is a Delta table in a folder of its own under the warehouse root (`bars/`, `contracts/`, ...).
+Bars are partitioned by series family and a time slot of the exchange session date (so a session's
+evening bars never straddle two partitions): `bar_size=<label>/what_to_show=<W>/use_rth=<bool>/period=<P>`,
+where P is a year (`2024`, hourly and longer bars), a month (`2024-06`, minute bars) or a day
+(`2024-06-03`, bars of 30 s and less): the storage study's 1–20 M rows a partition for a large universe.
+Every partition value comes from an allow-list (ibrules), never from a symbol.
 """
 
 from __future__ import annotations
@@ -19,132 +21,101 @@ import pyarrow.compute as pc
 from harvester.ibrules import BAR_SIZES, BY_LABEL, WHAT_TO_SHOW, BarSize
 from harvester.warehouse.files import WarehouseError
 
-# Every file and directory of the warehouse, relative to its root. Readers (queries) glob these too.
-META_FILE = "warehouse.json"  # simulated or real, gateway, account
-VERIFIED_FILE = "verified.json"  # (size, mtime) of each partition file read back whole since it changed
+META_FILE = "warehouse.json"  # simulated or real, gateway, account, format
+FORMAT = 2  # 1: Parquet files replaced in place (`harvest migrate` converts it); 2: Delta tables
+VERIFIED_FILE = "verified.json"  # the bars data files read back whole since they were written
 LOCK_FILE = ".harvest.lock"
 STAGING_DIR = "_staging"  # answers fetched, not yet committed
-BARS_DIR = "bars"
-BARS_GLOB = "bars/*/*/*/*/*.parquet"  # every partition file, and nothing else
-CONTRACTS_FILE = "contracts/contracts.parquet"
-HEADS_FILE = "heads/heads.parquet"
-COVERAGE_FILE = "coverage/coverage.parquet"
-JOURNAL_DIR = "journal"
-JOURNAL_GLOB = "journal/*.parquet"
-QUARANTINE_DIR = "quarantine"
-QUARANTINE_GLOB = "quarantine/bars-*.parquet"  # rows refused at the door
-QUARANTINE_FILES_DIR = "quarantine/files"  # whole files found unreadable, moved aside
+CORRUPT_DIR = "corrupt"  # copies of data files found unreadable, kept for inspection
 
-
-def journal_file(run_id: str, seq: int) -> str:
-    return f"{JOURNAL_DIR}/{run_id}-{seq:04d}.parquet"
-
-
-def quarantine_file(run_id: str, seq: int) -> str:
-    return f"{QUARANTINE_DIR}/bars-{run_id}-{seq:08d}.parquet"
+BARS = "bars"
+CONTRACTS = "contracts"
+HEADS = "heads"
+COVERAGE = "coverage"
+JOURNAL = "journal"
+QUARANTINE = "quarantine"  # rows refused at the door
+TABLES = (BARS, CONTRACTS, HEADS, COVERAGE, JOURNAL, QUARANTINE)
+BARS_PARTITION_BY = ("bar_size", "what_to_show", "use_rth", "period")
+PARTITIONS = {BARS: BARS_PARTITION_BY}  # the other tables are small and unpartitioned
 
 
 @dataclass(frozen=True, order=True)
 class PartitionKey:
-    """One partition file: the series family (bar size label, whatToShow, RTH) and its time slot."""
+    """One bars partition: the series family (bar size label, whatToShow, RTH) and its time slot."""
 
     label: str
     what_to_show: str
     use_rth: bool
-    year: int
-    part: str  # "data", "YYYY-MM" or "YYYY-MM-DD"
+    period: str  # "YYYY", "YYYY-MM" or "YYYY-MM-DD", by the bar size's granularity
 
     def __post_init__(self) -> None:
         if self.label not in BY_LABEL:
             raise WarehouseError(f"unknown bar size label {self.label!r}")
         if self.what_to_show not in WHAT_TO_SHOW:
             raise WarehouseError(f"unknown whatToShow {self.what_to_show!r}")
-        if not _legal_part(self.part, BY_LABEL[self.label].partition, self.year):
-            raise WarehouseError(f"illegal partition part {self.part!r} for {self.label} year {self.year}")
-
-    def path(self, data_dir: Path) -> Path:
-        return (
-            data_dir
-            / BARS_DIR
-            / f"bar_size={self.label}"
-            / f"what_to_show={self.what_to_show}"
-            / f"use_rth={int(self.use_rth)}"
-            / f"year={self.year:04d}"
-            / f"{self.part}.parquet"
-        )
+        if not _legal_period(self.period, BY_LABEL[self.label].partition):
+            raise WarehouseError(f"illegal period {self.period!r} for {self.label}")
 
     def session_range(self) -> tuple[date, date]:
         """Session dates [first, end) the partition holds."""
-        if self.part == "data":
-            return date(self.year, 1, 1), date(self.year + 1, 1, 1)
-        if len(self.part) == 7:
-            y, m = int(self.part[:4]), int(self.part[5:])
+        if len(self.period) == 4:
+            y = int(self.period)
+            return date(y, 1, 1), date(y + 1, 1, 1)
+        if len(self.period) == 7:
+            y, m = int(self.period[:4]), int(self.period[5:])
             return date(y, m, 1), (date(y + 1, 1, 1) if m == 12 else date(y, m + 1, 1))
-        d = date.fromisoformat(self.part)
+        d = date.fromisoformat(self.period)
         return d, d + timedelta(days=1)
 
     def utc_range(self) -> tuple[datetime, datetime]:
         """A UTC window surely holding every bar of the partition: a session date is within a day of its bars."""
         first, end = self.session_range()
-        utc = UTC
-        return (
-            datetime.combine(first - timedelta(days=1), time(), utc),
-            datetime.combine(end + timedelta(days=1), time(), utc),
-        )
+        return (datetime.combine(first - timedelta(days=1), time(), UTC),
+                datetime.combine(end + timedelta(days=1), time(), UTC))
 
     def ib_bar_sizes(self) -> list[str]:
         return [name for name, b in BAR_SIZES.items() if b.label == self.label]
 
 
-def _legal_part(part: str, granularity: str, year: int) -> bool:
+def family_predicate(label: str, what_to_show: str, use_rth: bool, periods: list[str]) -> str:
+    """The Delta predicate selecting some partitions of one series family (values are allow-listed)."""
+    listed = ", ".join(f"'{p}'" for p in sorted(periods))
+    return (f"bar_size = '{label}' AND what_to_show = '{what_to_show}' AND use_rth = {str(use_rth).lower()} "
+            f"AND period IN ({listed})")
+
+
+def family_filters(label: str, what_to_show: str, use_rth: bool, periods: list[str] | None = None) -> list:
+    """The same selection as partition filters for a snapshot's file list."""
+    filters = [("bar_size", "=", label), ("what_to_show", "=", what_to_show), ("use_rth", "=", str(use_rth).lower())]
+    return filters + ([("period", "in", sorted(periods))] if periods is not None else [])
+
+
+def _legal_period(period: str, granularity: str) -> bool:
     try:
         if granularity == "year":
-            return part == "data"
+            return len(period) == 4 and period.isdigit()
         if granularity == "month":
-            return len(part) == 7 and date.fromisoformat(part + "-01").year == year
-        return len(part) == 10 and date.fromisoformat(part).year == year
+            return len(period) == 7 and date.fromisoformat(period + "-01") is not None
+        return len(period) == 10 and date.fromisoformat(period) is not None
     except ValueError:
         return False
 
 
-def part_name(session_day: date, granularity: str) -> str:
+def period_of(session_day: date, granularity: str) -> str:
     if granularity == "year":
-        return "data"
+        return f"{session_day.year:04d}"
     if granularity == "month":
         return f"{session_day.year:04d}-{session_day.month:02d}"
     return session_day.isoformat()
 
 
-def parse_partition_path(data_dir: Path, path: Path) -> PartitionKey | None:
-    """The PartitionKey a bars file path spells, or None for anything that is not a legal partition file."""
-    try:
-        rel = path.relative_to(data_dir / BARS_DIR).parts
-    except ValueError:
-        return None
-    if len(rel) != 5 or not rel[4].endswith(".parquet"):
-        return None
-    fields = [p.partition("=") for p in rel[:4]]
-    if [f[0] for f in fields] != ["bar_size", "what_to_show", "use_rth", "year"]:
-        return None
-    label, what, rth, year = (f[2] for f in fields)
-    if rth not in ("0", "1") or not year.isdigit():
-        return None
-    try:
-        return PartitionKey(label, what, rth == "1", int(year), rel[4][: -len(".parquet")])
-    except WarehouseError:
-        return None
-
-
-def partition_files(root: Path, size: BarSize, what_to_show: str, use_rth: bool,
-                    start: datetime, end: datetime) -> list[Path]:
-    """Every partition file (existing or not) that can hold bars starting in [start, end): a session
-    date is within a day of its bars' UTC start, so the range is widened by a day each side."""
+def periods_for(size: BarSize, start: datetime, end: datetime) -> list[str]:
+    """Every period that can hold bars starting in [start, end): a session date is within a day of its
+    bars' UTC start, so the range is widened by a day each side."""
     first = start.date() - timedelta(days=1)
     last = (end - timedelta(microseconds=1)).date() + timedelta(days=1)
     days = (first + timedelta(days=i) for i in range((last - first).days + 1))
-    keys = dict.fromkeys(PartitionKey(size.label, what_to_show, use_rth, d.year, part_name(d, size.partition))
-                         for d in days)
-    return [key.path(root) for key in keys]
+    return list(dict.fromkeys(period_of(d, size.partition) for d in days))
 
 
 _SLOT_FORMAT = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}
@@ -154,9 +125,31 @@ def split_by_partition(table: pa.Table, label: str, what_to_show: str, use_rth: 
                        ) -> Iterator[tuple[PartitionKey, pa.Table]]:
     """The rows of one series family, cut into the partitions their session dates belong to.
     Commit and compaction both file rows with this, so they can never disagree on where a row goes."""
-    granularity = BY_LABEL[label].partition
-    slots = pc.strftime(table["session_date"].cast(pa.timestamp("s")), format=_SLOT_FORMAT[granularity])
+    slots = pc.strftime(table["session_date"].cast(pa.timestamp("s")),
+                        format=_SLOT_FORMAT[BY_LABEL[label].partition])
     for slot in pc.unique(slots).to_pylist():
-        part = table.filter(pc.equal(slots, slot))
-        first_day = part["session_date"][0].as_py()
-        yield PartitionKey(label, what_to_show, use_rth, first_day.year, part_name(first_day, granularity)), part
+        yield PartitionKey(label, what_to_show, use_rth, slot), table.filter(pc.equal(slots, slot))
+
+
+def with_partition(key: PartitionKey, rows: pa.Table) -> pa.Table:
+    """Bars rows with their partition's columns, as the bars table stores them."""
+    n = rows.num_rows
+    for name, value, kind in (("bar_size", key.label, pa.string()), ("what_to_show", key.what_to_show, pa.string()),
+                              ("use_rth", key.use_rth, pa.bool_()), ("period", key.period, pa.string())):
+        rows = rows.append_column(name, pa.array([value] * n, kind))
+    return rows
+
+
+def partitions_predicate(keys: list[PartitionKey]) -> str:
+    """One predicate naming exactly these partitions, grouped by series family."""
+    families: dict[tuple[str, str, bool], list[str]] = {}
+    for k in keys:
+        families.setdefault((k.label, k.what_to_show, k.use_rth), []).append(k.period)
+    return " OR ".join(f"({family_predicate(*family, periods)})" for family, periods in sorted(families.items()))
+
+
+def partition_of(table_root: Path, path: Path) -> PartitionKey:
+    """The partition a bars data file lies in, read off its hive-style path."""
+    values = dict(p.split("=", 1) for p in path.relative_to(table_root).parts[:-1])
+    return PartitionKey(values["bar_size"], values["what_to_show"], values["use_rth"] == "true", values["period"])
+

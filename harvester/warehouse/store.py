@@ -1,9 +1,11 @@
 """The Warehouse facade: open, lock, stage answered requests, commit them, and the small tables.
 
-Commit order is the crash-safety argument: (1) merge staged bars into partition files (each an atomic
-replace), (2) only then record their coverage, (3) write the journal, (4) drop the staging. A crash at any
-instant leaves staging in place; the next commit re-merges it (dedupe on (con_id, ts) makes that a no-op for
-rows already merged) and re-records coverage (deduped), which yields exactly the fault-free state.
+Every table is a Delta table (`delta.DeltaTables`); there are no transactions across tables, so the commit
+order is the crash-safety argument: (1) one bars transaction replaces every touched partition with its
+rows merged with the staged ones, (2) only then one coverage transaction records what they cover, (3) the
+journal is appended, (4) the staging is dropped. A crash at any instant leaves staging in place; the next
+commit re-merges it (dedupe on (con_id, ts) makes that a no-op for rows already merged) and re-records
+coverage (deduped), which yields exactly the fault-free state.
 """
 
 from __future__ import annotations
@@ -28,31 +30,33 @@ from harvester.model import BarRequest, HeadKey, Outcome
 from harvester.warehouse.checks import check_bars
 from harvester.warehouse.compaction import merge_newest_wins
 from harvester.warehouse.coverage import CoverageIndex, dedupe_rows, naive_utc, trim_rows
-from harvester.warehouse.files import (
-    WarehouseError,
-    ensure_dir,
-    fsync_dir,
-    write_json_atomic,
-    write_parquet_atomic,
-)
+from harvester.warehouse.delta import DeltaTables
+from harvester.warehouse.files import WarehouseError, ensure_dir, write_json_atomic
 from harvester.warehouse.layout import (
-    BARS_GLOB,
-    CONTRACTS_FILE,
-    COVERAGE_FILE,
-    HEADS_FILE,
+    BARS,
+    CONTRACTS,
+    CORRUPT_DIR,
+    COVERAGE,
+    FORMAT,
+    HEADS,
+    JOURNAL,
     META_FILE,
-    QUARANTINE_FILES_DIR,
+    PARTITIONS,
+    QUARANTINE,
     VERIFIED_FILE,
     PartitionKey,
-    journal_file,
-    parse_partition_path,
-    quarantine_file,
+    family_filters,
+    partition_of,
+    partitions_predicate,
     split_by_partition,
+    with_partition,
 )
 from harvester.warehouse.lock import WarehouseLocked, WriterLock
+from harvester.warehouse.migrate import refuse_old_layout
 from harvester.warehouse.staging import StagedEntry, StagingArea
 from harvester.warehouse.tables import (
     BARS_SCHEMA,
+    BARS_TABLE_SCHEMA,
     CONTRACTS_SCHEMA,
     COVERAGE_SCHEMA,
     HEADS_SCHEMA,
@@ -63,14 +67,20 @@ from harvester.warehouse.tables import (
     utc_now_naive,
 )
 
-__all__ = ["CommitStats", "MixedWarehouseError", "StageResult", "Warehouse", "WarehouseError", "WarehouseLocked"]
+__all__ = ["CommitStats", "MixedWarehouseError", "StageResult", "Warehouse", "WarehouseError",
+           "WarehouseLocked"]
 
-FORMAT = 1
 _run_counter = itertools.count()
 
 
 class MixedWarehouseError(WarehouseError):
     """Simulated bars must never land in a real warehouse (or the reverse)."""
+
+
+class _DamagedFile(Exception):
+    def __init__(self, path: Path, error: str) -> None:
+        super().__init__(error)
+        self.path, self.error = path, error
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,7 @@ class StageResult:
 @dataclass(frozen=True)
 class CorruptFile:
     path: Path
-    moved_to: Path
+    moved_to: Path  # a copy kept for inspection; the table no longer lists the file
     error: str
 
 
@@ -110,6 +120,7 @@ class Warehouse:
         self.data_dir = data_dir
         self.simulated = simulated
         self.run_id = new_run_id()
+        self.tables = DeltaTables(data_dir, PARTITIONS)
         self._staging = StagingArea(data_dir)
         self._seq = itertools.count(1)
         self._batches = itertools.count(1)
@@ -130,6 +141,7 @@ class Warehouse:
         ensure_dir(path)
         if not os.access(path, os.W_OK | os.X_OK):
             raise WarehouseError(f"data directory {path} is not writable")
+        refuse_old_layout(path)
         meta_path = path / META_FILE
         if meta_path.exists():
             try:
@@ -153,21 +165,14 @@ class Warehouse:
 
     # -- small tables -------------------------------------------------------------------------------------
 
-    def _read_table(self, rel: str, schema: pa.Schema) -> pa.Table:
-        path = self.data_dir / rel
-        if not path.exists():
-            return schema.empty_table()
-        try:
-            return pq.read_table(path).select(schema.names).cast(schema)
-        except (pa.ArrowException, OSError, KeyError) as exc:
-            self._quarantine_file(path, str(exc))
-            return schema.empty_table()
+    def _read(self, name: str, schema: pa.Schema) -> pa.Table:
+        return self.tables.read(name, schema)
 
     def coverage(self) -> CoverageIndex:
-        return CoverageIndex.from_frame(self._read_table(COVERAGE_FILE, COVERAGE_SCHEMA).to_pandas())
+        return CoverageIndex.from_frame(self._read(COVERAGE, COVERAGE_SCHEMA).to_pandas())
 
     def heads(self) -> dict[HeadKey, datetime]:
-        frame = self._read_table(HEADS_FILE, HEADS_SCHEMA).to_pandas()
+        frame = self._read(HEADS, HEADS_SCHEMA).to_pandas()
         return {
             HeadKey(int(r.con_id), str(r.what_to_show), bool(r.use_rth)): pd.Timestamp(r.head_ts)
             .tz_localize(UTC).to_pydatetime()
@@ -179,24 +184,27 @@ class Warehouse:
             raise WarehouseError(f"unknown whatToShow {key.what_to_show!r}")
         row = {"con_id": key.con_id, "what_to_show": key.what_to_show, "use_rth": key.use_rth,
                "head_ts": naive_utc(head_ts).to_pydatetime(), "fetched_at": utc_now_naive()}
-        self._upsert(HEADS_FILE, HEADS_SCHEMA, rows_to_table([row], HEADS_SCHEMA, "head"),
-                     ["con_id", "what_to_show", "use_rth"])
+        self._upsert(HEADS, HEADS_SCHEMA, rows_to_table([row], HEADS_SCHEMA, "head"), ["con_id", "what_to_show", "use_rth"])
 
     def contracts(self) -> pd.DataFrame:
-        return self._read_table(CONTRACTS_FILE, CONTRACTS_SCHEMA).to_pandas()
+        return self._read(CONTRACTS, CONTRACTS_SCHEMA).to_pandas()
 
     def save_contracts(self, df: pd.DataFrame) -> None:
         if "con_id" not in df.columns or df["con_id"].isna().any():
             raise WarehouseError("contracts frame needs a con_id on every row")
         if "qualified_at" not in df.columns:
             df = df.assign(qualified_at=utc_now_naive())
-        self._upsert(CONTRACTS_FILE, CONTRACTS_SCHEMA,
-                     frame_to_table(df, CONTRACTS_SCHEMA, "contracts"), ["con_id"])
+        self._upsert(CONTRACTS, CONTRACTS_SCHEMA, frame_to_table(df, CONTRACTS_SCHEMA, "contracts"), ["con_id"])
 
-    def _upsert(self, rel: str, schema: pa.Schema, new: pa.Table, key: list[str]) -> None:
-        merged = pd.concat([self._read_table(rel, schema).to_pandas(), new.to_pandas()], ignore_index=True)
-        merged = merged.drop_duplicates(subset=key, keep="last").sort_values(key)
-        write_parquet_atomic(self.data_dir / rel, pa.Table.from_pandas(merged, schema=schema, preserve_index=False))
+    def _upsert(self, name: str, schema: pa.Schema, new: pa.Table, key: list[str]) -> None:
+        """The whole (small) table rewritten in one transaction, the new rows winning on `key`."""
+        def build(snapshot) -> tuple[pa.Table, str]:
+            old = self.tables.read(name, schema, snapshot).to_pandas()
+            merged = pd.concat([old, new.to_pandas()], ignore_index=True)
+            merged = merged.drop_duplicates(subset=key, keep="last").sort_values(key)
+            return pa.Table.from_pandas(merged, schema=schema, preserve_index=False), "true"
+
+        self.tables.transact(name, build, schema)
 
     # -- staging and journal ------------------------------------------------------------------------------
 
@@ -210,17 +218,12 @@ class Warehouse:
         checked = check_bars(request, bars, symbol, calendar)
         seq = next(self._seq)
         if checked.quarantined.num_rows:
-            extra = pa.table({
-                "bar_size": [s.bar_size] * checked.quarantined.num_rows,
-                "what_to_show": [s.what_to_show] * checked.quarantined.num_rows,
-                "use_rth": [s.use_rth] * checked.quarantined.num_rows,
-                "quarantined_at": pa.array([utc_now_naive()] * checked.quarantined.num_rows, pa.timestamp("us")),
-            })
+            n = checked.quarantined.num_rows
             table = checked.quarantined
-            for name in extra.column_names:
-                table = table.append_column(name, extra[name])
-            table = table.cast(QUARANTINE_SCHEMA)
-            write_parquet_atomic(self.data_dir / quarantine_file(self.run_id, seq), table)
+            for name, values in (("bar_size", [s.bar_size] * n), ("what_to_show", [s.what_to_show] * n),
+                                 ("use_rth", [s.use_rth] * n), ("quarantined_at", [utc_now_naive()] * n)):
+                table = table.append_column(name, pa.array(values, QUARANTINE_SCHEMA.field(name).type))
+            self.tables.transact(QUARANTINE, lambda _: (table, None), QUARANTINE_SCHEMA)
         self._staging.put(self._batch, seq, request, outcome, checked.kept, symbol)
         return StageResult(checked.kept.num_rows, checked.quarantined.num_rows, outcome.covers)
 
@@ -231,7 +234,7 @@ class Warehouse:
         if not self._journal:
             return 0
         table = rows_to_table(self._journal, JOURNAL_SCHEMA, "journal")
-        write_parquet_atomic(self.data_dir / journal_file(self.run_id, next(self._journal_seq)), table)
+        self.tables.transact(JOURNAL, lambda _: (table, None), JOURNAL_SCHEMA)
         self._journal.clear()
         return table.num_rows
 
@@ -253,7 +256,7 @@ class Warehouse:
         return stats
 
     def _merge_partitions(self, entries: list[StagedEntry], stats: CommitStats) -> None:
-        """Each touched partition is read once, merged with all its staged slices and replaced once."""
+        """One bars transaction: every touched partition is replaced by its rows merged with the staged ones."""
         slices: dict[PartitionKey, list[pa.Table]] = {}
         for entry in entries:
             table = entry.read_bars()
@@ -262,43 +265,35 @@ class Warehouse:
             s = entry.series
             for key, part in split_by_partition(table, BAR_SIZES[s.bar_size].label, s.what_to_show, s.use_rth):
                 slices.setdefault(key, []).append(part)
-        for key in sorted(slices):
-            path = key.path(self.data_dir)
-            existing = self._read_partition(path, key, stats)
-            merged = merge_newest_wins(([existing] if existing is not None else []) + slices[key])
-            write_parquet_atomic(path, merged)
-            stats.partitions_written += 1
-            stats.rows_in_written_files += merged.num_rows
-            self._crash_hook(f"partition:{path}")
+        if not slices:
+            return
 
-    def _read_partition(self, path: Path, key: PartitionKey, stats: CommitStats) -> pa.Table | None:
-        if not path.exists():
-            return None
-        try:
-            table = pq.read_table(path, page_checksum_verification=True)
-            return table.select(BARS_SCHEMA.names).cast(BARS_SCHEMA)
-        except (pa.ArrowException, OSError, KeyError) as exc:
-            stats.corrupt.append(self._quarantine_partition(path, key, str(exc)))
-            return None
+        def build(snapshot) -> tuple[pa.Table, str]:
+            merged = [with_partition(key, merge_newest_wins(self._partition_rows(snapshot, key) + slices[key]))
+                      for key in sorted(slices)]
+            stats.partitions_written = len(merged)
+            stats.rows_in_written_files = sum(t.num_rows for t in merged)
+            return pa.concat_tables(merged), partitions_predicate(list(slices))
 
-    def _quarantine_partition(self, path: Path, key: PartitionKey, error: str) -> CorruptFile:
-        """Forget its coverage first (durably), then move it aside: claiming less than is stored is safe."""
-        start, end = key.utc_range()
-        rows = self._read_table(COVERAGE_FILE, COVERAGE_SCHEMA).to_pandas()
-        for bar_size in key.ib_bar_sizes():
-            rows = trim_rows(rows, [bar_size], key.what_to_show, key.use_rth, start, end)
-        self._write_coverage(rows)
-        return self._quarantine_file(path, error)
+        while True:
+            try:
+                self.tables.transact(BARS, build, BARS_TABLE_SCHEMA)
+                return
+            except _DamagedFile as damaged:  # dropped from its partition, then the merge is built again
+                stats.corrupt.append(self._drop_corrupt(damaged.path, damaged.error))
 
-    def _quarantine_file(self, path: Path, error: str) -> CorruptFile:
-        rel = path.relative_to(self.data_dir)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        target = self.data_dir / QUARANTINE_FILES_DIR / rel.parent / f"{rel.name}.corrupt-{stamp}"
-        ensure_dir(target.parent)
-        shutil.move(path, target)
-        fsync_dir(target.parent)
-        fsync_dir(path.parent)
-        return CorruptFile(path, target, error)
+    def _partition_rows(self, snapshot, key: PartitionKey) -> list[pa.Table]:
+        """The partition's stored rows, each file read whole: a damaged file must not vanish into a merge."""
+        if snapshot is None:
+            return []
+        filters = family_filters(key.label, key.what_to_show, key.use_rth, [key.period])
+        rows = []
+        for uri in self.tables.files(BARS, snapshot, filters):
+            try:
+                rows.append(pq.read_table(uri).select(BARS_SCHEMA.names).cast(BARS_SCHEMA))
+            except (pa.ArrowException, OSError, KeyError) as exc:
+                raise _DamagedFile(Path(uri), str(exc)) from exc
+        return rows
 
     def _record_coverage(self, entries: list[StagedEntry]) -> int:
         now = utc_now_naive()
@@ -314,42 +309,96 @@ class Warehouse:
         ]
         if not new:
             return 0
-        rows = self._read_table(COVERAGE_FILE, COVERAGE_SCHEMA).to_pandas()
         fresh = rows_to_table(new, COVERAGE_SCHEMA, "coverage").to_pandas()
-        self._write_coverage(pd.concat([rows, fresh], ignore_index=True))
+        self._write_coverage(lambda rows: pd.concat([rows, fresh], ignore_index=True))
         return len(new)
 
-    def _write_coverage(self, rows: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(dedupe_rows(rows), schema=COVERAGE_SCHEMA, preserve_index=False)
-        write_parquet_atomic(self.data_dir / COVERAGE_FILE, table)
+    def _write_coverage(self, change) -> None:
+        """Coverage rewritten whole in one transaction: `change(rows)` on the latest snapshot's rows."""
+        def build(snapshot) -> tuple[pa.Table, str]:
+            rows = change(self.tables.read(COVERAGE, COVERAGE_SCHEMA, snapshot).to_pandas())
+            return pa.Table.from_pandas(dedupe_rows(rows), schema=COVERAGE_SCHEMA, preserve_index=False), "true"
+
+        self.tables.transact(COVERAGE, build, COVERAGE_SCHEMA)
 
     def verify(self) -> list[CorruptFile]:
-        """Read every partition file changed since it was last verified; quarantine the unreadable ones
-        and forget their coverage, so the next plan refetches them.
+        """Read back every bars data file not verified yet; a damaged one is dropped from its partition (the
+        other files' rows stay) and its partition's coverage is forgotten, so the next plan refetches it.
 
-        A (size, mtime) record per file keeps the nightly cost to the files the last run touched;
-        a file damaged since (truncated, garbled, replaced by hand) no longer matches and is read again.
+        Delta data files are never rewritten, so a file verified once stays good unless damaged by hand:
+        the (size, mtime) record catches that too.
         """
         record_path = self.data_dir / VERIFIED_FILE
         try:
             record = json.loads(record_path.read_text())
         except (OSError, ValueError):
             record = {}
-        stats, seen = CommitStats(), {}
-        for path in sorted(self.data_dir.glob(BARS_GLOB)):
-            key = parse_partition_path(self.data_dir, path)
-            if key is None:
+        snapshot = self.tables.open(BARS)
+        if snapshot is None:
+            return []
+        corrupt, seen = [], {}
+        for uri in snapshot.file_uris():
+            path = Path(uri)
+            try:
+                st = path.stat()
+            except OSError as exc:
+                corrupt.append(self._drop_corrupt(path, str(exc)))
                 continue
-            rel, st = str(path.relative_to(self.data_dir)), path.stat()
             stamp = [st.st_size, st.st_mtime_ns]
-            if record.get(rel) != stamp and self._read_partition(path, key, stats) is None:
-                continue
+            rel = str(path.relative_to(self.data_dir))
+            if record.get(rel) != stamp:
+                try:
+                    pq.read_table(path)
+                except (pa.ArrowException, OSError) as exc:
+                    corrupt.append(self._drop_corrupt(path, str(exc)))
+                    continue
             seen[rel] = stamp
         write_json_atomic(record_path, seen)
-        return stats.corrupt
+        return corrupt
+
+    def _drop_corrupt(self, path: Path, error: str) -> CorruptFile:
+        """Forget the partition's coverage first (claiming less than is stored is safe), then replace the
+        partition by the rows of its other files, keeping a copy of the damaged one."""
+        key = partition_of(self.data_dir / BARS, path)
+        start, end = key.utc_range()
+        self._write_coverage(lambda rows: _trim_family(rows, key, start, end))
+        target = self.data_dir / CORRUPT_DIR / path.relative_to(self.data_dir)
+        ensure_dir(target.parent)
+        if path.exists():
+            shutil.copyfile(path, target)
+
+        def build(snapshot) -> tuple[pa.Table, str]:
+            filters = family_filters(key.label, key.what_to_show, key.use_rth, [key.period])
+            others = [f for f in self.tables.files(BARS, snapshot, filters) if Path(f) != path]
+            kept = _read_good(others)
+            return with_partition(key, kept), partitions_predicate([key])
+
+        self.tables.transact(BARS, build, BARS_TABLE_SCHEMA)
+        return CorruptFile(path, target, error)
+
+    def version(self) -> int | None:
+        """The bars table's version: what `harvest status` shows and `queries.connect(as_of=...)` takes."""
+        return self.tables.version(BARS)
 
     def close(self) -> None:
         """Flush the journal and delete committed staging batches. stage() and commit() must not overlap."""
         self._flush_journal()
         self._staging.empty_trash()
+
+
+def _trim_family(rows: pd.DataFrame, key: PartitionKey, start: datetime, end: datetime) -> pd.DataFrame:
+    for bar_size in key.ib_bar_sizes():
+        rows = trim_rows(rows, [bar_size], key.what_to_show, key.use_rth, start, end)
+    return rows
+
+
+def _read_good(files: list[str]) -> pa.Table:
+    """The rows of the files that still read; a second damaged file is left for the next verify."""
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f).select(BARS_SCHEMA.names).cast(BARS_SCHEMA))
+        except (pa.ArrowException, OSError):
+            continue
+    return pa.concat_tables(tables) if tables else BARS_SCHEMA.empty_table()
 

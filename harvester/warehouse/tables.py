@@ -33,8 +33,13 @@ BARS_SCHEMA = pa.schema(
     ]
 )
 BAR_COLUMNS = BARS_SCHEMA.names
-# A partition's path says its bar size, whatToShow and RTH flag; the views read them back as columns.
+# The bars table's partition columns (layout.BARS_PARTITION_BY): kept in the Delta log and the file paths,
+# not in the data files. `bar_size` holds the partition label ("1min"); the views show IB's name ("1 min").
 BARS_PARTITION_COLUMNS = ("bar_size", "what_to_show", "use_rth")
+BARS_TABLE_SCHEMA = pa.schema(
+    list(BARS_SCHEMA)
+    + [("bar_size", pa.string()), ("what_to_show", pa.string()), ("use_rth", pa.bool_()), ("period", pa.string())]
+)
 REJECTED_SCHEMA = BARS_SCHEMA.append(pa.field("reason", pa.string()))  # one answer's rows refused at the door
 QUARANTINE_SCHEMA = pa.schema(
     list(REJECTED_SCHEMA)

@@ -29,6 +29,7 @@ from tests.helpers.reference import (
     reference_dir,
     write_toml,
 )
+from tests.helpers.warehouses import snapshot_files
 
 SPAN = Span(("AAPL", "MSFT"))
 HARVEST = str(Path(sys.executable).with_name("harvest"))
@@ -176,7 +177,7 @@ def test_full_disk_fails_the_commit_cleanly_and_the_rerun_completes(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncated", "garbled"])
 def test_corrupt_partition_is_quarantined_and_refetched(tmp_path, stored, damage):
-    victim = min(stored.glob("bars/*/*/*/*/*.parquet"))
+    victim = Path(min(snapshot_files(stored)))
     raw = victim.read_bytes()
     if damage == "truncated":
         victim.write_bytes(raw[: len(raw) // 2])
@@ -185,7 +186,8 @@ def test_corrupt_partition_is_quarantined_and_refetched(tmp_path, stored, damage
         victim.write_bytes(raw[:middle] + bytes(b ^ 0xFF for b in raw[middle:middle + 512]) + raw[middle + 512:])
     result, _ = run_cli(tmp_path, stored, SPAN.universe_csv().encode())
     assert result.exit_code == Exit.OK, result.output
-    assert list((stored / "quarantine" / "files").rglob(f"{victim.name}.corrupt-*")), "not quarantined"
+    assert list((stored / "corrupt").rglob(victim.name)), "no copy kept for inspection"
+    assert str(victim) not in snapshot_files(stored)
     assert reader_hazards(stored) == []
     assert compare(stored, reference_dir(SPAN)).clean
 

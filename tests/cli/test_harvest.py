@@ -20,6 +20,7 @@ from ib_insync import IB
 from harvester.cli import main
 from harvester.warehouse.store import Warehouse
 from tests.helpers.gateways import SIM_NOW, next_client_id
+from tests.helpers.warehouses import snapshot_files
 
 HARVEST = str(Path(sys.executable).with_name("harvest"))
 
@@ -47,10 +48,9 @@ def sim_journal(data_dir: Path) -> list[dict]:
 
 
 def stored(data_dir: Path) -> list[tuple]:
-    glob = data_dir / "bars" / "*" / "*" / "*" / "*" / "*.parquet"
     return duckdb.sql(
         f"SELECT con_id, ts, open, high, low, close, volume, wap, bar_count "
-        f"FROM read_parquet('{glob}', hive_partitioning=false) ORDER BY con_id, ts"
+        f"FROM read_parquet({snapshot_files(data_dir)}, hive_partitioning=false) ORDER BY con_id, ts"
     ).fetchall()
 
 
@@ -203,7 +203,7 @@ def test_sigkilled_run_resumes_with_no_duplicate_and_no_missing_bar(tmp_path):
     killed_dir.mkdir()
     reference = _run_cli(reference_dir, reference_dir / "data", "--pacing-scale", "0.002")
     victim = _run_cli(killed_dir, killed_dir / "data", "--pacing-scale", "0.05")  # > 60 requests: waits 30 s
-    coverage = killed_dir / "data" / "coverage" / "coverage.parquet"
+    coverage = killed_dir / "data" / "coverage" / "_delta_log"
     deadline = time.monotonic() + 90
     while not coverage.exists():  # a commit has happened: the kill lands mid-run, after durable progress
         assert time.monotonic() < deadline, "the harvest made no progress"

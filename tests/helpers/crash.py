@@ -5,13 +5,13 @@ kills it with SIGKILL at a point drawn from a seeded RNG, in one of five phases:
 
   fetch    after the k-th request reached the gateway (its journal, observed from outside)
   stage    just before or after the k-th staged answer is renamed into `_staging/` (inside the victim)
-  commit   just before or after the k-th rename/unlink outside `_staging/`: partitions, coverage, journal,
-           contracts, the staging batch's retirement (inside the victim: the temp file is left behind)
+  commit   just before or after the k-th Delta transaction (bars, coverage, journal, contracts, heads) or
+           rename/unlink outside `_staging/` (the staging batch's retirement), inside the victim
   random   after a uniform delay over the whole run (observed from outside)
-  compact  `harvest compact` over a warehouse with overlapping stray files, killed at its k-th rename/unlink
+  compact  `harvest compact` over a warehouse whose partitions hold several files, killed at its k-th step
 
-Then, with the victim dead: every `*.parquet` a reader's glob matches must read, no temp file may match
-it, `queries.connect()` must count bars; the rerun must not be refused by a stale lock (exit 0) and must
+Then, with the victim dead: every data file the latest snapshot of each table lists must read whole,
+`queries.connect()` must count bars; the rerun must not be refused by a stale lock (exit 0) and must
 leave exactly the reference rows: 0 lost, 0 duplicated, 0 extra, 0 different.
 
     python -m tests.helpers.crash                    # 50 trials, seed 0
@@ -37,6 +37,7 @@ from pathlib import Path
 
 from tests.helpers.gateways import PACING_SCALE, SIM_NOW
 from tests.helpers.reference import Diff, Span, compare, reader_hazards, write_toml
+from tests.helpers.warehouses import split_partitions
 
 ROOT = Path(__file__).resolve().parents[2]  # the victim runs this module by name from its trial directory
 
@@ -87,6 +88,14 @@ def run_victim(argv: list[str]) -> None:
         return call
 
     os.replace, os.rename, os.unlink = counted(os.replace), counted(os.rename), counted(os.unlink)
+    import deltalake
+
+    write = deltalake.write_deltalake
+
+    def transaction(uri, *args, **kwargs):  # a Delta commit, counted like a rename outside the staging
+        return counted(lambda *_: write(uri, *args, **kwargs))(uri)
+
+    deltalake.write_deltalake = transaction
     from harvester.cli import main
 
     try:
@@ -146,26 +155,17 @@ def journal_lines(data: Path) -> int:
         return 0
 
 
-def scatter(data: Path) -> None:
-    """Split every partition into its canonical file (first 60 %) and an overlapping stray (last 60 %)."""
-    import pyarrow.parquet as pq
-
-    for path in sorted(data.glob("bars/*/*/*/*/*.parquet")):
-        table = pq.read_table(path)
-        n = table.num_rows
-        pq.write_table(table.slice(0, n * 6 // 10), path)
-        pq.write_table(table.slice(n * 4 // 10), path.with_name(f"stray-{path.stem}.parquet"))
-
-
 def rows_in(data: Path) -> int:
     import duckdb
+    from deltalake import DeltaTable
 
-    if not list(data.glob("bars/*/*/*/*/*.parquet")):
+    if not (data / "bars" / "_delta_log").is_dir():
         return 0
     try:
-        return duckdb.sql(f"SELECT count(*) FROM read_parquet('{data}/bars/*/*/*/*/*.parquet')").fetchall()[0][0]
-    except duckdb.Error:
-        return -1  # an unreadable file: reader_problems names it
+        files = DeltaTable(str(data / "bars")).file_uris()
+        return duckdb.sql(f"SELECT count(*) FROM read_parquet({files})").fetchall()[0][0] if files else 0
+    except Exception:  # noqa: BLE001 - an unreadable file or log: reader_problems names it
+        return -1
 
 
 def reader_problems(data: Path) -> list[str]:
@@ -203,7 +203,7 @@ def calibrate(work: Path) -> Calibration:
     counts = json.loads((cwd / "counts.json").read_text())
     scattered = work / "calibrate-compact"
     shutil.copytree(data, scattered / "data")
-    scatter(scattered / "data")
+    split_partitions(scattered / "data")
     code, err = finish(start_victim(scattered, ["compact", "--data-dir", str(scattered / "data")],
                                     count_file=scattered / "counts.json"))
     if code != 0:
@@ -222,7 +222,7 @@ def run_trial(number: int, phase: str, rng: random.Random, cal: Calibration, wor
     when = "after" if after else "before"
     if phase == "compact":
         shutil.copytree(cal.reference, data)
-        scatter(data)
+        split_partitions(data)
         nth = rng.randint(1, cal.compact)
         trial.point = f"{when} step {nth}/{cal.compact} of compact"
         victim = start_victim(cwd, ["compact", "--data-dir", str(data)], "any", nth, after)

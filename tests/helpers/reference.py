@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
 from harvester import layout
 from harvester.ib.scheduler import RetryPolicy, TimeoutPolicy
@@ -113,12 +114,15 @@ class Diff:
 
 
 def _bars_sql(data_dir: Path) -> str:
-    files = list(data_dir.glob(layout.BARS_GLOB))
+    """The bars of the latest snapshot, read straight from the Delta log's file list (not through queries)."""
+    files = DeltaTable(str(data_dir / layout.BARS)).file_uris() if (data_dir / layout.BARS / "_delta_log").is_dir() \
+        else []
     if not files:
         cols = ", ".join(f"NULL AS {c}" for c in (*KEY_COLUMNS, *VALUE_COLUMNS))
         return f"SELECT {cols} WHERE false"
-    return (f"SELECT * FROM read_parquet('{data_dir}/{layout.BARS_GLOB}', hive_partitioning = true, "
-            "hive_types = {'bar_size': VARCHAR, 'what_to_show': VARCHAR, 'use_rth': INTEGER, 'year': INTEGER})")
+    listed = ", ".join(f"'{f}'" for f in files)
+    return (f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, "
+            "hive_types = {'bar_size': VARCHAR, 'what_to_show': VARCHAR, 'use_rth': BOOLEAN, 'period': VARCHAR})")
 
 
 def compare(actual_dir: Path, expected_dir: Path, symbols: tuple[str, ...] | None = None) -> Diff:
@@ -144,17 +148,20 @@ def compare(actual_dir: Path, expected_dir: Path, symbols: tuple[str, ...] | Non
 
 
 def reader_hazards(data_dir: Path) -> list[str]:
-    """What a reader's glob would trip over: temp files it matches, `*.parquet` files it cannot read."""
+    """What a reader would trip over: a data file the latest snapshot of a table lists that is missing
+    or does not read whole."""
     found = []
-    for path in sorted(data_dir.glob("*/**/*.parquet")):
-        rel = path.relative_to(data_dir).parts
-        if rel[0] == "_staging" or rel[:2] == ("quarantine", "files"):
-            continue
-        if ".tmp-" in path.name:
-            found.append(f"temp file matched by a reader glob: {path}")
+    for name in layout.TABLES:
+        if not (data_dir / name / "_delta_log").is_dir():
             continue
         try:
-            pq.read_table(path)
-        except Exception as exc:  # noqa: BLE001 - any failure to read is the finding
-            found.append(f"unreadable: {path}: {exc}")
+            files = DeltaTable(str(data_dir / name)).file_uris()
+        except Exception as exc:  # noqa: BLE001 - any failure to open is the finding
+            found.append(f"table {name} does not open: {exc}")
+            continue
+        for path in files:
+            try:
+                pq.read_table(path)
+            except Exception as exc:  # noqa: BLE001 - any failure to read is the finding
+                found.append(f"unreadable: {path}: {exc}")
     return found

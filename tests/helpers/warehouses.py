@@ -1,10 +1,13 @@
-"""Build small warehouses in the fixed layout (harvester/warehouse/layout.py) for the query-layer tests.
+"""Build small warehouses (Delta tables, harvester/warehouse/layout.py) for the query-layer tests.
 
-Deliberately independent of the harvester's writer: the readers are tested against the layout itself.
+Deliberately independent of the harvester's writer: rows go straight to `deltalake`, so the readers are
+tested against the layout itself.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -13,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake import DeltaTable, write_deltalake
+from deltalake.transaction import AddAction
 
 from harvester import tables
 from harvester.ibrules import BAR_SIZES
@@ -65,32 +70,57 @@ def daily_from_minutes(minutes: pd.DataFrame) -> pd.DataFrame:
     return daily
 
 
+def snapshot_files(data_dir: Path, table: str = "bars") -> list[str]:
+    """The data files of a table's latest snapshot, straight from the Delta log (files it no longer lists stay
+    on disk until vacuum, so a glob would read them too)."""
+    if not (data_dir / table / "_delta_log").is_dir():
+        return []
+    return DeltaTable(str(data_dir / table)).file_uris()
+
+
+def split_partitions(data_dir: Path) -> int:
+    """Rewrite every bars partition as two data files (first half, the rest) in one transaction, as an
+    appending Delta writer would leave it: work for `harvest compact`. Returns the partitions rewritten."""
+    from harvester.warehouse.layout import partition_of
+
+    table_dir = data_dir / "bars"
+    snapshot = DeltaTable(str(table_dir))
+    actions = []
+    for n, path in enumerate(snapshot.file_uris()):
+        key = partition_of(table_dir, Path(path))
+        rows = pq.read_table(path)
+        values = {"bar_size": key.label, "what_to_show": key.what_to_show, "use_rth": str(key.use_rth).lower(),
+                  "period": key.period}
+        half = (rows.num_rows + 1) // 2
+        for k, part in enumerate((rows.slice(0, half), rows.slice(half))):
+            target = Path(path).with_name(f"split-{n}-{k}.parquet")
+            pq.write_table(part, target)
+            actions.append(AddAction(str(target.relative_to(table_dir)), target.stat().st_size, values,
+                                     int(time.time() * 1000), True, json.dumps({"numRecords": part.num_rows})))
+    snapshot.create_write_transaction(actions, "overwrite", snapshot.schema(),
+                                      partition_by=["bar_size", "what_to_show", "use_rth", "period"])
+    return len(actions) // 2
+
+
 def write_bars(data_dir: Path, df: pd.DataFrame, bar_size: str = "1 min", what: str = "TRADES",
-               use_rth: bool = True) -> list[Path]:
-    """Write `df` (bars file columns) into its partition files, one per partition, sorted (symbol, ts)."""
+               use_rth: bool = True) -> list[str]:
+    """Append `df` (bars columns) to the bars table, one data file per partition, sorted (symbol, ts);
+    returns the table's data files afterwards."""
     b = BAR_SIZES[bar_size]
     sd = pd.to_datetime(df["session_date"])
-    part = {"year": pd.Series("data", index=df.index), "month": sd.dt.strftime("%Y-%m"),
-            "day": sd.dt.strftime("%Y-%m-%d")}[b.partition]
-    paths = []
-    for (year, name), chunk in df.groupby([sd.dt.year, part]):
-        d = data_dir / "bars" / f"bar_size={b.label}" / f"what_to_show={what}" / f"use_rth={int(use_rth)}"
-        path = d / f"year={year}" / f"{name}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pandas(chunk.sort_values(["symbol", "ts"])[tables.BARS_SCHEMA.names],
-                                     preserve_index=False).cast(tables.BARS_SCHEMA)
-        pq.write_table(table, path, compression="zstd", row_group_size=65_536)
-        paths.append(path)
-    return paths
+    period = {"year": sd.dt.strftime("%Y"), "month": sd.dt.strftime("%Y-%m"), "day": sd.dt.strftime("%Y-%m-%d")}
+    frame = df.assign(bar_size=b.label, what_to_show=what, use_rth=use_rth, period=period[b.partition])
+    frame = frame.sort_values(["symbol", "ts"])[tables.BARS_TABLE_SCHEMA.names]
+    table = pa.Table.from_pandas(frame, preserve_index=False).cast(tables.BARS_TABLE_SCHEMA)
+    uri = str(data_dir / "bars")
+    write_deltalake(uri, table, mode="append", partition_by=["bar_size", "what_to_show", "use_rth", "period"])
+    return DeltaTable(uri).file_uris()
 
 
-def write_table(data_dir: Path, name: str, rows: list[dict], file: str | None = None) -> Path:
-    """Write rows to contracts/heads/coverage/journal/quarantine with the layout's schema."""
+def write_table(data_dir: Path, name: str, rows: list[dict]) -> None:
+    """Append rows to contracts/heads/coverage/journal/quarantine with the layout's schema."""
     schema = getattr(tables, f"{name.upper()}_SCHEMA")
-    path = data_dir / name / (file or f"{name}.parquet")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
-    return path
+    write_deltalake(str(data_dir / name), pa.Table.from_pylist(rows, schema=schema), mode="append")
 
 
 def contracts_rows(symbols: list[str]) -> list[dict]:

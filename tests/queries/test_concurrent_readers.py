@@ -17,13 +17,13 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 import tests
 from harvester.cli import Exit, main
 from tests.helpers.reference import PACING_SCALE, SIM_NOW, Span, compare, reference_dir, write_toml
+from tests.helpers.warehouses import split_partitions
 
 SPAN = Span(("AAPL", "MSFT", "JPM", "XOM", "KO", "PEP"), start=date(2024, 3, 1))
 FIRST_HALF = replace(SPAN, end=date(2024, 4, 15))
@@ -47,6 +47,7 @@ def read_loop(data_dir: str, stop_file: str) -> None:
                 frame = queries.bars(None, "30 mins", data_dir=data_dir, con=con)
                 rows, twice = len(frame), int(frame.duplicated(["con_id", "ts"]).sum())
             else:
+                queries.refresh(con)  # the view reads one snapshot: move it to the latest
                 rows, distinct = con.execute(
                     "SELECT count(*), count(DISTINCT (con_id, bar_size, ts)) FROM bars").fetchall()[0]
                 twice = rows - distinct
@@ -88,14 +89,6 @@ def wait_holding_lock(proc: subprocess.Popen, data: Path) -> None:
             proc.wait(timeout=0.02)
 
 
-def degrade_row_groups(data: Path) -> int:
-    """Rewrite each partition (atomically) with tiny row groups, so `harvest compact` has work to do."""
-    files = sorted(data.glob("bars/*/*/*/*/*.parquet"))
-    for path in files:
-        tmp = path.with_name(f".{path.name}.tmp-test")
-        pq.write_table(pq.read_table(path), tmp, row_group_size=100)
-        os.replace(tmp, path)
-    return len(files)
 
 
 def test_reader_during_harvests_and_compactions_sees_no_error_no_duplicate_no_decrease(tmp_path):
@@ -111,7 +104,7 @@ def test_reader_during_harvests_and_compactions_sees_no_error_no_duplicate_no_de
         assert second.wait(timeout=120) == 0, second.stderr.read()
         compactions = []
         for _ in range(3):
-            assert degrade_row_groups(data) >= 2
+            assert split_partitions(data) >= 2
             compacted = subprocess.run([HARVEST, "compact", "--data-dir", str(data)], capture_output=True, text=True,
                                        timeout=60, check=False)
             compactions.append((compacted.returncode, compacted.stdout))

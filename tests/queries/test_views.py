@@ -37,14 +37,30 @@ def test_empty_warehouse_answers_zero_rows_everywhere(tmp_path: Path, exists: bo
     assert [r[0] for r in con.execute("DESCRIBE bars").fetchall()] == BARS_COLUMNS
 
 
-def test_connection_opened_on_empty_warehouse_sees_later_commits(tmp_path: Path) -> None:
+def test_a_connection_reads_one_snapshot_until_refreshed(tmp_path: Path) -> None:
     con = queries.connect(tmp_path)
+    assert type(con) is duckdb.DuckDBPyConnection  # DuckDB's own connection: no wrapper, no retries
     assert con.execute("SELECT count(*) FROM bars").fetchall() == [(0,)]
     df = minute_bars(["AAA", "BBB"], "2024-06-03", "2024-06-04")
     write_bars(tmp_path, df)
     write_table(tmp_path, "contracts", contracts_rows(["AAA", "BBB"]))
+    assert con.execute("SELECT count(*) FROM bars").fetchall() == [(0,)]  # its snapshot: nothing yet
+    assert queries.refresh(con) == 0  # the bars table's first version
     assert con.execute("SELECT count(*) FROM bars").fetchall() == [(len(df),)]
     assert con.execute("SELECT count(*) FROM contracts").fetchall() == [(2,)]
+    assert queries.bars(None, "1 min", con=con).shape[0] == len(df)
+
+
+def test_time_travel_reads_the_warehouse_as_it_was(tmp_path: Path) -> None:
+    first = minute_bars(["AAA"], "2024-06-03", "2024-06-03")
+    write_bars(tmp_path, first)
+    write_bars(tmp_path, minute_bars(["BBB"], "2024-06-04", "2024-06-04"))
+    now = queries.connect(tmp_path)
+    then = queries.connect(tmp_path, as_of=0)
+    assert now.execute("SELECT count(DISTINCT symbol) FROM bars").fetchall() == [(2,)]
+    assert then.execute("SELECT symbol, count(*) FROM bars GROUP BY 1").fetchall() == [("AAA", len(first))]
+    assert queries.refresh(then) == 0  # pinned stays pinned
+    assert len(queries.bars(None, "1 min", "2024-06-01", "2024-07-01", con=then)) == len(first)
 
 
 def test_bars_view_types_and_ib_bar_size_spelling(tmp_path: Path) -> None:
@@ -60,10 +76,10 @@ def test_bars_view_types_and_ib_bar_size_spelling(tmp_path: Path) -> None:
     pd.testing.assert_series_equal(got["close"], df["close"], check_names=False)
 
 
-def test_writer_temp_files_and_staging_are_invisible(tmp_path: Path) -> None:
+def test_files_no_snapshot_lists_and_staging_are_invisible(tmp_path: Path) -> None:
     df = minute_bars(["AAA"], "2024-06-03", "2024-06-03")
-    (path,) = write_bars(tmp_path, df)
-    (path.parent / f".{path.name}.tmp-123-abcd").write_bytes(path.read_bytes())
+    (path,) = map(Path, write_bars(tmp_path, df))
+    (path.parent / "orphan-of-a-dead-writer.parquet").write_bytes(path.read_bytes())  # data file, no log entry
     staged = tmp_path / "_staging" / "run1" / "bars.parquet"
     staged.parent.mkdir(parents=True)
     staged.write_bytes(path.read_bytes())

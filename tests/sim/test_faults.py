@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from ib_insync import IB, Stock
 
-from harvester.sim import Faults
+from harvester.sim import SMALL_BAR_SIZES, Faults, PacingLimits
 from harvester.sim.faults import FaultError
 
 AAPL = Stock("AAPL", "SMART", "USD", primaryExchange="NASDAQ")
@@ -102,9 +102,12 @@ def test_errors_for_chosen_symbols_only(make_gateway, connect):
 
 
 def test_random_error_rate_is_seeded(make_gateway, connect):
+    """Hourly bars under IB's soft pacing only: a real pacing rejection (which depends on how fast the
+    client sends) would skip a draw of the seeded generator and shift every later outcome."""
     outcomes = []
     for _ in range(2):
-        gateway = make_gateway(faults=Faults(random_error_rate=0.5, seed=7))
+        gateway = make_gateway(faults=Faults(random_error_rate=0.5, seed=7),
+                               pacing=PacingLimits(bar_sizes=SMALL_BAR_SIZES))
         ib = connect(gateway)
         outcomes.append([len(bars(ib, duration=f"{n + 1} D")) > 0 for n in range(12)])
     assert outcomes[0] == outcomes[1] and True in outcomes[0] and False in outcomes[0]

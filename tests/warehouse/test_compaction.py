@@ -1,4 +1,5 @@
-"""Compaction: stray parts and poor row groups rewritten into the layout; rows preserved exactly; rerun safe."""
+"""Compaction: partitions of several files (one a commit) become one sorted file each; rows preserved exactly;
+old snapshots stay readable until vacuum's retention; rerun safe."""
 
 from __future__ import annotations
 
@@ -8,20 +9,20 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 from click.testing import CliRunner
+from deltalake import DeltaTable
 
-from harvester.cli import main
+from harvester.cli import Exit, main
 from harvester.model import BarRequest, Outcome, SeriesKey
 from harvester.warehouse.compaction import compact
 from harvester.warehouse.lock import WriterLock
 from harvester.warehouse.store import Warehouse
+from tests.helpers.warehouses import split_partitions
 
-YEAR_DIR = "bars/bar_size=1min/what_to_show=TRADES/use_rth=1/year=2024"
 
-
-def fill(tmp_path) -> None:
+def fill(tmp_path, days=(date(2024, 5, 31), date(2024, 6, 3))) -> None:
     wh = Warehouse.open(tmp_path, simulated=True)
     for con_id, sym in ((1, "AAA"), (2, "BBB")):
-        for day in (date(2024, 5, 31), date(2024, 6, 3)):
+        for day in days:
             start = datetime(day.year, day.month, day.day, 14, 30, tzinfo=UTC)
             req = BarRequest(SeriesKey(con_id, "1 min", "TRADES", True), start, start + timedelta(hours=1), "3600 S", 60)
             ts = pd.date_range(start, periods=60, freq="min")
@@ -31,8 +32,12 @@ def fill(tmp_path) -> None:
     wh.commit()
 
 
-def all_rows(tmp_path) -> pd.DataFrame:
-    return duckdb.sql(f"SELECT * FROM read_parquet('{tmp_path}/bars/*/*/*/*/*.parquet', hive_partitioning = true)"
+def files(tmp_path, version=None) -> list[str]:
+    return DeltaTable(str(tmp_path / "bars"), version).file_uris()
+
+
+def all_rows(tmp_path, version=None) -> pd.DataFrame:
+    return duckdb.sql(f"SELECT * FROM read_parquet({files(tmp_path, version)}, hive_partitioning = true)"
                       " ORDER BY con_id, ts").df()
 
 
@@ -42,34 +47,32 @@ def test_clean_warehouse_is_left_alone(tmp_path):
     assert (stats.partitions_rewritten, stats.files_removed) == (0, 0)
 
 
-def test_stray_parts_and_poor_row_groups_are_rewritten_preserving_rows(tmp_path):
+def test_a_partition_of_several_files_becomes_one_sorted_file_and_old_snapshots_survive(tmp_path):
     fill(tmp_path)
+    assert split_partitions(tmp_path) == 2  # May and June, two files each
+    before_version = DeltaTable(str(tmp_path / "bars")).version()
     reference = all_rows(tmp_path)
-    june = tmp_path / YEAR_DIR / "2024-06.parquet"
-    table = pq.read_table(june)
-    # split June into the proper file (first half, 10-row groups) and a stray part (second half, with overlap)
-    pq.write_table(table.slice(0, 70), june, row_group_size=10)
-    pq.write_table(table.slice(60), tmp_path / YEAR_DIR / "stray-copy.parquet")
-    (tmp_path / YEAR_DIR / ".2024-06.parquet.tmp-1-dead").write_bytes(b"half written")
-
-    stats = compact(tmp_path)
-    assert (stats.partitions_rewritten, stats.files_removed, stats.temp_files_removed) == (1, 1, 1)
-    assert sorted(p.name for p in (tmp_path / YEAR_DIR).iterdir()) == ["2024-05.parquet", "2024-06.parquet"]
-    assert pq.ParquetFile(june).metadata.num_row_groups == 1
+    assert len([f for f in files(tmp_path) if "period=2024-06" in f]) == 2
+    stats = compact(tmp_path)  # default retention: the files of older snapshots are kept
+    assert stats.partitions_rewritten == 2 and stats.rows == 4 * 60 and stats.files_removed == 0
+    (june_file,) = [f for f in files(tmp_path) if "period=2024-06" in f]
+    table = pq.read_table(june_file)
+    assert pq.ParquetFile(june_file).metadata.num_row_groups == 1
+    assert table.column("symbol").to_pylist() == sorted(table.column("symbol").to_pylist())
     pd.testing.assert_frame_equal(all_rows(tmp_path), reference)
+    pd.testing.assert_frame_equal(all_rows(tmp_path, before_version), reference)  # time travel still reads
     again = compact(tmp_path)
-    assert (again.partitions_rewritten, again.files_removed) == (0, 0)
+    assert again.partitions_rewritten == 0
 
 
-def test_misfiled_rows_move_to_their_partition(tmp_path):
+def test_vacuum_with_no_retention_removes_what_no_snapshot_lists(tmp_path):
     fill(tmp_path)
+    assert split_partitions(tmp_path) == 2  # May and June, two files each
     reference = all_rows(tmp_path)
-    may, june = tmp_path / YEAR_DIR / "2024-05.parquet", tmp_path / YEAR_DIR / "2024-06.parquet"
-    both = pq.read_table(june).to_pandas()
-    pq.write_table(pq.read_table(may), tmp_path / YEAR_DIR / "old-writer.parquet")
-    may.unlink()
-    compact(tmp_path)
-    assert may.exists() and len(pq.read_table(may)) == 120 and len(pq.read_table(june)) == len(both)
+    stats = compact(tmp_path, retention_hours=0)
+    listed = set(files(tmp_path))
+    on_disk = {str(p) for p in (tmp_path / "bars").rglob("*.parquet")}
+    assert stats.files_removed >= 2 and on_disk == listed
     pd.testing.assert_frame_equal(all_rows(tmp_path), reference)
 
 
@@ -80,4 +83,4 @@ def test_cli_compact_reports_and_refuses_when_locked(tmp_path):
     assert result.exit_code == 0 and "rewrote 0 partition(s)" in result.output
     with WriterLock(tmp_path):
         locked = runner.invoke(main, ["compact", "--data-dir", str(tmp_path)])
-    assert locked.exit_code != 0 and "another harvest is running" in locked.output
+    assert locked.exit_code == Exit.LOCKED and "another harvest is running" in locked.output

@@ -1,0 +1,143 @@
+"""The warehouse's tables as Delta Lake tables (delta-rs): every write is one transaction, seen whole or not at all.
+
+Data files are immutable and each snapshot lists its own, so a reader never races a writer (no file is
+replaced in place) and old versions stay readable until vacuum. Two writers that rewrite the same
+partition conflict (`CommitFailedError`): `transact` rebuilds the write on the new snapshot and tries
+again. Pitfalls measured here (docs/warehouse.md): never `DeltaTable.to_pyarrow_dataset()` (processes
+aborted at exit), predicate overwrite rather than MERGE (faster, and it refuses rows outside the predicate).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import deltalake
+import duckdb
+import pyarrow as pa
+from deltalake import DeltaTable, WriterProperties
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from harvester.warehouse.files import ROW_GROUP_ROWS, WarehouseError
+
+WRITER = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
+CONFLICT_RETRIES = 10
+Write = tuple[pa.Table, str | None]  # rows, and the predicate of the rows they replace (None: append)
+
+
+class DeltaTables:
+    """The Delta tables under one warehouse root, by name (layout's table names)."""
+
+    def __init__(self, root: Path, partitions: dict[str, Sequence[str]] | None = None) -> None:
+        self.root = root
+        self.partitions = dict(partitions or {})  # table name -> partition columns
+
+    def uri(self, name: str) -> str:
+        return str(self.root / name)
+
+    def open(self, name: str, as_of: int | datetime | None = None) -> DeltaTable | None:
+        """The table at its latest version (or `as_of` a version or an instant); None if never written."""
+        try:
+            table = DeltaTable(self.uri(name)) if not isinstance(as_of, int) else DeltaTable(self.uri(name), as_of)
+        except TableNotFoundError:
+            return None
+        if isinstance(as_of, datetime):
+            try:
+                table.load_as_version(as_of)
+            except DeltaError:
+                return None  # the table did not exist yet at that instant
+        return table
+
+    def version(self, name: str) -> int | None:
+        table = self.open(name)
+        return None if table is None else table.version()
+
+    def files(self, name: str, table: DeltaTable | None = None, filters: list | None = None) -> list[str]:
+        """The data files of one snapshot (pruned by partition `filters`, e.g. [("period", "in", [...])])."""
+        table = table if table is not None else self.open(name)
+        if table is None:
+            return []
+        return table.file_uris(filters) if filters else table.file_uris()
+
+    def read(self, name: str, schema: pa.Schema, table: DeltaTable | None = None, filters: list | None = None,
+             verify: bool = False) -> pa.Table:
+        """Rows of one snapshot as `schema`; partition columns come back from the file paths (hive style)."""
+        return read_files(self.files(name, table, filters), schema, self.partitions.get(name, ()), verify)
+
+    def transact(self, name: str, build: Callable[[DeltaTable | None], Write], schema: pa.Schema) -> int:
+        """Write what `build(snapshot)` returns as one transaction, rebuilt on the new snapshot after a
+        conflict with another writer; returns the version written."""
+        for _ in range(CONFLICT_RETRIES):
+            snapshot = self.open(name)
+            rows, predicate = build(snapshot)
+            try:
+                return self._write(name, rows.cast(schema), predicate, snapshot is None)
+            except CommitFailedError:
+                continue
+        raise WarehouseError(f"{self.uri(name)}: {CONFLICT_RETRIES} commits in a row lost to other writers")
+
+    def _write(self, name: str, rows: pa.Table, predicate: str | None, new: bool) -> int:
+        mode = "append" if predicate is None else "overwrite"
+        if new and predicate is not None:
+            mode = "append"  # nothing to replace yet; creating the table with the rows is the same write
+        try:
+            deltalake.write_deltalake(  # looked up on the module: the crash harness counts these calls
+                self.uri(name), rows, mode=mode, predicate=None if mode == "append" else predicate,
+                partition_by=list(self.partitions.get(name, ())) or None, writer_properties=WRITER,
+            )
+        except CommitFailedError:
+            raise
+        except (DeltaError, OSError) as exc:
+            detail = str(exc).splitlines()[0]
+            full = " (disk full)" if any(f"os error {n})" in detail for n in (27, 28, 122)) else ""  # EFBIG ENOSPC EDQUOT
+            raise WarehouseError(f"cannot write {self.uri(name)}{full}: {detail}") from exc
+        return DeltaTable(self.uri(name)).version()
+
+    def vacuum(self, name: str, retention_hours: float) -> list[str]:
+        """Delete files no snapshot younger than the retention still needs (readers keep theirs)."""
+        table = self.open(name)
+        if table is None:
+            return []
+        return table.vacuum(retention_hours=int(retention_hours), dry_run=False, enforce_retention_duration=False)
+
+
+def read_files(files: Sequence[str], schema: pa.Schema, partition_columns: Sequence[str] = (),
+               verify: bool = False) -> pa.Table:
+    """Data files → one table of `schema`. `verify` reads each file whole first, so a damaged one fails here."""
+    if not files:
+        return schema.empty_table()
+    if verify:
+        import pyarrow.parquet as pq
+
+        for path in files:
+            pq.read_table(path)
+    con = duckdb.connect()
+    try:
+        hive = ""
+        if partition_columns:
+            types = ", ".join(f"'{c}': {_duck_type(schema.field(c).type) if c in schema.names else 'VARCHAR'}"
+                              for c in partition_columns)
+            hive = f", hive_partitioning = true, hive_types = {{{types}}}"
+        listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+        columns = ", ".join(f'"{n}"' for n in schema.names)
+        result = con.sql(f"SELECT {columns} FROM read_parquet([{listed}]{hive}, union_by_name = true)").to_arrow_table()
+    except duckdb.Error as exc:
+        raise WarehouseError(f"cannot read {len(files)} data file(s) near {files[0]}: {str(exc).splitlines()[0]}") \
+            from exc
+    finally:
+        con.close()
+    return result.cast(schema)
+
+
+def _duck_type(kind: pa.DataType) -> str:
+    if pa.types.is_boolean(kind):
+        return "BOOLEAN"
+    if pa.types.is_integer(kind):
+        return "BIGINT"
+    return "VARCHAR"
+
+
+def is_delta_table(path: Path) -> bool:
+    return os.path.isdir(path / "_delta_log")
