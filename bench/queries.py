@@ -5,8 +5,8 @@ generator, written through the project's own writer (harvester.warehouse.store),
 then times, as warm medians in one run:
   (a) one symbol, one month   (b) all symbols, one day   (c) daily bars resampled from minutes,
   all symbols, the year       (d) one symbol, the year
-plus (a), (b), (d) with the glob view and year/filename predicates ("filters") or with only the `ts`
-filter ("none") instead of `bars()`'s default of naming the partition files ("files").
+plus (a), (b), (d) through the `bars` view with a `period` partition predicate ("filters") or with only
+the `ts` filter ("none") instead of `bars()`'s default of naming the snapshot's partition files.
 ArcticDB pins pandas<3, so it runs in its own venv (--arctic-python), in a child process of this run:
   python3 -m venv /tmp/arctic-venv && /tmp/arctic-venv/bin/pip install arcticdb pyarrow
   python bench/queries.py --arctic-python /tmp/arctic-venv/bin/python
@@ -21,14 +21,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 YEAR = 2024
 MONTH = (f"{YEAR}-06-01", f"{YEAR}-07-01")
 DAY = (f"{YEAR}-06-12", f"{YEAR}-06-13")
 YEAR_RANGE = (f"{YEAR}-01-01", f"{YEAR + 1}-01-01")
-SERIES = "bars/bar_size=1min/what_to_show=TRADES/use_rth=1"
+MINUTES = "bars/bar_size=1min"  # the benchmark's one series family (one commit: no stale files beside it)
 CASES = ("(a) one symbol, one month", "(b) all symbols, one day", "(c) daily from minutes, all, year",
          "(d) one symbol, the year")
 
@@ -92,6 +92,7 @@ def build(data_dir: Path) -> int:
 def time_queries(data_dir: Path, repeat: int, one: str) -> dict[str, tuple[float, float]]:
     """(queries ms, hand-written ms) per case, plus the no-partition-predicate variants."""
     import duckdb
+    from deltalake import DeltaTable
 
     import queries
     from harvester import BAR_SIZES, layout
@@ -100,8 +101,9 @@ def time_queries(data_dir: Path, repeat: int, one: str) -> dict[str, tuple[float
 
     con = queries.connect(data_dir)
     hand = duckdb.connect()
-    files = data_dir / SERIES / f"year={YEAR}"
-    month_file, all_files = f"'{files}/{YEAR}-06.parquet'", f"'{files}/*.parquet'"
+    snapshot = [f for f in DeltaTable(str(data_dir / layout.BARS)).file_uris() if "bar_size=1min/" in f]
+    month_file = str([f for f in snapshot if f"period={YEAR}-06/" in f])
+    all_files = str(snapshot)
     daily_sql = queries.scanners.load("daily_from_minutes").sql
     hand_bars = (f"WITH bars AS (SELECT symbol, con_id, '1 min' AS bar_size, 'TRADES' AS what_to_show, "
                  f"true AS use_rth, * EXCLUDE (symbol, con_id) FROM read_parquet({all_files})) ")
@@ -117,17 +119,17 @@ def time_queries(data_dir: Path, repeat: int, one: str) -> dict[str, tuple[float
         """The glob view instead of bars()'s own file list: with hive (year) and filename predicates
         ('filters') or the `ts` bounds alone ('none')."""
         size = BAR_SIZES["1 min"]
-        where = ["bar_size = ?", "what_to_show = 'TRADES'", "use_rth = 1", "ts >= ?", "ts < ?"]
+        where = ["bar_size = ?", "what_to_show = 'TRADES'", "use_rth", "ts >= ?", "ts < ?"]
         params: list = [size.label, start, end]
         if symbols:
             where.append(f"symbol IN ({', '.join('?' * len(symbols))})")
             params += symbols
         if pruning == "filters":
             lo, hi = datetime.fromisoformat(start), datetime.fromisoformat(end)
-            files = [str(p) for p in layout.partition_files(data_dir, size, "TRADES", True, lo, hi)]
-            where += ["year BETWEEN ? AND ?", f"filename IN ({', '.join('?' * len(files))})"]
-            params += [(lo - timedelta(days=1)).year, (hi + timedelta(days=1)).year, *files]
-        columns = BARS_COLUMNS.replace("bar_size", "'1 min' AS bar_size").replace("use_rth", "use_rth = 1 AS use_rth")
+            periods = layout.periods_for(size, lo, hi)
+            where.append(f"period IN ({', '.join('?' * len(periods))})")
+            params += periods
+        columns = BARS_COLUMNS.replace("bar_size", "'1 min' AS bar_size")
         sql = f"SELECT {columns} FROM bars_files WHERE {' AND '.join(where)} ORDER BY symbol, ts"
         return lambda: frame(con.sql(sql, params=params))
 
@@ -159,7 +161,9 @@ def arctic_child(data_dir: Path, repeat: int, one: str) -> None:
     store = data_dir.parent / f"{data_dir.name}-arcticdb"
     lib = Arctic(f"lmdb://{store}?map_size=4GB").get_library("bars", create_if_missing=True)
     if not lib.list_symbols():
-        frame = pq.read_table(str(data_dir / SERIES)).to_pandas(date_as_object=False)
+        columns = ["symbol", "con_id", "ts", "session_date", "open", "high", "low", "close", "volume", "wap",
+                   "bar_count"]
+        frame = pq.read_table(str(data_dir / MINUTES), columns=columns).to_pandas(date_as_object=False)
         for symbol, part in frame.groupby("symbol"):
             lib.write(symbol, part.drop(columns=["symbol", "con_id"]).set_index("ts").sort_index())
     symbols = sorted(lib.list_symbols())
@@ -191,7 +195,7 @@ def main() -> None:
         return
     # This file is named like the package it measures: drop its own folder from the path first.
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-    if not (data_dir / SERIES).exists():
+    if not (data_dir / MINUTES).exists():
         t = time.perf_counter()
         rows = build(data_dir)
         print(f"built {rows:,} rows in {time.perf_counter() - t:.1f} s under {data_dir}")
