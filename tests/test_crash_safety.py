@@ -24,6 +24,7 @@ def test_sigkill_while_committing_staging_and_compacting_loses_and_duplicates_no
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~8 s a trial: far beyond the suite's per-test default
 def test_fifty_crash_trials_in_every_phase(tmp_path):
     results = crash.run_trials(50, seed=0, work=tmp_path, echo=print)
     assert_all_clean(results, 50)
