@@ -96,8 +96,8 @@ def time_queries(data_dir: Path, repeat: int, one: str) -> dict[str, tuple[float
 
     import queries
     from harvester import BAR_SIZES, layout
+    from queries import Relation
     from queries.connection import BARS_COLUMNS
-    from queries.retrying import Relation
 
     con = queries.connect(data_dir)
     hand = duckdb.connect()
