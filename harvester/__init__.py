@@ -25,7 +25,7 @@ _EXPORTS = {
     "harvester.simulated": ("SIM_PACING_SCALE", "SIM_SAFETY_S", "simulated_gateway"),
     "harvester.ib.client": ("ClientIdInUse", "GatewayUnreachable"),
     "harvester.warehouse": ("MixedWarehouseError", "Warehouse", "WarehouseError", "WarehouseLocked"),
-    "harvester.warehouse.delta": ("DeltaTables",),
+    "harvester.warehouse.delta": ("DeltaTables", "parquet_source", "sql_file_list"),
     "harvester.warehouse.migrate": ("MigrateStats", "OldLayoutError", "migrate", "needs_migration", "refuse_old_layout"),
     "harvester.warehouse.tables": ("tables",),
     "harvester.warehouse.layout": ("layout",),

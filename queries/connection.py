@@ -19,11 +19,20 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harvester import BY_LABEL, DeltaTables, layout, refuse_old_layout, resolve_settings, tables
+from harvester import (
+    BY_LABEL,
+    DeltaTables,
+    layout,
+    parquet_source,
+    refuse_old_layout,
+    resolve_settings,
+    sql_file_list,
+    tables,
+)
 
-_TS = pa.timestamp("us")
 # bars: the stored columns, with the partition's bar size, whatToShow and RTH flag after con_id
 BARS_COLUMNS = ", ".join(tables.BAR_COLUMNS[:2] + list(tables.BARS_PARTITION_COLUMNS) + tables.BAR_COLUMNS[2:])
+_TS = pa.timestamp("us")
 _SCHEMAS = {
     layout.BARS: tables.BARS_TABLE_SCHEMA,
     layout.CONTRACTS: tables.CONTRACTS_SCHEMA,
@@ -48,23 +57,7 @@ def _bar_size_case(column: str) -> str:
 
 def read_source(files: list[str], name: str) -> str:
     """SQL reading one table's files; a table with none reads as typed and empty."""
-    schema = _SCHEMAS[name]
-    if not files:
-        columns = ", ".join(f'NULL::{_duck_type(f.type)} AS "{f.name}"' for f in schema)
-        return f"(SELECT {columns} WHERE false)"
-    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    hive = ""
-    if name in layout.PARTITIONS:
-        types = ", ".join(f"'{c}': {_duck_type(schema.field(c).type)}" for c in layout.PARTITIONS[name])
-        hive = f", hive_partitioning = true, hive_types = {{{types}}}"
-    return f"read_parquet([{listed}], union_by_name = true{hive})"
-
-
-def _duck_type(kind: pa.DataType) -> str:
-    if kind == _TS:
-        return "TIMESTAMP"
-    return {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN",
-            pa.date32(): "DATE"}[kind]
+    return parquet_source(files, _SCHEMAS[name], layout.PARTITIONS.get(name, ()))
 
 
 def snapshot_files(directory: Path, as_of: int | datetime | None = None) -> tuple[dict[str, list[str]], int | None]:
@@ -109,20 +102,17 @@ def view_statements(files: dict[str, list[str]]) -> list[str]:
 
 
 def _bar_files_rows(files: list[str]) -> str:
-    """One row per bars data file (from its footer): what `harvest status` counts."""
-    rows = []
-    for f in files:
-        values = dict(part.split("=", 1) for part in Path(f).parts if "=" in part)
-        meta = pq.ParquetFile(f).metadata
-        size = os.path.getsize(f)
-        rows.append(f"('{values['bar_size']}', '{values['what_to_show']}', {values['use_rth']}, "
-                    f"'{f.replace(chr(39), chr(39) * 2)}', {meta.num_rows}, {meta.num_row_groups}, {size})")
-    columns = "label, what_to_show, use_rth, file_name, num_rows, num_row_groups, file_size_bytes"
-    if not rows:
+    """One row per bars data file, from its footer when the view is read (never at connect time): what
+    `harvest status` counts."""
+    if not files:
         return ("(SELECT NULL::VARCHAR AS label, NULL::VARCHAR AS what_to_show, NULL::BOOLEAN AS use_rth, "
                 "NULL::VARCHAR AS file_name, NULL::BIGINT AS num_rows, NULL::BIGINT AS num_row_groups, "
                 "NULL::BIGINT AS file_size_bytes WHERE false)")
-    return f"(VALUES {', '.join(rows)}) AS t({columns})"
+    return ("(SELECT regexp_extract(file_name, 'bar_size=([^/]+)', 1) AS label, "
+            "regexp_extract(file_name, 'what_to_show=([^/]+)', 1) AS what_to_show, "
+            "regexp_extract(file_name, 'use_rth=([a-z]+)', 1) = 'true' AS use_rth, file_name, "
+            "num_rows::BIGINT AS num_rows, num_row_groups::BIGINT AS num_row_groups, "
+            f"file_size_bytes::BIGINT AS file_size_bytes FROM parquet_file_metadata({sql_file_list(files)}))")
 
 
 # Union of each series' intervals ("islands"): a session is covered when one island spans it.

@@ -21,9 +21,9 @@ import pandas as pd
 from deltalake import DeltaTable
 
 import harvester
-from harvester import BarSize, ContractSpec, DeltaTables, layout, resolve_settings
+from harvester import BarSize, ContractSpec, DeltaTables, layout, parquet_source, resolve_settings, tables
 from harvester import bar_size as lookup_bar_size
-from queries.connection import BARS_COLUMNS, read_source, resolve_data_dir, source_of
+from queries.connection import BARS_COLUMNS, resolve_data_dir, source_of
 
 FETCH_MODES = ("missing", "never")
 OUTPUT_KINDS = ("pandas", "arrow", "polars")
@@ -71,8 +71,7 @@ def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: d
     # through a filter (preserve_insertion_order); sorting again cost ~20 % of a symbol-month read.
     order = "" if len(files) == 1 else " ORDER BY symbol, ts"
     # One series' files share their partition values and schema: no hive parsing, no footer union needed.
-    source = read_source([], layout.BARS) if not files else \
-        "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "])"
+    source = parquet_source(files, tables.BARS_TABLE_SCHEMA, union=False)
     return f"SELECT {columns} FROM {source}{clause}{order}", params
 
 

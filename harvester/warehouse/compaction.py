@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harvester.warehouse.delta import DeltaTables
+from harvester.warehouse.delta import DeltaTables, read_bars_file
 from harvester.warehouse.files import ROW_GROUP_ROWS
 from harvester.warehouse.layout import (
     BARS,
@@ -58,7 +58,7 @@ def compact(data_dir: str | Path, retention_hours: float = 168.0) -> CompactStat
             by_partition.setdefault(partition_of(root / BARS, Path(uri)), []).append(uri)
         for key, files in sorted(by_partition.items()):
             try:
-                parts = [pq.read_table(f).select(BAR_COLUMNS).cast(BARS_SCHEMA) for f in files]
+                parts = [read_bars_file(f) for f in files]
             except (pa.ArrowException, OSError):
                 stats.unreadable += [Path(f) for f in files]
                 continue  # a damaged file must not be dropped by its neighbours' rewrite: verify() handles it

@@ -17,10 +17,12 @@ from pathlib import Path
 import deltalake
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import DeltaTable, WriterProperties
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from harvester.warehouse.files import ROW_GROUP_ROWS, WarehouseError
+from harvester.warehouse.tables import BARS_SCHEMA
 
 WRITER = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
 CONFLICT_RETRIES = 10
@@ -61,10 +63,10 @@ class DeltaTables:
             return []
         return table.file_uris(filters) if filters else table.file_uris()
 
-    def read(self, name: str, schema: pa.Schema, table: DeltaTable | None = None, filters: list | None = None,
-             verify: bool = False) -> pa.Table:
+    def read(self, name: str, schema: pa.Schema, table: DeltaTable | None = None, filters: list | None = None
+             ) -> pa.Table:
         """Rows of one snapshot as `schema`; partition columns come back from the file paths (hive style)."""
-        return read_files(self.files(name, table, filters), schema, self.partitions.get(name, ()), verify)
+        return read_files(self.files(name, table, filters), schema, self.partitions.get(name, ()))
 
     def transact(self, name: str, build: Callable[[DeltaTable | None], Write], schema: pa.Schema) -> int:
         """Write what `build(snapshot)` returns as one transaction, rebuilt on the new snapshot after a
@@ -103,26 +105,14 @@ class DeltaTables:
         return table.vacuum(retention_hours=int(retention_hours), dry_run=False, enforce_retention_duration=False)
 
 
-def read_files(files: Sequence[str], schema: pa.Schema, partition_columns: Sequence[str] = (),
-               verify: bool = False) -> pa.Table:
-    """Data files → one table of `schema`. `verify` reads each file whole first, so a damaged one fails here."""
+def read_files(files: Sequence[str], schema: pa.Schema, partition_columns: Sequence[str] = ()) -> pa.Table:
+    """Data files → one table of `schema` (partition columns from the hive-style paths)."""
     if not files:
         return schema.empty_table()
-    if verify:
-        import pyarrow.parquet as pq
-
-        for path in files:
-            pq.read_table(path)
     con = duckdb.connect()
     try:
-        hive = ""
-        if partition_columns:
-            types = ", ".join(f"'{c}': {_duck_type(schema.field(c).type) if c in schema.names else 'VARCHAR'}"
-                              for c in partition_columns)
-            hive = f", hive_partitioning = true, hive_types = {{{types}}}"
-        listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
         columns = ", ".join(f'"{n}"' for n in schema.names)
-        result = con.sql(f"SELECT {columns} FROM read_parquet([{listed}]{hive}, union_by_name = true)").to_arrow_table()
+        result = con.sql(f"SELECT {columns} FROM {parquet_source(files, schema, partition_columns)}").to_arrow_table()
     except duckdb.Error as exc:
         raise WarehouseError(f"cannot read {len(files)} data file(s) near {files[0]}: {str(exc).splitlines()[0]}") \
             from exc
@@ -131,12 +121,35 @@ def read_files(files: Sequence[str], schema: pa.Schema, partition_columns: Seque
     return result.cast(schema)
 
 
-def _duck_type(kind: pa.DataType) -> str:
-    if pa.types.is_boolean(kind):
-        return "BOOLEAN"
-    if pa.types.is_integer(kind):
-        return "BIGINT"
-    return "VARCHAR"
+def parquet_source(files: Sequence[str], schema: pa.Schema, partition_columns: Sequence[str] = (),
+                   union: bool = True) -> str:
+    """DuckDB's own `read_parquet` over these files (what every read of the warehouse uses); partition columns
+    are parsed from the paths, typed as in `schema`. No files: a typed empty relation (read_parquet needs one)."""
+    if not files:
+        columns = ", ".join(f'NULL::{duckdb_type(f.type)} AS "{f.name}"' for f in schema)
+        return f"(SELECT {columns} WHERE false)"
+    options = ", union_by_name = true" if union else ""
+    if partition_columns:
+        types = ", ".join(f"'{c}': {duckdb_type(schema.field(c).type) if c in schema.names else 'VARCHAR'}"
+                          for c in partition_columns)
+        options += f", hive_partitioning = true, hive_types = {{{types}}}"
+    return f"read_parquet({sql_file_list(files)}{options})"
+
+
+def sql_file_list(files: Sequence[str]) -> str:
+    """A DuckDB list literal of file paths, quotes escaped."""
+    return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+
+
+def duckdb_type(kind: pa.DataType) -> str:
+    """DuckDB's name for one of the warehouse's Arrow column types."""
+    return {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN",
+            pa.date32(): "DATE", pa.timestamp("us"): "TIMESTAMP"}[kind]
+
+
+def read_bars_file(path: str | Path) -> pa.Table:
+    """One bars data file, read whole, as BARS_SCHEMA (a damaged file raises here, not later in a merge)."""
+    return pq.read_table(path).select(BARS_SCHEMA.names).cast(BARS_SCHEMA)
 
 
 def is_delta_table(path: Path) -> bool:

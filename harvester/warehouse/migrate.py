@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harvester.warehouse.delta import DeltaTables, is_delta_table
+from harvester.warehouse.delta import DeltaTables, is_delta_table, read_bars_file
 from harvester.warehouse.files import WarehouseError, fsync_dir, write_json_atomic
 from harvester.warehouse.layout import (
     BARS,
@@ -41,7 +41,6 @@ from harvester.warehouse.layout import (
 )
 from harvester.warehouse.lock import WriterLock
 from harvester.warehouse.tables import (
-    BARS_SCHEMA,
     BARS_TABLE_SCHEMA,
     CONTRACTS_SCHEMA,
     COVERAGE_SCHEMA,
@@ -119,7 +118,7 @@ def _write_tables(aside: Path, tables: DeltaTables) -> MigrateStats:
     stats = MigrateStats(rows_by_table={})
     for path in sorted((aside / BARS).glob("*/*/*/*/*.parquet")):
         key = _old_partition(aside / BARS, path)
-        rows = pq.read_table(path).select(BARS_SCHEMA.names).cast(BARS_SCHEMA)
+        rows = read_bars_file(path)
         if rows.num_rows:
             tables.transact(BARS, lambda _, rows=rows, key=key: (with_partition(key, rows), None), BARS_TABLE_SCHEMA)
         stats.bar_files += 1

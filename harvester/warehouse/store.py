@@ -30,7 +30,7 @@ from harvester.model import BarRequest, HeadKey, Outcome
 from harvester.warehouse.checks import check_bars
 from harvester.warehouse.compaction import merge_newest_wins
 from harvester.warehouse.coverage import CoverageIndex, dedupe_rows, naive_utc, trim_rows
-from harvester.warehouse.delta import DeltaTables
+from harvester.warehouse.delta import DeltaTables, read_bars_file
 from harvester.warehouse.files import WarehouseError, ensure_dir, write_json_atomic
 from harvester.warehouse.layout import (
     BARS,
@@ -290,7 +290,7 @@ class Warehouse:
         rows = []
         for uri in self.tables.files(BARS, snapshot, filters):
             try:
-                rows.append(pq.read_table(uri).select(BARS_SCHEMA.names).cast(BARS_SCHEMA))
+                rows.append(read_bars_file(uri))
             except (pa.ArrowException, OSError, KeyError) as exc:
                 raise _DamagedFile(Path(uri), str(exc)) from exc
         return rows
@@ -397,7 +397,7 @@ def _read_good(files: list[str]) -> pa.Table:
     tables = []
     for f in files:
         try:
-            tables.append(pq.read_table(f).select(BARS_SCHEMA.names).cast(BARS_SCHEMA))
+            tables.append(read_bars_file(f))
         except (pa.ArrowException, OSError):
             continue
     return pa.concat_tables(tables) if tables else BARS_SCHEMA.empty_table()
