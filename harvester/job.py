@@ -34,6 +34,7 @@ from harvester.ibrules import WHAT_TO_SHOW, bar_size, request_weight
 from harvester.model import BarRequest, ContractSpec, HeadKey, SeriesKey, WorkKind
 from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_requests
 from harvester.recorder import Recorder
+from harvester.repair import repair_splits
 from harvester.settings import Settings
 from harvester.warehouse import Warehouse
 
@@ -131,6 +132,7 @@ class HarvestReport:
     unplanned: int = 0  # --plan only: series whose window waits for a head timestamp
     gateway_now: datetime | None = None
     corrupt_files: list[str] = field(default_factory=list)  # quarantined at the start, refetched by this run
+    repairs: list[str] = field(default_factory=list)  # split series made consistent (corporate_actions view)
 
     @property
     def ok(self) -> bool:
@@ -181,7 +183,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
     recorder = Recorder(warehouse, job.commit_every_s, on_failure=report.fail, on_staged=report.staged)
     try:
         now = await source.current_time()
-        report.gateway_now = now
+        report.gateway_now = recorder.gateway_now = now
         series = await _series(job, source, warehouse, now, report)
         limits = paced_limits(job.pacing_scale, job.min_safety_s)
         retry, timeouts = job.policies()
@@ -200,7 +202,12 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
         weights = [request_weight(job.what_to_show)] * (len(report.plan) + len(head_work))
         report.eta_s = pacing_floor(weights, limits) if weights else 0.0
         if not job.plan_only:
+            recorder.expect_checks(report.plan)
             await _run(scheduler, recorder, interleave(work_by_series))
+            await recorder.settle()
+            if recorder.splits():
+                report.repairs = await repair_splits(scheduler, recorder, warehouse, {k: i for i, k in series}, now,
+                                                     job.target_bars)
             await recorder.finish()
         report.series_complete = sum(not recorder.failed_series(key) for _, key in series)
         report.count_requests(scheduler.progress)

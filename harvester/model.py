@@ -71,6 +71,7 @@ class BarRequest:
     duration: str  # IB durationStr, e.g. "1 D", "3600 S", "30 Y"
     expected_bars: int  # upper estimate, drives the timeout and the latency budget
     symbol: str = field(default="", compare=False)  # label for progress and errors
+    check_until: datetime | None = None  # [start, check_until) is stored already: compare it (history changes)
 
 
 class Outcome(enum.Enum):

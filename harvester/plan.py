@@ -5,13 +5,15 @@ A request with endDateTime E covers (as IB and the simulated gateway count it):
   `N W` / `N M` / `N Y` → [E − N calendar weeks / months / years, E), months clamped at month end.
 Only bars that start in the window and are complete by the gateway's "now" come back, so the wanted
 span ends where the first incomplete bar begins. Internally every instant is an epoch second (int).
+The newest gap of a series with stored bars reaches back over its last stored session (`check_until`
+marks it): IB changes history under the cache, and that overlap is how a split or a revision is seen.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -24,7 +26,7 @@ from harvester.ibrules import (
     bar_size,
     max_duration,
 )
-from harvester.model import BarRequest, SeriesKey, subtract_intervals
+from harvester.model import BarRequest, SeriesKey, merge_intervals, subtract_intervals
 
 NO_TARGET = 10**12  # target_bars for "as few requests as IB's durations allow"
 _UNIT_ORDER = ("D", "S", "W", "M", "Y")  # tie-break: session-aligned windows first
@@ -70,12 +72,15 @@ def plan_requests(
     end: datetime,
     now: datetime,
     target_bars: int = 5000,
+    overlap_sessions: int = 1,
 ) -> list[BarRequest]:
     """Requests covering [start or head, end) minus coverage, newest first; [] when already satisfied.
 
     `target_bars` bounds intraday windows only: daily and longer bars come back in one quick answer,
     so they take one request per 68 Y (`N D` up to 365 sessions). ADJUSTED_LAST cannot be paged (IB
-    needs an empty endDateTime), so it is one full refresh ending now.
+    needs an empty endDateTime), so it is one full refresh: IB counts it back from now and answers the
+    bar in progress too, but the request covers only finished sessions. The newest gap reaches back
+    over `overlap_sessions` complete stored sessions; for nightly increments that costs no request.
     """
     if target_bars < 1:
         raise PlanError(f"target_bars must be positive, got {target_bars}")
@@ -90,11 +95,32 @@ def plan_requests(
     planner = _Chunker(state, bar, target_bars, floor=span[0])
     if series.what_to_show == "ADJUSTED_LAST":
         window = planner.best_window(span[0], to_epoch(now))
-        return [] if window is None else [planner.request(window, to_epoch(now))]
+        return [] if window is None else [planner.request(window, span[1])]
     requests: list[BarRequest] = []
+    check = None
     for a, b in reversed(gaps):
-        requests.extend(planner.cover(a, b))
-    return requests
+        chunks = planner.cover(a, b)
+        if chunks and check is None and not requests and overlap_sessions > 0:
+            check = _overlap(state, a, overlap_sessions)  # the newest gap that needs a request re-reads
+            chunks = planner.cover(check[0], b) if check is not None else chunks
+        requests.extend(chunks)
+    if check is None:
+        return requests
+    until = from_epoch(check[1])
+    return [replace(r, check_until=min(until, r.end)) if r.start < until else r for r in requests]
+
+
+def _overlap(state: SeriesState, gap_start: int, sessions: int) -> tuple[int, int] | None:
+    """[open of the last `sessions` complete sessions before the gap, gap start), when they are covered."""
+    opens, closes = state.calendar.bounds(state.series.use_rth)
+    last = int(np.searchsorted(closes, gap_start, side="right")) - 1
+    first = last - sessions + 1
+    if first < 0:
+        return None
+    window = (int(opens[first]), int(closes[last]))
+    if subtract_intervals([window], merge_intervals(_coverage_epochs(state.coverage))):
+        return None  # not stored whole: nothing to compare it with
+    return window[0], gap_start
 
 
 def lower_bound_requests(

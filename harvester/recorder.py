@@ -1,7 +1,10 @@
 """The harvest's recorder: journals every attempt, stages every covering answer, saves heads, commits on a timer.
 
 Commits run in a worker thread so a long commit never stalls sending; answers that arrive meanwhile are
-held and staged after it (the warehouse must not stage while it commits).
+held and staged after it (the warehouse must not stage while it commits). A request that re-reads stored
+bars (`BarRequest.check_until`) is compared with them on arrival (warehouse/changes.py): revisions are
+staged with it; a split holds the series (that answer and every other of the series) until `repair`
+stages the repair and all of them at once, so no commit ever shows the series half rescaled.
 """
 
 from __future__ import annotations
@@ -10,12 +13,39 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from harvester.calendar import TradingCalendar
 from harvester.ib.scheduler import Answer
-from harvester.model import HeadKey, Outcome, SeriesKey, WorkKind
+from harvester.model import BarRequest, HeadKey, Outcome, SeriesKey, WorkKind
 from harvester.warehouse import Warehouse
+from harvester.warehouse.changes import OverlapVerdict, compare_overlap
+
+
+@dataclass
+class Checked:
+    """An answer past the door, not staged yet."""
+
+    request: BarRequest
+    outcome: Outcome
+    kept: pa.Table
+    symbol: str
+
+
+@dataclass
+class HeldSeries:
+    """A series whose answers wait: for its overlap check, or (split found) for its repair."""
+
+    answers: list[Checked] = field(default_factory=list)
+    check: Checked | None = None  # the answer that re-read stored bars
+    verdict: OverlapVerdict | None = None  # set once that answer has been compared: a split
+    repair: list[Checked] = field(default_factory=list)  # the repair's own answers (verification, refetch)
+    attempts: int = 0  # repair requests sent, retries included
+    failed: bool = False  # a repair request failed for good: nothing of the series is staged this run
 
 
 class Recorder:
@@ -33,6 +63,20 @@ class Recorder:
         self._last_commit = time.monotonic()
         self._committing: asyncio.Future | None = None  # a commit running in a worker thread
         self._held: list[Answer] = []  # answers that arrived during it
+        self.series_held: dict[SeriesKey, HeldSeries] = {}  # awaiting a check, or a split awaiting repair
+        self.repairing: set[SeriesKey] = set()
+        self.gateway_now: datetime | None = None
+
+    def expect_checks(self, requests: list[BarRequest]) -> None:
+        """These requests re-read stored bars: their series' answers wait until that one is compared."""
+        for request in requests:
+            if request.check_until is not None:
+                self.series_held.setdefault(request.series, HeldSeries())
+
+    def splits(self) -> dict[SeriesKey, HeldSeries]:
+        """Series whose overlap showed a split: held for `repair`."""
+        return {k: h for k, h in self.series_held.items() if h.verdict is not None and not self._gone(k)}
+
     def on_answer(self, answer: Answer) -> None:
         """Record one answer; while a commit runs in its worker thread, hold answers until it is done
         (the warehouse must not stage while it commits) so the event loop keeps sending meanwhile."""
@@ -79,16 +123,69 @@ class Recorder:
             elif result.outcome is Outcome.EMPTY:
                 self.no_data_heads.add(work.series.head_key)
         elif result.outcome.covers:
+            key = work.series
             calendar = TradingCalendar.for_exchange(work.contract.primary_exchange)
-            staged = self.warehouse.stage(work.request, result.outcome, result.bars, symbol=work.symbol,
-                                          calendar=calendar)
-            self._on_staged(staged.kept, staged.quarantined)
+            checked = self.warehouse.check(work.request, result.bars, symbol=work.symbol, calendar=calendar)
+            answer_rows = Checked(work.request, result.outcome, checked.kept, work.symbol)
+            self._on_staged(checked.kept.num_rows, checked.quarantined.num_rows)
+            held = self.series_held.get(key)
+            if key in self.repairing:
+                held.repair.append(answer_rows)
+            elif held is None:
+                self._stage(answer_rows)
+            elif work.request.check_until is not None:
+                self._checked(key, held, answer_rows)
+            else:
+                held.answers.append(answer_rows)
+        if work.kind is WorkKind.BARS and work.series in self.repairing:
+            self.series_held[work.series].attempts += 1
+
+    def _checked(self, key: SeriesKey, held: HeldSeries, answer: Checked) -> None:
+        """Compare the re-read stored bars: unchanged or revised → stage it and what waited; split → hold."""
+        request = answer.request
+        stored = self.warehouse.stored_rows(key, request.start, request.check_until)
+        fetched = answer.kept.filter(pc.less(answer.kept["ts"], pa.scalar(request.check_until.replace(tzinfo=None),
+                                                                           answer.kept.schema.field("ts").type)))
+        verdict = compare_overlap(stored, fetched)
+        if verdict.kind == "split":
+            held.check, held.verdict = answer, verdict
+            return
+        del self.series_held[key]
+        self._stage(answer, verdict.revised)
+        for waiting in held.answers:
+            self._stage(waiting)
+
+    def _stage(self, answer: Checked, revised=None) -> None:
+        self.warehouse.stage_checked(answer.request, answer.outcome, answer.kept, symbol=answer.symbol,
+                                     revised=revised, fetched_at=self.gateway_now)
+
+    def stage_repaired(self, key: SeriesKey, repair: dict, span: tuple[datetime, datetime]) -> None:
+        """Stage a split series at once: the repair, its answers, then the held answers (fetch order)."""
+        held = self.series_held.pop(key)
+        self.repairing.discard(key)
+        self.warehouse.stage_repair(key, held.check.symbol, span[0], span[1], repair)
+        for answer in [*held.repair, held.check, *held.answers]:
+            self._stage(answer)
+
+    def forget(self, key: SeriesKey) -> None:
+        """A repair that failed: none of the series' answers are staged (the next night detects it again)."""
+        self.series_held.pop(key, None)
+        self.repairing.discard(key)
+
+    def _gone(self, key: SeriesKey) -> bool:
+        return key in self.failed
 
     def fail(self, answer: Answer) -> None:
-        """A final failure: the series is incomplete; say why, by symbol."""
+        """A final failure: the series is incomplete; say why, by symbol. A series waiting for its check
+        or its repair stages none of its answers this run (the next night compares again)."""
         work, result = answer.work, answer.result
         if work.kind is WorkKind.HEAD:
             self._failed_heads.add(work.series.head_key)
+        elif work.series in self.series_held:
+            if work.series in self.repairing:
+                self.series_held[work.series].failed = True
+            else:
+                del self.series_held[work.series]
         what = "head timestamp" if work.kind is WorkKind.HEAD else f"{work.series.bar_size} bars"
         detail = f": {result.error_text}" if result.error_text else ""
         self.mark_failed(work.series, work.symbol, f"{what} {result.outcome.value}{detail}")

@@ -65,7 +65,7 @@ def test_daily_backfill_then_nothing_then_one_request_per_series(sim_gateway, tm
     sim_gateway.clock.set("2024-06-17T20:05:00+00:00")  # Monday's session has closed
     increment = harvest(sim_gateway, data, ["AAPL", "MSFT", "JPM"])
     new = historical(sim_gateway)[3:]
-    assert increment.ok and len(new) == 3 and [e["bars"] for e in new] == [1, 1, 1]
+    assert increment.ok and len(new) == 3 and [e["bars"] for e in new] == [2, 2, 2]  # Friday re-read, Monday new
     after = stored(data)
     assert len(after) == len(bars) + 3
     assert set(after[after.session_date == pd.Timestamp("2024-06-17")].symbol) == {"AAPL", "MSFT", "JPM"}

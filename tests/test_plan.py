@@ -75,27 +75,37 @@ def test_daily_backfill_without_head_is_one_long_request():
     assert plan_requests(state("1 day", coverage=[(req.start, req.end)]), start=None, end=now, now=now) == []
 
 
-def test_daily_gap_of_a_few_sessions_uses_days():
+def test_daily_gap_of_a_few_sessions_uses_days_and_rereads_the_last_stored_one():
     now = utc(2024, 12, 3, 1)
     old = [(utc(1980, 1, 1), utc(2024, 11, 26, 21))]
     (req,) = plan_requests(state("1 day", coverage=old), start=None, end=now, now=now)
-    assert req.duration == "3 D"  # 11-27, 11-29 (half day), 12-02; Thanksgiving is skipped
-    assert (req.start, req.end) == (utc(2024, 11, 27, 14, 30), utc(2024, 12, 2, 21))
-    assert req.expected_bars == 3
+    assert req.duration == "4 D"  # 11-26 (stored, compared), 11-27, 11-29 (half day), 12-02; not Thanksgiving
+    assert (req.start, req.end) == (utc(2024, 11, 26, 14, 30), utc(2024, 12, 2, 21))
+    assert req.check_until == utc(2024, 11, 26, 21) and req.expected_bars == 4
+    (plain,) = plan_requests(state("1 day", coverage=old), start=None, end=now, now=now, overlap_sessions=0)
+    assert (plain.duration, plain.start, plain.check_until) == ("3 D", utc(2024, 11, 27, 14, 30), None)
+
+
+def test_no_overlap_without_a_whole_stored_session_before_the_gap():
+    now = utc(2024, 12, 3, 1)
+    partial = [(utc(2024, 11, 26, 18), utc(2024, 11, 26, 21))]  # the session's last hours only
+    (req,) = plan_requests(state("1 day", coverage=partial), start=utc(2024, 11, 27), end=now, now=now)
+    assert req.check_until is None and req.start == utc(2024, 11, 27, 14, 30)
 
 
 @pytest.mark.parametrize(
     ("bar", "rth"), [("1 min", True), ("1 min", False), ("1 hour", True), ("1 day", True), ("30 mins", False)]
 )
-def test_increment_after_one_more_session_is_one_request(bar, rth):
+def test_increment_after_one_more_session_is_one_request_rereading_the_last_stored_session(bar, rth):
     now1 = utc(2024, 6, 12, 2)
     reqs = plan_requests(state(bar, rth), start=utc(2024, 5, 1), end=now1, now=now1)
     assert len(reqs) >= 1
     now2 = now1 + timedelta(days=1)
     (inc,) = plan_requests(state(bar, rth, coverage=windows(reqs)), start=utc(2024, 5, 1), end=now2, now=now2)
-    assert inc.duration == "1 D"
+    assert inc.duration == "2 D"
+    (stored,) = NYSE.sessions(utc(2024, 6, 11, 2), utc(2024, 6, 12, 2), rth)
     (session,) = NYSE.sessions(utc(2024, 6, 12, 2), now2, rth)
-    assert (inc.start, inc.end) == (session.open_utc, session.close_utc)
+    assert (inc.start, inc.end, inc.check_until) == (stored.open_utc, session.close_utc, stored.close_utc)
 
 
 def test_plan_is_newest_first_and_contiguous_on_sessions():
@@ -116,16 +126,16 @@ def test_small_bars_stay_inside_the_six_month_horizon():
     check_legal(reqs, now, 5000)
 
 
-def test_adjusted_last_is_one_full_refresh_ending_now():
-    now = utc(2026, 11, 24, 12)
+def test_adjusted_last_is_one_full_refresh_covering_finished_sessions_only():
+    now = utc(2026, 11, 24, 16)  # Tuesday, mid-session: IB's answer includes today's unfinished bar
     (req,) = plan_requests(state("1 day", what="ADJUSTED_LAST"), start=None, end=now, now=now)
-    assert req.end == now
-    assert req.duration == "40 Y"
+    assert req.end == utc(2026, 11, 23, 21)  # Monday's close: the unfinished bar is never covered
+    assert req.duration == "40 Y" and req.check_until is None
     again = state("1 day", what="ADJUSTED_LAST", coverage=[(req.start, req.end)])
     assert plan_requests(again, start=None, end=now, now=now) == []
     later = now + timedelta(days=1)
     (refresh,) = plan_requests(again, start=None, end=later, now=later)
-    assert refresh.end == later and refresh.duration == "40 Y"
+    assert refresh.end == utc(2026, 11, 24, 21) and refresh.duration == "40 Y"
 
 
 def test_weekly_bars_wait_for_the_week_to_end():
@@ -231,6 +241,7 @@ def test_five_hundred_daily_series_each_plan_one_request_from_where_coverage_end
     assert all(len(p) == 1 for p in plans)
     for state, (request,) in zip(states, plans, strict=True):
         assert now - timedelta(days=4) < request.end <= now  # the last session close before now
-        if state.coverage:  # covered up to a day this month: the request starts at the first session after it
+        if state.coverage:  # covered up to a day this month: the request re-reads the last stored session
             covered_until = state.coverage[0][1]
-            assert covered_until <= request.start < covered_until + timedelta(days=4)
+            (last_stored,) = NYSE.sessions(covered_until - timedelta(days=5), covered_until, True)[-1:]
+            assert (request.start, request.check_until) == (last_stored.open_utc, covered_until)

@@ -52,7 +52,12 @@ def _symbol_errors(items: tuple[str, ...]) -> dict[str, ErrorSpec]:
 @click.option("--port", default=7497, show_default=True, type=int, help="0 picks a free port.")
 @click.option("--now", help="Simulated start time (ISO 8601); it then advances in real time.")
 @click.option("--contracts", type=click.Path(exists=True, dir_okay=False), help="Securities master CSV.")
-@click.option("--replay", type=click.Path(exists=True), help="Serve bars from these files as given.")
+@click.option("--replay", type=click.Path(exists=True), help="Serve bars from these files (traded prices).")
+@click.option("--actions", type=click.Path(exists=True, dir_okay=False),
+              help="Corporate actions CSV/Parquet (symbol or con_id, ex_date, kind, value); default: bundled.")
+@click.option("--no-actions", is_flag=True, help="No corporate actions: history never changes.")
+@click.option("--revise-latest", default=0.0, type=click.FloatRange(0, 1, max_open=True), metavar="FRACTION",
+              help="Serve the latest session this fraction short (volume, wicks) until the next one closes.")
 @click.option("--account", default="DU0000001", show_default=True)
 @click.option("--pacing-scale", default=1.0, show_default=True, type=float, help="0.01 turns 600 s into 6 s.")
 @click.option("--latency-scale", type=float, help="Defaults to --pacing-scale.")
@@ -106,6 +111,8 @@ def sim_command(**opts) -> None:
             port=opts["port"],
             contracts=opts["contracts"],
             replay=opts["replay"],
+            actions=False if opts["no_actions"] else opts["actions"] or True,
+            revise_latest=opts["revise_latest"],
             now=_instant(opts["now"]),
             pacing_scale=opts["pacing_scale"],
             latency_scale=opts["latency_scale"],

@@ -93,6 +93,7 @@ class Sent:
     started: float
     series: SeriesKey | None = None
     calendar: TradingCalendar | None = None
+    unfinished_from: datetime | None = None  # ADJUSTED_LAST: IB also answers the bar in progress
 
 
 @dataclass(frozen=True)
@@ -242,8 +243,10 @@ class IBSource:
         series = request.series
         req_id = self.ib.client.getReqId()
         future = self.ib.wrapper.startReq(req_id, contract.ib_contract())
-        end = "" if series.what_to_show == "ADJUSTED_LAST" else ib_end_time(request.end)
-        sent = Sent(req_id, future, time.monotonic(), series, TradingCalendar.for_exchange(contract.primary_exchange))
+        adjusted = series.what_to_show == "ADJUSTED_LAST"
+        end = "" if adjusted else ib_end_time(request.end)
+        sent = Sent(req_id, future, time.monotonic(), series, TradingCalendar.for_exchange(contract.primary_exchange),
+                    request.end if adjusted else None)
         self._bar_fields[req_id] = []
         try:
             self.ib.client.reqHistoricalData(
@@ -272,6 +275,8 @@ class IBSource:
         if outcome is None:
             outcome = Outcome.BARS if fields else Outcome.EMPTY
         frame = warehouse_bars(fields, sent.series, sent.calendar) if outcome is Outcome.BARS else None
+        if frame is not None and sent.unfinished_from is not None:  # never stored as final, never covered
+            frame = frame[frame["ts"] < sent.unfinished_from].reset_index(drop=True)
         return FetchResult(outcome, frame, code, text or _no_answer(outcome), latency)
 
     async def historical_bars(self, contract: ContractInfo, request: BarRequest, *, timeout: float) -> FetchResult:

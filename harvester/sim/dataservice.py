@@ -114,16 +114,14 @@ class DataService:
         if self._drop_or_silence(conn, spec, entry):
             return
         isin = request.sec_id if request.sec_id_type.upper() == "ISIN" else ""
-        found = self.desk.master.match(
-            con_id=spec.con_id, symbol=spec.symbol, sec_type=spec.sec_type, exchange=spec.exchange,
-            primary_exchange=spec.primary_exchange, currency=spec.currency, isin=isin,
-        )  # fmt: skip
+        now = self.clock.now()
+        found = self.desk.candidates(spec, now, isin)
         if not found:
             self._journal(entry, "unknown_contract", error_code=200)
             conn.error(request.req_id, 200, m.TEXT_UNKNOWN_CONTRACT)
             return
-        now = self.clock.now()
-        replies = [contract_data(request.req_id, i, spec.exchange, self.desk.calendar(i), now) for i in found]
+        replies = [contract_data(request.req_id, self.desk.named(i, now), spec.exchange, self.desk.calendar(i), now)
+                   for i in found]
         self._journal(entry, "details", bars=len(found))
         for reply in [*replies, contract_data_end(request.req_id)]:
             conn.send(reply)
@@ -250,7 +248,7 @@ class DataService:
             return
         claim = Claim()
         try:
-            inst = self.desk.resolve(request.contract)
+            inst = self.desk.resolve(request.contract, self.clock.now())
             entry["con_id"] = inst.con_id
             await answer(conn, request, entry, inst, claim)
         except RequestRejected as rejected:

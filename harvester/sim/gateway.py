@@ -19,6 +19,7 @@ from harvester.sim.clock import SimClock
 from harvester.sim.faults import Faults
 from harvester.sim.historical import HistoricalDesk
 from harvester.sim.journal import Journal
+from harvester.sim.market.actions import CorporateActions
 from harvester.sim.market.marketdata import MarketData
 from harvester.sim.market.replay import ReplayBook
 from harvester.sim.market.securities import SecuritiesMaster
@@ -45,9 +46,14 @@ class SimGateway:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> Self:
         """Load reference data and start listening; `port` is valid afterwards."""
-        master = SecuritiesMaster.load(self.config.contracts)
-        replay = ReplayBook.load(self.config.replay) if self.config.replay is not None else None
-        desk = HistoricalDesk(master, MarketData(master, replay))
+        config = self.config
+        master = SecuritiesMaster.load(config.contracts)
+        replay = ReplayBook.load(config.replay) if config.replay is not None else None
+        actions = CorporateActions.none()
+        if config.actions is not False:
+            actions = CorporateActions.load(None if config.actions is True else config.actions, master)
+        master = actions.apply_to(master)
+        desk = HistoricalDesk(master, MarketData(master, replay, actions, config.revise_latest))
         self._loop = asyncio.get_running_loop()
         self._server = SimServer(self.config, desk, self.clock, self.journal)
         await self._server.start()

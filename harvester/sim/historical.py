@@ -7,6 +7,7 @@ clipped to "now"; bars of 30 s or less older than six months do not exist (IB's 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from harvester.sim.market.barcolumns import BarColumns
@@ -36,7 +37,8 @@ class HistoricalDesk:
         self.market_data = market_data
         self._calendars: dict[int, SessionCalendar] = {}
 
-    def candidates(self, spec: ContractSpec) -> list[Instrument]:
+    def candidates(self, spec: ContractSpec, now: datetime, isin: str = "") -> list[Instrument]:
+        """What the description matches at `now`: symbols as renamed by then (market/actions.py)."""
         return self.master.match(
             con_id=spec.con_id,
             symbol=spec.symbol,
@@ -44,11 +46,19 @@ class HistoricalDesk:
             exchange=spec.exchange,
             primary_exchange=spec.primary_exchange,
             currency=spec.currency,
+            isin=isin,
+            now=now,
         )
 
-    def resolve(self, spec: ContractSpec) -> Instrument:
-        """The one instrument a data request means, or IB's 200 (unknown or ambiguous)."""
-        found = self.candidates(spec)
+    @staticmethod
+    def named(inst: Instrument, now: datetime) -> Instrument:
+        """The instrument as contract details show it at `now` (its symbol then)."""
+        symbol = inst.symbol_on(now)
+        return inst if symbol == inst.symbol else replace(inst, symbol=symbol)
+
+    def resolve(self, spec: ContractSpec, now: datetime) -> Instrument:
+        """The one instrument a data request means at `now`, or IB's 200 (unknown or ambiguous)."""
+        found = self.candidates(spec, now)
         if not found:
             raise RequestRejected(200, m.TEXT_UNKNOWN_CONTRACT, "unknown_contract")
         if len(found) > 1:

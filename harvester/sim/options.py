@@ -33,7 +33,9 @@ class SimConfig:
     host: str = "127.0.0.1"
     port: int = 0
     contracts: str | Path | None = None  # securities master CSV; None = bundled S&P 500 + ETFs
-    replay: str | Path | None = None  # bars served exactly as given (CSV/Parquet), see market/replay.py
+    replay: str | Path | None = None  # bars served as traded (CSV/Parquet), see market/replay.py
+    actions: str | Path | bool = True  # corporate actions (market/actions.py): True bundled, False none, or a file
+    revise_latest: float = 0.0  # the latest session's bars this fraction short (volume, wicks) until it settles
     now: datetime | str | None = None  # simulated "now" at start; None = real time
     pacing_scale: float = 1.0  # multiplies every pacing time constant (0.01: 600 s → 6 s)
     latency_scale: float | None = None  # None → pacing_scale
@@ -48,6 +50,8 @@ class SimConfig:
             raise ValueError(f"pacing_scale must be positive, got {self.pacing_scale}")
         if self.latency_scale is not None and self.latency_scale < 0:
             raise ValueError(f"latency_scale must be >= 0, got {self.latency_scale}")
+        if not 0 <= self.revise_latest < 1:
+            raise ValueError(f"revise_latest must be in [0, 1), got {self.revise_latest}")
         if not self.account or "," in self.account:
             raise ValueError(f"account must be one non-empty id, got {self.account!r}")
 

@@ -34,7 +34,10 @@ HEADS = "heads"
 COVERAGE = "coverage"
 JOURNAL = "journal"
 QUARANTINE = "quarantine"  # rows refused at the door
-TABLES = (BARS, CONTRACTS, HEADS, COVERAGE, JOURNAL, QUARANTINE)
+SYMBOLS = "symbols"  # each conId's symbols and exchanges over time
+REVISIONS = "revisions"  # stored bars a later fetch changed
+CORPORATE_ACTIONS = "corporate_actions"  # splits found in the overlap of a fetch with stored bars, and repairs
+TABLES = (BARS, CONTRACTS, HEADS, COVERAGE, JOURNAL, QUARANTINE, SYMBOLS, REVISIONS, CORPORATE_ACTIONS)
 BARS_PARTITION_BY = ("bar_size", "what_to_show", "use_rth", "period")
 PARTITIONS = {BARS: BARS_PARTITION_BY}  # the other tables are small and unpartitioned
 

@@ -2,14 +2,15 @@
 
 One entry = one `<seq>.stage.parquet` holding the kept bars (maybe none) with the request and its outcome in
 the file's key-value metadata: a single atomic write (two fsyncs) makes the entry durable and complete at
-once. Entries are ordered by (batch, seq), batch = `<run_id>-b<n>`, which is fetch order, so the newest fetch wins at merge.
+once. An entry's `extra` metadata carries what the commit records after the bars: the stored bars this
+answer revised, or, for a repair entry (no bars), how to make a split series consistent. Entries are ordered by (batch, seq), batch = `<run_id>-b<n>`, which is fetch order, so the newest fetch wins at merge.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -35,6 +36,16 @@ class StagedEntry:
     symbol: str
     rows: int
     path: Path
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def is_repair(self) -> bool:
+        return "repair" in self.extra
+
+    @property
+    def run_id(self) -> str:
+        """The run that fetched it (a batch is `<run_id>-b<n>`)."""
+        return self.batch.rsplit("-b", 1)[0]
 
     def read_bars(self) -> pa.Table | None:
         return pq.read_table(self.path) if self.rows else None
@@ -44,13 +55,14 @@ class StagingArea:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / STAGING_DIR
 
-    def put(self, batch: str, seq: int, request: BarRequest, outcome: Outcome, bars: pa.Table, symbol: str) -> None:
-        """Durably store one answered request."""
+    def put(self, batch: str, seq: int, request: BarRequest, outcome: Outcome, bars: pa.Table, symbol: str,
+            extra: dict | None = None) -> None:
+        """Durably store one answered request (or one repair: no bars, `extra["repair"]`)."""
         s = request.series
         meta = {
             "con_id": s.con_id, "bar_size": s.bar_size, "what_to_show": s.what_to_show, "use_rth": s.use_rth,
             "start": request.start.isoformat(), "end": request.end.isoformat(),
-            "outcome": outcome.value, "symbol": symbol, "rows": bars.num_rows,
+            "outcome": outcome.value, "symbol": symbol, "rows": bars.num_rows, "extra": extra or {},
         }
         table = bars.replace_schema_metadata({META_KEY: json.dumps(meta)})
         write_parquet_atomic(self.root / batch / f"{seq:08d}.stage.parquet", table, compression="snappy")
@@ -74,6 +86,7 @@ class StagingArea:
                         symbol=m["symbol"],
                         rows=m["rows"],
                         path=path,
+                        extra=m.get("extra", {}),
                     )
                 )
         return found

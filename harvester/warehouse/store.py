@@ -3,9 +3,12 @@
 Every table is a Delta table (`delta.DeltaTables`); there are no transactions across tables, so the commit
 order is the crash-safety argument: (1) one bars transaction replaces every touched partition with its
 rows merged with the staged ones, (2) only then one coverage transaction records what they cover, (3) the
-journal is appended, (4) the staging is dropped. A crash at any instant leaves staging in place; the next
-commit re-merges it (dedupe on (con_id, ts) makes that a no-op for rows already merged) and re-records
-coverage (deduped), which yields exactly the fault-free state.
+revisions and corporate actions the staged entries carry, (4) the journal is appended, (5) the staging is
+dropped. A crash at any instant leaves staging in place; the next commit re-merges it (dedupe on
+(con_id, ts) makes that a no-op for rows already merged; a repair checks its anchor bar and is applied
+once) and re-records coverage, revisions and actions (deduped), which yields exactly the fault-free state.
+A split repair staged with its answers rewrites every partition of the series in the same bars
+transaction, so readers never see a series half at the old scale.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harvester.calendar import TradingCalendar
 from harvester.ibrules import BAR_SIZES, WHAT_TO_SHOW
-from harvester.model import BarRequest, HeadKey, Outcome
-from harvester.warehouse.checks import check_bars
+from harvester.model import BarRequest, HeadKey, Outcome, SeriesKey
+from harvester.warehouse.checks import CheckedBars, check_bars
 from harvester.warehouse.compaction import merge_newest_wins
 from harvester.warehouse.coverage import CoverageIndex, dedupe_rows, naive_utc, trim_rows
 from harvester.warehouse.delta import DeltaTables, read_bars_file
@@ -35,6 +39,7 @@ from harvester.warehouse.files import WarehouseError, ensure_dir, write_json_ato
 from harvester.warehouse.layout import (
     BARS,
     CONTRACTS,
+    CORPORATE_ACTIONS,
     CORRUPT_DIR,
     COVERAGE,
     FORMAT,
@@ -43,25 +48,43 @@ from harvester.warehouse.layout import (
     META_FILE,
     PARTITIONS,
     QUARANTINE,
+    REVISIONS,
+    SYMBOLS,
     VERIFIED_FILE,
     PartitionKey,
     family_filters,
     partition_of,
     partitions_predicate,
+    periods_for,
     split_by_partition,
     with_partition,
 )
 from harvester.warehouse.lock import WarehouseLocked, WriterLock
 from harvester.warehouse.migrate import refuse_old_layout
+from harvester.warehouse.repairs import (
+    action_rows,
+    apply_repair,
+    json_rows,
+    read_window,
+    repair_applies,
+    repair_partitions,
+    revision_rows,
+    symbol_history,
+)
 from harvester.warehouse.staging import StagedEntry, StagingArea
 from harvester.warehouse.tables import (
     BARS_SCHEMA,
     BARS_TABLE_SCHEMA,
     CONTRACTS_SCHEMA,
+    CORPORATE_ACTIONS_IDENTITY,
+    CORPORATE_ACTIONS_SCHEMA,
     COVERAGE_SCHEMA,
     HEADS_SCHEMA,
     JOURNAL_SCHEMA,
     QUARANTINE_SCHEMA,
+    REVISIONS_IDENTITY,
+    REVISIONS_SCHEMA,
+    SYMBOLS_SCHEMA,
     frame_to_table,
     rows_to_table,
     utc_now_naive,
@@ -104,6 +127,8 @@ class CommitStats:
     partitions_written: int = 0
     rows_in_written_files: int = 0
     coverage_rows: int = 0
+    revision_rows: int = 0
+    repairs: int = 0
     journal_rows: int = 0
     corrupt: list[CorruptFile] = field(default_factory=list)
     seconds: float = 0.0
@@ -128,6 +153,7 @@ class Warehouse:
         self._journal_seq = itertools.count(1)
         self._journal: list[dict] = []
         self._crash_hook: Callable[[str], None] = lambda step: None
+        self._windows: dict[tuple, pa.Table] = {}  # stored rows of one overlap window, all conIds, per version
 
     def _next_batch(self) -> str:
         """Each commit closes the current staging batch, so committed batches go away with one rename."""
@@ -194,7 +220,23 @@ class Warehouse:
             raise WarehouseError("contracts frame needs a con_id on every row")
         if "qualified_at" not in df.columns:
             df = df.assign(qualified_at=utc_now_naive())
-        self._upsert(CONTRACTS, CONTRACTS_SCHEMA, frame_to_table(df, CONTRACTS_SCHEMA, "contracts"), ["con_id"])
+        table = frame_to_table(df, CONTRACTS_SCHEMA, "contracts")
+        self._upsert(CONTRACTS, CONTRACTS_SCHEMA, table, ["con_id"])
+        self._record_symbols(table.to_pandas())
+
+    def symbols(self) -> pd.DataFrame:
+        """Every conId's symbols and exchanges over time (SYMBOLS_SCHEMA)."""
+        return self._read(SYMBOLS, SYMBOLS_SCHEMA).to_pandas()
+
+    def _record_symbols(self, qualified: pd.DataFrame) -> None:
+        """A qualification that sees a conId under a new symbol or exchange closes the conId's current row
+        and opens one from that instant; seeing the same again changes nothing."""
+        def build(snapshot) -> tuple[pa.Table, str]:
+            rows = self.tables.read(SYMBOLS, SYMBOLS_SCHEMA, snapshot).to_pandas()
+            return pa.Table.from_pandas(symbol_history(rows, qualified), schema=SYMBOLS_SCHEMA,
+                                        preserve_index=False), "true"
+
+        self.tables.transact(SYMBOLS, build, SYMBOLS_SCHEMA)
 
     def _upsert(self, name: str, schema: pa.Schema, new: pa.Table, key: list[str]) -> None:
         """The whole (small) table rewritten in one transaction, the new rows winning on `key`."""
@@ -210,13 +252,20 @@ class Warehouse:
 
     def stage(self, request: BarRequest, outcome: Outcome, bars: pd.DataFrame | None, *, symbol: str,
               calendar: TradingCalendar | None = None) -> StageResult:
+        checked = self.check(request, bars, symbol=symbol, calendar=calendar)
+        self.stage_checked(request, outcome, checked.kept, symbol=symbol)
+        return StageResult(checked.kept.num_rows, checked.quarantined.num_rows, outcome.covers)
+
+    def check(self, request: BarRequest, bars: pd.DataFrame | None, *, symbol: str,
+              calendar: TradingCalendar | None = None) -> CheckedBars:
+        """The door: rows to keep, and the refused ones quarantined now (whether or not the kept ones are
+        staged at once: a series under repair holds its answers)."""
         s = request.series
         if s.bar_size not in BAR_SIZES:
             raise WarehouseError(f"unknown bar size {s.bar_size!r} for {symbol}")
         if s.what_to_show not in WHAT_TO_SHOW:
             raise WarehouseError(f"unknown whatToShow {s.what_to_show!r} for {symbol}")
         checked = check_bars(request, bars, symbol, calendar)
-        seq = next(self._seq)
         if checked.quarantined.num_rows:
             n = checked.quarantined.num_rows
             table = checked.quarantined
@@ -224,8 +273,49 @@ class Warehouse:
                                  ("use_rth", [s.use_rth] * n), ("quarantined_at", [utc_now_naive()] * n)):
                 table = table.append_column(name, pa.array(values, QUARANTINE_SCHEMA.field(name).type))
             self.tables.transact(QUARANTINE, lambda _: (table, None), QUARANTINE_SCHEMA)
-        self._staging.put(self._batch, seq, request, outcome, checked.kept, symbol)
-        return StageResult(checked.kept.num_rows, checked.quarantined.num_rows, outcome.covers)
+        return checked
+
+    def stage_checked(self, request: BarRequest, outcome: Outcome, kept: pa.Table, *, symbol: str,
+                      revised: pd.DataFrame | None = None, fetched_at: datetime | None = None) -> None:
+        """Stage rows that passed the door; `revised` (changes.OverlapVerdict.revised) is recorded after them."""
+        extra = {}
+        if revised is not None and len(revised):
+            extra["revised"] = {"at": (fetched_at or datetime.now(UTC)).isoformat(),
+                                "rows": json_rows(revised)}
+        self._staging.put(self._batch, next(self._seq), request, outcome, kept, symbol, extra)
+
+    def stage_repair(self, series: SeriesKey, symbol: str, start: datetime, end: datetime, repair: dict) -> None:
+        """Stage a repair of the series' stored bars in [start, end): `repair["mode"]` "rescale" (prices ×
+        `price_ratio`, applied unless the `anchor` bar already shows it) or "replace" (the stored rows go;
+        the answers staged after it are the series). `repair["action"]` is its corporate_actions row."""
+        request = BarRequest(series, start, end, "", 0, symbol)
+        self._staging.put(self._batch, next(self._seq), request, Outcome.BARS, BARS_SCHEMA.empty_table(), symbol,
+                          {"repair": repair})
+
+    def stored_rows(self, series: SeriesKey, start: datetime, end: datetime) -> pa.Table:
+        """The series' committed bars starting in [start, end). A night's overlap windows are the same for
+        every series, so one read of the window serves them all (kept until the next commit)."""
+        size = BAR_SIZES[series.bar_size]
+        snapshot = self.tables.open(BARS)
+        if snapshot is None:
+            return BARS_SCHEMA.empty_table()
+        key = (size.label, series.what_to_show, series.use_rth, start, end, snapshot.version())
+        if key not in self._windows:
+            files = self.tables.files(BARS, snapshot, family_filters(size.label, series.what_to_show,
+                                                                     series.use_rth, periods_for(size, start, end)))
+            self._windows = {key: read_window(files, start, end)}
+        rows = self._windows[key]
+        return rows.filter(pc.equal(rows["con_id"], series.con_id))
+
+    def series_rows(self, series: SeriesKey, start: datetime, end: datetime) -> pa.Table:
+        """One series' committed bars starting in [start, end), sorted by ts (a repair reads its series)."""
+        size = BAR_SIZES[series.bar_size]
+        snapshot = self.tables.open(BARS)
+        if snapshot is None:
+            return BARS_SCHEMA.empty_table()
+        files = self.tables.files(BARS, snapshot, family_filters(size.label, series.what_to_show, series.use_rth,
+                                                                 periods_for(size, start, end)))
+        return read_window(files, start, end, series.con_id)
 
     def record_request(self, row: dict) -> None:
         self._journal.append({"run_id": self.run_id, **row})
@@ -249,6 +339,8 @@ class Warehouse:
         self._crash_hook("bars_durable")
         stats.coverage_rows = self._record_coverage(entries)
         self._crash_hook("coverage_durable")
+        stats.revision_rows = self._record_revisions(entries)
+        stats.repairs = self._record_actions(entries)
         stats.journal_rows = self._flush_journal()
         self._crash_hook("journal_durable")
         self._staging.drop(entries)
@@ -256,24 +348,52 @@ class Warehouse:
         return stats
 
     def _merge_partitions(self, entries: list[StagedEntry], stats: CommitStats) -> None:
-        """One bars transaction: every touched partition is replaced by its rows merged with the staged ones."""
-        slices: dict[PartitionKey, list[pa.Table]] = {}
-        for entry in entries:
+        """One bars transaction: every touched partition is replaced by its rows merged with the staged ones,
+        in fetch order; a repair entry rewrites every partition its series spans, at its place in that order."""
+        slices: dict[PartitionKey, list[tuple[int, pa.Table]]] = {}
+        repairs: list[tuple[int, StagedEntry]] = []
+        for position, entry in enumerate(entries):
+            s = entry.series
+            label = BAR_SIZES[s.bar_size].label
+            if entry.is_repair:
+                repairs.append((position, entry))
+                continue
             table = entry.read_bars()
             if table is None:
                 continue
-            s = entry.series
-            for key, part in split_by_partition(table, BAR_SIZES[s.bar_size].label, s.what_to_show, s.use_rth):
-                slices.setdefault(key, []).append(part)
-        if not slices:
+            for key, part in split_by_partition(table, label, s.what_to_show, s.use_rth):
+                slices.setdefault(key, []).append((position, part))
+        if not slices and not any(repair_partitions(self.tables, self.tables.open(BARS), e) for _, e in repairs):
             return
 
         def build(snapshot) -> tuple[pa.Table, str]:
-            merged = [with_partition(key, merge_newest_wins(self._partition_rows(snapshot, key) + slices[key]))
-                      for key in sorted(slices)]
+            stored: dict[PartitionKey, list[pa.Table]] = {}
+
+            def rows_of(key: PartitionKey) -> list[pa.Table]:
+                if key not in stored:
+                    stored[key] = self._partition_rows(snapshot, key)
+                return stored[key]
+
+            spans = {position: repair_partitions(self.tables, snapshot, entry) for position, entry in repairs}
+            live = {position for position, entry in repairs if repair_applies(entry, rows_of)}
+            keys = sorted(set(slices) | {k for position in live for k in spans[position]})
+            merged = []
+            for key in keys:
+                rows = list(rows_of(key))
+                steps = sorted(slices.get(key, []) + [(p, None) for p in live if key in spans[p]],
+                               key=lambda step: step[0])
+                for position, part in steps:
+                    if part is None:
+                        rows = [apply_repair(pa.concat_tables(rows) if rows else BARS_SCHEMA.empty_table(),
+                                              entries[position])]
+                    else:
+                        rows.append(part)
+                merged.append(with_partition(key, merge_newest_wins(rows) if rows else BARS_SCHEMA.empty_table()))
             stats.partitions_written = len(merged)
             stats.rows_in_written_files = sum(t.num_rows for t in merged)
-            return pa.concat_tables(merged), partitions_predicate(list(slices))
+            if not merged:
+                return BARS_TABLE_SCHEMA.empty_table(), "false"
+            return pa.concat_tables(merged), partitions_predicate(keys)
 
         while True:
             try:
@@ -305,13 +425,44 @@ class Warehouse:
                 "bars": e.rows, "recorded_at": now,
             }
             for e in entries
-            if e.outcome.covers
+            if e.outcome.covers and not e.is_repair
         ]
         if not new:
             return 0
         fresh = rows_to_table(new, COVERAGE_SCHEMA, "coverage").to_pandas()
         self._write_coverage(lambda rows: pd.concat([rows, fresh], ignore_index=True))
         return len(new)
+
+    def _record_revisions(self, entries: list[StagedEntry]) -> int:
+        """The stored bars each staged answer revised (kept in the entry since it was compared), deduped."""
+        fresh = revision_rows(entries)
+        if fresh is None:
+            return 0
+        self._append_deduped(REVISIONS, REVISIONS_SCHEMA, fresh, REVISIONS_IDENTITY)
+        return fresh.num_rows
+
+    def _record_actions(self, entries: list[StagedEntry]) -> int:
+        """The corporate_actions row of each staged repair, deduped (a recovery commit sees it again)."""
+        fresh = action_rows(entries)
+        if fresh is None:
+            return 0
+        self._append_deduped(CORPORATE_ACTIONS, CORPORATE_ACTIONS_SCHEMA, fresh, CORPORATE_ACTIONS_IDENTITY)
+        return fresh.num_rows
+
+    def _append_deduped(self, name: str, schema: pa.Schema, fresh: pa.Table, identity: list[str]) -> None:
+        """Rows added in one transaction, unless rows with the same identity are already there."""
+        def build(snapshot) -> tuple[pa.Table, str]:
+            old = self.tables.read(name, schema, snapshot).to_pandas()
+            merged = pd.concat([old, fresh.to_pandas()], ignore_index=True).drop_duplicates(identity, keep="first")
+            return pa.Table.from_pandas(merged, schema=schema, preserve_index=False), "true"
+
+        self.tables.transact(name, build, schema)
+
+    def revisions(self) -> pd.DataFrame:
+        return self._read(REVISIONS, REVISIONS_SCHEMA).to_pandas()
+
+    def corporate_actions(self) -> pd.DataFrame:
+        return self._read(CORPORATE_ACTIONS, CORPORATE_ACTIONS_SCHEMA).to_pandas()
 
     def _write_coverage(self, change) -> None:
         """Coverage rewritten whole in one transaction: `change(rows)` on the latest snapshot's rows."""

@@ -83,6 +83,46 @@ HEADS_SCHEMA = pa.schema(
         ("fetched_at", _TS),
     ]
 )
+# One row per qualification that saw a conId's symbol or exchanges change (identity is the conId; a symbol is
+# an attribute with a validity range, docs/history-changes.md §4). valid_to NULL: still current.
+SYMBOLS_SCHEMA = pa.schema(
+    [
+        ("con_id", pa.int64()),
+        ("symbol", pa.string()),
+        ("exchange", pa.string()),
+        ("primary_exchange", pa.string()),
+        ("valid_from", _TS),
+        ("valid_to", _TS),
+    ]
+)
+SYMBOLS_IDENTITY = ["con_id", "symbol", "exchange", "primary_exchange"]
+# Bars a later fetch changed (IB revises recent history): the stored values and the ones that replaced them.
+REVISED_COLUMNS = ("open", "high", "low", "close", "volume", "wap", "bar_count")
+REVISIONS_SCHEMA = pa.schema(
+    [("con_id", pa.int64()), ("symbol", pa.string()), ("bar_size", pa.string()), ("what_to_show", pa.string()),
+     ("use_rth", pa.bool_()), ("ts", _TS), ("session_date", pa.date32())]
+    + [(f"{c}_{age}", BARS_SCHEMA.field(c).type) for c in REVISED_COLUMNS for age in ("old", "new")]
+    + [("run_id", pa.string()), ("revised_at", _TS)]
+)
+REVISIONS_IDENTITY = ["con_id", "bar_size", "what_to_show", "use_rth", "ts", "run_id"]
+# Splits (and reverse splits) found by comparing a fetch with stored bars, and how each series was repaired.
+CORPORATE_ACTIONS_SCHEMA = pa.schema(
+    [
+        ("con_id", pa.int64()),
+        ("symbol", pa.string()),
+        ("bar_size", pa.string()),
+        ("what_to_show", pa.string()),
+        ("use_rth", pa.bool_()),
+        ("ex_date", pa.date32()),  # the first session after the last one stored at the old scale
+        ("kind", pa.string()),  # "split" | "reverse_split"
+        ("ratio", pa.float64()),  # new shares per old share (10 for 10:1)
+        ("detected_at", _TS),  # the gateway's now
+        ("run_id", pa.string()),
+        ("repair", pa.string()),  # "rescale" (stored bars × 1/ratio, one verification request) | "refetch"
+        ("requests", pa.int64()),  # requests the repair spent (attempts, retries included)
+    ]
+)
+CORPORATE_ACTIONS_IDENTITY = ["con_id", "bar_size", "what_to_show", "use_rth", "ex_date", "run_id"]
 JOURNAL_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),

@@ -125,8 +125,17 @@ def _bars_sql(data_dir: Path) -> str:
             "hive_types = {'bar_size': VARCHAR, 'what_to_show': VARCHAR, 'use_rth': BOOLEAN, 'period': VARCHAR})")
 
 
-def compare(actual_dir: Path, expected_dir: Path, symbols: tuple[str, ...] | None = None) -> Diff:
-    """Row-for-row diff of two warehouses' bars (optionally only `symbols` of the reference)."""
+def _differs(column: str, rel_tol: float) -> str:
+    exact = f"a.{column} IS DISTINCT FROM e.{column}"
+    if not rel_tol or column in ("symbol", "session_date"):
+        return exact
+    return f"({exact} AND NOT coalesce(abs(a.{column} - e.{column}) <= {rel_tol} * abs(e.{column}), false))"
+
+
+def compare(actual_dir: Path, expected_dir: Path, symbols: tuple[str, ...] | None = None, rel_tol: float = 0.0,
+            columns: tuple[str, ...] = VALUE_COLUMNS) -> Diff:
+    """Row-for-row diff of two warehouses' bars (optionally only `symbols` of the reference); `rel_tol` lets
+    numbers differ by that fraction (bars rescaled by a split repair), `columns` are the values compared."""
     con = duckdb.connect()
     con.execute(f"CREATE VIEW a AS {_bars_sql(actual_dir)}")
     con.execute("CREATE TABLE wanted (symbol VARCHAR)")
@@ -136,7 +145,7 @@ def compare(actual_dir: Path, expected_dir: Path, symbols: tuple[str, ...] | Non
     con.execute(f"CREATE VIEW e AS SELECT * FROM ({_bars_sql(expected_dir)}) {where}")
     key = ", ".join(KEY_COLUMNS)
     on = " AND ".join(f"a.{c} = e.{c}" for c in KEY_COLUMNS)
-    differ = " OR ".join(f"a.{c} IS DISTINCT FROM e.{c}" for c in VALUE_COLUMNS)
+    differ = " OR ".join(_differs(c, rel_tol) for c in columns)
     (expected, actual, lost, extra, duplicated, differing), = con.execute(f"""
         SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM a),
           (SELECT count(*) FROM (SELECT DISTINCT {key} FROM e) e WHERE NOT EXISTS (SELECT 1 FROM a WHERE {on})),

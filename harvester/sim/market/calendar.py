@@ -80,6 +80,11 @@ class SessionCalendar:
         stop = int(np.searchsorted(opens, end_utc.timestamp(), side="left"))
         return range(first, max(first, stop))
 
+    def last_closed_ordinal(self, now_utc: datetime.datetime, use_rth: bool) -> int:
+        """The latest session closed by `now` in the flavour (-1: none yet)."""
+        _, closes = self.bounds(use_rth)
+        return int(np.searchsorted(closes, now_utc.timestamp(), side="right")) - 1
+
     def first_ordinal_on_or_after(self, day: datetime.date) -> int:
         return int(np.searchsorted(self.day_numbers, day.toordinal(), side="left"))
 

@@ -4,17 +4,21 @@ Each session is three segments (pre-market, regular, after-hours) whose bars are
 from hashed daily returns (cached per instrument, so ~9,000 daily bars cost a few ms). Minutes are
 drawn from their segment and seconds from their minute (see pricepath), so a daily bar is exactly
 its minutes' aggregate and every coarser bar is an aggregate of finer ones. useRTH 1 serves the
-regular segment only; the same minutes appear in both flavours.
+regular segment only; the same minutes appear in both flavours. Corporate actions and unsettled
+latest sessions are applied as of the request's "now" (market/asof.py).
 """
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from functools import cached_property
 
 import numpy as np
 
+from harvester.sim.market import asof
 from harvester.sim.market import pricepath as pp
+from harvester.sim.market.actions import CorporateActions
 from harvester.sim.market.barcolumns import Bar, BarColumns
 from harvester.sim.market.barsizes import BarKind, parse_bar_size
 from harvester.sim.market.calendar import SessionCalendar
@@ -39,7 +43,8 @@ class InstrumentHistory:
         self.inst = inst
         self.calendar = calendar
         self.first = calendar.first_ordinal_on_or_after(inst.listing_date)
-        self.ordinals = np.arange(self.first, len(calendar.dates))
+        last = calendar.first_ordinal_on_or_after(inst.delisted) if inst.delisted else len(calendar.dates)
+        self.ordinals = np.arange(self.first, max(self.first, last))
         cid = inst.con_id
         traits = pp.uniform(pp.hash_keys(cid, 7, np.arange(5)))
         self.half_spread = 0.01 * (1 + int(traits[0] * 3))
@@ -140,11 +145,15 @@ def _segment(
 
 
 class MarketData:
-    """The gateway's historical data: replayed files first, the generator for everything else."""
+    """The gateway's historical data: replayed files first, the generator for everything else, both as
+    of the request's now (corporate actions, and with `revise_latest` the latest session unsettled)."""
 
-    def __init__(self, master: SecuritiesMaster, replay: ReplayBook | None = None) -> None:
+    def __init__(self, master: SecuritiesMaster, replay: ReplayBook | None = None,
+                 actions: CorporateActions | None = None, revise_latest: float = 0.0) -> None:
         self.master = master
         self.replay = replay
+        self.actions = actions or CorporateActions.none()
+        self.revise_latest = revise_latest  # fraction of volume (and of the wicks) still missing
         self._histories: dict[int, InstrumentHistory] = {}
 
     def history(self, inst: Instrument) -> InstrumentHistory:
@@ -175,24 +184,28 @@ class MarketData:
         end_utc: datetime.datetime,
         now_utc: datetime.datetime,
     ) -> BarColumns:
-        """Bars starting in [start, end) and complete by now, oldest first; none before listing."""
+        """Bars starting in [start, end) and complete by now, oldest first; none before listing.
+        ADJUSTED_LAST also includes the bar in progress, as IB's does."""
         if what_to_show not in WHAT_TO_SHOW:
             raise UnsupportedWhatToShow(f"no simulated data for whatToShow {what_to_show!r}")
         if self.replay is not None and inst.symbol in self.replay.symbols():
-            return BarColumns.from_bars(
-                self.replay.bars(inst, bar_size, what_to_show, use_rth, start_utc, end_utc, now_utc)
-            )
+            bars = self.replay.bars(inst, bar_size, what_to_show, use_rth, start_utc, end_utc, now_utc)
+            return self._replayed_as_of(inst, BarColumns.from_bars(bars), what_to_show, use_rth, now_utc)
         size = parse_bar_size(bar_size)
         hist = self.history(inst)
         window = (int(start_utc.timestamp()), int(end_utc.timestamp()), int(now_utc.timestamp()))
+        adjust = self._session_adjuster(hist, what_to_show, use_rth, now_utc)
+        partial = what_to_show == "ADJUSTED_LAST"
         if size.kind is BarKind.DAY:
-            arrays, starts, rows = self._daily(hist, use_rth, window)
+            arrays, starts, rows = self._daily(hist, use_rth, window, adjust, partial)
         elif size.kind in (BarKind.WEEK, BarKind.MONTH):
-            arrays, starts, rows = self._periods(hist, use_rth, window, size.kind)
+            arrays, starts, rows = self._periods(hist, use_rth, window, size.kind, adjust)
         else:
-            arrays, starts, rows = self._intraday(hist, use_rth, window, size.seconds)
+            arrays, starts, rows = self._intraday(hist, use_rth, window, size.seconds, adjust, partial)
         dates = (hist.calendar.day_numbers[hist.ordinals[rows]] - _UNIX_DAY).astype("datetime64[D]")
-        return _priced(arrays, starts.astype(np.int64), dates, what_to_show, hist.half_spread)
+        bars = _priced(arrays, starts.astype(np.int64), dates, what_to_show, hist.half_spread)
+        factor = self.actions.future_split_factor(inst.con_id, inst.local_date(now_utc))
+        return bars if factor == 1.0 else asof.scale_columns(bars, factor, 1.0 / factor)
 
     def head_timestamp(self, inst: Instrument, what_to_show: str, use_rth: bool) -> datetime.datetime:
         """Start of the first bar at listing (the first session's open in the flavour)."""
@@ -202,15 +215,82 @@ class MarketData:
         opens, _ = hist.calendar.bounds(use_rth)
         return datetime.datetime.fromtimestamp(int(opens[hist.first]), _UTC)
 
-    @staticmethod
-    def _daily(hist: InstrumentHistory, use_rth: bool, window: tuple[int, int, int]):
-        start, end, now = window
-        opens, closes = (a[hist.ordinals] for a in hist.calendar.bounds(use_rth))
-        rows = np.flatnonzero((opens >= start) & (opens < end) & (closes <= now))
-        return hist.daily(use_rth).take(rows), opens[rows], rows
+    def _session_adjuster(self, hist: InstrumentHistory, what: str, use_rth: bool, now: datetime.datetime
+                          ) -> Callable[[pp.BarArrays, np.ndarray], pp.BarArrays]:
+        """What happens to session-level bars (given their rows) before they are aggregated or priced: the
+        latest closed session unsettled, ADJUSTED_LAST's dividend factors."""
+        inst, on = hist.inst, hist.inst.local_date(now)
+        latest = -1
+        if self.revise_latest:
+            latest = hist.calendar.last_closed_ordinal(now, use_rth) - hist.first
+        dividends = [d for d in self.actions.dividends(inst.con_id) if d[0] <= on] if what == "ADJUSTED_LAST" else []
+        factors = None
+        if dividends:
+            sessions = (hist.calendar.day_numbers[hist.ordinals] - _UNIX_DAY).astype("datetime64[D]")
+            closes = hist.daily(True).close
+
+            def close_before(ex_date: datetime.date) -> float | None:
+                row = int(np.searchsorted(sessions, np.datetime64(ex_date))) - 1
+                if row < 0:
+                    return None
+                return float(closes[row]) * self.actions.future_split_factor(inst.con_id, ex_date)
+
+            factors = asof.dividend_factors(sessions, dividends, close_before)
+
+        def adjust(arrays: pp.BarArrays, rows: np.ndarray) -> pp.BarArrays:
+            if latest >= 0:
+                arrays = asof.revise_arrays(arrays, rows == latest, self.revise_latest)
+            return arrays if factors is None else asof.scale_prices(arrays, factors[rows])
+
+        return adjust
+
+    def _replayed_as_of(self, inst: Instrument, bars: BarColumns, what: str, use_rth: bool,
+                        now: datetime.datetime) -> BarColumns:
+        """Replayed (traded) bars as of now: unsettled latest session, split divisors per session, dividends."""
+        if not len(bars):
+            return bars
+        calendar = SessionCalendar.for_instrument(inst)
+        on = inst.local_date(now)
+        if self.revise_latest:
+            latest = calendar.last_closed_ordinal(now, use_rth)
+            if latest >= 0:
+                day = np.datetime64(calendar.dates[latest])
+                bars = asof.revise_columns(bars, bars.session_date == day, self.revise_latest)
+        divisors = self.actions.split_divisors(inst.con_id, bars.session_date, on)
+        prices = 1.0 / divisors
+        if what == "ADJUSTED_LAST":
+            dividends = [d for d in self.actions.dividends(inst.con_id) if d[0] <= on]
+
+            def close_before(ex_date: datetime.date) -> float | None:
+                found = self.replay.close_before(inst, ex_date)
+                if found is None:
+                    return None
+                close, session = found
+                return close / self.actions.split_divisors(inst.con_id, np.array([session], "datetime64[D]"),
+                                                           ex_date)[0]
+
+            prices = prices * asof.dividend_factors(bars.session_date, dividends, close_before)
+        if (prices == 1.0).all():
+            return bars
+        return asof.scale_columns(bars, prices, divisors)
 
     @staticmethod
-    def _periods(hist: InstrumentHistory, use_rth: bool, window: tuple[int, int, int], kind: BarKind):
+    def _daily(hist: InstrumentHistory, use_rth: bool, window: tuple[int, int, int], adjust, partial: bool):
+        start, end, now = window
+        opens, closes = (a[hist.ordinals] for a in hist.calendar.bounds(use_rth))
+        inside = (opens >= start) & (opens < end)
+        rows = np.flatnonzero(inside & (closes <= now))
+        arrays = adjust(hist.daily(use_rth).take(rows), rows)
+        live = np.flatnonzero(inside & (opens < now) & (closes > now)) if partial else rows[:0]
+        if len(live):  # the session in progress, from its minutes so far (IB's unfinished bar)
+            minutes, m_starts = hist.minutes(live, use_rth)
+            started = np.flatnonzero(m_starts < now)
+            bar = pp.aggregate(minutes.take(started), np.zeros(1, dtype=np.int64), np.full(len(started), 60.0))
+            arrays, rows = pp.concat([arrays, adjust(bar, live)]), np.concatenate([rows, live])
+        return arrays, opens[rows], rows
+
+    @staticmethod
+    def _periods(hist: InstrumentHistory, use_rth: bool, window: tuple[int, int, int], kind: BarKind, adjust):
         start, end, now = window
         opens, closes = (a[hist.ordinals] for a in hist.calendar.bounds(use_rth))
         period = _period_ids(hist.calendar, kind)
@@ -227,11 +307,12 @@ class MarketData:
         rows = np.concatenate([np.arange(a, b + 1) for a, b in zip(chosen_first, chosen_last)])
         weights = (closes - opens)[rows].astype(np.float64)
         group_starts = np.cumsum(np.concatenate([[0], (chosen_last - chosen_first + 1)[:-1]]))
-        arrays = pp.aggregate(hist.daily(use_rth).take(rows), group_starts, weights)
+        arrays = pp.aggregate(adjust(hist.daily(use_rth).take(rows), rows), group_starts, weights)
         return arrays, opens[chosen_first], chosen_first
 
     @staticmethod
-    def _intraday(hist: InstrumentHistory, use_rth: bool, window: tuple[int, int, int], seconds: int):
+    def _intraday(hist: InstrumentHistory, use_rth: bool, window: tuple[int, int, int], seconds: int, adjust,
+                  partial: bool):
         start, end, now = window
         opens, closes = (a[hist.ordinals] for a in hist.calendar.bounds(use_rth))
         rows = np.flatnonzero((closes > start) & (opens < min(end, now)))
@@ -247,6 +328,9 @@ class MarketData:
             minutes, m_starts, step = fine, f_starts, 1
         else:
             step = 60
+        if partial:  # the bar in progress is built from what has traded so far
+            started = np.flatnonzero(m_starts < now)
+            minutes, m_starts, session_row = minutes.take(started), m_starts[started], session_row[started]
         offset = m_starts - opens[session_row]
         bar_no = offset // seconds
         key = session_row * 100_000 + bar_no
@@ -256,8 +340,10 @@ class MarketData:
         bars = pp.aggregate(minutes, firsts, np.full(len(minutes), float(step)))
         b_starts = opens[session_row[firsts]] + bar_no[firsts] * seconds
         b_ends = np.minimum(b_starts + seconds, closes[session_row[firsts]])
-        keep = np.flatnonzero((b_starts >= start) & (b_starts < end) & (b_ends <= now))
-        return bars.take(keep), b_starts[keep], session_row[firsts][keep]
+        done = b_starts < now if partial else b_ends <= now
+        keep = np.flatnonzero((b_starts >= start) & (b_starts < end) & done)
+        rows = session_row[firsts][keep]
+        return adjust(bars.take(keep), rows), b_starts[keep], rows
 
 
 def _minutes_per_session(hist: InstrumentHistory, rows: np.ndarray, use_rth: bool) -> np.ndarray:

@@ -19,6 +19,7 @@ from harvester.sim.market.barcolumns import Bar
 from harvester.sim.market.barsizes import BAR_SIZE_NAMES, BarKind, parse_bar_size
 from harvester.sim.market.calendar import SessionCalendar
 from harvester.sim.market.securities import Instrument
+from harvester.sim.market.tabular import read_table, where
 
 _REQUIRED = ("symbol", "open", "high", "low", "close", "volume")
 _NUMERIC = ("open", "high", "low", "close", "volume", "wap", "bar_count")
@@ -45,7 +46,7 @@ class ReplayBook:
     def load(cls, path: str | Path, bar_size: str | None = None) -> ReplayBook:
         """Read CSV or Parquet; a bad file raises ValueError naming file:line (CSV) or file:column."""
         path = Path(path)
-        frame = _read(path)
+        frame = read_table(path, "replay file", ("symbol", "date", "ts"))
         missing = [c for c in _REQUIRED if c not in frame.columns]
         if "date" not in frame.columns and "ts" not in frame.columns:
             missing.append("date or ts")
@@ -106,6 +107,19 @@ class ReplayBook:
                 return datetime.datetime.fromtimestamp(span[0], _UTC)
         raise ValueError(f"replay has no {'regular-hours ' if use_rth else ''}bars for {inst.symbol}")
 
+    def close_before(self, inst: Instrument, day: datetime.date) -> tuple[float, datetime.date] | None:
+        """The close of the file's last bar in a session before `day`, and that session's date."""
+        rows = self._rows.get(inst.symbol)
+        if rows is None:
+            return None
+        calendar = SessionCalendar.for_instrument(inst)
+        found = None
+        for key, values in zip(rows.keys, rows.values):
+            span = self._span(calendar, key, True)
+            if span is not None and span[2] < day:
+                found = (float(values[3]), span[2])
+        return found
+
     def _span(self, calendar: SessionCalendar, key, use_rth: bool) -> tuple[int, int, datetime.date] | None:
         """(start, end, session date) of one file row, or None when useRTH excludes it."""
         if self.bar_size.kind is BarKind.DAY:
@@ -133,34 +147,6 @@ def _bar(start: int, session_date: datetime.date, values: np.ndarray, what: str)
     )
 
 
-def _read(path: Path) -> pd.DataFrame:
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path, comment="#", dtype={"symbol": str, "date": str, "ts": str})
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise ValueError(f"{path}: cannot read replay file ({exc})") from None
-
-
-def _where(path: Path, index: int, column: str) -> str:
-    """file:line for CSV (header is line 1; comment lines ignored), file:column for Parquet."""
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return f"{path}: row {index + 1} column {column}"
-    return f"{path}:{_csv_line(path, index)}: column {column}"
-
-
-def _csv_line(path: Path, index: int) -> int:
-    data_lines = 0
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if line.startswith("#"):
-                continue
-            if data_lines == index + 1:
-                return number
-            data_lines += 1
-    return index + 2
-
-
 def _numeric(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna() & frame[column].notna()
@@ -168,7 +154,7 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
         bad |= frame[column].isna()
     if bad.any():
         index = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ValueError(f"{_where(path, index, column)} is not a number ({frame[column].iloc[index]!r})")
+        raise ValueError(f"{where(path, index, column)} is not a number ({frame[column].iloc[index]!r})")
     return values
 
 
@@ -178,7 +164,7 @@ def _dates(path: Path, frame: pd.DataFrame) -> list[datetime.date]:
         try:
             out.append(pd.Timestamp(text.strip()).date())
         except ValueError:
-            raise ValueError(f"{_where(path, index, 'date')} is not a date ({text!r})") from None
+            raise ValueError(f"{where(path, index, 'date')} is not a date ({text!r})") from None
     return out
 
 
@@ -190,7 +176,7 @@ def _epochs(path: Path, frame: pd.DataFrame) -> list[int]:
             if pd.isna(stamp):
                 raise ValueError
         except ValueError:
-            raise ValueError(f"{_where(path, index, 'ts')} is not a timestamp ({value!r})") from None
+            raise ValueError(f"{where(path, index, 'ts')} is not a timestamp ({value!r})") from None
         stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
         out.append(int(stamp.timestamp()))
     return out

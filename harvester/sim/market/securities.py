@@ -1,7 +1,9 @@
 """The simulator's securities master: which contracts exist, their conIds, exchanges and listing dates.
 
 IB identifies a contract by conId; a symbol alone can be ambiguous (listed on two primary exchanges),
-in which case IB returns every candidate for contract details and error 200 for data requests.
+in which case IB returns every candidate for contract details and error 200 for data requests. A symbol
+is an attribute with a history: corporate actions (market/actions.py) rename a conId from an ex-date on,
+or move a listing to a new conId, so the server matches symbols as of its "now".
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import datetime
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 BUNDLED_MASTER = Path(__file__).parent / "data" / "securities.csv"
 
@@ -50,6 +53,27 @@ class Instrument:
     calendar_name: str  # exchange_calendars name, "XNYS"
     time_zone: str  # IB/ZoneInfo name, "US/Eastern"
     listing_date: datetime.date
+    names: tuple[tuple[datetime.date, str], ...] = ()  # (from ex-date, symbol); empty: always `symbol`
+    listed_from: datetime.date | None = None  # a line a corporate action created: unknown before this
+    delisted: datetime.date | None = None  # no sessions from this day on (its listing moved to a new conId)
+
+    def local_date(self, now: datetime.datetime) -> datetime.date:
+        """The exchange's date at `now`: actions take effect from their ex-date's start, local time."""
+        return now.astimezone(ZoneInfo(self.time_zone)).date()
+
+    def symbol_on(self, now: datetime.datetime | None) -> str:
+        """The symbol IB shows for this conId at `now` (None: the master's own)."""
+        if now is None or not self.names:
+            return self.symbol
+        day = self.local_date(now)
+        current = self.names[0][1]
+        for since, name in self.names:
+            if since <= day:
+                current = name
+        return current
+
+    def exists_on(self, now: datetime.datetime | None) -> bool:
+        return now is None or self.listed_from is None or self.local_date(now) >= self.listed_from
 
 
 def derive_con_id(symbol: str, primary_exchange: str, sec_type: str, currency: str, salt: int = 0) -> int:
@@ -87,9 +111,10 @@ class SecuritiesMaster:
         self._by_con_id = {i.con_id: i for i in self._instruments}
         if len(self._by_con_id) != len(self._instruments):
             raise ValueError("duplicate con_id in securities master")
-        self._by_symbol: dict[str, list[Instrument]] = {}
+        self._by_symbol: dict[str, list[Instrument]] = {}  # by every symbol an instrument ever had
         for inst in self._instruments:
-            self._by_symbol.setdefault(inst.symbol.upper(), []).append(inst)
+            for name in dict.fromkeys([inst.symbol, *(n for _, n in inst.names)]):
+                self._by_symbol.setdefault(name.upper(), []).append(inst)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> SecuritiesMaster:
@@ -124,13 +149,16 @@ class SecuritiesMaster:
         primary_exchange: str = "",
         currency: str = "",
         isin: str = "",
+        now: datetime.datetime | None = None,
     ) -> list[Instrument]:
-        """Instruments fitting the description; several means ambiguous, none means unknown (error 200)."""
+        """Instruments fitting the description at `now` (symbols as of then; None: the master's own
+        symbols); several means ambiguous, none means unknown (error 200)."""
         if con_id:
             inst = self._by_con_id.get(con_id)
-            return [inst] if inst else []
+            return [inst] if inst and inst.exists_on(now) else []
         if symbol:
-            candidates = self._by_symbol.get(symbol.upper(), [])
+            candidates = [i for i in self._by_symbol.get(symbol.upper(), [])
+                          if i.symbol_on(now).upper() == symbol.upper()]
         elif isin:
             candidates = [i for i in self._instruments if i.isin == isin]
         else:
@@ -138,12 +166,16 @@ class SecuritiesMaster:
         return [
             i
             for i in candidates
-            if (not sec_type or i.sec_type == sec_type.upper())
+            if i.exists_on(now)
+            and (not sec_type or i.sec_type == sec_type.upper())
             and (not currency or i.currency == currency.upper())
             and (not primary_exchange or i.primary_exchange == primary_exchange.upper())
             and (not isin or i.isin == isin)
             and _routes_to(exchange.upper(), i)
         ]
+
+    def by_con_id(self, con_id: int) -> Instrument | None:
+        return self._by_con_id.get(con_id)
 
     def __len__(self) -> int:
         return len(self._instruments)
