@@ -20,7 +20,7 @@ _EXPORTS = {
     "harvester.ibrules": ("BAR_SIZES", "BY_LABEL", "WHAT_TO_SHOW", "BarSize", "bar_size"),
     "harvester.calendar": ("TradingCalendar",),
     "harvester.settings": ("ConfigError", "Settings", "resolve_settings"),
-    "harvester.universe": ("UniverseError", "load_universe"),
+    "harvester.universe": ("UniverseError", "ib_symbol", "load_universe"),
     "harvester.job": ("HarvestConfigError", "HarvestJob", "HarvestReport", "harvest_async", "run_harvest"),
     "harvester.simulated": ("SIM_PACING_SCALE", "SIM_SAFETY_S", "simulated_gateway"),
     "harvester.ib.client": ("ClientIdInUse", "GatewayUnreachable"),

@@ -1,28 +1,40 @@
-"""Which contracts a harvest uses: stored ones while fresh, a qualification round trip for the rest.
+"""Which contracts a harvest uses: stored ones qualified tonight, a qualification round trip for the rest.
 
-Qualifying 500 symbols costs 500 round trips under ib_insync's 45 messages/s, so a known contract is
-reused until it is STALE_AFTER old; conId is the identity, the symbol only a label.
+Qualifying 500 symbols costs 500 round trips under ib_insync's 45 messages/s (~11 s), so a contract is
+reused within a night (a rerun asks nothing) and qualified again the next: symbols change under a conId,
+listings move to a new conId (docs/history-changes.md §4). conId is the identity, the symbol an attribute
+with a history (the `symbols` table):
+- a universe row whose con_id IB knows under another symbol is an error naming both, unless that conId
+  carried the row's symbol before (a rename: the series continues, and the report says so);
+- a stored symbol IB no longer knows is looked up by its conId: renamed, the series continues;
+- a row whose exchange or primary exchange differs from the stored contract's is qualified again;
+- a symbol that now qualifies to another conId (a new line) gets its old conId qualified too, to learn the
+  old line's name (IB appends `.OLD`): its history stays under the old conId, which is harvested that once
+  more (its last stored session re-read and settled), then no longer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from harvester.ib.client import ContractInfo, IBSource, QualifyResult
+from harvester.ib.client import UNKNOWN_CONTRACT, ContractInfo, IBSource, QualifyResult
 from harvester.model import ContractSpec
 from harvester.warehouse.store import Warehouse
 
-STALE_AFTER = timedelta(days=7)  # contract details (hours, names) change; conIds practically don't
+STALE_AFTER = timedelta(hours=12)  # once a night: a rerun the same night reuses them
 
 
 async def resolve_contracts(
     source: IBSource, warehouse: Warehouse, specs: Sequence[ContractSpec], now: datetime
-) -> tuple[list[ContractInfo], dict[str, str]]:
-    """Stored contracts for known specs, a qualification round trip only for new or stale ones."""
-    stored = _stored_contracts(warehouse.contracts(), now)
+) -> tuple[list[ContractInfo], dict[str, str], list[str]]:
+    """(contracts in universe order, failures by symbol, notices): stored contracts for specs qualified
+    tonight, a qualification round trip for the others."""
+    frame = warehouse.contracts()
+    stored = _stored_contracts(frame, now)
     known: dict[ContractSpec, ContractInfo] = {}
     todo = []
     for spec in specs:
@@ -32,25 +44,89 @@ async def resolve_contracts(
         else:
             todo.append(spec)
     fresh: QualifyResult = await source.qualify(todo) if todo else QualifyResult({}, {})
-    if fresh.contracts:
-        warehouse.save_contracts(_contracts_frame(list(fresh.contracts.values()), now))
+    contracts, failures = dict(fresh.contracts), dict(fresh.failures)
+    current = history = _names(frame)
+    if any(f == UNKNOWN_CONTRACT for f in failures.values()) or any(
+            s.con_id and i.symbol != s.symbol for s, i in contracts.items()):
+        history = _names(warehouse.symbols(), history)  # every name a conId had, not only its latest
+    notices: list[str] = []
+    for spec, info in list(contracts.items()):
+        if spec.con_id and info.symbol != spec.symbol:
+            del contracts[spec]
+            if spec.symbol in history.get(info.con_id, ()):
+                contracts[spec] = info
+                notices.append(_renamed(spec, info))
+            else:
+                where = f" (universe line {spec.line})" if spec.line else ""
+                failures[spec.symbol] = (f"con_id {spec.con_id} is {info.symbol} at IB, not {spec.symbol}{where}; "
+                                         f"fix the symbol or the con_id")
+    for spec in todo:
+        if failures.get(spec.symbol) == UNKNOWN_CONTRACT and (con_id := _former_con_id(spec, history)):
+            found = await source.qualify([replace(spec, symbol="", con_id=con_id)])
+            info = next(iter(found.contracts.values()), None)
+            if info is not None:
+                del failures[spec.symbol]
+                contracts[spec] = info
+                notices.append(_renamed(spec, info))
+    moved = await _old_lines(source, contracts, current)
+    notices += [f"{new.symbol} moved to conId {new.con_id}: a new series starts there; the old line is "
+                f"{old.symbol} (conId {old.con_id}) and keeps its history" for new, old in moved]
+    if contracts or moved:
+        infos = [*contracts.values(), *(old for _, old in moved)]
+        warehouse.save_contracts(_contracts_frame(infos, now))
     ordered, seen = [], set()
-    for spec in specs:
-        info = known.get(spec) or fresh.contracts.get(spec)
+    for info in [*(known.get(spec) or contracts.get(spec) for spec in specs), *(old for _, old in moved)]:
         if info is not None and info.con_id not in seen:
             seen.add(info.con_id)
             ordered.append(info)
-    return ordered, dict(fresh.failures)
+    return ordered, failures, notices
+
+
+async def _old_lines(source: IBSource, contracts: dict[ContractSpec, ContractInfo], current: dict[int, set[str]]
+                     ) -> list[tuple[ContractInfo, ContractInfo]]:
+    """(new line, old line as IB names it now) for symbols that qualified to a conId other than the one
+    whose stored contract carries that symbol."""
+    moved = []
+    for spec, info in contracts.items():
+        if spec.con_id:
+            continue
+        for con_id, names in current.items():
+            if con_id != info.con_id and info.symbol in names:
+                found = await source.qualify([ContractSpec("", info.sec_type, spec.exchange, con_id=con_id)])
+                old = next(iter(found.contracts.values()), None)
+                if old is not None and old.symbol != info.symbol:
+                    moved.append((info, old))
+    return moved
 
 
 def _fits(spec: ContractSpec, info: ContractInfo) -> bool:
-    if spec.con_id:
-        return spec.con_id == info.con_id
+    if spec.con_id and spec.con_id != info.con_id:
+        return False
     return (
         spec.sec_type == info.sec_type
         and spec.currency == info.currency
+        and spec.exchange == info.exchange
         and spec.primary_exchange in ("", info.primary_exchange)
     )
+
+
+def _renamed(spec: ContractSpec, info: ContractInfo) -> str:
+    return (f"{spec.symbol} is now {info.symbol} (conId {info.con_id}): its series continue; "
+            f"name it {info.symbol} in the universe")
+
+
+def _names(frame: pd.DataFrame, names: dict[int, set[str]] | None = None) -> dict[int, set[str]]:
+    """The symbols each conId was stored under (added to `names`)."""
+    names = {k: set(v) for k, v in (names or {}).items()}
+    for con_id, symbol in zip(frame["con_id"].tolist(), frame["symbol"].tolist()):
+        names.setdefault(int(con_id), set()).add(symbol)
+    return names
+
+
+def _former_con_id(spec: ContractSpec, history: dict[int, set[str]]) -> int:
+    """The one conId stored under this symbol (0 when none, or several: a conId is never guessed)."""
+    found = [con_id for con_id, names in history.items() if spec.symbol in names]
+    return found[0] if len(found) == 1 else 0
 
 
 def _stored_contracts(frame: pd.DataFrame, now: datetime) -> dict[str, list[ContractInfo]]:

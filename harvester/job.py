@@ -133,6 +133,7 @@ class HarvestReport:
     gateway_now: datetime | None = None
     corrupt_files: list[str] = field(default_factory=list)  # quarantined at the start, refetched by this run
     repairs: list[str] = field(default_factory=list)  # split series made consistent (corporate_actions view)
+    notices: list[str] = field(default_factory=list)  # renames and new conIds met while qualifying
 
     @property
     def ok(self) -> bool:
@@ -220,7 +221,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
 async def _series(job: HarvestJob, source: IBSource, warehouse: Warehouse, now: datetime,
                   report: HarvestReport) -> list[tuple[ContractInfo, SeriesKey]]:
     """Qualify the universe (stored contracts while fresh); every bar size of every contract is a series."""
-    contracts, failed = await resolve_contracts(source, warehouse, job.universe, now)
+    contracts, failed, report.notices = await resolve_contracts(source, warehouse, job.universe, now)
     for symbol, reason in failed.items():
         report.fail(symbol, reason)
     series = [

@@ -164,7 +164,10 @@ class Recorder:
         held = self.series_held.pop(key)
         self.repairing.discard(key)
         self.warehouse.stage_repair(key, held.check.symbol, span[0], span[1], repair)
-        for answer in [*held.repair, held.check, *held.answers]:
+        for answer in held.repair:
+            self._stage(answer)
+        self._stage(held.check, held.verdict.revised)
+        for answer in held.answers:
             self._stage(answer)
 
     def forget(self, key: SeriesKey) -> None:

@@ -50,14 +50,15 @@ def load_universe(path: Path | str) -> list[ContractSpec]:
     lines = text.splitlines()
     header_no, header = _find_header(path, lines)
     columns = _column_map(path, header_no, header)
-    specs: dict[str, ContractSpec] = {}
+    specs: dict[tuple[str, str, int], ContractSpec] = {}
     for rows, (line_no, row) in enumerate(_data_rows(path, lines, header_no, len(header)), start=1):
         if rows > MAX_ROWS:
             raise UniverseError(path, line_no, f"more than {MAX_ROWS} rows; split the universe")
         spec = _spec_from_row(path, line_no, row, columns)
-        previous = specs.get(spec.symbol)
+        key = (spec.symbol, spec.primary_exchange, spec.con_id)  # one symbol on two listings: two contracts
+        previous = specs.get(key)
         if previous is None:
-            specs[spec.symbol] = spec
+            specs[key] = spec
         elif previous.identity() != spec.identity():
             raise UniverseError(path, line_no, f"symbol {spec.symbol!r} conflicts with line {previous.line}")
     if not specs:

@@ -40,6 +40,9 @@ _SCHEMAS = {
     layout.COVERAGE: tables.COVERAGE_SCHEMA,
     layout.JOURNAL: tables.JOURNAL_SCHEMA,
     layout.QUARANTINE: tables.QUARANTINE_SCHEMA,
+    layout.SYMBOLS: tables.SYMBOLS_SCHEMA,
+    layout.REVISIONS: tables.REVISIONS_SCHEMA,
+    layout.CORPORATE_ACTIONS: tables.CORPORATE_ACTIONS_SCHEMA,
 }
 SOURCE_TABLE = "harvest_source"  # one row in every connection: which warehouse, pinned where
 
@@ -58,6 +61,16 @@ def _bar_size_case(column: str) -> str:
 def read_source(files: list[str], name: str) -> str:
     """SQL reading one table's files; a table with none reads as typed and empty."""
     return parquet_source(files, _SCHEMAS[name], layout.PARTITIONS.get(name, ()))
+
+
+def symbols_source(files: dict[str, list[str]]) -> str:
+    """SQL rows (con_id, symbol, exchange, primary_exchange, valid_from, valid_to): the symbols table, and for
+    a conId it lacks (a warehouse from before it) its contracts row, current since its qualification."""
+    symbols = read_source(files[layout.SYMBOLS], layout.SYMBOLS)
+    contracts = read_source(files[layout.CONTRACTS], layout.CONTRACTS)
+    return (f"(SELECT con_id, symbol, exchange, primary_exchange, valid_from, valid_to FROM {symbols} "
+            f"UNION ALL SELECT con_id, symbol, exchange, primary_exchange, qualified_at, NULL::TIMESTAMP "
+            f"FROM {contracts} WHERE con_id NOT IN (SELECT con_id FROM {symbols}))")
 
 
 def snapshot_files(directory: Path, as_of: int | datetime | None = None) -> tuple[dict[str, list[str]], int | None]:
@@ -90,11 +103,14 @@ def view_statements(files: dict[str, list[str]]) -> list[str]:
         f"CREATE OR REPLACE VIEW journal AS SELECT * FROM {read_source(files[layout.JOURNAL], layout.JOURNAL)}",
         ("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM "
         f"{read_source(files[layout.QUARANTINE], layout.QUARANTINE)}"),
-        ("CREATE OR REPLACE VIEW symbols AS SELECT con_id, arg_max(symbol, qualified_at) AS symbol "
-         "FROM contracts GROUP BY con_id"),
+        f"CREATE OR REPLACE VIEW symbols AS SELECT * FROM {symbols_source(files)}",
         ("CREATE OR REPLACE VIEW coverage AS SELECT c.con_id, s.symbol, c.bar_size, c.what_to_show, "
          "c.use_rth, c.start_ts, c.end_ts, c.kind, c.bars, c.recorded_at "
-         f"FROM {read_source(files[layout.COVERAGE], layout.COVERAGE)} c LEFT JOIN symbols s USING (con_id)"),
+         f"FROM {read_source(files[layout.COVERAGE], layout.COVERAGE)} c LEFT JOIN "
+         "(SELECT con_id, arg_max(symbol, valid_from) AS symbol FROM symbols GROUP BY con_id) s USING (con_id)"),
+        f"CREATE OR REPLACE VIEW revisions AS SELECT * FROM {read_source(files[layout.REVISIONS], layout.REVISIONS)}",
+        ("CREATE OR REPLACE VIEW corporate_actions AS SELECT * FROM "
+         f"{read_source(files[layout.CORPORATE_ACTIONS], layout.CORPORATE_ACTIONS)}"),
         _COVERED_SQL,
         _SERIES_SQL,
         _GAPS_SQL,
@@ -175,8 +191,9 @@ def _sessions_for(con: duckdb.DuckDBPyConnection) -> pa.Table:
 
 def connect(data_dir: str | os.PathLike[str] | None = None,
             as_of: int | datetime | None = None) -> duckdb.DuckDBPyConnection:
-    """A new in-memory DuckDB connection with the warehouse views (bars, bar_files, contracts, heads, coverage,
-    covered, series, symbols, journal, quarantine, gaps) over one snapshot, and a `sessions` table.
+    """A new in-memory DuckDB connection with the warehouse views (bars, bar_files, contracts, symbols, heads,
+    coverage, covered, series, journal, quarantine, revisions, corporate_actions, gaps) over one snapshot, and a
+    `sessions` table.
     `as_of` pins a version (int) or instant (datetime) of the bars table. No lock is taken."""
     directory = resolve_data_dir(data_dir)
     refuse_old_layout(directory)

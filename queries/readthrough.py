@@ -2,7 +2,8 @@
 
 DuckDB cannot derive the partition from a filter on `ts`, so this helper asks the latest snapshot (or the
 connection's pinned one) for the data files of the series' partitions in the range (`layout.periods_for`)
-and hands DuckDB exactly those (measured fastest; see bench/queries.py).
+and hands DuckDB exactly those (measured fastest; see bench/queries.py). Symbols mean conIds
+(queries/identity.py): a renamed conId's whole history comes back, two conIds under one name never mix.
 """
 
 from __future__ import annotations
@@ -23,14 +24,11 @@ from deltalake import DeltaTable
 import harvester
 from harvester import BarSize, ContractSpec, DeltaTables, layout, parquet_source, resolve_settings, tables
 from harvester import bar_size as lookup_bar_size
-from queries.connection import BARS_COLUMNS, resolve_data_dir, source_of
+from queries.connection import BARS_COLUMNS, resolve_data_dir, snapshot_files, source_of
+from queries.identity import BarsRequestError, Chosen, choose, normalise
 
 FETCH_MODES = ("missing", "never")
 OUTPUT_KINDS = ("pandas", "arrow", "polars")
-
-
-class BarsRequestError(ValueError):
-    """An argument of `bars()` is unusable; the message names it."""
 
 
 class FetchError(RuntimeError):
@@ -51,13 +49,27 @@ def to_utc_naive(value: str | date | datetime | pd.Timestamp | None, name: str) 
 
 
 def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: datetime | None,
-               what_to_show: str, use_rth: bool, files: list[str]) -> tuple[str, list[Any]]:
-    """SQL + parameters for `bars()` over the series' data files `files` (already pruned to the range)."""
+               what_to_show: str, use_rth: bool, files: list[str], con_ids: list[int] | None = None,
+               loose: list[str] = ()) -> tuple[str, list[Any]]:
+    """SQL + parameters for `bars()` over the series' data files `files` (already pruned to the range):
+    rows stored under `symbols` (the filter row groups are pruned by) of `con_ids` when given, and rows
+    stored under the `loose` names whatever their conId."""
     where: list[str] = []
     params: list[Any] = [size.ib_name, what_to_show, use_rth]
+    chosen, chosen_params = [], []
     if symbols:
-        where.append(f"symbol IN ({', '.join('?' * len(symbols))})")
-        params += symbols
+        chosen.append(f"symbol IN ({', '.join('?' * len(symbols))})")
+        chosen_params += symbols
+    if con_ids is not None:
+        chosen.append(f"con_id IN ({', '.join('?' * len(con_ids))})" if con_ids else "false")
+        chosen_params += con_ids
+    if loose:
+        either = f"({' AND '.join(chosen) or 'false'}) OR symbol IN ({', '.join('?' * len(loose))})"
+        where.append(f"({either})")
+        params += chosen_params + list(loose)
+    elif chosen:
+        where += chosen
+        params += chosen_params
     if start is not None:
         where.append("ts >= ?")
         params.append(start)
@@ -69,7 +81,7 @@ def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: d
     columns = columns.replace("use_rth", "?::BOOLEAN AS use_rth")
     # One data file is already sorted by (symbol, ts) (a layout invariant) and DuckDB keeps file order
     # through a filter (preserve_insertion_order); sorting again cost ~20 % of a symbol-month read.
-    order = "" if len(files) == 1 else " ORDER BY symbol, ts"
+    order = "" if len(files) == 1 and len(symbols) + len(loose) <= 1 else " ORDER BY symbol, ts"
     # One series' files share their partition values and schema: no hive parsing, no footer union needed.
     source = parquet_source(files, tables.BARS_TABLE_SCHEMA, union=False)
     return f"SELECT {columns} FROM {source}{clause}{order}", params
@@ -89,13 +101,13 @@ def series_files(directory: Path, size: BarSize, what_to_show: str, use_rth: boo
 _open_tables: dict[str, DeltaTable] = {}
 
 
-def _latest(store: DeltaTables) -> DeltaTable | None:
-    """The bars table at its latest version, kept open between calls: catching up on the log costs ~1 ms,
+def _latest(store: DeltaTables, name: str = layout.BARS) -> DeltaTable | None:
+    """A table at its latest version, kept open between calls: catching up on the log costs ~1 ms,
     opening it ~5 ms (measured), most of a one-symbol-month read."""
-    uri = store.uri(layout.BARS)
+    uri = store.uri(name)
     table = _open_tables.get(uri)
     if table is None:
-        table = store.open(layout.BARS)
+        table = store.open(name)
         if table is not None:
             _open_tables[uri] = table
         return table
@@ -103,18 +115,40 @@ def _latest(store: DeltaTables) -> DeltaTable | None:
         table.update_incremental()
     except Exception:  # noqa: BLE001 - the table was replaced under us (migrated, recreated): open it anew
         del _open_tables[uri]
-        return _latest(store)
+        return _latest(store, name)
     return table
 
 
+def identity_files(directory: Path, as_of: int | datetime | None = None) -> dict[str, list[str]]:
+    """The symbols and contracts tables' data files (latest, or at the pinned snapshot)."""
+    if as_of is not None:
+        return snapshot_files(directory, as_of)[0]
+    store = DeltaTables(directory, layout.PARTITIONS)
+    files = {}
+    for name in (layout.SYMBOLS, layout.CONTRACTS):
+        table = _latest(store, name)
+        files[name] = store.files(name, table) if table is not None else []
+    return files
+
+
 def _normalise_symbols(symbols: str | Iterable[str] | None) -> list[str]:
+    """IB's spellings, as the universe loader reads them (`BRK.B`, `BF/B` → `BRK B`)."""
     if symbols is None:
         return []
     items = [symbols] if isinstance(symbols, str) else list(symbols)
     for s in items:
         if not isinstance(s, str) or not s.strip():
             raise BarsRequestError(f"symbol {s!r} is not a non-empty string")
-    return [s.strip().upper() for s in items]
+    return normalise(items)
+
+
+def _con_ids(con_id: int | Iterable[int] | None) -> list[int] | None:
+    if con_id is None:
+        return None
+    items = [con_id] if isinstance(con_id, int) else list(con_id)
+    if not items or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in items):
+        raise BarsRequestError(f"con_id={con_id!r} is not a positive integer (or a list of them)")
+    return items
 
 
 def bars(
@@ -132,6 +166,8 @@ def bars(
     as_: str = "pandas",
     con: duckdb.DuckDBPyConnection | None = None,
     job_options: dict[str, Any] | None = None,
+    con_id: int | Iterable[int] | None = None,
+    exchange: str | None = None,
 ) -> Any:
     """Bars of `symbols` (None: all) starting in [start, end) UTC; columns as the `bars` view, sorted (symbol, ts).
 
@@ -140,8 +176,11 @@ def bars(
     Every call reads the latest snapshot. `con` reuses a `queries.connect()` connection (its warehouse and,
     if pinned with `as_of`, its snapshot, unless `data_dir` is given); `job_options` sets other HarvestJob fields
     (e.g. {"sim": True, "pacing_scale": 0.01}). Raises FetchError when the harvest reports failures.
+    A symbol means the conIds it named in the range; two of them are an error unless `con_id` (one or a
+    list) or `exchange` (exchange or primary exchange) chooses.
     """
     names = _normalise_symbols(symbols)
+    con_ids = _con_ids(con_id)
     try:
         size = lookup_bar_size(bar_size)
     except ValueError as exc:
@@ -160,9 +199,14 @@ def bars(
     if fetch == "missing":
         connection_settings = {"host": host, "port": port, "client_id": client_id}
         fetch_missing(names, size.ib_name, lo, hi, what_to_show, use_rth, connection_settings, directory,
-                      job_options or {})
+                      job_options or {}, con_ids, exchange)
+    chosen = choose(identity_files(directory, as_of), names, lo, hi, con_ids, exchange) if names or con_ids \
+        else None
+    if chosen is None:  # no symbol history stored: read by stored symbol (and conId when given)
+        chosen = Chosen(con_ids, names, [])
     files = series_files(directory, size, what_to_show, use_rth, lo, hi, as_of)
-    sql, params = bars_query(names, size, lo, hi, what_to_show, use_rth, files)
+    stored = chosen.stored_names if names else []
+    sql, params = bars_query(stored, size, lo, hi, what_to_show, use_rth, files, chosen.con_ids, chosen.loose)
     result = (con if con is not None else duckdb.connect()).sql(sql, params=params)
     found = result.pl() if as_ == "polars" else result.to_arrow_table()
     if as_ == "pandas":
@@ -187,7 +231,7 @@ def run_in_worker_thread(fn: Any, *args: Any) -> Any:
 
 def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end: datetime | None,
                   what_to_show: str, use_rth: bool, connection: dict[str, Any], data_dir: Path,
-                  job_options: dict[str, Any]) -> Any:
+                  job_options: dict[str, Any], con_ids: list[int] | None = None, exchange: str | None = None) -> Any:
     """Harvest the uncovered part of [start, end) through `harvester.run_harvest`.
 
     The harvester's planner subtracts stored coverage, so only missing windows are requested. Its
@@ -201,7 +245,8 @@ def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end
     last_day = (end - timedelta(microseconds=1)).date() if end else None
     options = {"sim": _warehouse_is_simulated(data_dir), **job_options}
     job = harvester.HarvestJob(  # loaded on first use: the harvest's imports cost a second
-        universe=[ContractSpec(symbol) for symbol in symbols], data_dir=data_dir, bar_sizes=(bar_size,),
+        universe=[ContractSpec(symbol, primary_exchange=(exchange or "").upper(), con_id=c)
+                  for symbol in symbols for c in (con_ids or [0])], data_dir=data_dir, bar_sizes=(bar_size,),
         what_to_show=what_to_show, use_rth=use_rth, start=start.date() if start else None,
         end=last_day if last_day is not None and last_day < today else None,  # None: the gateway's now
         host=settings.host, port=settings.port, client_id=settings.client_id, **options,

@@ -81,6 +81,14 @@ def test_missing_file_names_the_file(tmp_path):
         load_universe(tmp_path / "nope.csv")
 
 
+def test_one_symbol_on_two_listings_is_two_contracts(tmp_path):
+    path = tmp_path / "u.csv"
+    path.write_text("symbol,primary_exchange,con_id\nDUAL,NYSE,\nDUAL,NASDAQ,\nAAPL,,265598\nAAPL,,1\nDUAL,NYSE,\n")
+    specs = load_universe(path)
+    assert [(s.symbol, s.primary_exchange, s.con_id) for s in specs] == [
+        ("DUAL", "NYSE", 0), ("DUAL", "NASDAQ", 0), ("AAPL", "", 265598), ("AAPL", "", 1)]
+
+
 @pytest.mark.parametrize(
     ("content", "line", "reason"),
     [
@@ -89,8 +97,7 @@ def test_missing_file_names_the_file(tmp_path):
         ("symbol\n\n# nothing\n", 1, "no rows"),
         ("name,sector\nAAPL,Tech\n", 1, "no 'symbol' column"),
         ("symbol,currency\nAAPL,USD\nAAPL,EUR\n", 3, "conflicts with line 2"),
-        ("symbol,con_id\nAAPL,265598\naapl,1\n", 3, "conflicts with line 2"),
-        ("symbol,primary_exchange\nX,NYSE\nX,ARCA\n", 3, "conflicts"),
+        ("symbol,primary_exchange,exchange\nX,NYSE,SMART\nX,NYSE,ARCA\n", 3, "conflicts with line 2"),
         ("symbol,security\nAAPL,Apple\nMSFT\n", 3, "expected 2 fields, found 1"),
         ('symbol,security\nAAPL,"Apple\n', 2, "unparseable"),
         ("symbol,con_id\nAAPL,12x\n", 2, "bad con_id"),

@@ -100,6 +100,8 @@ def _print_summary(report, plan_only: bool) -> None:
             echo(f"bars quarantined: {report.bars_quarantined:,} (see the quarantine view)")
         for path in report.corrupt_files:
             echo(f"corrupt file quarantined and refetched: {path}")
+        for line in report.notices:
+            echo(f"note: {line}")
         for line in report.repairs:
             echo(f"repaired {line} (see the corporate_actions view)")
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report.requests_by_outcome.items())) or "none"

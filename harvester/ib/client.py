@@ -26,6 +26,7 @@ from harvester.model import BarRequest, ContractSpec, Outcome, SeriesKey
 
 CLIENT_ID_IN_USE = 326
 CONNECTIVITY_CODES = (1100, 1101, 1102)
+UNKNOWN_CONTRACT = "unknown contract (no security definition)"
 HISTORICAL_DATA = 17  # incoming message id: reqId, start, end, count, then the bars' fields (server v176)
 
 # ib_insync logs every IB error at ERROR level (printed by logging's last-resort handler when the app
@@ -197,7 +198,7 @@ class IBSource:
                 if isinstance(details, BaseException):
                     failures[spec.symbol] = _describe_failure(details)
                 elif not details:
-                    failures[spec.symbol] = "unknown contract (no security definition)"
+                    failures[spec.symbol] = UNKNOWN_CONTRACT
                 elif len(details) > 1:
                     where = ", ".join(sorted({d.contract.primaryExchange for d in details}))
                     failures[spec.symbol] = f"ambiguous contract ({len(details)} matches: {where}); set primary_exchange"

@@ -27,7 +27,7 @@ _PRICES = ("open", "high", "low", "close", "wap")
 @dataclass(frozen=True)
 class OverlapVerdict:
     """`price_ratio` = new / stored price (0.1 for a 10:1 split); `revised` holds the bars still differing
-    (ts, session_date, <col>_old, <col>_new), rescaled first when it is a split."""
+    (ts, session_date, <col>_old, <col>_new), the stored values rescaled first when it is a split."""
 
     kind: str  # "same" | "split" | "revision"
     price_ratio: float
@@ -50,7 +50,7 @@ def compare_overlap(stored: pa.Table, fetched: pa.Table) -> OverlapVerdict:
     if ratio is None:
         return OverlapVerdict("revision", 1.0, _revised(both, _differing(both, 1.0)))
     ratio = 1.0 / _snap(1.0 / ratio)
-    return OverlapVerdict("split", ratio, _revised(both, _differing(both, ratio, tolerant=True)))
+    return OverlapVerdict("split", ratio, _revised(both, _differing(both, ratio, tolerant=True), ratio))
 
 
 def matches_rescaled(stored: pa.Table, fetched: pa.Table, price_ratio: float) -> bool:
@@ -108,9 +108,14 @@ def _differing(both: pd.DataFrame, ratio: float, tolerant: bool = False) -> np.n
     return differ
 
 
-def _revised(both: pd.DataFrame, hit: np.ndarray) -> pd.DataFrame:
+def _revised(both: pd.DataFrame, hit: np.ndarray, ratio: float = 1.0) -> pd.DataFrame:
     columns = ["ts", "session_date_new", *(f"{c}_{a}" for c in REVISED_COLUMNS for a in ("old", "new"))]
-    return both.loc[hit, columns].rename(columns={"session_date_new": "session_date"}).reset_index(drop=True)
+    out = both.loc[hit, columns].rename(columns={"session_date_new": "session_date"}).reset_index(drop=True)
+    if ratio != 1.0:
+        for column in _PRICES:
+            out[f"{column}_old"] = out[f"{column}_old"] * ratio
+        out["volume_old"] = out["volume_old"] / ratio
+    return out
 
 
 def _snap(ratio: float) -> float:

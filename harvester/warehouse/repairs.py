@@ -31,7 +31,6 @@ from harvester.warehouse.tables import (
     REVISED_COLUMNS,
     REVISIONS_SCHEMA,
     SYMBOLS_IDENTITY,
-    frame_to_table,
     rows_to_table,
 )
 
@@ -82,10 +81,16 @@ def repair_applies(entry: StagedEntry, rows_of: Callable[[PartitionKey], list[pa
 
 
 def apply_repair(rows: pa.Table, entry: StagedEntry) -> pa.Table:
+    """rescale: prices × ratio; replace: the series' rows go (its refetched ones follow); relabel: its rows
+    take the conId's new symbol."""
     repair, con_id = entry.extra["repair"], entry.series.con_id
     if repair["mode"] == "rescale":
         return rescale(rows, con_id, repair["price_ratio"])
-    return rows.filter(pc.not_equal(rows["con_id"], con_id))
+    mine = pc.equal(rows["con_id"], con_id)
+    if repair["mode"] == "relabel":
+        symbols = pc.if_else(mine, pa.scalar(repair["symbol"]), rows["symbol"])
+        return rows.set_column(rows.schema.get_field_index("symbol"), "symbol", symbols)
+    return rows.filter(pc.invert(mine))
 
 
 def json_rows(frame: pd.DataFrame) -> dict[str, list]:
@@ -122,12 +127,13 @@ def revision_rows(entries: list[StagedEntry]) -> pa.Table | None:
                 use_rth=s.use_rth, run_id=e.run_id, revised_at=pd.Timestamp(revised["at"]).tz_convert(None)))
     if not frames:
         return None
-    return frame_to_table(_from_json_rows(pd.concat(frames, ignore_index=True)), REVISIONS_SCHEMA, "revisions")
+    frame = _from_json_rows(pd.concat(frames, ignore_index=True))
+    return pa.Table.from_pandas(frame[REVISIONS_SCHEMA.names], schema=REVISIONS_SCHEMA, preserve_index=False)
 
 
 def action_rows(entries: list[StagedEntry]) -> pa.Table | None:
     """CORPORATE_ACTIONS_SCHEMA rows of the staged repairs."""
-    rows = [e.extra["repair"]["action"] for e in entries if e.is_repair]
+    rows = [e.extra["repair"]["action"] for e in entries if e.is_repair and "action" in e.extra["repair"]]
     if not rows:
         return None
     return rows_to_table(
@@ -135,9 +141,14 @@ def action_rows(entries: list[StagedEntry]) -> pa.Table | None:
          for r in rows], CORPORATE_ACTIONS_SCHEMA, "corporate_actions")
 
 
-def symbol_history(rows: pd.DataFrame, qualified: pd.DataFrame) -> pd.DataFrame:
+def symbol_history(rows: pd.DataFrame, qualified: pd.DataFrame, contracts: pd.DataFrame) -> pd.DataFrame:
     """SYMBOLS rows after a qualification: a conId seen with another symbol or exchange closes its current
-    row at that instant and opens a new one; seen unchanged, nothing changes."""
+    row at that instant and opens a new one; seen unchanged, nothing changes. A conId with no row yet but a
+    stored contract (a warehouse older than the symbols table) starts from that contract."""
+    seed = contracts[contracts["con_id"].isin(qualified["con_id"]) & ~contracts["con_id"].isin(rows["con_id"])]
+    if len(seed):
+        seed = seed.rename(columns={"qualified_at": "valid_from"})[SYMBOLS_IDENTITY + ["valid_from"]]
+        rows = pd.concat([rows, seed.assign(valid_to=pd.NaT)], ignore_index=True)
     current = rows[rows["valid_to"].isna()]
     seen = qualified.rename(columns={"qualified_at": "valid_from"})[SYMBOLS_IDENTITY + ["valid_from"]]
     unchanged = seen.merge(current[SYMBOLS_IDENTITY], on=SYMBOLS_IDENTITY, how="inner")

@@ -221,32 +221,58 @@ class Warehouse:
         if "qualified_at" not in df.columns:
             df = df.assign(qualified_at=utc_now_naive())
         table = frame_to_table(df, CONTRACTS_SCHEMA, "contracts")
-        self._upsert(CONTRACTS, CONTRACTS_SCHEMA, table, ["con_id"])
-        self._record_symbols(table.to_pandas())
+        before = self._upsert(CONTRACTS, CONTRACTS_SCHEMA, table, ["con_id"])
+        qualified = table.to_pandas()
+        identity = ["con_id", "symbol", "exchange", "primary_exchange"]
+        changed = qualified.merge(before[identity], on=identity, how="left", indicator=True)["_merge"] == "left_only"
+        if changed.any():  # new conIds, or known ones under another symbol or exchange
+            self._record_symbols(qualified[changed.to_numpy()], before)
+            self._relabel(before, qualified)
+
+    def _relabel(self, before: pd.DataFrame, qualified: pd.DataFrame) -> None:
+        """A conId now under another symbol: its stored bars take the new one at the next commit (one repair
+        entry per series, so the bars view always shows a conId's current symbol)."""
+        old = dict(zip(before["con_id"].tolist(), before["symbol"].tolist()))
+        renamed = {c: s for c, s in zip(qualified["con_id"].tolist(), qualified["symbol"].tolist())
+                   if old.get(c, s) != s}
+        if not renamed:
+            return
+        coverage = self.coverage()
+        for key in coverage.series():
+            if key.con_id in renamed:
+                spans = coverage.intervals(key)
+                self.stage_repair(key, renamed[key.con_id], spans[0][0], spans[-1][1],
+                                  {"mode": "relabel", "symbol": renamed[key.con_id]})
 
     def symbols(self) -> pd.DataFrame:
         """Every conId's symbols and exchanges over time (SYMBOLS_SCHEMA)."""
         return self._read(SYMBOLS, SYMBOLS_SCHEMA).to_pandas()
 
-    def _record_symbols(self, qualified: pd.DataFrame) -> None:
+    def _record_symbols(self, qualified: pd.DataFrame, before: pd.DataFrame) -> None:
         """A qualification that sees a conId under a new symbol or exchange closes the conId's current row
-        and opens one from that instant; seeing the same again changes nothing."""
+        and opens one from that instant (`before`: the contracts as they were, for conIds stored before the
+        symbols table existed)."""
         def build(snapshot) -> tuple[pa.Table, str]:
             rows = self.tables.read(SYMBOLS, SYMBOLS_SCHEMA, snapshot).to_pandas()
-            return pa.Table.from_pandas(symbol_history(rows, qualified), schema=SYMBOLS_SCHEMA,
+            return pa.Table.from_pandas(symbol_history(rows, qualified, before), schema=SYMBOLS_SCHEMA,
                                         preserve_index=False), "true"
 
         self.tables.transact(SYMBOLS, build, SYMBOLS_SCHEMA)
 
-    def _upsert(self, name: str, schema: pa.Schema, new: pa.Table, key: list[str]) -> None:
-        """The whole (small) table rewritten in one transaction, the new rows winning on `key`."""
+    def _upsert(self, name: str, schema: pa.Schema, new: pa.Table, key: list[str]) -> pd.DataFrame:
+        """The whole (small) table rewritten in one transaction, the new rows winning on `key`; returns the
+        rows it replaced (the table as it was)."""
+        replaced = []
+
         def build(snapshot) -> tuple[pa.Table, str]:
             old = self.tables.read(name, schema, snapshot).to_pandas()
+            replaced[:] = [old]
             merged = pd.concat([old, new.to_pandas()], ignore_index=True)
             merged = merged.drop_duplicates(subset=key, keep="last").sort_values(key)
             return pa.Table.from_pandas(merged, schema=schema, preserve_index=False), "true"
 
         self.tables.transact(name, build, schema)
+        return replaced[0]
 
     # -- staging and journal ------------------------------------------------------------------------------
 
@@ -383,9 +409,8 @@ class Warehouse:
                 steps = sorted(slices.get(key, []) + [(p, None) for p in live if key in spans[p]],
                                key=lambda step: step[0])
                 for position, part in steps:
-                    if part is None:
-                        rows = [apply_repair(pa.concat_tables(rows) if rows else BARS_SCHEMA.empty_table(),
-                                              entries[position])]
+                    if part is None:  # row by row: each table keeps its place in the newest-wins order
+                        rows = [apply_repair(table, entries[position]) for table in rows]
                     else:
                         rows.append(part)
                 merged.append(with_partition(key, merge_newest_wins(rows) if rows else BARS_SCHEMA.empty_table()))

@@ -1,0 +1,89 @@
+"""Symbols → conIds for readers. Identity is the conId; a symbol is an attribute with a history.
+
+The `symbols` table holds each conId's symbols and exchanges with the instants they were first and last
+current (docs/history-changes.md §4). A name asks for every conId it ever named; when that is more than one
+(DUAL on two exchanges, a ticker reused), only those naming it during the asked range count (a conId's first
+name reaches back to its first bar, its current one on to now; days, not instants), and if still more than one the caller must
+choose with `con_id=` or `exchange=`: rows of two instruments are never interleaved. Spellings are the
+universe loader's (`BRK.B`, `BF/B` → `BRK B`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+
+from harvester import ib_symbol
+from queries.connection import symbols_source
+
+
+class BarsRequestError(ValueError):
+    """An argument of `bars()` is unusable; the message names it."""
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """What to read: these conIds, whose rows are stored under these symbols; names no conId ever had are
+    read by stored symbol alone (`loose`: bars written without contracts)."""
+
+    con_ids: list[int]
+    stored_names: list[str]
+    loose: list[str]
+
+
+def normalise(symbols: list[str]) -> list[str]:
+    return [ib_symbol(s) for s in symbols]
+
+
+def choose(files: dict[str, list[str]], names: list[str], start: datetime | None, end: datetime | None,
+           con_id: list[int] | None = None, exchange: str | None = None) -> Chosen | None:
+    """The conIds `names` mean in [start, end) (None: no symbol history stored, read by stored symbol)."""
+    con = duckdb.connect()
+    try:
+        rows = con.sql(f"SELECT * FROM {symbols_source(files)} ORDER BY con_id, valid_from").df()
+    finally:
+        con.close()
+    if rows.empty:
+        return None
+    chosen: list[int] = list(con_id or [])
+    loose = []
+    for name in names:
+        hits = rows[rows["symbol"] == name]
+        if exchange is not None:
+            hits = hits[(hits["exchange"] == exchange.upper()) | (hits["primary_exchange"] == exchange.upper())]
+        if con_id:
+            continue  # con_id= chooses: the names only narrow nothing further
+        candidates = sorted(set(hits["con_id"].tolist()))
+        if not candidates and exchange is None:
+            loose.append(name)
+        if len(candidates) > 1:
+            candidates = [c for c in candidates if _named_during(rows[rows["con_id"] == c], name, start, end)] \
+                or candidates
+        if len(candidates) > 1:
+            raise BarsRequestError(_ambiguous(name, rows, candidates, start, end))
+        chosen += candidates
+    chosen = sorted(set(chosen))
+    stored = sorted(set(rows.loc[rows["con_id"].isin(chosen), "symbol"].tolist()) | (set(names) - set(loose)))
+    return Chosen(chosen, stored, loose)
+
+
+def _named_during(history: pd.DataFrame, name: str, start: datetime | None, end: datetime | None) -> bool:
+    """Whether the conId had the name during [start, end). Qualification sees a change the night after the
+    ex-date's session, so validity counts from that day (a nightly harvest: exactly the ex-date)."""
+    first = history["valid_from"].min()
+    for row in history[history["symbol"] == name].itertuples(index=False):
+        lo = None if row.valid_from == first else row.valid_from.normalize()
+        hi = None if pd.isna(row.valid_to) else row.valid_to.normalize()
+        if (hi is None or start is None or start < hi) and (lo is None or end is None or lo < end):
+            return True
+    return False
+
+
+def _ambiguous(name: str, rows: pd.DataFrame, candidates: list[int], start, end) -> str:
+    listed = ", ".join(
+        f"conId {c} ({rows.loc[rows['con_id'] == c, 'primary_exchange'].iloc[-1] or '?'})" for c in candidates)
+    span = f" in {start or '…'}..{end or '…'}" if start or end else ""
+    return f"{name} names {len(candidates)} contracts{span}: {listed}; choose one with con_id= or exchange="
