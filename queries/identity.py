@@ -85,5 +85,11 @@ def _named_during(history: pd.DataFrame, name: str, start: datetime | None, end:
 def _ambiguous(name: str, rows: pd.DataFrame, candidates: list[int], start, end) -> str:
     listed = ", ".join(
         f"conId {c} ({rows.loc[rows['con_id'] == c, 'primary_exchange'].iloc[-1] or '?'})" for c in candidates)
-    span = f" in {start or '…'}..{end or '…'}" if start or end else ""
+    span = f" in {_when(start)}..{_when(end)}" if start or end else ""
     return f"{name} names {len(candidates)} contracts{span}: {listed}; choose one with con_id= or exchange="
+
+
+def _when(instant: datetime | None) -> str:
+    if instant is None:
+        return "…"
+    return instant.date().isoformat() if instant.time() == datetime.min.time() else instant.isoformat()
