@@ -38,6 +38,8 @@ from harvester.repair import repair_splits
 from harvester.settings import Settings
 from harvester.warehouse import Warehouse
 
+ADJUSTED = "ADJUSTED_LAST"
+
 
 class HarvestConfigError(ValueError):
     """A job that cannot run as given; the message names the culprit."""
@@ -54,6 +56,7 @@ class HarvestJob:
     start: date | None = None
     end: date | None = None  # None: the gateway's now
     use_rth: bool = True
+    adjusted: bool = False  # + one ADJUSTED_LAST daily series per contract, refreshed whole each night
     host: str = "127.0.0.1"
     port: int = 7497
     client_id: int = 17
@@ -200,7 +203,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
             await recorder.settle()
         end = min(now, _end_instant(job.end)) if job.end else now
         work_by_series = _plan(job, series, warehouse, recorder, report, start, end, now)
-        weights = [request_weight(job.what_to_show)] * (len(report.plan) + len(head_work))
+        weights = [request_weight(w.series.what_to_show) for w in (*report.plan, *head_work)]
         report.eta_s = pacing_floor(weights, limits) if weights else 0.0
         if not job.plan_only:
             recorder.expect_checks(report.plan)
@@ -224,11 +227,11 @@ async def _series(job: HarvestJob, source: IBSource, warehouse: Warehouse, now: 
     contracts, failed, report.notices = await resolve_contracts(source, warehouse, job.universe, now)
     for symbol, reason in failed.items():
         report.fail(symbol, reason)
-    series = [
-        (info, SeriesKey(info.con_id, size, job.what_to_show, job.use_rth))
-        for info in contracts for size in job.bar_sizes
-    ]
-    report.series_total = len(series) + len(failed) * len(job.bar_sizes)
+    kinds = [(size, job.what_to_show) for size in job.bar_sizes]
+    if job.adjusted and ("1 day", ADJUSTED) not in kinds:
+        kinds.append(("1 day", ADJUSTED))
+    series = [(info, SeriesKey(info.con_id, size, what, job.use_rth)) for info in contracts for size, what in kinds]
+    report.series_total = len(series) + len(failed) * len(kinds)
     return series
 
 

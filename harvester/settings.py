@@ -45,6 +45,7 @@ class Settings:
     bar_sizes: tuple[str, ...] = ("1 day",)
     what_to_show: str = "TRADES"
     use_rth: bool = True
+    adjusted: bool = False  # also keep one ADJUSTED_LAST daily series per contract (the adjusted_bars view)
     commit_every_s: float = 180.0
     target_bars: int = 5000
     max_in_flight: int = 6

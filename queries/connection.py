@@ -96,6 +96,7 @@ def view_statements(files: dict[str, list[str]]) -> list[str]:
         f"CREATE OR REPLACE VIEW bars_files AS SELECT * FROM {read_source(files[layout.BARS], layout.BARS)}",
         ("CREATE OR REPLACE VIEW bars AS SELECT "
          + BARS_COLUMNS.replace("bar_size", f"{_bar_size_case('bar_size')} AS bar_size") + " FROM bars_files"),
+        _ADJUSTED_SQL,
         (f"CREATE OR REPLACE VIEW bar_files AS SELECT {_bar_size_case('label')} AS bar_size, * EXCLUDE (label) "
         f"FROM {bar_files}"),
         f"CREATE OR REPLACE VIEW contracts AS SELECT * FROM {read_source(files[layout.CONTRACTS], layout.CONTRACTS)}",
@@ -130,6 +131,22 @@ def _bar_files_rows(files: list[str]) -> str:
             "num_rows::BIGINT AS num_rows, num_row_groups::BIGINT AS num_row_groups, "
             f"file_size_bytes::BIGINT AS file_size_bytes FROM parquet_file_metadata({sql_file_list(files)}))")
 
+
+# Split- and dividend-adjusted TRADES bars of any size: each bar times its session's factor, the ADJUSTED_LAST
+# daily close over the TRADES daily close (regular hours; `harvest --adjusted` keeps that series). Both are
+# adjusted for splits as of the harvest, so the factor is the dividends' alone. Sessions without both
+# daily bars (no ADJUSTED_LAST series, or not refreshed yet) have no adjusted bars: never a silent 1.
+_ADJUSTED_SQL = """CREATE OR REPLACE VIEW adjusted_bars AS
+WITH factors AS (
+  SELECT a.con_id, a.session_date, a.close / t.close AS factor
+  FROM bars a JOIN bars t USING (con_id, session_date)
+  WHERE a.bar_size = '1 day' AND a.what_to_show = 'ADJUSTED_LAST' AND a.use_rth
+    AND t.bar_size = '1 day' AND t.what_to_show = 'TRADES' AND t.use_rth AND t.close > 0)
+SELECT b.symbol, b.con_id, b.bar_size, b.what_to_show, b.use_rth, b.ts, b.session_date,
+       b.open * f.factor AS open, b.high * f.factor AS high, b.low * f.factor AS low, b.close * f.factor AS close,
+       b.volume, b.wap * f.factor AS wap, b.bar_count, f.factor
+FROM bars b JOIN factors f USING (con_id, session_date)
+WHERE b.what_to_show = 'TRADES'"""
 
 # Union of each series' intervals ("islands"): a session is covered when one island spans it.
 _COVERED_SQL = """CREATE OR REPLACE VIEW covered AS
@@ -192,8 +209,8 @@ def _sessions_for(con: duckdb.DuckDBPyConnection) -> pa.Table:
 def connect(data_dir: str | os.PathLike[str] | None = None,
             as_of: int | datetime | None = None) -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB connection with the warehouse views (bars, bar_files, contracts, symbols, heads,
-    coverage, covered, series, journal, quarantine, revisions, corporate_actions, gaps) over one snapshot, and a
-    `sessions` table.
+    coverage, covered, series, journal, quarantine, revisions, corporate_actions, adjusted_bars, gaps) over one
+    snapshot, and a `sessions` table.
     `as_of` pins a version (int) or instant (datetime) of the bars table. No lock is taken."""
     directory = resolve_data_dir(data_dir)
     refuse_old_layout(directory)

@@ -166,3 +166,38 @@ def queries_con_id(gw, symbol: str) -> int:
         return details.contract.conId
     finally:
         ib.disconnect()
+
+
+THURSDAY = "2024-06-13T21:00:00+00:00"
+EX_DIVIDEND = "2024-06-14T21:00:00+00:00"  # KO goes ex 0.485 (bundled)
+MONDAY_NOON = "2024-06-17T16:00:00+00:00"  # mid-session: ADJUSTED_LAST would include the unfinished bar
+
+
+def test_dividend_adjusted_series_across_an_ex_date_equals_a_fresh_harvest(make_gateway, tmp_path):
+    gw = make_gateway(now=THURSDAY)
+    job = {"adjusted": True}
+    _, friday = nightly(gw, tmp_path / "nightly", ["KO", "MSFT"], [THURSDAY, EX_DIVIDEND], **job)
+    assert sorted(e["what_to_show"] for e in friday) == ["ADJUSTED_LAST", "ADJUSTED_LAST", "TRADES", "TRADES"]
+    assert all(e["end"] == "" for e in friday if e["what_to_show"] == "ADJUSTED_LAST")  # IB: always up to now
+    gw.clock.set(MONDAY_NOON)
+    harvest(gw, tmp_path / "nightly", ["KO", "MSFT"], **job)
+    harvest(gw, tmp_path / "fresh", ["KO", "MSFT"], **job)  # asked mid-session: today's bar comes back too
+    assert compare(tmp_path / "nightly", tmp_path / "fresh").clean
+
+    con = queries.connect(tmp_path / "fresh")
+    assert con.sql("SELECT max(session_date) FROM bars WHERE what_to_show = 'ADJUSTED_LAST'").fetchall() == [(
+        date(2024, 6, 14),)]  # the unfinished bar is never stored as final
+    assert con.sql("SELECT max(end_ts) FROM coverage WHERE what_to_show = 'ADJUSTED_LAST'").fetchall()[0][0] == \
+        pd.Timestamp("2024-06-14 20:00").to_pydatetime()  # nor covered
+    factors = con.sql("SELECT symbol, session_date, factor FROM adjusted_bars WHERE bar_size = '1 day' "
+                      "ORDER BY symbol, session_date").df()
+    ko = factors[factors.symbol == "KO"].set_index("session_date").factor
+    close_before = con.sql("SELECT close FROM bars WHERE symbol = 'KO' AND what_to_show = 'TRADES' "
+                           "AND session_date = '2024-06-13'").fetchall()[0][0]
+    assert ko[ko.index < pd.Timestamp("2024-06-14")].to_numpy() == pytest.approx(1 - 0.485 / close_before, rel=1e-9)
+    assert ko[ko.index >= pd.Timestamp("2024-06-14")].to_numpy() == pytest.approx(1.0)
+    assert factors[factors.symbol == "MSFT"].factor.to_numpy() == pytest.approx(1.0)  # no dividend in the table
+    nightly_adjusted = queries.connect(tmp_path / "nightly").sql(
+        "SELECT symbol, session_date, factor FROM adjusted_bars WHERE bar_size = '1 day' ORDER BY symbol, session_date"
+    ).df()
+    pd.testing.assert_frame_equal(nightly_adjusted, factors, rtol=RESCALED_TOLERANCE)

@@ -56,6 +56,8 @@ class HarvestGroup(click.Group):
 @click.option("--start", type=StartType(), default="head", show_default=True, help="'head' or YYYY-MM-DD.")
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), help="Last day (default: the gateway's now).")
 @click.option("--rth/--all-hours", "use_rth", default=None, help="Regular trading hours only (default).")
+@click.option("--adjusted", is_flag=True, default=None,
+              help="Also keep a split- and dividend-adjusted (ADJUSTED_LAST) daily series: the adjusted_bars view.")
 @click.option("--host", help="Gateway host (default 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Gateway port (default 7497).")
 @click.option("--client-id", type=click.IntRange(min=0), help="API client id (default 17).")
