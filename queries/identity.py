@@ -13,11 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import duckdb
 import pandas as pd
 
-from harvester import ib_symbol
-from queries.connection import symbols_source
+from harvester import ib_symbol, tables
 
 
 class BarsRequestError(ValueError):
@@ -38,14 +36,19 @@ def normalise(symbols: list[str]) -> list[str]:
     return [ib_symbol(s) for s in symbols]
 
 
-def choose(files: dict[str, list[str]], names: list[str], start: datetime | None, end: datetime | None,
+def symbol_rows(symbols: pd.DataFrame, contracts: pd.DataFrame) -> pd.DataFrame:
+    """Every conId's symbols over time: the symbols table's rows, and for a conId it lacks (a warehouse from
+    before it) its contracts row, current since its qualification (the `symbols` view says the same in SQL)."""
+    older = contracts[~contracts["con_id"].isin(symbols["con_id"])]
+    older = older.rename(columns={"qualified_at": "valid_from"}).assign(valid_to=pd.NaT)
+    rows = pd.concat([symbols, older[tables.SYMBOLS_SCHEMA.names]], ignore_index=True)
+    return rows.sort_values(["con_id", "valid_from"], kind="stable").reset_index(drop=True)
+
+
+def choose(rows: pd.DataFrame, names: list[str], start: datetime | None, end: datetime | None,
            con_id: list[int] | None = None, exchange: str | None = None) -> Chosen | None:
-    """The conIds `names` mean in [start, end) (None: no symbol history stored, read by stored symbol)."""
-    con = duckdb.connect()
-    try:
-        rows = con.sql(f"SELECT * FROM {symbols_source(files)} ORDER BY con_id, valid_from").df()
-    finally:
-        con.close()
+    """The conIds `names` mean in [start, end), from `symbol_rows` (None: no symbol history stored, read by
+    stored symbol)."""
     if rows.empty:
         return None
     chosen: list[int] = list(con_id or [])

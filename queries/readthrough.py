@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import os
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -19,13 +18,26 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 import harvester
-from harvester import BarSize, ContractSpec, DeltaTables, layout, parquet_source, resolve_settings, tables
+from harvester import (
+    BarSize,
+    ContractSpec,
+    DeltaTables,
+    Location,
+    duckdb_source,
+    layout,
+    parquet_source,
+    read_meta,
+    resolve_settings,
+    tables,
+)
 from harvester import bar_size as lookup_bar_size
-from queries.connection import BARS_COLUMNS, resolve_data_dir, snapshot_files, source_of
-from queries.identity import BarsRequestError, Chosen, choose, normalise
+from queries.connection import BARS_COLUMNS, resolve_data_dir, snapshot_instant, source_of
+from queries.identity import BarsRequestError, Chosen, choose, normalise, symbol_rows
 
 FETCH_MODES = ("missing", "never")
 OUTPUT_KINDS = ("pandas", "arrow", "polars")
@@ -49,11 +61,12 @@ def to_utc_naive(value: str | date | datetime | pd.Timestamp | None, name: str) 
 
 
 def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: datetime | None,
-               what_to_show: str, use_rth: bool, files: list[str], con_ids: list[int] | None = None,
-               loose: list[str] = ()) -> tuple[str, list[Any]]:
-    """SQL + parameters for `bars()` over the series' data files `files` (already pruned to the range):
-    rows stored under `symbols` (the filter row groups are pruned by) of `con_ids` when given, and rows
-    stored under the `loose` names whatever their conId."""
+               what_to_show: str, use_rth: bool, files: list[str], source: str | None = None,
+               con_ids: list[int] | None = None, loose: list[str] = ()) -> tuple[str, list[Any]]:
+    """SQL + parameters for `bars()` over the series' data files `files` (already pruned to the range),
+    read through `source` when given (an S3 warehouse's registered dataset): rows stored under `symbols`
+    (the filter row groups are pruned by) of `con_ids` when given, and rows stored under the `loose` names
+    whatever their conId."""
     where: list[str] = []
     params: list[Any] = [size.ib_name, what_to_show, use_rth]
     chosen, chosen_params = [], []
@@ -83,11 +96,11 @@ def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: d
     # through a filter (preserve_insertion_order); sorting again cost ~20 % of a symbol-month read.
     order = "" if len(files) == 1 and len(symbols) + len(loose) <= 1 else " ORDER BY symbol, ts"
     # One series' files share their partition values and schema: no hive parsing, no footer union needed.
-    source = parquet_source(files, tables.BARS_TABLE_SCHEMA, union=False)
+    source = source or parquet_source(files, tables.BARS_TABLE_SCHEMA, union=False)
     return f"SELECT {columns} FROM {source}{clause}{order}", params
 
 
-def series_files(directory: Path, size: BarSize, what_to_show: str, use_rth: bool, start: datetime | None,
+def series_files(directory: Path | str, size: BarSize, what_to_show: str, use_rth: bool, start: datetime | None,
                  end: datetime | None, as_of: int | datetime | None = None) -> list[str]:
     """The series' data files in one snapshot, pruned to the partitions that can hold [start, end)."""
     periods = layout.periods_for(size, start, end) if start is not None and end is not None else None
@@ -119,16 +132,25 @@ def _latest(store: DeltaTables, name: str = layout.BARS) -> DeltaTable | None:
     return table
 
 
-def identity_files(directory: Path, as_of: int | datetime | None = None) -> dict[str, list[str]]:
-    """The symbols and contracts tables' data files (latest, or at the pinned snapshot)."""
-    if as_of is not None:
-        return snapshot_files(directory, as_of)[0]
+def identity_rows(directory: Path | str, as_of: int | datetime | None = None) -> pd.DataFrame:
+    """`identity.symbol_rows` of the latest snapshot (tables kept open between calls), or of the pinned one."""
     store = DeltaTables(directory, layout.PARTITIONS)
-    files = {}
-    for name in (layout.SYMBOLS, layout.CONTRACTS):
-        table = _latest(store, name)
-        files[name] = store.files(name, table) if table is not None else []
-    return files
+    frames = []
+    for name, schema in ((layout.SYMBOLS, tables.SYMBOLS_SCHEMA), (layout.CONTRACTS, tables.CONTRACTS_SCHEMA)):
+        if as_of is not None:
+            table = store.open(name, snapshot_instant(store, as_of))
+        else:
+            table = _latest(store, name)
+        if table is None:
+            rows = schema.empty_table()
+        elif store.location.is_local:  # two small unpartitioned files: pyarrow reads them in ~1 ms
+            files = store.files(name, table)
+            rows = pa.concat_tables([pq.read_table(f).select(schema.names).cast(schema) for f in files]) if files \
+                else schema.empty_table()
+        else:
+            rows = store.read(name, schema, table)
+        frames.append(rows.to_pandas())
+    return symbol_rows(*frames)
 
 
 def _normalise_symbols(symbols: str | Iterable[str] | None) -> list[str]:
@@ -200,14 +222,21 @@ def bars(
         connection_settings = {"host": host, "port": port, "client_id": client_id}
         fetch_missing(names, size.ib_name, lo, hi, what_to_show, use_rth, connection_settings, directory,
                       job_options or {}, con_ids, exchange)
-    chosen = choose(identity_files(directory, as_of), names, lo, hi, con_ids, exchange) if names or con_ids \
+    chosen = choose(identity_rows(directory, as_of), names, lo, hi, con_ids, exchange) if names or con_ids \
         else None
     if chosen is None:  # no symbol history stored: read by stored symbol (and conId when given)
         chosen = Chosen(con_ids, names, [])
     files = series_files(directory, size, what_to_show, use_rth, lo, hi, as_of)
+    db = con if con is not None else duckdb.connect()
+    source = None
+    if not isinstance(directory, Path):
+        store = DeltaTables(directory, layout.PARTITIONS)
+        source = duckdb_source(db, store.location, files, tables.BARS_TABLE_SCHEMA, store.uri(layout.BARS),
+                               layout.PARTITIONS[layout.BARS])
     stored = chosen.stored_names if names else []
-    sql, params = bars_query(stored, size, lo, hi, what_to_show, use_rth, files, chosen.con_ids, chosen.loose)
-    result = (con if con is not None else duckdb.connect()).sql(sql, params=params)
+    sql, params = bars_query(stored, size, lo, hi, what_to_show, use_rth, files, source, chosen.con_ids,
+                             chosen.loose)
+    result = db.sql(sql, params=params)
     found = result.pl() if as_ == "polars" else result.to_arrow_table()
     if as_ == "pandas":
         return found.to_pandas(date_as_object=False)  # faster than .df() (duckdb 2.0, pandas 3)
@@ -230,7 +259,7 @@ def run_in_worker_thread(fn: Any, *args: Any) -> Any:
 
 
 def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end: datetime | None,
-                  what_to_show: str, use_rth: bool, connection: dict[str, Any], data_dir: Path,
+                  what_to_show: str, use_rth: bool, connection: dict[str, Any], data_dir: Path | str,
                   job_options: dict[str, Any], con_ids: list[int] | None = None, exchange: str | None = None) -> Any:
     """Harvest the uncovered part of [start, end) through `harvester.run_harvest`.
 
@@ -258,7 +287,6 @@ def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end
     return report
 
 
-def _warehouse_is_simulated(data_dir: Path) -> bool:
+def _warehouse_is_simulated(data_dir: Path | str) -> bool:
     """Follow the warehouse's own marking; a new warehouse is a real one unless told otherwise."""
-    meta = data_dir / layout.META_FILE
-    return bool(json.loads(meta.read_text()).get("simulated")) if meta.is_file() else False
+    return bool((read_meta(Location.parse(data_dir)) or {}).get("simulated"))

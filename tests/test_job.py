@@ -168,13 +168,13 @@ def test_head_without_data_means_nothing_to_fetch_and_head_refused_is_a_failure(
     assert historical(gw) == []
 
 
-def test_contracts_are_requalified_only_when_stale(sim_gateway, tmp_path):
+def test_contracts_are_requalified_once_a_night(sim_gateway, tmp_path):
     data = tmp_path / "data"
     assert harvest(sim_gateway, data, ["AAPL", "MSFT"]).ok
-    sim_gateway.clock.set("2024-06-17T20:05:00+00:00")
+    sim_gateway.clock.set("2024-06-15T02:00:00+00:00")  # the same night: stored details reused
     assert harvest(sim_gateway, data, ["AAPL", "MSFT"]).ok
     assert sim_gateway.journal.count_where(kind="contract_details") == 2
-    sim_gateway.clock.set("2024-06-25T20:05:00+00:00")  # more than a week later: details refreshed
+    sim_gateway.clock.set("2024-06-17T20:05:00+00:00")  # the next night: symbols may have changed
     assert harvest(sim_gateway, data, ["AAPL", "MSFT"]).ok
     assert sim_gateway.journal.count_where(kind="contract_details") == 4
 

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from harvester.ibrules import BAR_SIZES
 from harvester.warehouse.changes import close_to, rescale
 from harvester.warehouse.coverage import naive_utc
-from harvester.warehouse.delta import DeltaTables, parquet_source
+from harvester.warehouse.delta import DeltaTables, parquet_source, read_bars_file
 from harvester.warehouse.layout import BARS, PartitionKey, family_filters, partition_of, periods_for
 from harvester.warehouse.staging import StagedEntry
 from harvester.warehouse.tables import (
@@ -35,10 +35,19 @@ from harvester.warehouse.tables import (
 )
 
 
-def read_window(files: list[str], start: datetime, end: datetime, con_id: int | None = None) -> pa.Table:
-    """The bars starting in [start, end) in these data files (every conId's, or one's), by (con_id, ts)."""
+def read_window(tables: DeltaTables, files: list[str], start: datetime, end: datetime, con_id: int | None = None
+                ) -> pa.Table:
+    """The bars starting in [start, end) in these data files (every conId's, or one's), by (con_id, ts):
+    DuckDB reads local files with the filter pushed down; remote ones are read whole and filtered."""
     if not files:
         return BARS_SCHEMA.empty_table()
+    if not tables.location.is_local:
+        rows = pa.concat_tables([read_bars_file(f, tables.location) for f in files])
+        ts = rows["ts"]
+        keep = pc.and_(pc.greater_equal(ts, naive_utc(start).to_pydatetime()), pc.less(ts, naive_utc(end).to_pydatetime()))
+        if con_id is not None:
+            keep = pc.and_(keep, pc.equal(rows["con_id"], con_id))
+        return rows.filter(keep).sort_by([("con_id", "ascending"), ("ts", "ascending")])
     columns = ", ".join(f'"{c}"' for c in BARS_SCHEMA.names)
     params = [naive_utc(start).to_pydatetime(), naive_utc(end).to_pydatetime()]
     only = ""
