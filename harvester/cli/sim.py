@@ -131,7 +131,15 @@ async def _serve(config: SimConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with SimGateway(config) as gateway:
+    gateway = SimGateway(config)
+    try:
+        await gateway.start()
+    except ValueError as exc:  # a bad securities master, replay or corporate-actions file: one line, exit 2
+        await gateway.stop()
+        raise click.UsageError(str(exc)) from None
+    try:
         click.echo(f"simulated IB Gateway listening on {config.host}:{gateway.port} (server version 176)")
         await stop.wait()
+    finally:
+        await gateway.stop()
     click.echo("simulated IB Gateway stopped")

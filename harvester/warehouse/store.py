@@ -339,7 +339,8 @@ class Warehouse:
         if key not in self._windows:
             files = self.tables.files(BARS, snapshot, family_filters(size.label, series.what_to_show,
                                                                      series.use_rth, periods_for(size, start, end)))
-            self._windows = {key: read_window(self.tables, files, start, end)}
+            self._windows = {k: v for k, v in self._windows.items() if k[-1] == key[-1]}  # this version's only
+            self._windows[key] = read_window(self.tables, files, start, end)
         rows = self._windows[key]
         return rows.filter(pc.equal(rows["con_id"], series.con_id))
 

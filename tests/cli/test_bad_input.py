@@ -257,3 +257,13 @@ def test_bad_bars_from_ib_are_quarantined_with_a_reason(make_gateway, tmp_path):
     assert len(kept) == len(good) - 3
     sentinel = kept[kept.ts == good[5].tz_convert(None)].iloc[0]
     assert pd.isna(sentinel.volume) and pd.isna(sentinel.wap) and pd.isna(sentinel.bar_count)
+
+
+@pytest.mark.parametrize(("rows", "culprit"), [("NVDA,2024-06-10,split,zero\n", "actions.csv:2: column value"),
+                                               ("NOPE,2024-06-10,rename,NEW\n", "actions.csv:2: column symbol")])
+def test_sim_refuses_a_bad_actions_file_in_one_line(tmp_path, rows, culprit):
+    actions = tmp_path / "actions.csv"
+    actions.write_text("symbol,ex_date,kind,value\n" + rows)
+    result = CliRunner().invoke(main, ["sim", "--port", "0", "--actions", str(actions)])
+    assert result.exit_code == Exit.BAD_INPUT, result.output
+    assert culprit in result.output and "Traceback" not in result.output

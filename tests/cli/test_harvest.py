@@ -84,7 +84,7 @@ def test_bad_options_exit_2_with_one_line_and_touch_nothing(tmp_path, universe, 
         ("name,sector\nApple,Tech\n", ":1:"),
         ("", "empty"),
         ("symbol\nAAPL\n../../etc\n", ":3:"),
-        ("symbol,con_id\nAAPL,1\nAAPL,2\n", ":3:"),
+        ("symbol,currency\nAAPL,USD\nAAPL,EUR\n", ":3:"),
     ],
 )
 def test_bad_universe_exits_2_naming_the_file_and_line(tmp_path, content, culprit):
