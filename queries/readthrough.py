@@ -132,25 +132,33 @@ def _latest(store: DeltaTables, name: str = layout.BARS) -> DeltaTable | None:
     return table
 
 
+_identity_cache: dict[tuple, pd.DataFrame] = {}
+
+
 def identity_rows(directory: Path | str, as_of: int | datetime | None = None) -> pd.DataFrame:
-    """`identity.symbol_rows` of the latest snapshot (tables kept open between calls), or of the pinned one."""
+    """`identity.symbol_rows` of the latest snapshot (tables kept open between calls, rows kept while their
+    versions stay), or of the pinned one."""
     store = DeltaTables(directory, layout.PARTITIONS)
-    frames = []
-    for name, schema in ((layout.SYMBOLS, tables.SYMBOLS_SCHEMA), (layout.CONTRACTS, tables.CONTRACTS_SCHEMA)):
-        if as_of is not None:
-            table = store.open(name, snapshot_instant(store, as_of))
-        else:
-            table = _latest(store, name)
-        if table is None:
-            rows = schema.empty_table()
-        elif store.location.is_local:  # two small unpartitioned files: pyarrow reads them in ~1 ms
-            files = store.files(name, table)
-            rows = pa.concat_tables([pq.read_table(f).select(schema.names).cast(schema) for f in files]) if files \
-                else schema.empty_table()
-        else:
-            rows = store.read(name, schema, table)
-        frames.append(rows.to_pandas())
-    return symbol_rows(*frames)
+    named = ((layout.SYMBOLS, tables.SYMBOLS_SCHEMA), (layout.CONTRACTS, tables.CONTRACTS_SCHEMA))
+    opened = [(name, schema, store.open(name, snapshot_instant(store, as_of)) if as_of is not None
+               else _latest(store, name)) for name, schema in named]
+    key = (store.uri(layout.SYMBOLS), *(None if t is None else t.version() for _, _, t in opened))
+    if key not in _identity_cache:
+        frames = []
+        for name, schema, table in opened:
+            if table is None:
+                rows = schema.empty_table()
+            elif store.location.is_local:  # two small unpartitioned files: pyarrow reads them in ~1 ms
+                files = store.files(name, table)
+                rows = pa.concat_tables([pq.read_table(f).select(schema.names).cast(schema) for f in files]) \
+                    if files else schema.empty_table()
+            else:
+                rows = store.read(name, schema, table)
+            frames.append(rows.to_pandas())
+        if len(_identity_cache) > 16:
+            _identity_cache.clear()
+        _identity_cache[key] = symbol_rows(*frames)
+    return _identity_cache[key]
 
 
 def _normalise_symbols(symbols: str | Iterable[str] | None) -> list[str]:
