@@ -28,6 +28,7 @@ _EXPORTS = {
     "harvester.warehouse.delta": ("DeltaTables", "parquet_source", "sql_file_list"),
     "harvester.warehouse.migrate": ("MigrateStats", "OldLayoutError", "migrate", "needs_migration", "refuse_old_layout"),
     "harvester.warehouse.tables": ("tables",),
+    "harvester.warehouse.files": ("write_bytes_atomic",),
     "harvester.warehouse.layout": ("layout",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

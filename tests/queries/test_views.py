@@ -21,7 +21,7 @@ from tests.helpers.warehouses import (
 )
 
 VIEWS = ["bars", "bar_files", "contracts", "heads", "coverage", "covered", "series", "journal", "quarantine",
-         "gaps", "sessions"]
+         "gaps", "session_bars", "contract_calendars"]
 BARS_COLUMNS = ["symbol", "con_id", "bar_size", "what_to_show", "use_rth", "ts", "session_date", "open", "high",
                 "low", "close", "volume", "wap", "bar_count"]
 
@@ -35,6 +35,10 @@ def test_empty_warehouse_answers_zero_rows_everywhere(tmp_path: Path, exists: bo
     for view in VIEWS:
         assert con.execute(f"SELECT count(*) FROM {view}").fetchall() == [(0,)], view
     assert [r[0] for r in con.execute("DESCRIBE bars").fetchall()] == BARS_COLUMNS
+    # `sessions` is the calendar, not data: there even before the first bar, numbered without a hole
+    (calendar, n, first, last), = con.execute("SELECT calendar, count(*), min(session_no), max(session_no) "
+                                              "FROM sessions GROUP BY 1").fetchall()
+    assert calendar == "XNYS" and n > 10_000 and (first, last) == (0, n - 1)
 
 
 def test_a_connection_reads_one_snapshot_until_refreshed(tmp_path: Path) -> None:
