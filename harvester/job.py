@@ -17,7 +17,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from harvester.calendar import TradingCalendar
-from harvester.contracts import resolve_contracts
+from harvester.contracts import resolve_contracts, stored_contracts
+from harvester.ib.budget import gateway_window
 from harvester.ib.client import ContractInfo, IBSource
 from harvester.ib.pacing import PacingWindow, pacing_floor
 from harvester.ib.scheduler import (
@@ -30,12 +31,14 @@ from harvester.ib.scheduler import (
     interleave,
     paced_limits,
 )
-from harvester.ibrules import WHAT_TO_SHOW, bar_size, request_weight
+from harvester.ibrules import WHAT_TO_SHOW, PacingLimits, bar_size, request_weight
 from harvester.model import BarRequest, ContractSpec, HeadKey, SeriesKey, WorkKind
 from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_requests
-from harvester.recorder import Recorder
+from harvester.recorder import Recorder, recent_sends
 from harvester.settings import Settings
 from harvester.warehouse import Warehouse
+from harvester.warehouse.coverage import CoverageIndex
+from harvester.warehouse.layout import META_FILE
 
 
 class HarvestConfigError(ValueError):
@@ -66,6 +69,7 @@ class HarvestJob:
     min_safety_s: float = MIN_SAFETY_S  # pacing margin floor; larger when the gateway shares our CPU
     retry: RetryPolicy | None = None  # None: defaults scaled by pacing_scale
     timeouts: TimeoutPolicy | None = None  # None: defaults scaled by pacing_scale (floor 5 s)
+    lock_wait_s: float = 0.0  # how long to wait for another harvest's writer lock (0: WarehouseLocked at once)
 
     @classmethod
     def from_settings(cls, settings: Settings, universe: Sequence[ContractSpec], **job: object) -> HarvestJob:
@@ -94,6 +98,8 @@ class HarvestJob:
         for name in ("pacing_scale", "commit_every_s", "connect_timeout"):
             if getattr(self, name) <= 0:
                 raise HarvestConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.lock_wait_s < 0:
+            raise HarvestConfigError(f"lock_wait_s: must not be negative, got {self.lock_wait_s}")
         for name in ("target_bars", "max_in_flight"):
             if getattr(self, name) <= 0:
                 raise HarvestConfigError(f"{name}: must be positive, got {getattr(self, name)}")
@@ -163,7 +169,7 @@ async def harvest_async(job: HarvestJob, progress: Callable[[Progress], None] | 
         if job.plan_only:
             report = await _harvest(job, warehouse, progress)
         else:
-            with warehouse.lock():
+            with warehouse.lock(wait_s=job.lock_wait_s):
                 corrupt = warehouse.verify()  # damaged partitions: quarantined, their coverage forgotten
                 warehouse.commit()  # answers staged by a run that died: stored and covered before planning
                 report = await _harvest(job, warehouse, progress)
@@ -186,7 +192,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
         limits = paced_limits(job.pacing_scale, job.min_safety_s)
         retry, timeouts = job.policies()
         scheduler = Scheduler(
-            source, PacingWindow(limits, time.monotonic), max_in_flight=job.max_in_flight, retry=retry,
+            source, pacing_budget(job, warehouse, limits), max_in_flight=job.max_in_flight, retry=retry,
             timeouts=timeouts, on_answer=recorder.on_answer, on_progress=progress,
         )
         start = _start_instant(job.start)
@@ -240,10 +246,7 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
     for info, key in series:
         if recorder.failed_series(key):
             continue
-        state = SeriesState(
-            series=key, symbol=info.symbol, calendar=TradingCalendar.for_exchange(info.primary_exchange),
-            head=heads.get(key.head_key), coverage=tuple(coverage.intervals(key)),
-        )
+        state = _series_state(info, key, heads, coverage)
         if state.head is None and key.head_key in recorder.no_data_heads:
             continue  # IB has no data at all for this series: nothing to fetch, nothing failed
         if state.head is None and job.plan_only and needs_head_timestamp(key, start):
@@ -257,6 +260,56 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
         report.plan.extend(requests)
         work_by_series.append([Work(WorkKind.BARS, info, key, r) for r in requests])
     return work_by_series
+
+
+def _series_state(info: ContractInfo, key: SeriesKey, heads: dict[HeadKey, datetime],
+                  coverage: CoverageIndex) -> SeriesState:
+    return SeriesState(series=key, symbol=info.symbol, calendar=TradingCalendar.for_exchange(info.primary_exchange),
+                       head=heads.get(key.head_key), coverage=tuple(coverage.intervals(key)))
+
+
+def missing_requests(job: HarvestJob, now: datetime | None = None) -> list[BarRequest] | None:
+    """What `job` would ask IB for, worked out from the warehouse alone: no gateway, no lock, `now` from the
+    local clock. [] when everything it asks for is covered; None when only the gateway can tell (nothing
+    stored yet, a contract never qualified, a head timestamp not fetched). Read-through calls it first."""
+    now = now or datetime.now(UTC)
+    data_dir = Path(job.data_dir).absolute()
+    if not (data_dir / META_FILE).is_file():
+        return None
+    warehouse = Warehouse(data_dir, job.sim)  # reads only: nothing is opened for writing, nothing locked
+    known, todo = stored_contracts(warehouse, job.universe, since=None)  # any age: conIds do not change
+    if todo:
+        return None
+    heads, coverage = warehouse.heads(), warehouse.coverage()
+    start = _start_instant(job.start)
+    end = min(now, _end_instant(job.end)) if job.end else now
+    requests: list[BarRequest] = []
+    for info in {i.con_id: i for i in known.values()}.values():
+        for size in job.bar_sizes:
+            key = SeriesKey(info.con_id, size, job.what_to_show, job.use_rth)
+            state = _series_state(info, key, heads, coverage)
+            if state.head is None and needs_head_timestamp(key, start):
+                return None
+            try:
+                requests += plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
+            except PlanError:
+                return None
+    return requests
+
+
+def pacing_budget(job: HarvestJob, warehouse: Warehouse, limits: PacingLimits) -> PacingWindow:
+    """The process's one pacing window for the job's gateway (`ib.budget`); when first made, it is seeded
+    with the sends other processes journaled in this warehouse within the window, so a run started right
+    after another never gets what that one used up."""
+    window, new = gateway_window(job.host, job.port, limits, time.monotonic)
+    if new and not job.plan_only:
+        contracts = warehouse.contracts()
+        exchanges = dict(zip(contracts.con_id.astype(int), contracts.exchange, strict=True))
+        horizon = timedelta(seconds=limits.window_s + limits.safety_s)
+        now, clock = datetime.now(UTC), time.monotonic()
+        for request, sent_at in recent_sends(warehouse.journal(), exchanges, now, horizon):
+            window.remember(request, clock - (now - sent_at).total_seconds())
+    return window
 
 
 def _start_instant(start: date | None) -> datetime | None:

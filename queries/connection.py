@@ -244,6 +244,13 @@ def source_of(con: duckdb.DuckDBPyConnection) -> tuple[Path, int | datetime | No
     return Path(data_dir), version if version is not None else instant
 
 
+def snapshot_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The bars table version `con`'s views read (None: the warehouse had no bars yet)."""
+    source_of(con)  # a clear error for a connection that is not ours
+    ((version,),) = con.execute(f"SELECT version FROM {SOURCE_TABLE}").fetchall()
+    return version
+
+
 def _build(con: duckdb.DuckDBPyConnection, directory: Path, as_of: int | datetime | None) -> int | None:
     files, version = snapshot_files(directory, as_of)
     over_files, over_calendars = view_statements(files)

@@ -159,9 +159,14 @@ class Warehouse:
         return cls(path, simulated)
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        with WriterLock(self.data_dir):
+    def lock(self, wait_s: float = 0.0) -> Iterator[None]:
+        """The single-writer lock; a live holder is waited for up to `wait_s`, then WarehouseLocked."""
+        lock = WriterLock(self.data_dir)
+        lock.acquire(wait_s)
+        try:
             yield
+        finally:
+            lock.release()
 
     # -- small tables -------------------------------------------------------------------------------------
 
@@ -170,6 +175,10 @@ class Warehouse:
 
     def coverage(self) -> CoverageIndex:
         return CoverageIndex.from_frame(self._read(COVERAGE, COVERAGE_SCHEMA).to_pandas())
+
+    def journal(self) -> pd.DataFrame:
+        """Every request attempt committed so far (the pacing budget's seed)."""
+        return self._read(JOURNAL, JOURNAL_SCHEMA).to_pandas()
 
     def heads(self) -> dict[HeadKey, datetime]:
         frame = self._read(HEADS, HEADS_SCHEMA).to_pandas()
