@@ -305,15 +305,27 @@ def write_init_script(output: Path, data_dir: Path) -> Path:
     return output
 
 
-def restrict(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str] | None = None) -> None:
-    """Forbid reading outside the warehouse, extensions and setting changes, for good on `con`.
+def restrict(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str] | None = None,
+             also: str | os.PathLike[str] | None = None) -> None:
+    """Forbid reading outside the warehouse (and the directory `also`), extensions and setting changes, for
+    good on `con`. Set `temp_directory` first (`fence`): DuckDB lets its temp directory through too.
 
     DuckDB still lets COPY write inside allowed directories: statement checks (scanners) cover that.
     """
     directory = resolve_data_dir(data_dir) if data_dir is not None else source_of(con)[0]
-    allowed = [f"{directory}/"]
+    allowed = [f"{directory}/"] + ([f"{Path(also).absolute()}/"] if also is not None else [])
     con.execute("SET allowed_directories = $dirs", {"dirs": allowed})
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET lock_configuration = true")
+
+
+def fence(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str], private: str | os.PathLike[str],
+          lock_down: bool = True) -> None:
+    """`harvest query`'s fence: DuckDB's temp directory is `private` (a directory the caller created and
+    removes; by default DuckDB uses ./.tmp and lets queries read it, ~/.tmp when run from $HOME), and with
+    `lock_down` only the warehouse and `private` can be read (`restrict`)."""
+    con.execute("SET temp_directory = $dir", {"dir": str(Path(private).absolute())})
+    if lock_down:
+        restrict(con, data_dir, also=private)
