@@ -15,7 +15,14 @@ from click.testing import CliRunner
 
 import queries
 from harvester.cli import main
-from tests.helpers.warehouses import contracts_rows, coverage_row, minute_bars, sessions, write_bars, write_table
+from tests.helpers.warehouses import (
+    contracts_rows,
+    coverage_row,
+    minute_bars,
+    sessions,
+    write_bars,
+    write_table,
+)
 
 SECRET = "the-secret-is-42"
 
@@ -109,7 +116,7 @@ def test_integers_lists_and_install_come_out_as_written(warehouse: Path) -> None
     (("SELECT 1 AS x", "--format", "parquet"), "--format parquet needs --output FILE"),
 ])
 def test_every_output_edge_is_one_line_and_exit_2(warehouse: Path, tmp_path: Path, args, message) -> None:
-    code, out, err = run("query", *(a.format(tmp=tmp_path) for a in args), "--data-dir", str(warehouse))
+    code, _out, err = run("query", *(a.format(tmp=tmp_path) for a in args), "--data-dir", str(warehouse))
     assert one_line_exit_2(code, err) and message in err, err
     assert os.listdir(tmp_path) == []  # nothing half-written left behind
 
@@ -123,7 +130,7 @@ def test_other_verbs_outputs_into_a_missing_directory_are_one_line(warehouse: Pa
 def test_sql_init_quotes_every_path_and_bar_files_are_real_files(warehouse: Path, tmp_path: Path) -> None:
     (tmp_path / "it's").mkdir()
     script = tmp_path / "it's" / "init.sql"
-    code, out, err = run("sql-init", "--output", str(script), "--data-dir", str(warehouse))
+    code, _out, err = run("sql-init", "--output", str(script), "--data-dir", str(warehouse))
     assert code == 0, err
     cli = duckdb.connect()
     cli.execute(script.read_text())  # what `duckdb -init` parses
