@@ -7,6 +7,7 @@ they are returned, and Jupyter draws a returned Figure inline.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -21,6 +22,16 @@ from queries.connection import connect, default_calendar
 from queries.readthrough import bars
 
 MISSING, EMPTY, COVERED, CLOSED = 0, 1, 2, 3
+
+
+class Picture(Figure):
+    """A Figure that Jupyter draws inline by itself (its PNG), pyplot or not."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png")
+        return buffer.getvalue()
+
 _COLOURS = ListedColormap(["#d62728", "#bbbbbb", "#2ca02c", "#ffffff"])
 
 
@@ -81,7 +92,7 @@ def coverage_map(output: Path | None, bar_size: str = "1 day", symbol: str | Non
     labels, days, grid = coverage_grid(data_dir, bar_size, symbol)
     # One labelled row per series up to MAX_LABELLED_ROWS; a whole universe fits one page, every k-th labelled.
     height = min(0.25 * len(labels) + 1.5, 0.25 * MAX_LABELLED_ROWS + 1.5)
-    fig = Figure(figsize=(12, max(2.5, height)), dpi=100)
+    fig = Picture(figsize=(12, max(2.5, height)), dpi=100)
     ax = fig.subplots()
     ax.imshow(grid, aspect="auto", cmap=_COLOURS, vmin=0, vmax=3, interpolation="nearest")
     step = max(1, -(-len(labels) // MAX_LABELLED_ROWS))
@@ -135,7 +146,7 @@ def candles(symbol: str, output: Path | None, bar_size: str = "1 day", start: st
     stamp = "%Y-%m-%d %H:%M" if lookup_bar_size(bar_size).intraday else "%Y-%m-%d"
     up = (frame["close"] >= frame["open"]).to_numpy()
     colour = np.where(up, "#2ca02c", "#d62728")
-    fig = Figure(figsize=(12, 6), dpi=100)
+    fig = Picture(figsize=(12, 6), dpi=100)
     price, volume = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     for left, right in breaks:
         for ax in (price, volume):
