@@ -62,8 +62,8 @@ def measure(args: list[str]) -> tuple[float, float]:
 
 
 def reference(data_dir: Path, fmt: str, target: Path) -> list[str]:
-    code = ("import queries; con = queries.connect(%r); "
-            "con.execute(\"COPY (%s) TO '%s' (%s)\")" % (str(data_dir), SQL, target, COPY[fmt]))
+    copy = f"COPY ({SQL}) TO '{target}' ({COPY[fmt]})"
+    code = f"import queries; con = queries.connect({str(data_dir)!r}); con.execute({copy!r})"
     return [sys.executable, "-c", code]
 
 

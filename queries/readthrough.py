@@ -221,6 +221,8 @@ def bars(
         raise BarsRequestError(f"start {lo} is not before end {hi}")
     if fetch == "missing" and not names:
         raise BarsRequestError("fetch='missing' needs explicit symbols")
+    if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout >= 0:
+        raise BarsRequestError(f"lock_timeout={lock_timeout!r}; expected seconds, 0 or more")
     directory = resolve_data_dir(data_dir)
     if con is not None:
         directory = _same_warehouse(con, directory if data_dir is not None else None)

@@ -145,6 +145,7 @@ def test_bounded_read_of_an_empty_warehouse_is_an_empty_typed_frame(tmp_path: Pa
     ({"start": 20230703}, "start=20230703: give a date"),
     ({"end": 1.7e18}, "end=1.7e[+]18: give a date"),
     ({"start": "07/03/2023"}, "start='07/03/2023' is not an ISO 8601"),
+    ({"fetch": "missing", "lock_timeout": -1}, "lock_timeout=-1"),
 ])
 def test_loose_arguments_are_refused_by_name(stored, kwargs, message) -> None:
     data_dir, _ = stored
