@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
+import logging
 import os
+import time
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -27,8 +28,11 @@ from harvester import (
     BarSize,
     ContractSpec,
     DeltaTables,
+    Location,
+    duckdb_source,
     layout,
     parquet_source,
+    read_meta,
     resolve_settings,
     tables,
 )
@@ -37,7 +41,8 @@ from queries.connection import BARS_COLUMNS, refresh, resolve_data_dir, snapshot
 
 FETCH_MODES = ("missing", "never")
 OUTPUT_KINDS = ("pandas", "arrow", "polars")
-LOCK_TIMEOUT_S = 60.0  # how long fetch='missing' waits for another harvest's writer lock by default
+LOCK_TIMEOUT_S = 60.0  # how long fetch='missing' waits by default for series another harvest holds
+log = logging.getLogger(__name__)
 
 
 class BarsRequestError(ValueError):
@@ -49,15 +54,13 @@ class FetchError(RuntimeError):
 
 
 class FetchBlocked(FetchError):
-    """fetch='missing' found bars missing, but another harvest held the warehouse for all of `lock_timeout`.
+    """fetch='missing' found bars missing, but another harvest held (claimed) some of the series for all of
+    `lock_timeout`. `bars` holds what is stored for the request (as `as_` asked); `held` names each held
+    series and its holder (run, pid, host, claim expiry)."""
 
-    `bars` holds what is stored for the request (as `as_` asked); `holder_pid`, `holder_host` and `since`
-    name the harvest that holds the lock."""
-
-    def __init__(self, message: str, bars: Any, holder_pid: int | None, holder_host: str | None,
-                 since: str | None) -> None:
+    def __init__(self, message: str, bars: Any, held: dict[Any, str]) -> None:
         super().__init__(message)
-        self.bars, self.holder_pid, self.holder_host, self.since = bars, holder_pid, holder_host, since
+        self.bars, self.held = bars, held
 
 
 def to_utc_naive(value: str | date | datetime | pd.Timestamp | np.datetime64 | None, name: str) -> datetime | None:
@@ -99,9 +102,11 @@ def _use_rth(value: object) -> bool:
 
 
 def bars_query(symbols: list[str] | None, size: BarSize, start: datetime | None, end: datetime | None,
-               what_to_show: str, use_rth: bool, files: list[str]) -> tuple[str, list[Any]]:
-    """SQL + parameters for `bars()` over the series' data files `files` (already pruned to the range);
-    `symbols` None means all of them, [] none."""
+               what_to_show: str, use_rth: bool, files: list[str], source: str | None = None
+               ) -> tuple[str, list[Any]]:
+    """SQL + parameters for `bars()` over the series' data files `files` (already pruned to the range),
+    read through `source` when given (an S3 warehouse's registered dataset); `symbols` None means all of
+    them, [] none."""
     where: list[str] = []
     params: list[Any] = [size.ib_name, what_to_show, use_rth]
     if symbols is not None:
@@ -120,11 +125,11 @@ def bars_query(symbols: list[str] | None, size: BarSize, start: datetime | None,
     # through a filter (preserve_insertion_order); sorting again cost ~20 % of a symbol-month read.
     order = "" if len(files) == 1 else " ORDER BY symbol, ts"
     # One series' files share their partition values and schema: no hive parsing, no footer union needed.
-    source = parquet_source(files, tables.BARS_TABLE_SCHEMA, union=False)
+    source = source or parquet_source(files, tables.BARS_TABLE_SCHEMA, union=False)
     return f"SELECT {columns} FROM {source}{clause}{order}", params
 
 
-def series_files(directory: Path, size: BarSize, what_to_show: str, use_rth: bool, start: datetime | None,
+def series_files(directory: Path | str, size: BarSize, what_to_show: str, use_rth: bool, start: datetime | None,
                  end: datetime | None, version: int | None = None, latest: bool = True) -> list[str]:
     """The series' data files in one snapshot (the latest, or bars `version`; none when the table had no
     version), pruned to the partitions that can hold [start, end)."""
@@ -234,8 +239,14 @@ def bars(
             files = series_files(directory, size, what, rth, lo, hi)
         else:
             files = series_files(directory, size, what, rth, lo, hi, snapshot_version(con), latest=False)
-        sql, params = bars_query(names, size, lo, hi, what, rth, files)
-        result = (con if con is not None else duckdb.connect()).sql(sql, params=params)
+        db = con if con is not None else duckdb.connect()
+        source = None
+        if not isinstance(directory, Path):  # S3: through a pyarrow dataset registered on `db`
+            store = DeltaTables(directory, layout.PARTITIONS)
+            source = duckdb_source(db, store.location, files, tables.BARS_TABLE_SCHEMA, store.uri(layout.BARS),
+                                   layout.PARTITIONS[layout.BARS])
+        sql, params = bars_query(names, size, lo, hi, what, rth, files, source)
+        result = db.sql(sql, params=params)
         found = result.pl() if as_ == "polars" else result.to_arrow_table()
         if as_ == "pandas":
             return found.to_pandas(date_as_object=False)  # faster than .df() (duckdb 2.0, pandas 3)
@@ -243,22 +254,22 @@ def bars(
 
     if fetch == "missing":
         connection_settings = {"host": host, "port": port, "client_id": client_id}
-        try:
-            fetch_missing(names, size.ib_name, lo, hi, what, rth, connection_settings, directory,
-                          job_options or {}, lock_timeout)
-        except harvester.WarehouseLocked as held:
-            raise FetchBlocked(f"bars are missing but another harvest held the warehouse for {lock_timeout:g} s "
-                               f"({held}); the exception's .bars holds what is stored", read(),
-                               held.holder_pid, held.host, held.since) from held
+        report = fetch_missing(names, size.ib_name, lo, hi, what, rth, connection_settings, directory,
+                               job_options or {}, lock_timeout)
+        if report is not None and report.left_to_others:
+            held = dict(report.left_to_others)
+            raise FetchBlocked(f"bars are missing but another harvest held {len(held)} of the series for "
+                               f"{lock_timeout:g} s ({next(iter(held.values()))}); the exception's .bars holds "
+                               "what is stored", read(), held)
         if con is not None:
             refresh(con)
     return read()
 
 
-def _same_warehouse(con: duckdb.DuckDBPyConnection, directory: Path | None) -> Path:
+def _same_warehouse(con: duckdb.DuckDBPyConnection, directory: Path | str | None) -> Path | str:
     """The warehouse `con` reads; `directory`, when given, must be that one."""
     theirs = source_of(con)[0]
-    if directory is not None and directory != theirs.resolve():
+    if directory is not None and directory != theirs:
         raise BarsRequestError(f"con reads the warehouse {theirs} but data_dir names {directory}; give one of them")
     return theirs
 
@@ -279,37 +290,54 @@ def run_in_worker_thread(fn: Any, *args: Any) -> Any:
 
 
 def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end: datetime | None,
-                  what_to_show: str, use_rth: bool, connection: dict[str, Any], data_dir: Path,
+                  what_to_show: str, use_rth: bool, connection: dict[str, Any], data_dir: Path | str,
                   job_options: dict[str, Any], lock_timeout: float = LOCK_TIMEOUT_S) -> Any:
     """Harvest the uncovered part of [start, end) through `harvester.run_harvest`; None when nothing is.
 
     First the warehouse alone is asked (`harvester.missing_requests`): a covered range needs no gateway and
-    no lock. Otherwise the harvester's planner subtracts stored coverage, so only missing windows are
+    no claim. Otherwise the harvester's planner subtracts stored coverage, so only missing windows are
     requested; its HarvestJob takes whole days (end inclusive), so the range is widened to days (a day
-    already covered costs no request). The harvest waits up to `lock_timeout` for another one's lock, and
-    runs in a worker thread with its own loop (Jupyter already runs one). Raises WarehouseLocked after
-    the wait, FetchError when series failed.
+    already covered costs no request). Series another live harvest holds (claims) are waited for, up to
+    `lock_timeout` seconds, then asked for again, so a second notebook is served what the first fetched;
+    the last report says which are still held (`left_to_others`). The harvest runs in a worker thread with
+    its own loop (Jupyter already runs one). Raises FetchError when series failed.
     """
     settings = resolve_settings(connection)
     today = datetime.now(UTC).date()
     last_day = (end - timedelta(microseconds=1)).date() if end else None
-    options = {"sim": _warehouse_is_simulated(data_dir), "lock_wait_s": lock_timeout, **job_options}
+    options = {"sim": _warehouse_is_simulated(data_dir), **job_options}
     job = harvester.HarvestJob(  # loaded on first use: the harvest's imports cost a second
         universe=[ContractSpec(symbol) for symbol in symbols], data_dir=data_dir, bar_sizes=(bar_size,),
         what_to_show=what_to_show, use_rth=use_rth, start=start.date() if start else None,
         end=last_day if last_day is not None and last_day < today else None,  # None: the gateway's now
         host=settings.host, port=settings.port, client_id=settings.client_id, **options,
     )
-    if harvester.missing_requests(job) == []:
-        return None
-    report = run_in_worker_thread(harvester.run_harvest, job)
-    if report.failures:
-        reasons = "; ".join(f"{sym}: {', '.join(why)}" for sym, why in sorted(report.failures.items()))
-        raise FetchError(f"harvest of the missing bars failed for {reasons}")
-    return report
+    deadline = time.monotonic() + lock_timeout
+    while True:
+        if harvester.missing_requests(job) == []:
+            return None
+        report = run_in_worker_thread(harvester.run_harvest, job)
+        if report.failures:
+            reasons = "; ".join(f"{sym}: {', '.join(why)}" for sym, why in sorted(report.failures.items()))
+            raise FetchError(f"harvest of the missing bars failed for {reasons}")
+        if not report.left_to_others or not _released(job, report.left_to_others, deadline, lock_timeout):
+            return report
 
 
-def _warehouse_is_simulated(data_dir: Path) -> bool:
+def _released(job: Any, held: dict[Any, str], deadline: float, timeout: float) -> bool:
+    """Wait (polling the claims table, 50 ms growing to 1 s) until no live harvest holds any of `held`;
+    False when the deadline comes first. Says once who holds them."""
+    log.warning("waiting up to %g s for another harvest: %s", timeout, "; ".join(held.values()))
+    pause = 0.05
+    while harvester.claimed_by_others(job, held):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, 1.0)
+    return True
+
+
+def _warehouse_is_simulated(data_dir: Path | str) -> bool:
     """Follow the warehouse's own marking; a new warehouse is a real one unless told otherwise."""
-    meta = data_dir / layout.META_FILE
-    return bool(json.loads(meta.read_text()).get("simulated")) if meta.is_file() else False
+    return bool((read_meta(Location.parse(data_dir)) or {}).get("simulated"))

@@ -18,7 +18,7 @@ from queries import resolve_data_dir, write_init_script
               show_default=True, help="Init script for `duckdb -init FILE`.")
 @data_dir_option
 @click.pass_context
-def sql_init_command(ctx: click.Context, output: Path, data_dir: Path | None) -> None:
+def sql_init_command(ctx: click.Context, output: Path, data_dir: str | None) -> None:
     """Write a DuckDB CLI init script creating the same views (absolute paths).
 
     The script is the warehouse's snapshot of the moment, gaps included: to see later commits, run

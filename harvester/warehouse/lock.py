@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import socket
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
@@ -34,31 +33,14 @@ class WarehouseLocked(WarehouseError):
 
 
 class WriterLock:
-    """Exclusive; `took_over` tells whether a dead holder's lock was taken over."""
+    """Exclusive, non-blocking; `took_over` tells whether a dead holder's lock was taken over."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / LOCK_FILE
         self._fd: int | None = None
         self.took_over: dict | None = None
 
-    def acquire(self, wait_s: float = 0.0) -> None:
-        """Take the lock; while a live process holds it, wait up to `wait_s` (saying once who holds it), then
-        raise WarehouseLocked. flock has no timeout, so the wait polls, every 50 ms growing to 0.5 s."""
-        deadline, pause = time.monotonic() + wait_s, 0.05
-        while True:
-            try:
-                self._try_acquire()
-                return
-            except WarehouseLocked as held:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise
-                if pause == 0.05:
-                    log.warning("waiting up to %.0f s for the warehouse lock: %s", wait_s, held)
-                time.sleep(min(pause, left))
-                pause = min(2 * pause, 0.5)
-
-    def _try_acquire(self) -> None:
+    def acquire(self) -> None:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 
 import queries
-from harvester.warehouse.lock import WriterLock
+from harvester import SeriesKey, Warehouse
 from queries.readthrough import BarsRequestError, run_in_worker_thread
 from tests.helpers.gateways import next_client_id
 from tests.helpers.s3 import free_ports
@@ -174,8 +175,8 @@ def test_con_and_data_dir_must_name_one_warehouse(stored, tmp_path: Path) -> Non
 
 # -- the read path needs only what it uses (issue 18, item 3) ----------------------------------------------
 
-class LockWaits(logging.Handler):
-    """Counts "waiting for the warehouse lock" messages; `until(n)` blocks until n were logged."""
+class Waits(logging.Handler):
+    """Counts "waiting for another harvest" warnings; `until(n)` blocks until n were logged."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -193,39 +194,51 @@ class LockWaits(logging.Handler):
 
 
 @pytest.fixture
-def lock_waits() -> LockWaits:
-    handler = LockWaits()
-    logger = logging.getLogger("harvester.warehouse.lock")
+def waits() -> Waits:
+    handler = Waits()
+    logger = logging.getLogger("queries.readthrough")
     logger.addHandler(handler)
     yield handler
     logger.removeHandler(handler)
 
 
-def test_a_covered_read_needs_no_gateway_and_no_lock_and_a_blocked_one_says_who(tmp_path: Path, make_gateway) -> None:
+def hold(data_dir: Path, symbols: list[str]) -> Warehouse:
+    """Another live harvest (its own run) holding these symbols' daily TRADES series."""
+    con_ids = queries.connect(data_dir).execute(
+        f"SELECT con_id FROM contracts WHERE symbol IN ({', '.join('?' * len(symbols))})", symbols).fetchall()
+    holder = Warehouse.open(data_dir, simulated=True)
+    assert holder.claim([SeriesKey(c, "1 day", "TRADES", True) for (c,) in con_ids]) == {}
+    return holder
+
+
+def test_a_covered_read_needs_no_gateway_nor_claim_and_a_held_one_says_who(tmp_path: Path, make_gateway) -> None:
     gateway = make_gateway()
     options = {"job_options": {"sim": True, "pacing_scale": 0.01}, "data_dir": tmp_path, "fetch": "missing"}
     first = queries.bars(["AAPL", "MSFT"], "1 day", "2024-06-03", "2024-06-08", port=gateway.port,
                          client_id=next_client_id(), **options)
     assert len(first) == 10
-    nobody_listens = free_ports(1)[0]
-    holder = WriterLock(tmp_path)
-    holder.acquire()  # another harvest holds the warehouse (flock: a second open file conflicts, same process too)
+    holder = hold(tmp_path, ["AAPL", "MSFT"])  # a nightly run holds both series
+    claims = queries.connect(tmp_path).execute("SELECT * FROM claims ORDER BY con_id").fetchall()
     try:
+        nobody_listens = free_ports(1)[0]
         again = queries.bars(["AAPL", "MSFT"], "1 day", "2024-06-03", "2024-06-08", port=nobody_listens, **options)
         pd.testing.assert_frame_equal(first, again)
-        with pytest.raises(queries.FetchBlocked, match=rf"held by pid {os.getpid()}") as blocked:
-            queries.bars(["AAPL", "MSFT"], "1 day", "2024-06-03", "2024-06-12", port=nobody_listens,
-                         lock_timeout=0.2, **options)
+        assert queries.connect(tmp_path).execute("SELECT * FROM claims ORDER BY con_id").fetchall() == claims
+        with pytest.raises(queries.FetchBlocked, match=re.escape(f"held by run {holder.run_id} (pid {os.getpid()}")) as blocked:
+            queries.bars(["AAPL", "MSFT"], "1 day", "2024-06-03", "2024-06-12", port=gateway.port,
+                         client_id=next_client_id(), lock_timeout=0.2, **options)
     finally:
-        holder.release()
-    assert blocked.value.holder_pid == os.getpid()
+        holder.claims.release()
+    assert len(blocked.value.held) == 2
     pd.testing.assert_frame_equal(blocked.value.bars, first)  # what is stored of 06-03..06-11: the first read
 
 
-def test_two_notebooks_fetching_at_once_both_end_with_their_data(tmp_path: Path, make_gateway, lock_waits) -> None:
+def test_two_notebooks_fetching_at_once_both_end_with_their_data(tmp_path: Path, make_gateway, waits) -> None:
     gateway = make_gateway()
     options = {"job_options": {"sim": True, "pacing_scale": 0.01}, "data_dir": tmp_path, "fetch": "missing",
                "port": gateway.port, "lock_timeout": 60}
+    queries.bars(["AAPL", "MSFT", "JPM"], "1 day", "2024-06-03", "2024-06-04", client_id=next_client_id(),
+                 **options)  # the contracts are known
     asks = {"one": ["AAPL", "MSFT"], "two": ["JPM", "MSFT"]}
     results: dict[str, pd.DataFrame] = {}
 
@@ -233,17 +246,16 @@ def test_two_notebooks_fetching_at_once_both_end_with_their_data(tmp_path: Path,
         results[name] = queries.bars(asks[name], "1 day", "2024-06-03", "2024-06-08", client_id=client_id,
                                      **options)
 
-    holder = WriterLock(tmp_path)
-    holder.acquire()  # a nightly run holds the warehouse while both notebooks start
+    holder = hold(tmp_path, ["AAPL", "MSFT", "JPM"])  # a nightly run holds them while both notebooks start
     threads = [threading.Thread(target=notebook, args=(name, next_client_id())) for name in asks]
     for t in threads:
         t.start()
     try:
-        lock_waits.until(2)
+        waits.until(2)
     finally:
-        holder.release()
+        holder.claims.release()
     for t in threads:
         t.join(timeout=60)
-    assert all("another harvest is running" in m for m in lock_waits.messages)
+    assert all(f"held by run {holder.run_id}" in m for m in waits.messages[:2])
     for name, symbols in asks.items():
         assert sorted(set(results[name].symbol)) == symbols and len(results[name]) == 10
