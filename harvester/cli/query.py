@@ -10,6 +10,7 @@ The result goes into the private directory first, then is renamed onto --output 
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -76,7 +77,8 @@ def _emit(con: duckdb.DuckDBPyConnection, relation: queries.Relation, fmt: str, 
     if output is not None:
         put_in_place(written, output)
         return
-    out = click.get_binary_stream("stdout")
+    sys.stdout.flush()
+    out = sys.stdout.buffer
     with written.open("rb") as f:
         while chunk := f.read(CHUNK):
             out.write(chunk)
