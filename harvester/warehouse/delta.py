@@ -30,7 +30,7 @@ from harvester.warehouse.tables import BARS_SCHEMA
 
 WRITER = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
 CONFLICT_RETRIES = 10
-Write = tuple[pa.Table, str | None]  # rows, and the predicate of the rows they replace (None: append)
+Write = tuple[pa.Table | pa.RecordBatchReader, str | None]  # rows, and the predicate they replace (None: append)
 
 
 class DeltaTables:
@@ -93,7 +93,9 @@ class DeltaTables:
                 snapshot = self.open(name)
             rows, predicate = build(snapshot)
             try:
-                return self._write(name, snapshot, rows.cast(schema), predicate)
+                if isinstance(rows, pa.Table):
+                    rows = rows.cast(schema)  # a RecordBatchReader streams batches already of `schema`
+                return self._write(name, snapshot, rows, predicate)
             except CommitFailedError:
                 continue
         raise WarehouseError(f"{self.uri(name)}: {CONFLICT_RETRIES} commits in a row lost to other writers")
@@ -107,7 +109,7 @@ class DeltaTables:
         except (DeltaError, OSError) as exc:
             raise WarehouseError(f"cannot create {self.uri(name)}: {str(exc).splitlines()[0]}") from exc
 
-    def _write(self, name: str, snapshot: DeltaTable, rows: pa.Table, predicate: str | None) -> int:
+    def _write(self, name: str, snapshot: DeltaTable, rows: pa.Table | pa.RecordBatchReader, predicate: str | None) -> int:
         """Written against `snapshot`, the version `build` read: a commit by another writer since then is a
         conflict (given a URI, delta-rs would load the newest version and overwrite that writer's rows)."""
         mode = "append" if predicate is None else "overwrite"

@@ -14,7 +14,7 @@ import itertools
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +49,7 @@ from harvester.warehouse.layout import (
     family_filters,
     local_state_dir,
     partition_of,
+    partitions_of,
     partitions_predicate,
     split_by_partition,
     with_partition,
@@ -272,39 +273,61 @@ class Warehouse:
         return stats
 
     def _merge_partitions(self, entries: list[StagedEntry], stats: CommitStats) -> None:
-        """One bars transaction: every touched partition is replaced by its rows merged with the staged ones."""
-        slices: dict[PartitionKey, list[pa.Table]] = {}
-        for entry in entries:
-            table = entry.read_bars()
-            if table is None:
-                continue
-            s = entry.series
-            for key, part in split_by_partition(table, BAR_SIZES[s.bar_size].label, s.what_to_show, s.use_rth):
-                slices.setdefault(key, []).append(part)
-        if not slices:
-            return
+        """One bars transaction: every touched partition is replaced by its rows merged with the staged ones.
 
-        def build(snapshot) -> tuple[pa.Table, str]:
-            merged = [with_partition(key, merge_newest_wins(self._partition_rows(snapshot, key) + slices[key]))
-                      for key in sorted(slices)]
-            stats.partitions_written = len(merged)
-            stats.rows_in_written_files = sum(t.num_rows for t in merged)
-            return pa.concat_tables(merged), partitions_predicate(list(slices))
+        The rows stream to delta-rs one partition at a time (stored + staged rows of that partition only), so
+        a commit holds one partition in memory, not everything staged."""
+        touched: dict[PartitionKey, list[StagedEntry]] = {}
+        for entry in entries:
+            if entry.rows:
+                s = entry.series
+                label = BAR_SIZES[s.bar_size].label
+                for key in partitions_of(entry.read_session_dates(), label, s.what_to_show, s.use_rth):
+                    touched.setdefault(key, []).append(entry)
+        if not touched:
+            return
+        damaged: list[_DamagedFile] = []
+
+        def merged(files: dict[PartitionKey, list[str]]) -> Iterator[pa.RecordBatch]:
+            """Runs inside delta-rs's writer: no deltalake call may happen here (its runtime would nest)."""
+            stats.partitions_written = stats.rows_in_written_files = 0
+            for key in sorted(touched):
+                try:
+                    stored = self._read_partition(files[key])
+                except _DamagedFile as exc:
+                    damaged.append(exc)
+                    raise
+                staged = [part for e in touched[key] for k, part in split_by_partition(
+                    e.read_bars(), key.label, key.what_to_show, key.use_rth) if k == key]
+                rows = with_partition(key, merge_newest_wins(stored + staged)).cast(BARS_TABLE_SCHEMA)
+                stats.partitions_written += 1
+                stats.rows_in_written_files += rows.num_rows
+                yield from rows.to_batches()
+
+        def build(snapshot) -> tuple[pa.RecordBatchReader, str]:
+            files = {key: self._partition_files(snapshot, key) for key in touched}
+            reader = pa.RecordBatchReader.from_batches(BARS_TABLE_SCHEMA, merged(files))
+            return reader, partitions_predicate(list(touched))
 
         while True:
             try:
                 self.tables.transact(BARS, build, BARS_TABLE_SCHEMA)
                 return
-            except _DamagedFile as damaged:  # dropped from its partition, then the merge is built again
-                stats.corrupt.append(self._drop_corrupt(damaged.path, damaged.error))
+            except (WarehouseError, _DamagedFile):
+                if not damaged:
+                    raise
+                stats.corrupt.append(self._drop_corrupt(damaged[0].path, damaged[0].error))
+                damaged.clear()  # dropped from its partition: the merge is built again
 
-    def _partition_rows(self, snapshot, key: PartitionKey) -> list[pa.Table]:
-        """The partition's stored rows, each file read whole: a damaged file must not vanish into a merge."""
+    def _partition_files(self, snapshot, key: PartitionKey) -> list[str]:
         if snapshot is None:
             return []
-        filters = family_filters(key.label, key.what_to_show, key.use_rth, [key.period])
+        return self.tables.files(BARS, snapshot, family_filters(key.label, key.what_to_show, key.use_rth, [key.period]))
+
+    def _read_partition(self, files: list[str]) -> list[pa.Table]:
+        """The partition's stored rows, each file read whole: a damaged file must not vanish into a merge."""
         rows = []
-        for uri in self.tables.files(BARS, snapshot, filters):
+        for uri in files:
             try:
                 rows.append(read_bars_file(uri, self.location))
             except (pa.ArrowException, OSError, KeyError) as exc:
