@@ -34,15 +34,7 @@ async def resolve_contracts(
     """(contracts in universe order, failures by symbol, notices): stored contracts for specs qualified
     tonight, a qualification round trip for the others."""
     frame = warehouse.contracts()
-    stored = _stored_contracts(frame, now)
-    known: dict[ContractSpec, ContractInfo] = {}
-    todo = []
-    for spec in specs:
-        match = [i for i in stored.get(spec.symbol, ()) if _fits(spec, i)]
-        if len(match) == 1:
-            known[spec] = match[0]
-        else:
-            todo.append(spec)
+    known, todo = stored_contracts(warehouse, specs, now - STALE_AFTER, frame)
     fresh: QualifyResult = await source.qualify(todo) if todo else QualifyResult({}, {})
     contracts, failures = dict(fresh.contracts), dict(fresh.failures)
     current = history = _names(frame)
@@ -99,6 +91,22 @@ async def _old_lines(source: IBSource, contracts: dict[ContractSpec, ContractInf
     return moved
 
 
+def stored_contracts(warehouse: Warehouse, specs: Sequence[ContractSpec], since: datetime | None,
+                     frame: pd.DataFrame | None = None) -> tuple[dict[ContractSpec, ContractInfo], list[ContractSpec]]:
+    """The stored contract of each spec it names unambiguously (qualified at or after `since`; None: any age),
+    and the specs that need a qualification round trip (`frame`: the contracts table, when already read)."""
+    stored = _stored_contracts(warehouse.contracts() if frame is None else frame, since)
+    known: dict[ContractSpec, ContractInfo] = {}
+    todo = []
+    for spec in specs:
+        match = [i for i in stored.get(spec.symbol, ()) if _fits(spec, i)]
+        if len(match) == 1:
+            known[spec] = match[0]
+        else:
+            todo.append(spec)
+    return known, todo
+
+
 def _fits(spec: ContractSpec, info: ContractInfo) -> bool:
     if spec.con_id and spec.con_id != info.con_id:
         return False
@@ -129,14 +137,14 @@ def _former_con_id(spec: ContractSpec, history: dict[int, set[str]]) -> int:
     return found[0] if len(found) == 1 else 0
 
 
-def _stored_contracts(frame: pd.DataFrame, now: datetime) -> dict[str, list[ContractInfo]]:
+def _stored_contracts(frame: pd.DataFrame, since: datetime | None) -> dict[str, list[ContractInfo]]:
     by_symbol: dict[str, list[ContractInfo]] = {}
     if frame is None or frame.empty:
         return by_symbol
     qualified = pd.to_datetime(frame["qualified_at"])
     if qualified.dt.tz is None:
         qualified = qualified.dt.tz_localize(UTC)
-    fresh = frame[(qualified >= now - STALE_AFTER).to_numpy()]
+    fresh = frame if since is None else frame[(qualified >= since).to_numpy()]
     names = [f for f in ContractInfo.__dataclass_fields__]
     for row in fresh[names].itertuples(index=False):
         info = ContractInfo(*(("" if v is None else v) for v in row))

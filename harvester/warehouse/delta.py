@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import unquote
 
 import deltalake
 import duckdb
@@ -29,7 +30,7 @@ from harvester.warehouse.tables import BARS_SCHEMA
 
 WRITER = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
 CONFLICT_RETRIES = 10
-Write = tuple[pa.Table, str | None]  # rows, and the predicate of the rows they replace (None: append)
+Write = tuple[pa.Table | pa.RecordBatchReader, str | None]  # rows, and the predicate they replace (None: append)
 
 
 class DeltaTables:
@@ -67,7 +68,9 @@ class DeltaTables:
         table = table if table is not None else self.open(name)
         if table is None:
             return []
-        return table.file_uris(filters) if filters else table.file_uris()
+        # delta-rs percent-encodes the table root it was opened at ("it's a dir" → "it's%20a%20dir"): decoded,
+        # the paths are the files on disk (and stay the keys they name on object storage).
+        return [unquote(uri) for uri in (table.file_uris(filters) if filters else table.file_uris())]
 
     def read(self, name: str, schema: pa.Schema, table: DeltaTable | None = None, filters: list | None = None
              ) -> pa.Table:
@@ -90,7 +93,9 @@ class DeltaTables:
                 snapshot = self.open(name)
             rows, predicate = build(snapshot)
             try:
-                return self._write(name, snapshot, rows.cast(schema), predicate)
+                if isinstance(rows, pa.Table):
+                    rows = rows.cast(schema)  # a RecordBatchReader streams batches already of `schema`
+                return self._write(name, snapshot, rows, predicate)
             except CommitFailedError:
                 continue
         raise WarehouseError(f"{self.uri(name)}: {CONFLICT_RETRIES} commits in a row lost to other writers")
@@ -104,7 +109,7 @@ class DeltaTables:
         except (DeltaError, OSError) as exc:
             raise WarehouseError(f"cannot create {self.uri(name)}: {str(exc).splitlines()[0]}") from exc
 
-    def _write(self, name: str, snapshot: DeltaTable, rows: pa.Table, predicate: str | None) -> int:
+    def _write(self, name: str, snapshot: DeltaTable, rows: pa.Table | pa.RecordBatchReader, predicate: str | None) -> int:
         """Written against `snapshot`, the version `build` read: a commit by another writer since then is a
         conflict (given a URI, delta-rs would load the newest version and overwrite that writer's rows)."""
         mode = "append" if predicate is None else "overwrite"

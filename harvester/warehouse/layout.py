@@ -138,14 +138,24 @@ def periods_for(size: BarSize, start: datetime, end: datetime) -> list[str]:
 _SLOT_FORMAT = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}
 
 
+def _slots(session_dates: pa.Array | pa.ChunkedArray, label: str) -> pa.Array:
+    return pc.strftime(pc.cast(session_dates, pa.timestamp("s")), format=_SLOT_FORMAT[BY_LABEL[label].partition])
+
+
 def split_by_partition(table: pa.Table, label: str, what_to_show: str, use_rth: bool
                        ) -> Iterator[tuple[PartitionKey, pa.Table]]:
     """The rows of one series family, cut into the partitions their session dates belong to.
     Commit and compaction both file rows with this, so they can never disagree on where a row goes."""
-    slots = pc.strftime(table["session_date"].cast(pa.timestamp("s")),
-                        format=_SLOT_FORMAT[BY_LABEL[label].partition])
+    slots = _slots(table["session_date"], label)
     for slot in pc.unique(slots).to_pylist():
         yield PartitionKey(label, what_to_show, use_rth, slot), table.filter(pc.equal(slots, slot))
+
+
+def partitions_of(session_dates: pa.Array | pa.ChunkedArray, label: str, what_to_show: str, use_rth: bool
+                  ) -> list[PartitionKey]:
+    """The partitions rows of these session dates go to (as `split_by_partition` files them)."""
+    return [PartitionKey(label, what_to_show, use_rth, slot)
+            for slot in pc.unique(_slots(session_dates, label)).to_pylist()]
 
 
 def with_partition(key: PartitionKey, rows: pa.Table) -> pa.Table:

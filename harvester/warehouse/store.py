@@ -17,7 +17,7 @@ import itertools
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +56,7 @@ from harvester.warehouse.layout import (
     family_filters,
     local_state_dir,
     partition_of,
+    partitions_of,
     partitions_predicate,
     periods_for,
     split_by_partition,
@@ -206,6 +207,10 @@ class Warehouse:
 
     def coverage(self) -> CoverageIndex:
         return CoverageIndex.from_frame(self._read(COVERAGE, COVERAGE_SCHEMA).to_pandas())
+
+    def journal(self) -> pd.DataFrame:
+        """Every request attempt committed so far (the pacing budget's seed)."""
+        return self._read(JOURNAL, JOURNAL_SCHEMA).to_pandas()
 
     def heads(self) -> dict[HeadKey, datetime]:
         frame = self._read(HEADS, HEADS_SCHEMA).to_pandas()
@@ -388,65 +393,81 @@ class Warehouse:
 
     def _merge_partitions(self, entries: list[StagedEntry], stats: CommitStats) -> None:
         """One bars transaction: every touched partition is replaced by its rows merged with the staged ones,
-        in fetch order; a repair entry rewrites every partition its series spans, at its place in that order."""
-        slices: dict[PartitionKey, list[tuple[int, pa.Table]]] = {}
+        in fetch order; a repair entry rewrites every partition its series spans, at its place in that order.
+
+        The rows stream to delta-rs one partition at a time (stored + staged rows of that partition only), so
+        a commit holds one partition in memory, not everything staged."""
+        touched: dict[PartitionKey, list[tuple[int, StagedEntry]]] = {}
         repairs: list[tuple[int, StagedEntry]] = []
         for position, entry in enumerate(entries):
             s = entry.series
-            label = BAR_SIZES[s.bar_size].label
             if entry.is_repair:
                 repairs.append((position, entry))
-                continue
-            table = entry.read_bars()
-            if table is None:
-                continue
-            for key, part in split_by_partition(table, label, s.what_to_show, s.use_rth):
-                slices.setdefault(key, []).append((position, part))
-        if not slices and not any(repair_partitions(self.tables, self.tables.open(BARS), e) for _, e in repairs):
+            elif entry.rows:
+                label = BAR_SIZES[s.bar_size].label
+                for key in partitions_of(entry.read_session_dates(), label, s.what_to_show, s.use_rth):
+                    touched.setdefault(key, []).append((position, entry))
+        if not touched and not any(repair_partitions(self.tables, self.tables.open(BARS), e) for _, e in repairs):
             return
+        damaged: list[_DamagedFile] = []
 
-        def build(snapshot) -> tuple[pa.Table, str]:
-            stored: dict[PartitionKey, list[pa.Table]] = {}
+        def read(files: list[str]) -> list[pa.Table]:
+            try:
+                return self._read_partition(files)
+            except _DamagedFile as exc:
+                damaged.append(exc)
+                raise
 
-            def rows_of(key: PartitionKey) -> list[pa.Table]:
-                if key not in stored:
-                    stored[key] = self._partition_rows(snapshot, key)
-                return stored[key]
-
-            spans = {position: repair_partitions(self.tables, snapshot, entry) for position, entry in repairs}
-            live = {position for position, entry in repairs if repair_applies(entry, rows_of)}
-            keys = sorted(set(slices) | {k for position in live for k in spans[position]})
-            merged = []
-            for key in keys:
-                rows = list(rows_of(key))
-                steps = sorted(slices.get(key, []) + [(p, None) for p in live if key in spans[p]],
+        def merged(files: dict[PartitionKey, list[str]], live: dict[int, set[PartitionKey]]
+                   ) -> Iterator[pa.RecordBatch]:
+            """Runs inside delta-rs's writer: no deltalake call may happen here (its runtime would nest)."""
+            stats.partitions_written = stats.rows_in_written_files = 0
+            for key in sorted(files):
+                rows = read(files[key])
+                steps = sorted([*touched.get(key, []), *((p, None) for p, keys in live.items() if key in keys)],
                                key=lambda step: step[0])
-                for position, part in steps:
-                    if part is None:  # row by row: each table keeps its place in the newest-wins order
+                for position, entry in steps:
+                    if entry is None:  # table by table: each keeps its place in the newest-wins order
                         rows = [apply_repair(table, entries[position]) for table in rows]
                     else:
-                        rows.append(part)
-                merged.append(with_partition(key, merge_newest_wins(rows) if rows else BARS_SCHEMA.empty_table()))
-            stats.partitions_written = len(merged)
-            stats.rows_in_written_files = sum(t.num_rows for t in merged)
-            if not merged:
-                return BARS_TABLE_SCHEMA.empty_table(), "false"
-            return pa.concat_tables(merged), partitions_predicate(keys)
+                        rows += [part for k, part in split_by_partition(
+                            entry.read_bars(), key.label, key.what_to_show, key.use_rth) if k == key]
+                out = merge_newest_wins(rows) if rows else BARS_SCHEMA.empty_table()
+                out = with_partition(key, out).cast(BARS_TABLE_SCHEMA)
+                stats.partitions_written += 1
+                stats.rows_in_written_files += out.num_rows
+                yield from out.to_batches()
+
+        def build(snapshot) -> tuple[pa.RecordBatchReader, str]:
+            spans = {p: repair_partitions(self.tables, snapshot, e) for p, e in repairs}
+            keys = set(touched).union(*spans.values())
+            files = {key: self._partition_files(snapshot, key) for key in keys}
+            live = {p: spans[p] for p, e in repairs
+                    if repair_applies(e, lambda key: read(files[key]) if key in files else [])}
+            keys = set(touched).union(*live.values())
+            files = {key: files[key] for key in keys}
+            reader = pa.RecordBatchReader.from_batches(BARS_TABLE_SCHEMA, merged(files, live))
+            return reader, partitions_predicate(sorted(keys)) if keys else "false"
 
         while True:
             try:
                 self.tables.transact(BARS, build, BARS_TABLE_SCHEMA)
                 return
-            except _DamagedFile as damaged:  # dropped from its partition, then the merge is built again
-                stats.corrupt.append(self._drop_corrupt(damaged.path, damaged.error))
+            except (WarehouseError, _DamagedFile):
+                if not damaged:
+                    raise
+                stats.corrupt.append(self._drop_corrupt(damaged[0].path, damaged[0].error))
+                damaged.clear()  # dropped from its partition: the merge is built again
 
-    def _partition_rows(self, snapshot, key: PartitionKey) -> list[pa.Table]:
-        """The partition's stored rows, each file read whole: a damaged file must not vanish into a merge."""
+    def _partition_files(self, snapshot, key: PartitionKey) -> list[str]:
         if snapshot is None:
             return []
-        filters = family_filters(key.label, key.what_to_show, key.use_rth, [key.period])
+        return self.tables.files(BARS, snapshot, family_filters(key.label, key.what_to_show, key.use_rth, [key.period]))
+
+    def _read_partition(self, files: list[str]) -> list[pa.Table]:
+        """The partition's stored rows, each file read whole: a damaged file must not vanish into a merge."""
         rows = []
-        for uri in self.tables.files(BARS, snapshot, filters):
+        for uri in files:
             try:
                 rows.append(read_bars_file(uri, self.location))
             except (pa.ArrowException, OSError, KeyError) as exc:
