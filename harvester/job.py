@@ -34,7 +34,7 @@ from harvester.ibrules import WHAT_TO_SHOW, bar_size, request_weight
 from harvester.model import BarRequest, ContractSpec, HeadKey, SeriesKey, WorkKind
 from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_requests
 from harvester.recorder import Recorder
-from harvester.settings import Settings
+from harvester.settings import QUARANTINE_NIGHTS, Settings
 from harvester.warehouse import Warehouse
 
 
@@ -62,6 +62,7 @@ class HarvestJob:
     target_bars: int = 5000
     plan_only: bool = False
     max_in_flight: int = 6
+    quarantine_nights: int = QUARANTINE_NIGHTS  # a refused bar bad this many nights is no longer asked for
     connect_timeout: float = 10.0
     min_safety_s: float = MIN_SAFETY_S  # pacing margin floor; larger when the gateway shares our CPU
     retry: RetryPolicy | None = None  # None: defaults scaled by pacing_scale
@@ -94,7 +95,7 @@ class HarvestJob:
         for name in ("pacing_scale", "commit_every_s", "connect_timeout"):
             if getattr(self, name) <= 0:
                 raise HarvestConfigError(f"{name}: must be positive, got {getattr(self, name)}")
-        for name in ("target_bars", "max_in_flight"):
+        for name in ("target_bars", "max_in_flight", "quarantine_nights"):
             if getattr(self, name) <= 0:
                 raise HarvestConfigError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.max_in_flight >= 50:
@@ -119,7 +120,9 @@ class HarvestReport:
     series_complete: int = 0
     failures: dict[str, list[str]] = field(default_factory=dict)  # symbol -> reasons
     bars_written: int = 0
-    bars_quarantined: int = 0  # refused at the door (see the quarantine view for reasons)
+    bars_quarantined: int = 0  # refused at the door by this run (see the quarantine view for reasons)
+    bars_held: int = 0  # refused bars still missing after the run: asked for again the next night
+    bars_given_up: int = 0  # refused bars no longer asked for (still gaps)
     requests_by_outcome: dict[str, int] = field(default_factory=dict)
     head_requests: int = 0
     violations: int = 0
@@ -158,7 +161,8 @@ async def harvest_async(job: HarvestJob, progress: Callable[[Progress], None] | 
     """The harvest for callers already inside an event loop. Raises WarehouseLocked,
     MixedWarehouseError, WarehouseError, GatewayUnreachable, ClientIdInUse; series failures are reported."""
     started = time.monotonic()
-    warehouse = Warehouse.open(job.data_dir, simulated=job.sim, gateway=f"{job.host}:{job.port}")
+    warehouse = Warehouse.open(job.data_dir, simulated=job.sim, gateway=f"{job.host}:{job.port}",
+                               quarantine_nights=job.quarantine_nights)
     try:
         if job.plan_only:
             report = await _harvest(job, warehouse, progress)
@@ -168,6 +172,9 @@ async def harvest_async(job: HarvestJob, progress: Callable[[Progress], None] | 
                 warehouse.commit()  # answers staged by a run that died: stored and covered before planning
                 report = await _harvest(job, warehouse, progress)
                 report.corrupt_files = [str(c.path) for c in corrupt]
+                held = [h for bars in warehouse.held_bars().values() for h in bars]
+                report.bars_given_up = sum(h.given_up for h in held)
+                report.bars_held = len(held) - report.bars_given_up
     finally:
         warehouse.close()
     report.wall_s = time.monotonic() - started
@@ -181,7 +188,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
     recorder = Recorder(warehouse, job.commit_every_s, on_failure=report.fail, on_staged=report.staged)
     try:
         now = await source.current_time()
-        report.gateway_now = now
+        report.gateway_now = recorder.gateway_now = now
         series = await _series(job, source, warehouse, now, report)
         limits = paced_limits(job.pacing_scale, job.min_safety_s)
         retry, timeouts = job.policies()
@@ -236,13 +243,14 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
     """The requests that cover what each series is missing, against the coverage stored now."""
     heads = warehouse.heads()
     coverage = warehouse.coverage()
+    held = warehouse.held_bars()
     work_by_series = []
     for info, key in series:
         if recorder.failed_series(key):
             continue
         state = SeriesState(
             series=key, symbol=info.symbol, calendar=TradingCalendar.for_exchange(info.primary_exchange),
-            head=heads.get(key.head_key), coverage=tuple(coverage.intervals(key)),
+            head=heads.get(key.head_key), coverage=tuple(coverage.intervals(key)), held=tuple(held.get(key, ())),
         )
         if state.head is None and key.head_key in recorder.no_data_heads:
             continue  # IB has no data at all for this series: nothing to fetch, nothing failed

@@ -33,6 +33,8 @@ class Recorder:
         self._last_commit = time.monotonic()
         self._committing: asyncio.Future | None = None  # a commit running in a worker thread
         self._held: list[Answer] = []  # answers that arrived during it
+        self.gateway_now: datetime | None = None  # the gateway's clock at the start: when answers were seen
+
     def on_answer(self, answer: Answer) -> None:
         """Record one answer; while a commit runs in its worker thread, hold answers until it is done
         (the warehouse must not stage while it commits) so the event loop keeps sending meanwhile."""
@@ -81,7 +83,7 @@ class Recorder:
         elif result.outcome.covers:
             calendar = TradingCalendar.for_exchange(work.contract.primary_exchange)
             staged = self.warehouse.stage(work.request, result.outcome, result.bars, symbol=work.symbol,
-                                          calendar=calendar)
+                                          calendar=calendar, seen_at=self.gateway_now)
             self._on_staged(staged.kept, staged.quarantined)
 
     def fail(self, answer: Answer) -> None:

@@ -98,6 +98,9 @@ def _print_summary(report, plan_only: bool) -> None:
         echo(f"bars written: {report.bars_written:,}")
         if report.bars_quarantined:
             echo(f"bars quarantined: {report.bars_quarantined:,} (see the quarantine view)")
+        if report.bars_held or report.bars_given_up:
+            echo(f"quarantined bars missing: {report.bars_held:,} asked for again next night, "
+                 f"{report.bars_given_up:,} given up (see gaps)")
         for path in report.corrupt_files:
             echo(f"corrupt file quarantined and refetched: {path}")
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report.requests_by_outcome.items())) or "none"

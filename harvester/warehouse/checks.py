@@ -21,6 +21,8 @@ from harvester.model import BarRequest
 from harvester.warehouse.files import WarehouseError
 from harvester.warehouse.tables import BARS_SCHEMA, REJECTED_SCHEMA
 
+OUTSIDE_WINDOW = "outside request window"
+DUPLICATE_TS = "duplicate ts in one answer"
 PRICE_TOLERANCE = 1e-9  # relative: float noise is ~1e-16, the finest tick relative to its price ~1e-8
 INPUT_COLUMNS = ("ts", "session_date", "open", "high", "low", "close", "volume", "wap", "bar_count")
 
@@ -102,8 +104,8 @@ def _reasons(frame: pd.DataFrame, request: BarRequest, calendar: TradingCalendar
         (~_at_most(low, np.minimum(o, c)), "low above open or close"),
         (~_at_most(np.maximum(o, c), h), "open or close above high"),
         (~np.isnan(v) & (v < 0), "negative volume"),
-        ((frame["ts"] < start) | (frame["ts"] >= end), "outside request window"),
-        (frame["ts"].duplicated(keep="first"), "duplicate ts in one answer"),
+        ((frame["ts"] < start) | (frame["ts"] >= end), OUTSIDE_WINDOW),
+        (frame["ts"].duplicated(keep="first"), DUPLICATE_TS),
     ]
     if calendar is not None:
         checks.append((pd.Series(outside_sessions(frame, request, calendar)), "outside the instrument's sessions"))
