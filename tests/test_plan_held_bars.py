@@ -20,7 +20,10 @@ def night(day: int) -> datetime:
     return datetime(2024, 6, day, 22, tzinfo=UTC)
 
 
-def held_at(when: datetime, last_seen: datetime | None = night(10), given_up: bool = False) -> HeldBar:
+MONDAY_NIGHT = night(10)
+
+
+def held_at(when: datetime, last_seen: datetime | None = MONDAY_NIGHT, given_up: bool = False) -> HeldBar:
     return HeldBar(when, when + timedelta(minutes=1), last_seen, given_up)
 
 

@@ -119,3 +119,17 @@ def test_java_double_reads_back_to_the_same_double():
     values = values[np.isfinite(values)]
     assert all(float(java_double(v)) == v for v in values.tolist())
     assert struct.pack(">d", float(java_double(-0.0))) == struct.pack(">d", -0.0)
+
+
+def test_replayed_rows_reach_the_client_as_given_bad_ones_and_noise_included(make_gateway, connect, tmp_path):
+    path = tmp_path / "replay.csv"
+    path.write_text(
+        "symbol,date,open,high,low,close,volume,wap,bar_count\n"
+        "AAPL,2024-06-03,18.540000000000003,18.54,18.52,18.54,1000,18.53,5\n"
+        "AAPL,2024-06-04,10,9,11,10,-5,10,1\n"  # high below low, negative volume
+        "AAPL,2024-06-05,1.0E-4,0.00015,0.00005,0.0001,7,0.0001,1\n"
+    )
+    ib = connect(make_gateway(replay=str(path)))
+    bars = ib.reqHistoricalData(Stock("AAPL", "SMART", "USD"), "", "1 M", "1 day", "TRADES", True)
+    assert [(b.open, b.high, b.low, b.close, b.volume) for b in bars] == [
+        (18.540000000000003, 18.54, 18.52, 18.54, 1000), (10, 9, 11, 10, -5), (1e-4, 1.5e-4, 5e-5, 1e-4, 7)]
