@@ -102,23 +102,22 @@ def plan_requests(
 
 
 def _ask_again(planner: _Chunker, requests: list[BarRequest], again: list[tuple[int, int]]) -> list[BarRequest]:
-    """Held bars' sessions asked for once more: inside the newest request when one window can reach back
-    over them too (the nightly increment), else in one request of their own, reaching back from the newest
-    as far as one window goes (older ones wait for a later night). At most one extra request a series."""
+    """Held bars' sessions asked for once more, at most one extra request a series: the newest request (the
+    nightly increment) reaches back over as many of them as one window holds, and one request of its own
+    takes the next ones back from the newest; older ones wait for a later night."""
+    if again and requests:
+        newest = requests[0]
+        start, end = to_epoch(newest.start), max(again[-1][1], to_epoch(newest.end))
+        window = planner.best_window(min(again[0][0], start), end)
+        if window is not None and window.start <= start:
+            requests = [planner.request(window, end), *requests[1:]]
+            again = subtract_intervals(again, [(window.start, end)])
     if not again:
         return requests
-    lo, hi = again[0][0], again[-1][1]
-    if requests:
-        newest = requests[0]
-        reach = min(lo, to_epoch(newest.start))
-        end = max(hi, to_epoch(newest.end))
-        window = planner.best_window(reach, end)
-        if window is not None and window.start <= reach:
-            return [planner.request(window, end), *requests[1:]]
-    window = planner.best_window(lo, hi)
+    window = planner.best_window(again[0][0], again[-1][1])
     if window is None:
         return requests
-    return sorted([*requests, planner.request(window, hi)], key=lambda r: r.end, reverse=True)
+    return sorted([*requests, planner.request(window, again[-1][1])], key=lambda r: r.end, reverse=True)
 
 
 def lower_bound_requests(

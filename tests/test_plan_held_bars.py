@@ -3,7 +3,7 @@ when one window reaches, else one request a series; never again once given up.""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from harvester.calendar import TradingCalendar
 from harvester.ibrules import check_duration
@@ -88,3 +88,16 @@ def test_a_held_bar_never_seen_again_since_an_older_version_is_due():
     legacy = held_at(MONDAY_OPEN + timedelta(hours=2), last_seen=None)
     requests = plan([legacy], now=night(10) + timedelta(hours=1), covered_until=monday_close)
     assert [(r.start, r.duration) for r in requests] == [(MONDAY_OPEN, "1 D")]
+
+
+def test_held_bars_over_a_month_ride_in_the_increment_and_one_request_more():
+    """A refused bar in each of 25 sessions, 1-min bars, 5,000-bar target (12 sessions a window): the
+    increment reaches back over the newest 11, one more request over the next 12, the oldest two wait."""
+    start = datetime(2024, 5, 6, 13, 30, tzinfo=UTC)
+    sessions = NYSE.sessions(start, datetime(2024, 6, 10, 20, 1, tzinfo=UTC), True)
+    assert len(sessions) == 25
+    held = [held_at(s.open_utc + timedelta(hours=1)) for s in sessions]
+    requests = plan(held, now=night(11), covered_until=sessions[-1].close_utc, start=start)
+    assert [(r.duration, r.end.date()) for r in requests] == [("12 D", date(2024, 6, 11)),
+                                                              ("12 D", sessions[-12].date)]
+    assert requests[1].start == sessions[2].open_utc
