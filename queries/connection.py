@@ -22,6 +22,9 @@ import pyarrow.parquet as pq
 from harvester import (
     BY_LABEL,
     DeltaTables,
+    Location,
+    WarehouseError,
+    duckdb_source,
     layout,
     parquet_source,
     refuse_old_layout,
@@ -40,14 +43,19 @@ _SCHEMAS = {
     layout.COVERAGE: tables.COVERAGE_SCHEMA,
     layout.JOURNAL: tables.JOURNAL_SCHEMA,
     layout.QUARANTINE: tables.QUARANTINE_SCHEMA,
+    layout.CLAIMS: tables.CLAIMS_SCHEMA,
 }
 SOURCE_TABLE = "harvest_source"  # one row in every connection: which warehouse, pinned where
 
 
-def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The warehouse directory, absolute: the argument, else the harvester's settings
-    (HARVEST_DATA_DIR, harvest.toml, ./data), so notebooks read what the nightly job writes."""
-    return Path(data_dir if data_dir is not None else resolve_settings().data_dir).expanduser().resolve()
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | str:
+    """The warehouse: an absolute folder, or an `s3://bucket/prefix` string; the argument, else the
+    harvester's settings (HARVEST_DATA_DIR, harvest.toml, ./data), so notebooks read what the nightly job
+    writes."""
+    text = str(data_dir if data_dir is not None else resolve_settings().data_dir)
+    if "://" in text:
+        return Location.parse(text).root
+    return Path(text).expanduser().resolve()
 
 
 def _bar_size_case(column: str) -> str:
@@ -55,12 +63,12 @@ def _bar_size_case(column: str) -> str:
     return f"CASE {column} {whens} END"
 
 
-def read_source(files: list[str], name: str) -> str:
+def read_files_source(files: list[str], name: str) -> str:
     """SQL reading one table's files; a table with none reads as typed and empty."""
     return parquet_source(files, _SCHEMAS[name], layout.PARTITIONS.get(name, ()))
 
 
-def snapshot_files(directory: Path, as_of: int | datetime | None = None) -> tuple[dict[str, list[str]], int | None]:
+def snapshot_files(directory: Path | str, as_of: int | datetime | None = None) -> tuple[dict[str, list[str]], int | None]:
     """Every table's data files at one snapshot, and the bars table's version there."""
     store = DeltaTables(directory, layout.PARTITIONS)
     bars = store.open(layout.BARS, as_of)
@@ -76,9 +84,14 @@ def snapshot_files(directory: Path, as_of: int | datetime | None = None) -> tupl
     return files, version
 
 
-def view_statements(files: dict[str, list[str]]) -> list[str]:
-    """The CREATE VIEW statements over one snapshot's files; `sessions` must exist before the last (gaps)."""
-    bar_files = _bar_files_rows(files[layout.BARS])
+def view_statements(files: dict[str, list[str]], sources: dict[str, str] | None = None) -> list[str]:
+    """The CREATE VIEW statements over one snapshot's files (or `sources`, what each table is read through);
+    `sessions` must exist before the last (gaps)."""
+    bar_files = _bar_files_rows(files[layout.BARS] if sources is None else [])
+
+    def read_source(name_files: list[str], name: str) -> str:
+        return sources[name] if sources is not None else read_files_source(name_files, name)
+
     return [
         f"CREATE OR REPLACE VIEW bars_files AS SELECT * FROM {read_source(files[layout.BARS], layout.BARS)}",
         ("CREATE OR REPLACE VIEW bars AS SELECT "
@@ -90,6 +103,7 @@ def view_statements(files: dict[str, list[str]]) -> list[str]:
         f"CREATE OR REPLACE VIEW journal AS SELECT * FROM {read_source(files[layout.JOURNAL], layout.JOURNAL)}",
         ("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM "
         f"{read_source(files[layout.QUARANTINE], layout.QUARANTINE)}"),
+        f"CREATE OR REPLACE VIEW claims AS SELECT * FROM {read_source(files[layout.CLAIMS], layout.CLAIMS)}",
         ("CREATE OR REPLACE VIEW symbols AS SELECT con_id, arg_max(symbol, qualified_at) AS symbol "
          "FROM contracts GROUP BY con_id"),
         ("CREATE OR REPLACE VIEW coverage AS SELECT c.con_id, s.symbol, c.bar_size, c.what_to_show, "
@@ -192,7 +206,8 @@ def connect(data_dir: str | os.PathLike[str] | None = None,
     covered, series, symbols, journal, quarantine, gaps) over one snapshot, and a `sessions` table.
     `as_of` pins a version (int) or instant (datetime) of the bars table. No lock is taken."""
     directory = resolve_data_dir(data_dir)
-    refuse_old_layout(directory)
+    if isinstance(directory, Path):
+        refuse_old_layout(directory)
     con = duckdb.connect(":memory:")
     con.execute(f"CREATE TABLE {SOURCE_TABLE} (data_dir VARCHAR, as_of_version BIGINT, as_of_time TIMESTAMP, "
                 "version BIGINT)")
@@ -209,19 +224,24 @@ def refresh(con: duckdb.DuckDBPyConnection) -> int | None:
     return _build(con, directory, as_of)
 
 
-def source_of(con: duckdb.DuckDBPyConnection) -> tuple[Path, int | datetime | None]:
+def source_of(con: duckdb.DuckDBPyConnection) -> tuple[Path | str, int | datetime | None]:
     """The warehouse a `connect()` connection reads, and where it is pinned."""
     try:
         ((data_dir, version, instant),) = con.execute(
             f"SELECT data_dir, as_of_version, as_of_time FROM {SOURCE_TABLE}").fetchall()
     except duckdb.CatalogException:
         raise ValueError("not a queries.connect() connection (it has no harvest_source table)") from None
-    return Path(data_dir), version if version is not None else instant
+    return resolve_data_dir(data_dir), version if version is not None else instant
 
 
-def _build(con: duckdb.DuckDBPyConnection, directory: Path, as_of: int | datetime | None) -> int | None:
+def _build(con: duckdb.DuckDBPyConnection, directory: Path | str, as_of: int | datetime | None) -> int | None:
     files, version = snapshot_files(directory, as_of)
-    *views, gaps = view_statements(files)
+    sources = None
+    if not isinstance(directory, Path):  # S3: each table through a pyarrow dataset registered on `con`
+        store = DeltaTables(directory, layout.PARTITIONS)
+        sources = {name: duckdb_source(con, store.location, files[name], _SCHEMAS[name], store.uri(name),
+                                       layout.PARTITIONS.get(name, ())) for name in _SCHEMAS}
+    *views, gaps = view_statements(files, sources)
     for sql in views:
         con.execute(sql)
     con.register("_sessions", _sessions_for(con))
@@ -236,6 +256,10 @@ def write_init_script(output: Path, data_dir: Path) -> Path:
     """Write `output` (for `duckdb -init`) creating the same views over the latest snapshot, and its
     sessions table beside it (`<output>.sessions.parquet`). Re-run `harvest sql-init` to see later commits."""
     output = output.expanduser().resolve()
+    if not isinstance(resolve_data_dir(data_dir), Path):
+        raise WarehouseError(
+            f"{data_dir}: the DuckDB CLI reads only local files (its S3 reader, httpfs, is a "
+                         "download); use queries.connect() from Python for an S3 warehouse")
     con = connect(data_dir)
     sessions_file = output.with_suffix(".sessions.parquet")
     pq.write_table(con.sql("SELECT * FROM sessions").to_arrow_table(), sessions_file)
@@ -258,7 +282,7 @@ def restrict(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str] | 
     DuckDB still lets COPY write inside allowed directories: statement checks (scanners) cover that.
     """
     directory = resolve_data_dir(data_dir) if data_dir is not None else source_of(con)[0]
-    allowed = [f"{directory}/"]
+    allowed = [f"{directory}/"] if isinstance(directory, Path) else []  # S3: read through registered datasets
     con.execute("SET allowed_directories = $dirs", {"dirs": allowed})
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")

@@ -52,6 +52,10 @@ class StagedEntry:
     def read_rejected(self) -> pa.Table | None:
         return pq.read_table(_rejected_path(self.path)) if self.rejected else None
 
+    def read_session_dates(self) -> pa.ChunkedArray:
+        """One column: enough to know which partitions the entry touches without holding its rows."""
+        return pq.read_table(self.path, columns=["session_date"])["session_date"]
+
 
 class StagingArea:
     def __init__(self, data_dir: Path) -> None:
