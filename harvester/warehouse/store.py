@@ -361,7 +361,8 @@ class Warehouse:
 
     def _record_quarantine(self, entries: list[StagedEntry]) -> int:
         """Refused bars sighted, still-missing ones resolved by a clean answer: one transaction, or none."""
-        if not any(e.rejected for e in entries) and self.tables.open(QUARANTINE) is None:
+        snapshot = self.tables.open(QUARANTINE)
+        if snapshot is None and not any(e.rejected for e in entries):
             return 0
         answers = [
             quarantine.Answer(e.answer_id, e.series, e.start, e.end, e.seen_at or datetime.now(UTC),
@@ -377,7 +378,7 @@ class Warehouse:
             rows, after = applied(snapshot)
             return rows_to_table(rows if after is None else after, QUARANTINE_SCHEMA, "quarantine"), "true"
 
-        _, after = applied(self.tables.open(QUARANTINE))
+        _, after = applied(snapshot)
         if after is None:
             return 0
         self.tables.transact(QUARANTINE, build, QUARANTINE_SCHEMA)
