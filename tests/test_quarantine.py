@@ -9,8 +9,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from pathlib import Path
 
+import pytest
+
 import queries
-from harvester.job import HarvestReport
+from harvester.job import HarvestJob, HarvestReport
+from harvester.model import ContractSpec
+from harvester.settings import ConfigError, resolve_settings
 from harvester.sim import Faults
 from tests.helpers.gateways import next_client_id
 from tests.helpers.reference import Span, compare, harvest_with
@@ -105,3 +109,12 @@ def test_a_bar_bad_every_night_is_given_up_and_stays_a_gap(make_gateway, tmp_pat
     assert third.bars_given_up >= second.bars_given_up
     assert {(s, r) for (s, d), r in {(s, d): r for s, d, r in gaps(data)}.items() if d == date(2024, 6, 10)} == {
         ("AAPL", "quarantined, given up"), ("MSFT", "quarantined, given up")}
+
+
+def test_quarantine_nights_is_a_setting(tmp_path):
+    (tmp_path / "harvest.toml").write_text("quarantine_nights = 5\n")
+    settings = resolve_settings(environ={}, cwd=tmp_path)
+    assert HarvestJob.from_settings(settings, [ContractSpec("AAPL")]).quarantine_nights == 5
+    (tmp_path / "harvest.toml").write_text("quarantine_nights = 0\n")
+    with pytest.raises(ConfigError, match="quarantine_nights: must be >= 1"):
+        resolve_settings(environ={}, cwd=tmp_path)
