@@ -3,19 +3,25 @@
 The views hand DuckDB's own `read_parquet` the snapshot's data-file list (from `deltalake`; never
 `to_pyarrow_dataset`, which made reader processes abort at exit). A snapshot's files are never changed or
 removed before vacuum's retention, so a read can't race a commit and needs no retry: `connect()` returns a
-plain DuckDB connection. It sees later commits after `refresh(con)`; `bars()` reads the latest snapshot on
-every call. `connect(as_of=version | datetime)` pins a version of the bars table (and the other tables as
-they were at that version's commit): time travel. Readers take no lock.
+plain DuckDB connection. It sees later commits after `refresh(con)`, all views at once (bars, coverage and
+the gaps computed from them move together; `bars(con=con)` reads the same snapshot); `bars()` without a
+connection reads the latest snapshot on every call. `connect(as_of=version | datetime)` pins a version of the
+bars table (and the other tables as they were at that version's commit): time travel. Readers take no lock.
+
+`sessions` is the exchange calendar, not data: every session of each calendar the contracts use (from the
+harvester's `TradingCalendar`, 1980-2035), numbered consecutively per calendar, so "the previous session"
+is `session_no - 1` whatever the warehouse holds. `contract_calendars` names each contract's calendar.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import date, datetime
-from functools import lru_cache
+from datetime import datetime
+from functools import cache
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -23,6 +29,7 @@ from harvester import (
     BY_LABEL,
     DeltaTables,
     Location,
+    TradingCalendar,
     WarehouseError,
     duckdb_source,
     layout,
@@ -31,6 +38,7 @@ from harvester import (
     resolve_settings,
     sql_file_list,
     tables,
+    write_bytes_atomic,
 )
 
 # bars: the stored columns, with the partition's bar size, whatToShow and RTH flag after con_id
@@ -84,15 +92,17 @@ def snapshot_files(directory: Path | str, as_of: int | datetime | None = None) -
     return files, version
 
 
-def view_statements(files: dict[str, list[str]], sources: dict[str, str] | None = None) -> list[str]:
-    """The CREATE VIEW statements over one snapshot's files (or `sources`, what each table is read through);
-    `sessions` must exist before the last (gaps)."""
+def view_statements(files: dict[str, list[str]], sources: dict[str, str] | None = None
+                    ) -> tuple[list[str], list[str]]:
+    """The CREATE VIEW statements over one snapshot's files (or `sources`, what each table is read through):
+    (the views over the tables, the views that also read the calendar tables `sessions` and
+    `contract_calendars`, which must be created in between)."""
     bar_files = _bar_files_rows(files[layout.BARS] if sources is None else [])
 
     def read_source(name_files: list[str], name: str) -> str:
         return sources[name] if sources is not None else read_files_source(name_files, name)
 
-    return [
+    over_files = [
         f"CREATE OR REPLACE VIEW bars_files AS SELECT * FROM {read_source(files[layout.BARS], layout.BARS)}",
         ("CREATE OR REPLACE VIEW bars AS SELECT "
          + BARS_COLUMNS.replace("bar_size", f"{_bar_size_case('bar_size')} AS bar_size") + " FROM bars_files"),
@@ -110,9 +120,9 @@ def view_statements(files: dict[str, list[str]], sources: dict[str, str] | None 
          "c.use_rth, c.start_ts, c.end_ts, c.kind, c.bars, c.recorded_at "
          f"FROM {read_source(files[layout.COVERAGE], layout.COVERAGE)} c LEFT JOIN symbols s USING (con_id)"),
         _COVERED_SQL,
-        _SERIES_SQL,
-        _GAPS_SQL,
     ]
+    over_calendars = [_SERIES_SQL, _GAPS_SQL, _SESSION_BARS_SQL]
+    return over_files, [sql.replace("$default_calendar", f"'{default_calendar()}'") for sql in over_calendars]
 
 
 def _bar_files_rows(files: list[str]) -> str:
@@ -148,15 +158,18 @@ SELECT con_id, any_value(symbol) AS symbol, bar_size, what_to_show, use_rth,
        min(start_ts) AS covered_from, max(end_ts) AS covered_to,
        count(*) FILTER (WHERE kind = 'bars') AS bar_intervals,
        count(*) FILTER (WHERE kind = 'empty') AS empty_intervals,
-       coalesce(sum(bars), 0)::BIGINT AS bars, max(recorded_at) AS last_recorded
-FROM coverage GROUP BY con_id, bar_size, what_to_show, use_rth"""
+       coalesce(sum(bars), 0)::BIGINT AS bars, max(recorded_at) AS last_recorded,
+       coalesce(any_value(k.calendar), $default_calendar) AS calendar
+FROM coverage LEFT JOIN contract_calendars k USING (con_id) GROUP BY con_id, bar_size, what_to_show, use_rth"""
 
-# Sessions (regular hours) between a series' first and last covered instant that no island spans, and
-# sessions holding a bar refused at the door and still missing (quarantine.py), with the reason.
+# Sessions (regular hours, of the series' own calendar) between its first and last covered instant that no
+# island spans, and sessions holding a bar refused at the door and still missing (quarantine.py), each with
+# its reason. Computed from the connection's snapshot of coverage: it moves with the bars at `refresh`.
 _GAPS_SQL = """CREATE OR REPLACE VIEW gaps AS
 WITH missing AS (
   SELECT s.con_id, s.symbol, s.bar_size, s.what_to_show, s.use_rth, x.session_date, x.open_ts, x.close_ts
-  FROM series s JOIN sessions x ON x.close_ts > s.covered_from AND x.open_ts < s.covered_to
+  FROM series s JOIN sessions x
+    ON x.calendar = s.calendar AND x.close_ts > s.covered_from AND x.open_ts < s.covered_to
   WHERE NOT EXISTS (
     SELECT 1 FROM covered c
     WHERE c.con_id = s.con_id AND c.bar_size = s.bar_size AND c.what_to_show = s.what_to_show
@@ -171,39 +184,67 @@ SELECT con_id, coalesce(m.symbol, h.symbol) AS symbol, bar_size, what_to_show, u
        coalesce(m.open_ts, x.open_ts) AS open_ts, coalesce(m.close_ts, x.close_ts) AS close_ts,
        coalesce(h.reason, 'missing') AS reason
 FROM missing m FULL JOIN held h USING (con_id, bar_size, what_to_show, use_rth, session_date)
-LEFT JOIN sessions x USING (session_date)"""
+LEFT JOIN contract_calendars k USING (con_id)
+LEFT JOIN sessions x ON m.con_id IS NULL AND x.calendar = coalesce(k.calendar, $default_calendar)
+  AND x.session_date = h.session_date"""
 
 
-@lru_cache(maxsize=8)
-def _xnys_sessions(first: date) -> pa.Table:
-    import exchange_calendars  # 0.5 s to import; only paid when the warehouse has coverage
+# Bars with their exchange session's number (consecutive per calendar; NULL on a day that is no session):
+# what the scanners compare "previous" and "last N sessions" by, never the previous stored row.
+_SESSION_BARS_SQL = """CREATE OR REPLACE VIEW session_bars AS
+SELECT b.*, coalesce(k.calendar, $default_calendar) AS calendar, x.session_no
+FROM bars b LEFT JOIN contract_calendars k USING (con_id)
+LEFT JOIN sessions x ON x.calendar = coalesce(k.calendar, $default_calendar) AND x.session_date = b.session_date"""
 
-    cal = exchange_calendars.get_calendar("XNYS", start=max(first, date(1990, 1, 2)).isoformat())
-    sched = cal.schedule
-    return pa.table(
-        {
-            "session_date": pa.array(sched.index.date, pa.date32()),
-            "open_ts": pa.array(sched["open"].dt.tz_localize(None).astype("datetime64[us]"), _TS),
-            "close_ts": pa.array(sched["close"].dt.tz_localize(None).astype("datetime64[us]"), _TS),
-        }
-    )
+SESSIONS_SCHEMA = pa.schema([("calendar", pa.string()), ("session_no", pa.int64()), ("session_date", pa.date32()),
+                             ("open_ts", _TS), ("close_ts", _TS)])
+CONTRACT_CALENDARS_SCHEMA = pa.schema([("con_id", pa.int64()), ("calendar", pa.string())])
+_EPOCH_ORDINAL = 719_163  # date(1970, 1, 1).toordinal()
 
 
-def _sessions_for(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    """XNYS sessions from the first covered day to the calendar's end (≈ a year ahead), UTC naive.
+def contract_calendar(primary_exchange: str | None) -> TradingCalendar:
+    """A contract's exchange calendar: the harvester's own choice (the one seam; issue 12 widens it)."""
+    return TradingCalendar.for_exchange(primary_exchange or "")
 
-    Built from the coverage of the connection's snapshot, again at every `refresh`.
-    """
-    first = con.execute("SELECT min(start_ts)::DATE FROM coverage").fetchall()[0][0]
-    if first is None:
-        return pa.schema([("session_date", pa.date32()), ("open_ts", _TS), ("close_ts", _TS)]).empty_table()
-    return _xnys_sessions(first)
+
+@cache
+def default_calendar() -> str:
+    """The calendar of bars whose contract is not stored (test warehouses, foreign writers)."""
+    return contract_calendar("").name
+
+
+@cache
+def calendar_sessions(calendar: TradingCalendar) -> pa.Table:
+    """Every regular session of one calendar (`SESSIONS_SCHEMA`), numbered from 0."""
+    days = calendar.day_numbers - _EPOCH_ORDINAL
+    return pa.table({
+        "calendar": pa.array([calendar.name] * len(days), pa.string()),
+        "session_no": pa.array(np.arange(len(days), dtype=np.int64)),
+        "session_date": pa.array(days.astype(np.int32), pa.date32()),
+        "open_ts": pa.array(calendar.rth_open * 1_000_000, _TS),
+        "close_ts": pa.array(calendar.rth_close * 1_000_000, _TS),
+    }, schema=SESSIONS_SCHEMA)
+
+
+def calendar_tables(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table]:
+    """(sessions, contract_calendars) for the contracts in `con`'s snapshot: the default calendar's sessions
+    always (an empty warehouse still has a calendar), and those of every calendar a contract uses."""
+    rows = con.execute("SELECT con_id, arg_max(coalesce(nullif(primary_exchange, ''), exchange), qualified_at) "
+                       "FROM contracts GROUP BY con_id ORDER BY con_id").fetchall()
+    by_contract = {con_id: contract_calendar(exchange) for con_id, exchange in rows}
+    calendars = {c.name: c for c in [contract_calendar(""), *by_contract.values()]}
+    sessions = pa.concat_tables([calendar_sessions(c) for _, c in sorted(calendars.items())])
+    mapping = pa.table({"con_id": pa.array(list(by_contract), pa.int64()),
+                        "calendar": pa.array([c.name for c in by_contract.values()], pa.string())},
+                       schema=CONTRACT_CALENDARS_SCHEMA)
+    return sessions, mapping
 
 
 def connect(data_dir: str | os.PathLike[str] | None = None,
             as_of: int | datetime | None = None) -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB connection with the warehouse views (bars, bar_files, contracts, heads, coverage,
-    covered, series, symbols, journal, quarantine, gaps) over one snapshot, and a `sessions` table.
+    covered, series, symbols, journal, quarantine, gaps, session_bars) over one snapshot, and the calendar
+    tables `sessions` and `contract_calendars`.
     `as_of` pins a version (int) or instant (datetime) of the bars table. No lock is taken."""
     directory = resolve_data_dir(data_dir)
     if isinstance(directory, Path):
@@ -234,6 +275,13 @@ def source_of(con: duckdb.DuckDBPyConnection) -> tuple[Path | str, int | datetim
     return resolve_data_dir(data_dir), version if version is not None else instant
 
 
+def snapshot_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The bars table version `con`'s views read (None: the warehouse had no bars yet)."""
+    source_of(con)  # a clear error for a connection that is not ours
+    ((version,),) = con.execute(f"SELECT version FROM {SOURCE_TABLE}").fetchall()
+    return version
+
+
 def _build(con: duckdb.DuckDBPyConnection, directory: Path | str, as_of: int | datetime | None) -> int | None:
     files, version = snapshot_files(directory, as_of)
     sources = None
@@ -241,50 +289,84 @@ def _build(con: duckdb.DuckDBPyConnection, directory: Path | str, as_of: int | d
         store = DeltaTables(directory, layout.PARTITIONS)
         sources = {name: duckdb_source(con, store.location, files[name], _SCHEMAS[name], store.uri(name),
                                        layout.PARTITIONS.get(name, ())) for name in _SCHEMAS}
-    *views, gaps = view_statements(files, sources)
-    for sql in views:
+    over_files, over_calendars = view_statements(files, sources)
+    for sql in over_files:
         con.execute(sql)
-    con.register("_sessions", _sessions_for(con))
-    con.execute("CREATE OR REPLACE TABLE sessions AS SELECT * FROM _sessions")
-    con.unregister("_sessions")
-    con.execute(gaps)
+    for name, table in zip(("sessions", "contract_calendars"), calendar_tables(con), strict=True):
+        con.register("_calendar_rows", table)
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _calendar_rows")
+        con.unregister("_calendar_rows")
+    for sql in over_calendars:
+        con.execute(sql)
     con.execute(f"UPDATE {SOURCE_TABLE} SET version = ?", [version])
     return version
 
 
+def sql_literal(text: object) -> str:
+    """A SQL string literal (quotes doubled): how every path goes into generated SQL."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
 def write_init_script(output: Path, data_dir: Path) -> Path:
     """Write `output` (for `duckdb -init`) creating the same views over the latest snapshot, and its
-    sessions table beside it (`<output>.sessions.parquet`). Re-run `harvest sql-init` to see later commits."""
-    output = output.expanduser().resolve()
-    if not isinstance(resolve_data_dir(data_dir), Path):
+    calendar beside it (`<output>.sessions.parquet`). The script is that snapshot, gaps included: run
+    `harvest sql-init` again and `.read` the script in an open CLI to move every view to a later commit."""
+    output = output.expanduser().absolute()
+    directory = resolve_data_dir(data_dir)
+    if not isinstance(directory, Path):
         raise WarehouseError(
             f"{data_dir}: the DuckDB CLI reads only local files (its S3 reader, httpfs, is a "
-                         "download); use queries.connect() from Python for an S3 warehouse")
-    con = connect(data_dir)
-    sessions_file = output.with_suffix(".sessions.parquet")
-    pq.write_table(con.sql("SELECT * FROM sessions").to_arrow_table(), sessions_file)
-    files, version = snapshot_files(resolve_data_dir(data_dir))
-    *views, gaps = view_statements(files)
+            "download); use queries.connect() from Python for an S3 warehouse")
+    refuse_old_layout(directory)
+    files, version = snapshot_files(directory)
+    over_files, over_calendars = view_statements(files)
+    con = duckdb.connect(":memory:")
+    for sql in over_files:
+        con.execute(sql)
+    sessions_file = output.with_name(output.name + ".sessions.parquet")
+    sessions, mapping = calendar_tables(con)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(sessions, buffer)
+    write_bytes_atomic(sessions_file, buffer.getvalue().to_pybytes())
+    pairs = ", ".join(f"({con_id}, {sql_literal(name)})" for con_id, name in
+                      zip(mapping.column("con_id").to_pylist(), mapping.column("calendar").to_pylist(), strict=True))
+    mapping_sql = (f"SELECT * FROM (VALUES {pairs}) t(con_id, calendar)" if pairs else
+                   "SELECT NULL::BIGINT AS con_id, NULL::VARCHAR AS calendar WHERE false")
+    one_line = str(directory).encode("unicode_escape").decode()
     lines = [
-        f"-- harvest views over {data_dir}, bars version {version} (generated by `harvest sql-init`;",
-        "-- re-run it to see later commits, or after moving the warehouse).",
-        *(f"{sql};" for sql in views),
-        f"CREATE OR REPLACE TABLE sessions AS SELECT * FROM read_parquet('{sessions_file}');",
-        f"{gaps};",
+        f"-- harvest views over {one_line}, bars version {version} (generated by `harvest sql-init`;",
+        "-- re-run it and `.read` this file to see later commits).",
+        *(f"{sql};" for sql in over_files),
+        f"CREATE OR REPLACE TABLE sessions AS SELECT * FROM read_parquet({sql_literal(sessions_file)});",
+        f"CREATE OR REPLACE TABLE contract_calendars AS {mapping_sql};",
+        *(f"{sql};" for sql in over_calendars),
     ]
-    output.write_text("\n".join(lines) + "\n")
+    write_bytes_atomic(output, ("\n".join(lines) + "\n").encode())
     return output
 
 
-def restrict(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str] | None = None) -> None:
-    """Forbid reading outside the warehouse, extensions and setting changes, for good on `con`.
+def restrict(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str] | None = None,
+             also: str | os.PathLike[str] | None = None) -> None:
+    """Forbid reading outside the warehouse (and the directory `also`), extensions and setting changes, for
+    good on `con`. Set `temp_directory` first (`fence`): DuckDB lets its temp directory through too.
 
     DuckDB still lets COPY write inside allowed directories: statement checks (scanners) cover that.
     """
     directory = resolve_data_dir(data_dir) if data_dir is not None else source_of(con)[0]
     allowed = [f"{directory}/"] if isinstance(directory, Path) else []  # S3: read through registered datasets
+    allowed += [f"{Path(also).absolute()}/"] if also is not None else []
     con.execute("SET allowed_directories = $dirs", {"dirs": allowed})
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET lock_configuration = true")
+
+
+def fence(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str], private: str | os.PathLike[str],
+          lock_down: bool = True) -> None:
+    """`harvest query`'s fence: DuckDB's temp directory is `private` (a directory the caller created and
+    removes; by default DuckDB uses ./.tmp and lets queries read it, ~/.tmp when run from $HOME), and with
+    `lock_down` only the warehouse and `private` can be read (`restrict`)."""
+    con.execute("SET temp_directory = $dir", {"dir": str(Path(private).absolute())})
+    if lock_down:
+        restrict(con, data_dir, also=private)
