@@ -74,6 +74,17 @@ class BarRequest:
     check_until: datetime | None = None  # [start, check_until) is stored already: compare it (history changes)
 
 
+@dataclass(frozen=True)
+class HeldBar:
+    """A bar refused at the door whose time coverage does not claim: asked for again at most once a night
+    until a clean answer replaces it, never again once given up (still a gap)."""
+
+    start: datetime  # UTC; the bar's time, [start, end) left out of coverage
+    end: datetime
+    last_seen: datetime | None  # the gateway's clock when it last came back bad; None: never re-asked yet
+    given_up: bool = False
+
+
 class Outcome(enum.Enum):
     """What an answered (or unanswered) request means for coverage. Only BARS and EMPTY cover."""
 

@@ -27,6 +27,7 @@ from harvester.ibrules import request_weight
 from harvester.model import BarRequest, HeadKey, Outcome, SeriesKey, WorkKind
 from harvester.warehouse import Warehouse
 from harvester.warehouse.changes import OverlapVerdict, compare_overlap
+from harvester.warehouse.checks import CheckedBars
 
 
 @dataclass
@@ -35,8 +36,12 @@ class Checked:
 
     request: BarRequest
     outcome: Outcome
-    kept: pa.Table
+    checked: CheckedBars
     symbol: str
+
+    @property
+    def kept(self) -> pa.Table:
+        return self.checked.kept
 
 
 @dataclass
@@ -49,6 +54,8 @@ class HeldSeries:
     repair: list[Checked] = field(default_factory=list)  # the repair's own answers (verification, refetch)
     attempts: int = 0  # repair requests sent, retries included
     failed: bool = False  # a repair request failed for good: nothing of the series is staged this run
+
+
 
 
 class Recorder:
@@ -66,9 +73,9 @@ class Recorder:
         self._last_commit = time.monotonic()
         self._committing: asyncio.Future | None = None  # a commit running in a worker thread
         self._held: list[Answer] = []  # answers that arrived during it
+        self.gateway_now: datetime | None = None  # the gateway's clock at the start: when answers were seen
         self.series_held: dict[SeriesKey, HeldSeries] = {}  # awaiting a check, or a split awaiting repair
         self.repairing: set[SeriesKey] = set()
-        self.gateway_now: datetime | None = None
 
     def expect_checks(self, requests: list[BarRequest]) -> None:
         """These requests re-read stored bars: their series' answers wait until that one is compared."""
@@ -79,6 +86,7 @@ class Recorder:
     def splits(self) -> dict[SeriesKey, HeldSeries]:
         """Series whose overlap showed a split: held for `repair`."""
         return {k: h for k, h in self.series_held.items() if h.verdict is not None and not self._gone(k)}
+
 
     def on_answer(self, answer: Answer) -> None:
         """Record one answer; while a commit runs in its worker thread, hold answers until it is done
@@ -129,7 +137,7 @@ class Recorder:
             key = work.series
             calendar = TradingCalendar.for_exchange(work.contract.primary_exchange)
             checked = self.warehouse.check(work.request, result.bars, symbol=work.symbol, calendar=calendar)
-            answer_rows = Checked(work.request, result.outcome, checked.kept, work.symbol)
+            answer_rows = Checked(work.request, result.outcome, checked, work.symbol)
             self._on_staged(checked.kept.num_rows, checked.quarantined.num_rows)
             held = self.series_held.get(key)
             if key in self.repairing:
@@ -159,8 +167,8 @@ class Recorder:
             self._stage(waiting)
 
     def _stage(self, answer: Checked, revised=None) -> None:
-        self.warehouse.stage_checked(answer.request, answer.outcome, answer.kept, symbol=answer.symbol,
-                                     revised=revised, fetched_at=self.gateway_now)
+        self.warehouse.stage_checked(answer.request, answer.outcome, answer.checked, symbol=answer.symbol,
+                                     revised=revised, seen_at=self.gateway_now)
 
     def stage_repaired(self, key: SeriesKey, repair: dict, span: tuple[datetime, datetime]) -> None:
         """Stage a split series at once: the repair, its answers, then the held answers (fetch order)."""
@@ -181,6 +189,7 @@ class Recorder:
     def _gone(self, key: SeriesKey) -> bool:
         return key in self.failed
 
+
     def fail(self, answer: Answer) -> None:
         """A final failure: the series is incomplete; say why, by symbol. A series waiting for its check
         or its repair stages none of its answers this run (the next night compares again)."""
@@ -192,6 +201,7 @@ class Recorder:
                 self.series_held[work.series].failed = True
             else:
                 del self.series_held[work.series]
+
         what = "head timestamp" if work.kind is WorkKind.HEAD else f"{work.series.bar_size} bars"
         detail = f": {result.error_text}" if result.error_text else ""
         self.mark_failed(work.series, work.symbol, f"{what} {result.outcome.value}{detail}")

@@ -202,15 +202,30 @@ SELECT con_id, any_value(symbol) AS symbol, bar_size, what_to_show, use_rth,
 FROM coverage LEFT JOIN contract_calendars k USING (con_id) GROUP BY con_id, bar_size, what_to_show, use_rth"""
 
 # Sessions (regular hours, of the series' own calendar) between its first and last covered instant that no
-# island spans. Computed from the connection's snapshot of coverage: it moves with the bars at `refresh`.
+# island spans, and sessions holding a bar refused at the door and still missing (quarantine.py), each with
+# its reason. Computed from the connection's snapshot of coverage: it moves with the bars at `refresh`.
 _GAPS_SQL = """CREATE OR REPLACE VIEW gaps AS
-SELECT s.con_id, s.symbol, s.bar_size, s.what_to_show, s.use_rth, x.session_date, x.open_ts, x.close_ts
-FROM series s JOIN sessions x
-  ON x.calendar = s.calendar AND x.close_ts > s.covered_from AND x.open_ts < s.covered_to
-WHERE NOT EXISTS (
-  SELECT 1 FROM covered c
-  WHERE c.con_id = s.con_id AND c.bar_size = s.bar_size AND c.what_to_show = s.what_to_show
-    AND c.use_rth = s.use_rth AND c.start_ts <= x.open_ts AND c.end_ts >= x.close_ts)"""
+WITH missing AS (
+  SELECT s.con_id, s.symbol, s.bar_size, s.what_to_show, s.use_rth, x.session_date, x.open_ts, x.close_ts
+  FROM series s JOIN sessions x
+    ON x.calendar = s.calendar AND x.close_ts > s.covered_from AND x.open_ts < s.covered_to
+  WHERE NOT EXISTS (
+    SELECT 1 FROM covered c
+    WHERE c.con_id = s.con_id AND c.bar_size = s.bar_size AND c.what_to_show = s.what_to_show
+      AND c.use_rth = s.use_rth AND c.start_ts <= x.open_ts AND c.end_ts >= x.close_ts)),
+held AS (
+  SELECT con_id, any_value(symbol) AS symbol, bar_size, what_to_show, use_rth, session_date,
+         CASE WHEN bool_and(coalesce(given_up, false)) THEN 'quarantined, given up'
+              ELSE 'quarantined: ' || min(reason) FILTER (WHERE NOT coalesce(given_up, false)) END AS reason
+  FROM quarantine WHERE resolved_at IS NULL AND ts IS NOT NULL
+  GROUP BY con_id, bar_size, what_to_show, use_rth, session_date)
+SELECT con_id, coalesce(m.symbol, h.symbol) AS symbol, bar_size, what_to_show, use_rth, session_date,
+       coalesce(m.open_ts, x.open_ts) AS open_ts, coalesce(m.close_ts, x.close_ts) AS close_ts,
+       coalesce(h.reason, 'missing') AS reason
+FROM missing m FULL JOIN held h USING (con_id, bar_size, what_to_show, use_rth, session_date)
+LEFT JOIN contract_calendars k USING (con_id)
+LEFT JOIN sessions x ON m.con_id IS NULL AND x.calendar = coalesce(k.calendar, $default_calendar)
+  AND x.session_date = h.session_date"""
 
 
 # Bars with their exchange session's number (consecutive per calendar; NULL on a day that is no session):

@@ -2,8 +2,10 @@
 
 One entry = one `<seq>.stage.parquet` holding the kept bars (maybe none) with the request and its outcome in
 the file's key-value metadata: a single atomic write (two fsyncs) makes the entry durable and complete at
-once. An entry's `extra` metadata carries what the commit records after the bars: the stored bars this
-answer revised, or, for a repair entry (no bars), how to make a split series consistent. Entries are ordered by (batch, seq), batch = `<run_id>-b<n>`, which is fetch order, so the newest fetch wins at merge.
+once. Rows refused at the door go to `<seq>.rejected.parquet`, written first, so an entry is complete when its
+stage file exists. An entry's `extra` metadata carries what the commit records after the bars: the stored bars
+this answer revised, or, for a repair entry (no bars), how to make a series consistent. Entries are ordered by
+(batch, seq), batch = `<run_id>-b<n>`, which is fetch order, so the newest fetch wins at merge.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from harvester.warehouse.layout import STAGING_DIR
 
 META_KEY = "harvester.stage"
 TRASH_PREFIX = ".trash-"
+REJECTED_SUFFIX = ".rejected.parquet"
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,9 @@ class StagedEntry:
     symbol: str
     rows: int
     path: Path
-    extra: dict = field(default_factory=dict, compare=False)
+    rejected: int = 0  # rows refused at the door, beside the entry
+    seen_at: datetime | None = None  # the gateway's clock when the answer came
+    extra: dict = field(default_factory=dict, compare=False)  # revised bars, or a repair (history-changes.md)
 
     @property
     def is_repair(self) -> bool:
@@ -47,8 +52,16 @@ class StagedEntry:
         """The run that fetched it (a batch is `<run_id>-b<n>`)."""
         return self.batch.rsplit("-b", 1)[0]
 
+    @property
+    def answer_id(self) -> str:
+        """Sorts in fetch order across runs (batch names start with the run's start time)."""
+        return f"{self.batch}/{self.seq:08d}"
+
     def read_bars(self) -> pa.Table | None:
         return pq.read_table(self.path) if self.rows else None
+
+    def read_rejected(self) -> pa.Table | None:
+        return pq.read_table(_rejected_path(self.path)) if self.rejected else None
 
     def read_session_dates(self) -> pa.ChunkedArray:
         """One column: enough to know which partitions the entry touches without holding its rows."""
@@ -60,16 +73,22 @@ class StagingArea:
         self.root = data_dir / STAGING_DIR
 
     def put(self, batch: str, seq: int, request: BarRequest, outcome: Outcome, bars: pa.Table, symbol: str,
-            extra: dict | None = None) -> None:
-        """Durably store one answered request (or one repair: no bars, `extra["repair"]`)."""
+            rejected: pa.Table | None = None, seen_at: datetime | None = None, extra: dict | None = None) -> None:
+        """Durably store one answered request (and the rows refused from it), or one repair (no bars,
+        `extra["repair"]`)."""
         s = request.series
+        path = self.root / batch / f"{seq:08d}.stage.parquet"
+        n_rejected = 0 if rejected is None else rejected.num_rows
+        if n_rejected:
+            write_parquet_atomic(_rejected_path(path), rejected, compression="snappy")
         meta = {
             "con_id": s.con_id, "bar_size": s.bar_size, "what_to_show": s.what_to_show, "use_rth": s.use_rth,
             "start": request.start.isoformat(), "end": request.end.isoformat(),
-            "outcome": outcome.value, "symbol": symbol, "rows": bars.num_rows, "extra": extra or {},
+            "outcome": outcome.value, "symbol": symbol, "rows": bars.num_rows, "rejected": n_rejected,
+            "seen_at": seen_at.isoformat() if seen_at else None, "extra": extra or {},
         }
         table = bars.replace_schema_metadata({META_KEY: json.dumps(meta)})
-        write_parquet_atomic(self.root / batch / f"{seq:08d}.stage.parquet", table, compression="snappy")
+        write_parquet_atomic(path, table, compression="snappy")
 
     def entries(self) -> list[StagedEntry]:
         """Every entry of every run, in fetch order."""
@@ -90,6 +109,8 @@ class StagingArea:
                         symbol=m["symbol"],
                         rows=m["rows"],
                         path=path,
+                        rejected=m.get("rejected", 0),
+                        seen_at=datetime.fromisoformat(m["seen_at"]) if m.get("seen_at") else None,
                         extra=m.get("extra", {}),
                     )
                 )
@@ -108,6 +129,7 @@ class StagingArea:
             else:
                 for path in paths:
                     path.unlink(missing_ok=True)
+                    _rejected_path(path).unlink(missing_ok=True)
                 fsync_dir(batch_dir)
         if by_dir:
             fsync_dir(self.root)
@@ -116,3 +138,7 @@ class StagingArea:
         if self.root.is_dir():
             for trash in self.root.glob(f"{TRASH_PREFIX}*"):
                 shutil.rmtree(trash, ignore_errors=True)
+
+
+def _rejected_path(stage_path: Path) -> Path:
+    return stage_path.with_name(stage_path.name.split(".")[0] + REJECTED_SUFFIX)

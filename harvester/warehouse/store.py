@@ -2,13 +2,14 @@
 
 Every table is a Delta table (`delta.DeltaTables`); there are no transactions across tables, so the commit
 order is the crash-safety argument: (1) one bars transaction replaces every touched partition with its
-rows merged with the staged ones, (2) only then one coverage transaction records what they cover, (3) the
-revisions and corporate actions the staged entries carry, (4) the journal is appended, (5) the staging is
+rows merged with the staged ones, (2) only then one coverage transaction records what they cover (never a
+refused bar's time: see quarantine.py), (3) the quarantine learns what came back bad or clean, (4) the
+revisions and corporate actions the staged entries carry, (5) the journal is appended, (6) the staging is
 dropped. A crash at any instant leaves staging in place; the next commit re-merges it (dedupe on
 (con_id, ts) makes that a no-op for rows already merged; a repair checks its anchor bar and is applied
-once) and re-records coverage, revisions and actions (deduped), which yields exactly the fault-free state.
-A split repair staged with its answers rewrites every partition of the series in the same bars
-transaction, so readers never see a series half at the old scale.
+once), re-records coverage, revisions and actions (deduped) and skips quarantine rows that already saw the
+answer, which yields exactly the fault-free state. A split repair staged with its answers rewrites every
+partition of the series in the same bars transaction, so readers never see a series half at the old scale.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ import pyarrow.parquet as pq
 
 from harvester.calendar import TradingCalendar
 from harvester.ibrules import BAR_SIZES, WHAT_TO_SHOW
-from harvester.model import BarRequest, HeadKey, Outcome, SeriesKey
+from harvester.model import BarRequest, HeadKey, HeldBar, Outcome, SeriesKey, subtract_intervals
+from harvester.settings import QUARANTINE_NIGHTS
+from harvester.warehouse import quarantine
 from harvester.warehouse.checks import CheckedBars, check_bars
 from harvester.warehouse.claims import Claims, Holder, Me
 from harvester.warehouse.compaction import merge_newest_wins
@@ -133,6 +136,7 @@ class CommitStats:
     coverage_rows: int = 0
     revision_rows: int = 0
     repairs: int = 0
+    quarantine_rows: int = 0  # rows of the quarantine table after it changed (0: unchanged)
     journal_rows: int = 0
     corrupt: list[CorruptFile] = field(default_factory=list)
     seconds: float = 0.0
@@ -145,11 +149,13 @@ def new_run_id() -> str:
 
 
 class Warehouse:
-    def __init__(self, location: Location | str | Path, simulated: bool) -> None:
+    def __init__(self, location: Location | str | Path, simulated: bool,
+                 quarantine_nights: int = QUARANTINE_NIGHTS) -> None:
         """Use `Warehouse.open`, which checks the location first."""
         self.location = location = Location.parse(location)
         self.data_dir = local_state_dir(location)  # the warehouse folder, or an S3 warehouse's local files
         self.simulated = simulated
+        self.quarantine_nights = quarantine_nights  # bad nights before a refused bar is given up
         self.run_id = new_run_id()
         self.tables = DeltaTables(location, PARTITIONS)
         self._staging = StagingArea(self.data_dir)
@@ -169,7 +175,7 @@ class Warehouse:
 
     @classmethod
     def open(cls, data_dir: str | Path | Location, *, simulated: bool, gateway: str = "",
-             account: str = "") -> Warehouse:
+             account: str = "", quarantine_nights: int = QUARANTINE_NIGHTS) -> Warehouse:
         """A local folder (created if missing) or `s3://bucket/prefix` (probed: reachable, writable, and
         honouring conditional writes, or refused in one line)."""
         try:
@@ -192,7 +198,7 @@ class Warehouse:
                 "format": FORMAT, "simulated": simulated, "gateway": gateway, "account": account,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             })
-        return cls(loc, simulated)
+        return cls(loc, simulated, quarantine_nights)
 
     def claim(self, keys: list[SeriesKey]) -> dict[SeriesKey, Holder]:
         """Claim these series for this run (see `claims`); returns those another live job holds. From the
@@ -292,38 +298,32 @@ class Warehouse:
     # -- staging and journal ------------------------------------------------------------------------------
 
     def stage(self, request: BarRequest, outcome: Outcome, bars: pd.DataFrame | None, *, symbol: str,
-              calendar: TradingCalendar | None = None) -> StageResult:
+              calendar: TradingCalendar | None = None, seen_at: datetime | None = None) -> StageResult:
+        """Check one answer at the door and stage it; `seen_at` is the gateway's clock (nights are counted
+        in it), this machine's when not given."""
         checked = self.check(request, bars, symbol=symbol, calendar=calendar)
-        self.stage_checked(request, outcome, checked.kept, symbol=symbol)
+        self.stage_checked(request, outcome, checked, symbol=symbol, seen_at=seen_at)
         return StageResult(checked.kept.num_rows, checked.quarantined.num_rows, outcome.covers)
 
     def check(self, request: BarRequest, bars: pd.DataFrame | None, *, symbol: str,
               calendar: TradingCalendar | None = None) -> CheckedBars:
-        """The door: rows to keep, and the refused ones quarantined now (whether or not the kept ones are
-        staged at once: a series under repair holds its answers)."""
+        """The door: rows to keep and rows refused (staged with them: a series under repair holds its answers)."""
         s = request.series
         if s.bar_size not in BAR_SIZES:
             raise WarehouseError(f"unknown bar size {s.bar_size!r} for {symbol}")
         if s.what_to_show not in WHAT_TO_SHOW:
             raise WarehouseError(f"unknown whatToShow {s.what_to_show!r} for {symbol}")
-        checked = check_bars(request, bars, symbol, calendar)
-        if checked.quarantined.num_rows:
-            n = checked.quarantined.num_rows
-            table = checked.quarantined
-            for name, values in (("bar_size", [s.bar_size] * n), ("what_to_show", [s.what_to_show] * n),
-                                 ("use_rth", [s.use_rth] * n), ("quarantined_at", [utc_now_naive()] * n)):
-                table = table.append_column(name, pa.array(values, QUARANTINE_SCHEMA.field(name).type))
-            self.tables.transact(QUARANTINE, lambda _: (table, None), QUARANTINE_SCHEMA)
-        return checked
+        return check_bars(request, bars, symbol, calendar)
 
-    def stage_checked(self, request: BarRequest, outcome: Outcome, kept: pa.Table, *, symbol: str,
-                      revised: pd.DataFrame | None = None, fetched_at: datetime | None = None) -> None:
-        """Stage rows that passed the door; `revised` (changes.OverlapVerdict.revised) is recorded after them."""
+    def stage_checked(self, request: BarRequest, outcome: Outcome, checked: CheckedBars, *, symbol: str,
+                      revised: pd.DataFrame | None = None, seen_at: datetime | None = None) -> None:
+        """Stage an answer past the door; `revised` (changes.OverlapVerdict.revised) is recorded after it."""
+        seen_at = seen_at or datetime.now(UTC)
         extra = {}
         if revised is not None and len(revised):
-            extra["revised"] = {"at": (fetched_at or datetime.now(UTC)).isoformat(),
-                                "rows": json_rows(revised)}
-        self._staging.put(self._batch, next(self._seq), request, outcome, kept, symbol, extra)
+            extra["revised"] = {"at": seen_at.isoformat(), "rows": json_rows(revised)}
+        self._staging.put(self._batch, next(self._seq), request, outcome, checked.kept, symbol, checked.quarantined,
+                          seen_at, extra)
 
     def stage_repair(self, series: SeriesKey, symbol: str, start: datetime, end: datetime, repair: dict) -> None:
         """Stage a repair of the series' stored bars in [start, end): `repair["mode"]` "rescale" (prices ×
@@ -331,7 +331,7 @@ class Warehouse:
         the answers staged after it are the series). `repair["action"]` is its corporate_actions row."""
         request = BarRequest(series, start, end, "", 0, symbol)
         self._staging.put(self._batch, next(self._seq), request, Outcome.BARS, BARS_SCHEMA.empty_table(), symbol,
-                          {"repair": repair})
+                          extra={"repair": repair})
 
     def stored_rows(self, series: SeriesKey, start: datetime, end: datetime) -> pa.Table:
         """The series' committed bars starting in [start, end). A night's overlap windows are the same for
@@ -359,6 +359,10 @@ class Warehouse:
                                                                  periods_for(size, start, end)))
         return read_window(self.tables, files, start, end, series.con_id)
 
+    def held_bars(self) -> dict[SeriesKey, list[HeldBar]]:
+        """Bars refused at the door whose time is still missing, by series (given-up ones included)."""
+        return quarantine.held_bars(self._read(QUARANTINE, QUARANTINE_SCHEMA).to_pylist())
+
     def record_request(self, row: dict) -> None:
         self._journal.append({"run_id": self.run_id, **row})
 
@@ -376,13 +380,15 @@ class Warehouse:
         started = datetime.now(UTC)
         self._batch = self._next_batch()
         entries = self._staging.entries()
-        if self._claiming:  # another live job's answers are its to commit; this run's relabels are its own
+        if self._claiming:  # another live job's answers are its to commit
             entries = [e for e in entries if e.series in self.claims.held or _own_relabel(e, self.run_id)]
         stats = CommitStats(requests=len(entries), rows_staged=sum(e.rows for e in entries))
         self._merge_partitions(entries, stats)
         self._crash_hook("bars_durable")
         stats.coverage_rows = self._record_coverage(entries)
         self._crash_hook("coverage_durable")
+        stats.quarantine_rows = self._record_quarantine(entries)
+        self._crash_hook("quarantine_durable")
         stats.revision_rows = self._record_revisions(entries)
         stats.repairs = self._record_actions(entries)
         stats.journal_rows = self._flush_journal()
@@ -481,18 +487,45 @@ class Warehouse:
         new = [
             {
                 "con_id": e.series.con_id, "bar_size": e.series.bar_size, "what_to_show": e.series.what_to_show,
-                "use_rth": e.series.use_rth, "start_ts": naive_utc(e.start).to_pydatetime(),
-                "end_ts": naive_utc(e.end).to_pydatetime(), "kind": "bars" if e.outcome is Outcome.BARS else "empty",
-                "bars": e.rows, "recorded_at": now,
+                "use_rth": e.series.use_rth, "start_ts": naive_utc(start).to_pydatetime(),
+                "end_ts": naive_utc(end).to_pydatetime(), "kind": "bars" if e.outcome is Outcome.BARS else "empty",
+                "bars": bars, "recorded_at": now,
             }
             for e in entries
             if e.outcome.covers and not e.is_repair
+            for start, end, bars in _covered_spans(e)
         ]
         if not new:
             return 0
         fresh = rows_to_table(new, COVERAGE_SCHEMA, "coverage").to_pandas()
         self._write_coverage(lambda rows: pd.concat([rows, fresh], ignore_index=True))
         return len(new)
+
+    def _record_quarantine(self, entries: list[StagedEntry]) -> int:
+        """Refused bars sighted, still-missing ones resolved by a clean answer: one transaction, or none."""
+        snapshot = self.tables.open(QUARANTINE)
+        if snapshot is None and not any(e.rejected for e in entries):
+            return 0
+        answers = [
+            quarantine.Answer(e.answer_id, e.series, e.start, e.end, e.seen_at or datetime.now(UTC),
+                              e.read_rejected().to_pylist() if e.rejected else [])
+            for e in entries
+            if not e.is_repair  # a repair answers nothing: it must not resolve held bars
+        ]
+
+        def applied(snapshot) -> tuple[list[dict], list[dict] | None]:
+            rows = self.tables.read(QUARANTINE, QUARANTINE_SCHEMA, snapshot).to_pylist()
+            return rows, quarantine.apply_answers(rows, answers, self.quarantine_nights, utc_now_naive())
+
+        def build(snapshot) -> tuple[pa.Table, str]:
+            rows, after = applied(snapshot)
+            return rows_to_table(rows if after is None else after, QUARANTINE_SCHEMA, "quarantine"), "true"
+
+        _, after = applied(snapshot)
+        if after is None:
+            return 0
+        self.tables.transact(QUARANTINE, build, QUARANTINE_SCHEMA)
+        return len(after)
 
     def _record_revisions(self, entries: list[StagedEntry]) -> int:
         """The stored bars each staged answer revised (kept in the entry since it was compared), deduped."""
@@ -624,6 +657,17 @@ def _write_meta(loc: Location, meta: dict) -> None:
     fs, _ = filesystem(loc)
     with fs.open_output_stream(fs_paths([loc.uri(META_FILE)])[0]) as f:  # one PUT: whole or absent
         f.write(json.dumps(meta, indent=1, sort_keys=True).encode())
+
+
+def _covered_spans(entry: StagedEntry) -> list[tuple[datetime, datetime, int | None]]:
+    """What one answer covers: its window, minus the time of every bar refused from it; each span with the
+    bars kept in it."""
+    if not entry.rejected:
+        return [(entry.start, entry.end, entry.rows)]
+    spans = subtract_intervals([(entry.start, entry.end)], quarantine.holes(entry.read_rejected(), entry.series.bar_size))
+    kept = entry.read_bars()
+    ts = [] if kept is None else sorted(pd.Timestamp(t, tz=UTC) for t in kept["ts"].to_pylist())
+    return [(a, b, sum(1 for t in ts if a <= t < b)) for a, b in spans]
 
 
 def _own_relabel(entry: StagedEntry, run_id: str) -> bool:

@@ -19,8 +19,6 @@ import numpy as np
 from harvester.sim.market import pricepath as pp
 from harvester.sim.market.barcolumns import BarColumns
 
-_PRICE_ARRAYS = ("open", "high", "low", "close", "wap", "mid")
-
 
 def scale_columns(bars: BarColumns, prices: np.ndarray | float, volume: np.ndarray | float) -> BarColumns:
     """Prices and WAP times `prices`, volume times `volume`; IB's -1 sentinels stay -1."""
@@ -29,11 +27,6 @@ def scale_columns(bars: BarColumns, prices: np.ndarray | float, volume: np.ndarr
 
     return replace(bars, open=bars.open * prices, high=bars.high * prices, low=bars.low * prices,
                    close=bars.close * prices, wap=times(bars.wap, prices), volume=times(bars.volume, volume))
-
-
-def scale_prices(arrays: pp.BarArrays, factors: np.ndarray) -> pp.BarArrays:
-    """Every price of each bar times its factor (dividend adjustment leaves volume alone)."""
-    return replace(arrays, **{f: getattr(arrays, f) * factors for f in _PRICE_ARRAYS})
 
 
 def dividend_factors(sessions: np.ndarray, dividends: list[tuple[datetime.date, float]],
@@ -52,27 +45,28 @@ def dividend_factors(sessions: np.ndarray, dividends: list[tuple[datetime.date, 
 
 
 def unsettled(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,
-              hit: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              hit: np.ndarray, fraction: float, tick: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(high, low, volume) of bars whose late prints have not arrived yet: volume short by `fraction`,
-    high and low that much nearer the body (whole cents, OHLC still consistent)."""
+    high and low that much nearer the body (on the tick, OHLC still consistent)."""
     top, bottom = np.maximum(open_, close), np.minimum(open_, close)
     keep = 1.0 - fraction
-    new_high = np.where(hit, pp.round_cents(top + (high - top) * keep), high)
-    new_low = np.where(hit, pp.round_cents(bottom - (bottom - low) * keep), low)
+    new_high = np.where(hit, np.maximum(pp.round_to_tick(top + (high - top) * keep, tick), top), high)
+    new_low = np.where(hit, np.minimum(pp.round_to_tick(bottom - (bottom - low) * keep, tick), bottom), low)
     new_volume = np.where(hit, np.rint(volume * keep), volume).astype(volume.dtype)
     return new_high, new_low, new_volume
 
 
-def revise_arrays(arrays: pp.BarArrays, hit: np.ndarray, fraction: float) -> pp.BarArrays:
+def revise_arrays(arrays: pp.BarArrays, hit: np.ndarray, fraction: float, tick: float) -> pp.BarArrays:
     if not hit.any():
         return arrays
-    high, low, volume = unsettled(arrays.open, arrays.high, arrays.low, arrays.close, arrays.volume, hit, fraction)
+    high, low, volume = unsettled(arrays.open, arrays.high, arrays.low, arrays.close, arrays.volume, hit, fraction,
+                                  tick)
     return replace(arrays, high=high, low=low, volume=volume)
 
 
-def revise_columns(bars: BarColumns, hit: np.ndarray, fraction: float) -> BarColumns:
+def revise_columns(bars: BarColumns, hit: np.ndarray, fraction: float, tick: float) -> BarColumns:
     if not hit.any():
         return bars
     volume = np.where(bars.volume == -1, 0.0, bars.volume)
-    high, low, volume = unsettled(bars.open, bars.high, bars.low, bars.close, volume, hit, fraction)
+    high, low, volume = unsettled(bars.open, bars.high, bars.low, bars.close, volume, hit, fraction, tick)
     return replace(bars, high=high, low=low, volume=np.where(bars.volume == -1, -1.0, volume))

@@ -194,7 +194,7 @@ class MarketData:
         size = parse_bar_size(bar_size)
         hist = self.history(inst)
         window = (int(start_utc.timestamp()), int(end_utc.timestamp()), int(now_utc.timestamp()))
-        adjust = self._session_adjuster(hist, what_to_show, use_rth, now_utc)
+        adjust = self._unsettled(hist, use_rth, now_utc)
         partial = what_to_show == "ADJUSTED_LAST"
         if size.kind is BarKind.DAY:
             arrays, starts, rows = self._daily(hist, use_rth, window, adjust, partial)
@@ -203,9 +203,12 @@ class MarketData:
         else:
             arrays, starts, rows = self._intraday(hist, use_rth, window, size.seconds, adjust, partial)
         dates = (hist.calendar.day_numbers[hist.ordinals[rows]] - _UNIX_DAY).astype("datetime64[D]")
-        bars = _priced(arrays, starts.astype(np.int64), dates, what_to_show, hist.half_spread)
+        bars = _priced(arrays, starts.astype(np.int64), dates, what_to_show, hist.half_spread, inst.min_tick)
+        dividends = self._dividend_factors(hist, what_to_show, now_utc)  # a week or month: its first session's
+        if dividends is not None:
+            bars = asof.scale_columns(bars, dividends[rows], 1.0)
         factor = self.actions.future_split_factor(inst.con_id, inst.local_date(now_utc))
-        return bars if factor == 1.0 else asof.scale_columns(bars, factor, 1.0 / factor)
+        return bars if factor == 1.0 else asof.scale_columns(bars, factor, 1.0 / factor)  # computed prices
 
     def head_timestamp(self, inst: Instrument, what_to_show: str, use_rth: bool) -> datetime.datetime:
         """Start of the first bar at listing (the first session's open in the flavour)."""
@@ -215,34 +218,35 @@ class MarketData:
         opens, _ = hist.calendar.bounds(use_rth)
         return datetime.datetime.fromtimestamp(int(opens[hist.first]), _UTC)
 
-    def _session_adjuster(self, hist: InstrumentHistory, what: str, use_rth: bool, now: datetime.datetime
-                          ) -> Callable[[pp.BarArrays, np.ndarray], pp.BarArrays]:
-        """What happens to session-level bars (given their rows) before they are aggregated or priced: the
-        latest closed session unsettled, ADJUSTED_LAST's dividend factors."""
-        inst, on = hist.inst, hist.inst.local_date(now)
-        latest = -1
-        if self.revise_latest:
-            latest = hist.calendar.last_closed_ordinal(now, use_rth) - hist.first
-        dividends = [d for d in self.actions.dividends(inst.con_id) if d[0] <= on] if what == "ADJUSTED_LAST" else []
-        factors = None
-        if dividends:
-            sessions = (hist.calendar.day_numbers[hist.ordinals] - _UNIX_DAY).astype("datetime64[D]")
-            closes = hist.daily(True).close
-
-            def close_before(ex_date: datetime.date) -> float | None:
-                row = int(np.searchsorted(sessions, np.datetime64(ex_date))) - 1
-                if row < 0:
-                    return None
-                return float(closes[row]) * self.actions.future_split_factor(inst.con_id, ex_date)
-
-            factors = asof.dividend_factors(sessions, dividends, close_before)
+    def _unsettled(self, hist: InstrumentHistory, use_rth: bool, now: datetime.datetime
+                   ) -> Callable[[pp.BarArrays, np.ndarray], pp.BarArrays]:
+        """What happens to session-level bars (given their rows) before they are aggregated or priced: with
+        `revise_latest`, the latest closed session is served unsettled."""
+        latest = hist.calendar.last_closed_ordinal(now, use_rth) - hist.first if self.revise_latest else -1
 
         def adjust(arrays: pp.BarArrays, rows: np.ndarray) -> pp.BarArrays:
-            if latest >= 0:
-                arrays = asof.revise_arrays(arrays, rows == latest, self.revise_latest)
-            return arrays if factors is None else asof.scale_prices(arrays, factors[rows])
+            if latest < 0:
+                return arrays
+            return asof.revise_arrays(arrays, rows == latest, self.revise_latest, hist.inst.min_tick)
 
         return adjust
+
+    def _dividend_factors(self, hist: InstrumentHistory, what: str, now: datetime.datetime) -> np.ndarray | None:
+        """ADJUSTED_LAST's factor per session row (None: no dividend in effect), from the traded closes."""
+        inst, on = hist.inst, hist.inst.local_date(now)
+        dividends = [d for d in self.actions.dividends(inst.con_id) if d[0] <= on] if what == "ADJUSTED_LAST" else []
+        if not dividends:
+            return None
+        sessions = (hist.calendar.day_numbers[hist.ordinals] - _UNIX_DAY).astype("datetime64[D]")
+        closes = pp.round_to_tick(hist.daily(True).close, inst.min_tick)
+
+        def close_before(ex_date: datetime.date) -> float | None:
+            row = int(np.searchsorted(sessions, np.datetime64(ex_date))) - 1
+            if row < 0:
+                return None
+            return float(closes[row]) * self.actions.future_split_factor(inst.con_id, ex_date)
+
+        return asof.dividend_factors(sessions, dividends, close_before)
 
     def _replayed_as_of(self, inst: Instrument, bars: BarColumns, what: str, use_rth: bool,
                         now: datetime.datetime) -> BarColumns:
@@ -255,7 +259,7 @@ class MarketData:
             latest = calendar.last_closed_ordinal(now, use_rth)
             if latest >= 0:
                 day = np.datetime64(calendar.dates[latest])
-                bars = asof.revise_columns(bars, bars.session_date == day, self.revise_latest)
+                bars = asof.revise_columns(bars, bars.session_date == day, self.revise_latest, inst.min_tick)
         divisors = self.actions.split_divisors(inst.con_id, bars.session_date, on)
         prices = 1.0 / divisors
         if what == "ADJUSTED_LAST":
@@ -371,23 +375,20 @@ def _empty() -> pp.BarArrays:
 
 
 def _priced(
-    arrays: pp.BarArrays, starts: np.ndarray, dates: np.ndarray, what: str, half_spread: float
+    arrays: pp.BarArrays, starts: np.ndarray, dates: np.ndarray, what: str, half_spread: float, tick: float
 ) -> BarColumns:
-    """Price the bars for whatToShow: BID/ASK shift by the half spread; BID_ASK follows IB's recipe."""
+    """Price the bars for whatToShow, as IB's numbers: traded and quoted prices (TRADES, BID, ASK, and
+    BID_ASK's high ask and low bid) at a multiple of the tick; averages (WAP, BID_ASK's time-averaged
+    open bid and close ask) as computed, kept inside their bar's range. docs/ib-numbers.md."""
     o, h, low, c = arrays.open, arrays.high, arrays.low, arrays.close
-    if what == "BID":
-        o, h, low, c = (pp.round_cents(x - half_spread) for x in (o, h, low, c))
-    elif what == "ASK":
-        o, h, low, c = (pp.round_cents(x + half_spread) for x in (o, h, low, c))
-    elif what == "BID_ASK":
-        o, h, low, c = (
-            arrays.mid - half_spread,
-            pp.round_cents(h + half_spread),
-            pp.round_cents(low - half_spread),
-            (arrays.mid + half_spread),
-        )
+    shift = {"BID": -half_spread, "ASK": half_spread}.get(what, 0.0)
+    if what == "BID_ASK":
+        h, low = pp.round_to_tick(h + half_spread, tick), pp.round_to_tick(low - half_spread, tick)
+        o, c = np.clip(arrays.mid - half_spread, low, h), np.clip(arrays.mid + half_spread, low, h)
+    else:
+        o, h, low, c = (pp.round_to_tick(x + shift, tick) for x in (o, h, low, c))
     if what in _WITH_VOLUME:
-        volume, wap, count = arrays.volume.astype(np.float64), arrays.wap, arrays.count
+        volume, wap, count = arrays.volume.astype(np.float64), np.clip(arrays.wap, low, h), arrays.count
     else:
         volume = wap = np.full(len(o), -1.0)
         count = np.full(len(o), -1, dtype=np.int64)

@@ -27,7 +27,7 @@ COLUMNS = (
     "long_name",
     "stock_type",
     "isin",
-)
+)  # and optionally min_tick (default 0.01, what IB gives US stocks)
 
 _CON_ID_BASE = 1_000_000
 _CON_ID_SPAN = 899_000_000
@@ -53,6 +53,7 @@ class Instrument:
     calendar_name: str  # exchange_calendars name, "XNYS"
     time_zone: str  # IB/ZoneInfo name, "US/Eastern"
     listing_date: datetime.date
+    min_tick: float = 0.01  # contract details' minTick: traded prices are multiples of it
     names: tuple[tuple[datetime.date, str], ...] = ()  # (from ex-date, symbol); empty: always `symbol`
     listed_from: datetime.date | None = None  # a line a corporate action created: unknown before this
     delisted: datetime.date | None = None  # no sessions from this day on (its listing moved to a new conId)
@@ -200,6 +201,8 @@ def _clean_row(path: Path, line_no: int, row: dict[str, str | None]) -> dict[str
             raise ValueError(f"{path}:{line_no}: empty {column}")
     if clean["primary_exchange"].upper() not in _VENUES:
         raise ValueError(f"{path}:{line_no}: unknown primary_exchange {clean['primary_exchange']!r}")
+    if clean.get("min_tick") and not _positive_number(clean["min_tick"]):
+        raise ValueError(f"{path}:{line_no}: min_tick {clean['min_tick']!r} is not a positive number")
     if clean.get("con_id") and not clean["con_id"].isdigit():
         raise ValueError(f"{path}:{line_no}: con_id {clean['con_id']!r} is not a positive integer")
     try:
@@ -209,6 +212,13 @@ def _clean_row(path: Path, line_no: int, row: dict[str, str | None]) -> dict[str
             f"{path}:{line_no}: listing_date {clean['listing_date']!r} is not YYYY-MM-DD"
         ) from None
     return clean
+
+
+def _positive_number(text: str) -> bool:
+    try:
+        return 0 < float(text) < float("inf")
+    except ValueError:
+        return False
 
 
 def _instrument(row: dict[str, str], con_id: int) -> Instrument:
@@ -226,4 +236,5 @@ def _instrument(row: dict[str, str], con_id: int) -> Instrument:
         calendar_name=calendar_name,
         time_zone=time_zone,
         listing_date=datetime.date.fromisoformat(row["listing_date"]),
+        min_tick=float(row.get("min_tick") or 0.01),
     )

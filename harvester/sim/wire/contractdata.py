@@ -12,7 +12,7 @@ from datetime import datetime
 
 from harvester.sim.market.calendar import SessionCalendar
 from harvester.sim.market.securities import Instrument
-from harvester.sim.wire.framing import Field, FieldReader
+from harvester.sim.wire.framing import Field, FieldReader, java_double
 from harvester.sim.wire.messages import ContractSpec, Out
 
 VALID_EXCHANGES = "SMART,AMEX,NYSE,CBOE,PHLX,ISE,CHX,ARCA,ISLAND,NASDAQ,BATS,IEX,PEARL,LTSE"
@@ -50,7 +50,7 @@ def contract_data(
     return [
         Out.CONTRACT_DATA, req_id, inst.symbol, inst.sec_type, "", "0", "",
         requested_exchange or inst.primary_exchange, inst.currency, inst.symbol, trading_class,
-        trading_class, inst.con_id, "0.01", "", ORDER_TYPES, VALID_EXCHANGES, 1, 0, inst.long_name,
+        trading_class, inst.con_id, java_double(inst.min_tick), "", ORDER_TYPES, VALID_EXCHANGES, 1, 0, inst.long_name,
         inst.primary_exchange, "", "", "", "", inst.time_zone,
         calendar.trading_hours(now), calendar.liquid_hours(now), "", "",
         *sec_ids, 1, "", "", ",".join(["26"] * n_exchanges), "", inst.stock_type,
