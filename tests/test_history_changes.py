@@ -155,7 +155,7 @@ def test_bundled_fb_to_meta_rename_keeps_one_series_under_the_conid(make_gateway
     assert set(whole.symbol) == {"META"} and whole.ts.min() < pd.Timestamp("2022-06-09")
     assert whole.equals(queries.bars("FB", bar_size, "2022-05-01", "2022-07-01", data_dir=tmp_path / "nightly"))
     con = queries.connect(tmp_path / "nightly")
-    history = con.sql("SELECT symbol, valid_to IS NULL AS current FROM symbols ORDER BY valid_from").fetchall()
+    history = con.sql("SELECT symbol, valid_to IS NULL AS current FROM symbols ORDER BY valid_from, current").fetchall()
     assert history == [("FB", False), ("META", True)]
 
 

@@ -65,5 +65,6 @@ def test_a_changed_exchange_is_qualified_again(sim_gateway, tmp_path):
     assert sim_gateway.journal.count_where(kind="contract_details") == 2  # the same night: only the change asks
     con = queries.connect(data)
     assert con.sql("SELECT exchange FROM contracts").fetchall() == [("ISLAND",)]
-    history = con.sql("SELECT con_id, exchange, valid_to IS NULL FROM symbols ORDER BY valid_from").fetchall()
+    history = con.sql("SELECT con_id, exchange, valid_to IS NULL AS now FROM symbols ORDER BY valid_from, now"
+                      ).fetchall()  # the same second twice: the closed row first
     assert history == [(MSFT_CON_ID, "SMART", False), (MSFT_CON_ID, "ISLAND", True)]
