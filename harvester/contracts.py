@@ -1,7 +1,8 @@
 """Which contracts a harvest uses: stored ones while fresh, a qualification round trip for the rest.
 
 Qualifying 500 symbols costs 500 round trips under ib_insync's 45 messages/s, so a known contract is
-reused until it is STALE_AFTER old; conId is the identity, the symbol only a label.
+reused until it is STALE_AFTER old; conId is the identity, the symbol only a label. A continuous future
+is asked every night: IB's answer (its front month) is what rolls it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
+from harvester.calendar import calendar_name
 from harvester.ib.client import ContractInfo, IBSource, QualifyResult
 from harvester.model import ContractSpec
 from harvester.warehouse.store import Warehouse
@@ -27,19 +29,19 @@ async def resolve_contracts(
     todo = []
     for spec in specs:
         match = [i for i in stored.get(spec.symbol, ()) if _fits(spec, i)]
-        if len(match) == 1:
-            known[spec] = match[0]
+        if len(match) == 1 and spec.sec_type != "CONTFUT":
+            known[spec] = (match[0],)
         else:
             todo.append(spec)
     fresh: QualifyResult = await source.qualify(todo) if todo else QualifyResult({}, {})
     if fresh.contracts:
-        warehouse.save_contracts(_contracts_frame(list(fresh.contracts.values()), now))
+        warehouse.save_contracts(_contracts_frame([i for infos in fresh.contracts.values() for i in infos], now))
     ordered, seen = [], set()
     for spec in specs:
-        info = known.get(spec) or fresh.contracts.get(spec)
-        if info is not None and info.con_id not in seen:
-            seen.add(info.con_id)
-            ordered.append(info)
+        for info in known.get(spec) or fresh.contracts.get(spec, ()):
+            if info.con_id not in seen:
+                seen.add(info.con_id)
+                ordered.append(info)
     return ordered, dict(fresh.failures)
 
 
@@ -50,6 +52,8 @@ def _fits(spec: ContractSpec, info: ContractInfo) -> bool:
         spec.sec_type == info.sec_type
         and spec.currency == info.currency
         and spec.primary_exchange in ("", info.primary_exchange)
+        and info.last_trade_date.startswith(spec.last_trade_date)
+        and spec.multiplier in ("", info.multiplier)
     )
 
 
@@ -69,7 +73,11 @@ def _stored_contracts(frame: pd.DataFrame, now: datetime) -> dict[str, list[Cont
 
 
 def _contracts_frame(infos: list[ContractInfo], now: datetime) -> pd.DataFrame:
+    """Rows of the contracts table: IB's details, and the calendar the harvest dates their bars by
+    (flagged where no exchange calendar is known and the sessions come from the details alone)."""
     frame = pd.DataFrame([vars(i) for i in infos])
+    frame["calendar"] = [calendar_name(i) for i in infos]
+    frame["calendar_from_details"] = [i.calendar.from_details for i in infos]
     frame["con_id"] = frame["con_id"].astype("int64")
     frame["qualified_at"] = pd.Timestamp(now).tz_convert(UTC).tz_localize(None)
     return frame

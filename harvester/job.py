@@ -30,7 +30,7 @@ from harvester.ib.scheduler import (
     interleave,
     paced_limits,
 )
-from harvester.ibrules import WHAT_TO_SHOW, bar_size, request_weight
+from harvester.ibrules import WHAT_TO_SHOW, bar_size, request_weight, what_to_show_for
 from harvester.model import BarRequest, ContractSpec, HeadKey, SeriesKey, WorkKind
 from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_requests
 from harvester.recorder import Recorder
@@ -49,7 +49,7 @@ class HarvestJob:
     universe: Sequence[ContractSpec]
     data_dir: Path = Path("data")
     bar_sizes: tuple[str, ...] = ("1 day",)
-    what_to_show: str = "TRADES"
+    what_to_show: str | None = None  # None: each asset class's default (ibrules; CASH: MIDPOINT)
     start: date | None = None
     end: date | None = None  # None: the gateway's now
     use_rth: bool = True
@@ -85,8 +85,13 @@ class HarvestJob:
                 bar_size(name)
             except ValueError as exc:
                 raise HarvestConfigError(f"bar size: {exc}") from None
-        if self.what_to_show not in WHAT_TO_SHOW:
+        if self.what_to_show is not None and self.what_to_show not in WHAT_TO_SHOW:
             raise HarvestConfigError(f"what: unknown whatToShow {self.what_to_show!r}; legal: {', '.join(WHAT_TO_SHOW)}")
+        for spec in self.universe:
+            try:
+                what_to_show_for(spec.sec_type, self.what_to_show)
+            except ValueError as exc:
+                raise HarvestConfigError(f"what: {spec.label} (line {spec.line}): {exc}") from None
         if self.end is not None and self.end > today:
             raise HarvestConfigError(f"end: {self.end} is in the future (today is {today})")
         if self.start is not None and self.start > (self.end or today):
@@ -127,6 +132,7 @@ class HarvestReport:
     reconnects: int = 0
     wall_s: float = 0.0
     plan: list[BarRequest] = field(default_factory=list)
+    plan_by_class: dict[str, int] = field(default_factory=dict)  # planned requests by asset class (sec_type)
     eta_s: float = 0.0
     unplanned: int = 0  # --plan only: series whose window waits for a head timestamp
     gateway_now: datetime | None = None
@@ -197,7 +203,8 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
             await recorder.settle()
         end = min(now, _end_instant(job.end)) if job.end else now
         work_by_series = _plan(job, series, warehouse, recorder, report, start, end, now)
-        weights = [request_weight(job.what_to_show)] * (len(report.plan) + len(head_work))
+        weights = [request_weight(r.series.what_to_show) for r in report.plan]
+        weights += [request_weight(w.series.what_to_show) for w in head_work]
         report.eta_s = pacing_floor(weights, limits) if weights else 0.0
         if not job.plan_only:
             await _run(scheduler, recorder, interleave(work_by_series))
@@ -217,7 +224,7 @@ async def _series(job: HarvestJob, source: IBSource, warehouse: Warehouse, now: 
     for symbol, reason in failed.items():
         report.fail(symbol, reason)
     series = [
-        (info, SeriesKey(info.con_id, size, job.what_to_show, job.use_rth))
+        (info, SeriesKey(info.con_id, size, what_to_show_for(info.sec_type, job.what_to_show), job.use_rth))
         for info in contracts for size in job.bar_sizes
     ]
     report.series_total = len(series) + len(failed) * len(job.bar_sizes)
@@ -240,9 +247,10 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
     for info, key in series:
         if recorder.failed_series(key):
             continue
+        calendar = info.calendar
         state = SeriesState(
-            series=key, symbol=info.symbol, calendar=TradingCalendar.for_exchange(info.primary_exchange),
-            head=heads.get(key.head_key), coverage=tuple(coverage.intervals(key)),
+            series=key, symbol=info.label, calendar=calendar, head=heads.get(key.head_key),
+            coverage=tuple(coverage.intervals(key)), expires=_expiry(info, calendar, key.use_rth),
         )
         if state.head is None and key.head_key in recorder.no_data_heads:
             continue  # IB has no data at all for this series: nothing to fetch, nothing failed
@@ -255,8 +263,17 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
             recorder.mark_failed(key, info.symbol, f"{key.bar_size} bars: cannot plan ({exc})")
             continue
         report.plan.extend(requests)
+        report.plan_by_class[info.sec_type] = report.plan_by_class.get(info.sec_type, 0) + len(requests)
         work_by_series.append([Work(WorkKind.BARS, info, key, r) for r in requests])
     return work_by_series
+
+
+def _expiry(info: ContractInfo, calendar: TradingCalendar, use_rth: bool) -> datetime | None:
+    """A future's history ends with its last trade date's session."""
+    if info.sec_type != "FUT" or len(info.last_trade_date) < 8:
+        return None
+    last = datetime.strptime(info.last_trade_date[:8], "%Y%m%d").date()
+    return calendar.close_on_or_before(last, use_rth)
 
 
 def _start_instant(start: date | None) -> datetime | None:

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from harvester.calendar import TradingCalendar
 from harvester.ib.scheduler import Answer
 from harvester.model import HeadKey, Outcome, SeriesKey, WorkKind
 from harvester.warehouse import Warehouse
@@ -79,9 +78,8 @@ class Recorder:
             elif result.outcome is Outcome.EMPTY:
                 self.no_data_heads.add(work.series.head_key)
         elif result.outcome.covers:
-            calendar = TradingCalendar.for_exchange(work.contract.primary_exchange)
             staged = self.warehouse.stage(work.request, result.outcome, result.bars, symbol=work.symbol,
-                                          calendar=calendar)
+                                          calendar=work.contract.calendar)
             self._on_staged(staged.kept, staged.quarantined)
 
     def fail(self, answer: Answer) -> None:

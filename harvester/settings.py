@@ -43,7 +43,7 @@ class Settings:
     client_id: int = 17
     data_dir: Path = Path("data")
     bar_sizes: tuple[str, ...] = ("1 day",)
-    what_to_show: str = "TRADES"
+    what_to_show: str | None = None  # None: each asset class's default (ibrules.WHAT_TO_SHOW_BY_SEC_TYPE)
     use_rth: bool = True
     commit_every_s: float = 180.0
     target_bars: int = 5000

@@ -19,11 +19,17 @@ def nyse() -> TradingCalendar:
     return TradingCalendar.for_exchange("NYSE")
 
 
-@pytest.mark.parametrize("exchange", ["NYSE", "NASDAQ", "island", "ARCA", "BATS", "AMEX", "", "MOON"])
-def test_us_and_unknown_exchanges_share_the_nyse_calendar(exchange, nyse):
+@pytest.mark.parametrize("exchange", ["NYSE", "NASDAQ", "island", "ARCA", "BATS", "AMEX", "CBOE"])
+def test_us_exchanges_share_the_nyse_calendar(exchange, nyse):
     calendar = TradingCalendar.for_exchange(exchange)
     assert calendar is nyse
-    assert calendar.time_zone == "US/Eastern"
+    assert (calendar.name, calendar.time_zone, calendar.from_details) == ("XNYS", "US/Eastern", False)
+
+
+@pytest.mark.parametrize("exchange", ["", "MOON"])
+def test_unknown_exchanges_are_never_given_new_york(exchange, nyse):
+    calendar = TradingCalendar.for_exchange(exchange)
+    assert calendar.from_details and calendar.name == "contract details"
 
 
 def test_thanksgiving_week_regular_hours(nyse):
