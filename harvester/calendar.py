@@ -146,8 +146,10 @@ def _calendar_for(sec_type: str, exchange: str, primary_exchange: str, time_zone
         spec = _Spec(None, zone, _usual(regular_days) or (0, 86_400), _usual(extended_days),
                      _weekdays(extended_days))
     else:
-        spec = _Spec(known[0], zone, _own_hours(known[0], zone, regular_days), _usual(extended_days)
-                     or _DEFAULT_EXTENDED.get(known[0]))
+        extended = _usual(extended_days)
+        spec = _Spec(known[0], zone, _own_hours(known[0], zone, regular_days),
+                     None if extended is not None and extended == _usual(regular_days)  # one session
+                     else extended or _DEFAULT_EXTENDED.get(known[0]))
     base = _calendar(spec)
     overrides = base.differences(regular_days, extended_days)
     return _calendar(_Spec(**{**spec.__dict__, "overrides": overrides})) if overrides else base
@@ -340,7 +342,10 @@ def _schedule(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     with warnings.catch_warnings():  # exchange_calendars trips pandas 3 deprecations inside itself
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        calendar = exchange_calendars.get_calendar(name, start=CALENDAR_START, end=CALENDAR_END)
+        recorded = type(exchange_calendars.get_calendar(name))  # some record holidays for a span only
+        start = max(pd.Timestamp(CALENDAR_START), recorded.bound_min() or pd.Timestamp(CALENDAR_START))
+        end = min(pd.Timestamp(CALENDAR_END), recorded.bound_max() or pd.Timestamp(CALENDAR_END))
+        calendar = exchange_calendars.get_calendar(name, start=start, end=end)
     schedule = calendar.schedule
     days = np.array([d.toordinal() for d in schedule.index.date], dtype=np.int64)
     closes = _epochs(schedule["close"])

@@ -114,10 +114,7 @@ class DataService:
         if self._drop_or_silence(conn, spec, entry):
             return
         isin = request.sec_id if request.sec_id_type.upper() == "ISIN" else ""
-        found = self.desk.master.match(
-            con_id=spec.con_id, symbol=spec.symbol, sec_type=spec.sec_type, exchange=spec.exchange,
-            primary_exchange=spec.primary_exchange, currency=spec.currency, isin=isin,
-        )  # fmt: skip
+        found = self.desk.candidates(spec, request.include_expired, self.clock.now().date(), isin)
         if not found:
             self._journal(entry, "unknown_contract", error_code=200)
             conn.error(request.req_id, 200, m.TEXT_UNKNOWN_CONTRACT)
@@ -153,6 +150,10 @@ class DataService:
         end = parse_end(request.end)
         if what == "ADJUSTED_LAST" and end.instant is not None:
             raise RequestRejected(162, m.HMDS + "End date not supported with adjusted last", "invalid")
+        continuous = spec.sec_type.upper() == "CONTFUT"
+        if continuous and end.instant is not None:
+            raise RequestRejected(10339, m.TEXT_CONTFUT_END, "invalid")
+        self.desk.check_what(inst, what, None if bar_size.kind in DAILY_OR_LONGER else bar_size.seconds)
         if end.implied_zone:
             conn.error(req_id, 2174, m.TEXT_NO_ZONE)
         identity = (inst.con_id, spec.exchange, request.end, request.bar_size, request.duration,
@@ -163,9 +164,10 @@ class DataService:
         await self._faults(conn, spec, inst.primary_exchange, req_id, entry, forced=True)
         now = self.clock.now()
         window = self.desk.window(inst, end.instant or now, duration, request.use_rth)
-        bars = self.desk.bar_columns(inst, bar_size, what, request.use_rth, window, now)
+        serve = self.desk.continuous_bars if continuous else self.desk.bar_columns
+        bars = serve(inst, bar_size, what, request.use_rth, window, now)
         if not bars:
-            raise self.desk.no_data(spec, what)
+            raise self.desk.no_data(spec, what, inst)
         started = time.monotonic()
         await self._latency(len(bars))
         daily = bar_size.kind in DAILY_OR_LONGER
@@ -204,6 +206,7 @@ class DataService:
         spec, req_id = request.contract, request.req_id
         what = parse_what_to_show(request.what_to_show)
         check_format_date(request.format_date)
+        self.desk.check_what(inst, what, None)
         identity = ("head", inst.con_id, spec.exchange, what, request.use_rth, request.format_date)
         claim.slot = self._admit(PacedRequest(identity, (inst.con_id, spec.exchange, what), what, None))
         await self._faults(conn, spec, inst.primary_exchange, req_id, entry, forced=False)
@@ -250,7 +253,7 @@ class DataService:
             return
         claim = Claim()
         try:
-            inst = self.desk.resolve(request.contract)
+            inst = self.desk.resolve(request.contract, request.include_expired, self.clock.now().date())
             entry["con_id"] = inst.con_id
             await answer(conn, request, entry, inst, claim)
         except RequestRejected as rejected:
