@@ -342,10 +342,13 @@ def _schedule(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     with warnings.catch_warnings():  # exchange_calendars trips pandas 3 deprecations inside itself
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        recorded = type(exchange_calendars.get_calendar(name))  # some record holidays for a span only
-        start = max(pd.Timestamp(CALENDAR_START), recorded.bound_min() or pd.Timestamp(CALENDAR_START))
-        end = min(pd.Timestamp(CALENDAR_END), recorded.bound_max() or pd.Timestamp(CALENDAR_END))
-        calendar = exchange_calendars.get_calendar(name, start=start, end=end)
+        try:
+            calendar = exchange_calendars.get_calendar(name, start=CALENDAR_START, end=CALENDAR_END)
+        except ValueError:  # some calendars record holidays for a span only: take what they have
+            recorded = type(exchange_calendars.get_calendar(name))
+            start = max(pd.Timestamp(CALENDAR_START), recorded.bound_min() or pd.Timestamp(CALENDAR_START))
+            end = min(pd.Timestamp(CALENDAR_END), recorded.bound_max() or pd.Timestamp(CALENDAR_END))
+            calendar = exchange_calendars.get_calendar(name, start=start, end=end)
     schedule = calendar.schedule
     days = np.array([d.toordinal() for d in schedule.index.date], dtype=np.int64)
     closes = _epochs(schedule["close"])

@@ -49,7 +49,7 @@ def warehouse_frame(raw: pd.DataFrame, series: SeriesKey, calendar: TradingCalen
     """
     if bar_size(series.bar_size).intraday:
         ts = pd.to_datetime(raw["date"], utc=True)
-        epochs = ts.to_numpy().astype("datetime64[s]").astype(np.int64)
+        epochs = ts.dt.tz_convert(None).to_numpy().astype("datetime64[s]").astype(np.int64)
         session_date = pd.Series(calendar.session_dates(epochs, series.use_rth), index=raw.index)
     else:
         days = pd.to_datetime(raw["date"]).to_numpy().astype("datetime64[D]")

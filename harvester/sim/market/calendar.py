@@ -81,10 +81,7 @@ class SessionCalendar:
     def __init__(self, venue: Venue) -> None:
         with warnings.catch_warnings():  # exchange_calendars 4.x trips a pandas 3 deprecation
             warnings.filterwarnings("ignore", message="Series.values returning")
-            kind = type(exchange_calendars.get_calendar(venue.calendar))
-            first = max(filter(None, (pd.Timestamp(CALENDAR_START), kind.bound_min())))
-            last = min(filter(None, (pd.Timestamp(CALENDAR_END), kind.bound_max())))
-            cal = exchange_calendars.get_calendar(venue.calendar, start=first, end=last)
+            cal = _exchange_calendar(venue.calendar)
         schedule = cal.schedule
         self.name = venue.calendar
         self.zone = ZoneInfo(venue.zone)
@@ -196,6 +193,17 @@ def _early_by(cal, schedule: pd.DataFrame) -> np.ndarray:
             usual_at = local.replace(hour=usual.hour, minute=usual.minute, second=0)
             early[k] = int((usual_at - local).total_seconds())
     return early.clip(min=0)
+
+
+def _exchange_calendar(name: str):
+    """The calendar over the simulator's years, or over the part of them it records holidays for."""
+    try:
+        return exchange_calendars.get_calendar(name, start=CALENDAR_START, end=CALENDAR_END)
+    except ValueError:
+        kind = type(exchange_calendars.get_calendar(name))
+        first = max(filter(None, (pd.Timestamp(CALENDAR_START), kind.bound_min())))
+        last = min(filter(None, (pd.Timestamp(CALENDAR_END), kind.bound_max())))
+        return exchange_calendars.get_calendar(name, start=first, end=last)
 
 
 @cache
