@@ -11,17 +11,19 @@ they were at that version's commit): time travel. Readers take no lock.
 from __future__ import annotations
 
 import os
-from datetime import date, datetime
-from functools import lru_cache
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harvester import (
     BY_LABEL,
     DeltaTables,
+    calendar_for,
+    duckdb_type,
     layout,
     parquet_source,
     refuse_old_layout,
@@ -76,8 +78,10 @@ def snapshot_files(directory: Path, as_of: int | datetime | None = None) -> tupl
     return files, version
 
 
-def view_statements(files: dict[str, list[str]]) -> list[str]:
-    """The CREATE VIEW statements over one snapshot's files; `sessions` must exist before the last (gaps)."""
+def view_statements(files: dict[str, list[str]], contract_columns: set[str] | None = None) -> list[str]:
+    """The CREATE VIEW statements over one snapshot's files; the calendar tables must exist before the
+    last three (sessions, gaps, continuous). `contract_columns`: the columns the contracts files have
+    (files written before a column was added read it as NULL)."""
     bar_files = _bar_files_rows(files[layout.BARS])
     return [
         f"CREATE OR REPLACE VIEW bars_files AS SELECT * FROM {read_source(files[layout.BARS], layout.BARS)}",
@@ -85,20 +89,39 @@ def view_statements(files: dict[str, list[str]]) -> list[str]:
          + BARS_COLUMNS.replace("bar_size", f"{_bar_size_case('bar_size')} AS bar_size") + " FROM bars_files"),
         (f"CREATE OR REPLACE VIEW bar_files AS SELECT {_bar_size_case('label')} AS bar_size, * EXCLUDE (label) "
         f"FROM {bar_files}"),
-        f"CREATE OR REPLACE VIEW contracts AS SELECT * FROM {read_source(files[layout.CONTRACTS], layout.CONTRACTS)}",
+        _contracts_sql(files[layout.CONTRACTS], contract_columns),
         f"CREATE OR REPLACE VIEW heads AS SELECT * FROM {read_source(files[layout.HEADS], layout.HEADS)}",
         f"CREATE OR REPLACE VIEW journal AS SELECT * FROM {read_source(files[layout.JOURNAL], layout.JOURNAL)}",
         ("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM "
         f"{read_source(files[layout.QUARANTINE], layout.QUARANTINE)}"),
-        ("CREATE OR REPLACE VIEW symbols AS SELECT con_id, arg_max(symbol, qualified_at) AS symbol "
-         "FROM contracts GROUP BY con_id"),
+        ("CREATE OR REPLACE VIEW symbols AS SELECT con_id, "
+         "arg_max(coalesce(nullif(local_symbol, ''), symbol), qualified_at) AS symbol FROM contracts GROUP BY con_id"),
         ("CREATE OR REPLACE VIEW coverage AS SELECT c.con_id, s.symbol, c.bar_size, c.what_to_show, "
          "c.use_rth, c.start_ts, c.end_ts, c.kind, c.bars, c.recorded_at "
          f"FROM {read_source(files[layout.COVERAGE], layout.COVERAGE)} c LEFT JOIN symbols s USING (con_id)"),
         _COVERED_SQL,
         _SERIES_SQL,
+        _ROLLS_SQL,
+        _SESSIONS_SQL,
         _GAPS_SQL,
+        _CONTINUOUS_SQL,
     ]
+
+
+def _contracts_sql(files: list[str], present: set[str] | None) -> str:
+    """The contracts view: every stored column (NULL where older files lack it), and `expiry` as a DATE."""
+    columns = ", ".join(f'"{f.name}"' if present is None or f.name in present
+                        else f'NULL::{duckdb_type(f.type)} AS "{f.name}"' for f in tables.CONTRACTS_SCHEMA)
+    return (f"CREATE OR REPLACE VIEW contracts AS SELECT {columns}, "
+            "try_strptime(nullif(last_trade_date, ''), '%Y%m%d')::DATE AS expiry "
+            f"FROM {read_source(files, layout.CONTRACTS)}")
+
+
+def contract_columns(con: duckdb.DuckDBPyConnection, files: list[str]) -> set[str]:
+    """The columns the contracts table's data files hold (one footer read)."""
+    if not files:
+        return set(tables.CONTRACTS_SCHEMA.names)
+    return {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {read_source(files, layout.CONTRACTS)}").fetchall()}
 
 
 def _bar_files_rows(files: list[str]) -> str:
@@ -137,46 +160,109 @@ SELECT con_id, any_value(symbol) AS symbol, bar_size, what_to_show, use_rth,
        coalesce(sum(bars), 0)::BIGINT AS bars, max(recorded_at) AS last_recorded
 FROM coverage GROUP BY con_id, bar_size, what_to_show, use_rth"""
 
-# Sessions (regular hours) between a series' first and last covered instant that no island spans.
+# Each futures chain (symbol, exchange, currency, multiplier) in expiry order: the continuous series rolls
+# from one contract to the next after the earlier one's last trade date.
+_ROLLS_SQL = """CREATE OR REPLACE VIEW rolls AS
+WITH chain AS (
+  SELECT con_id, symbol, local_symbol, exchange, currency, multiplier, expiry,
+         lag(con_id) OVER w AS from_con_id, lag(local_symbol) OVER w AS from_local_symbol, lag(expiry) OVER w AS roll_date
+  FROM contracts WHERE sec_type = 'FUT' AND expiry IS NOT NULL
+  WINDOW w AS (PARTITION BY symbol, exchange, currency, multiplier ORDER BY expiry))
+SELECT symbol, exchange, currency, multiplier, roll_date, from_con_id, from_local_symbol,
+       con_id AS to_con_id, local_symbol AS to_local_symbol, expiry AS to_expiry
+FROM chain WHERE from_con_id IS NOT NULL"""
+
+# Every covered contract's sessions in both flavours, from its own calendar (harvester.calendar_for).
+_SESSIONS_SQL = """CREATE OR REPLACE VIEW sessions AS
+SELECT k.con_id, k.calendar, x.use_rth, x.session_date, x.open_ts, x.close_ts
+FROM contract_calendars k JOIN calendar_sessions x USING (calendar_id)"""
+
+# Sessions of a series' own calendar and flavour between its first and last covered instant that no island
+# spans (a future's coverage ends at its expiry: no gap after it).
 _GAPS_SQL = """CREATE OR REPLACE VIEW gaps AS
 SELECT s.con_id, s.symbol, s.bar_size, s.what_to_show, s.use_rth, x.session_date, x.open_ts, x.close_ts
-FROM series s JOIN sessions x ON x.close_ts > s.covered_from AND x.open_ts < s.covered_to
+FROM series s JOIN sessions x ON x.con_id = s.con_id AND x.use_rth = s.use_rth
+  AND x.close_ts > s.covered_from AND x.open_ts < s.covered_to
 WHERE NOT EXISTS (
   SELECT 1 FROM covered c
   WHERE c.con_id = s.con_id AND c.bar_size = s.bar_size AND c.what_to_show = s.what_to_show
     AND c.use_rth = s.use_rth AND c.start_ts <= x.open_ts AND c.end_ts >= x.close_ts)"""
 
 
-@lru_cache(maxsize=8)
-def _xnys_sessions(first: date) -> pa.Table:
-    import exchange_calendars  # 0.5 s to import; only paid when the warehouse has coverage
+# The stitched front-month series of each futures chain, unadjusted: a contract's bars from the session
+# after the previous expiry to its own last trade date. `symbol` is the chain's, `contract` the expiry's.
+_CONTINUOUS_SQL = """CREATE OR REPLACE VIEW continuous AS
+WITH chain AS (
+  SELECT con_id, symbol AS root, expiry,
+         lag(expiry) OVER (PARTITION BY symbol, exchange, currency, multiplier ORDER BY expiry) AS after
+  FROM contracts WHERE sec_type = 'FUT' AND expiry IS NOT NULL)
+SELECT c.root AS symbol, b.symbol AS contract, b.* EXCLUDE (symbol)
+FROM bars b JOIN chain c USING (con_id)
+WHERE b.session_date <= c.expiry AND (c.after IS NULL OR b.session_date > c.after)"""
 
-    cal = exchange_calendars.get_calendar("XNYS", start=max(first, date(1990, 1, 2)).isoformat())
-    sched = cal.schedule
-    return pa.table(
-        {
-            "session_date": pa.array(sched.index.date, pa.date32()),
-            "open_ts": pa.array(sched["open"].dt.tz_localize(None).astype("datetime64[us]"), _TS),
-            "close_ts": pa.array(sched["close"].dt.tz_localize(None).astype("datetime64[us]"), _TS),
-        }
-    )
+_CALENDAR_SCHEMA = pa.schema([("con_id", pa.int64()), ("calendar_id", pa.int64()), ("calendar", pa.string()),
+                              ("calendar_from_details", pa.bool_())])
+_SESSION_SCHEMA = pa.schema([("calendar_id", pa.int64()), ("use_rth", pa.bool_()), ("session_date", pa.date32()),
+                             ("open_ts", _TS), ("close_ts", _TS)])
 
 
-def _sessions_for(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    """XNYS sessions from the first covered day to the calendar's end (≈ a year ahead), UTC naive.
+def calendar_tables(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table]:
+    """(contract_calendars, calendar_sessions): each covered contract's calendar, as the harvest dated its
+    bars (`harvester.calendar_for` on its stored details), and each calendar's sessions over the span its
+    contracts cover, both flavours. Contracts sharing hours share a calendar (500 US stocks: one).
+    Built from the connection's snapshot, again at every `refresh`."""
+    rows = con.execute("""
+        SELECT c.con_id, c.sec_type, c.exchange, c.primary_exchange, c.time_zone, c.trading_hours, c.liquid_hours,
+               v.first_ts, v.last_ts
+        FROM (SELECT con_id, min(start_ts) AS first_ts, max(end_ts) AS last_ts FROM coverage GROUP BY con_id) v
+        JOIN (SELECT * FROM contracts QUALIFY row_number() OVER (PARTITION BY con_id ORDER BY qualified_at DESC) = 1) c
+          USING (con_id)""").fetchall()
+    calendars: dict[int, tuple[int, object, datetime, datetime]] = {}
+    links = []
+    for con_id, sec_type, exchange, primary, zone, trading, liquid, first, last in rows:
+        calendar = calendar_for(_StoredContract(sec_type or "", exchange or "", primary or "", zone or "",
+                                                trading or "", liquid or ""))
+        number, _, lo, hi = calendars.get(id(calendar), (len(calendars) + 1, calendar, first, last))
+        calendars[id(calendar)] = (number, calendar, min(lo, first), max(hi, last))
+        links.append({"con_id": con_id, "calendar_id": number, "calendar": calendar.name,
+                      "calendar_from_details": calendar.from_details})
+    columns: dict[str, list] = {name: [] for name in _SESSION_SCHEMA.names}
+    for number, calendar, lo, hi in calendars.values():
+        for use_rth in (True, False):
+            first_k, stop = calendar.index_range(_epoch(lo), _epoch(hi), use_rth)
+            opens, closes = (a[first_k:stop] for a in calendar.bounds(use_rth))
+            columns["calendar_id"].append(np.full(len(opens), number, dtype=np.int64))
+            columns["use_rth"].append(np.full(len(opens), use_rth))
+            columns["session_date"].append(
+                (calendar.day_numbers[first_k:stop] - _UNIX_ORDINAL).astype("datetime64[D]"))
+            columns["open_ts"].append(opens.astype("datetime64[s]").astype("datetime64[us]"))
+            columns["close_ts"].append(closes.astype("datetime64[s]").astype("datetime64[us]"))
+    sessions = (pa.table({n: np.concatenate(v) for n, v in columns.items()}, schema=_SESSION_SCHEMA) if calendars
+                else _SESSION_SCHEMA.empty_table())
+    return pa.Table.from_pylist(links, schema=_CALENDAR_SCHEMA), sessions
 
-    Built from the coverage of the connection's snapshot, again at every `refresh`.
-    """
-    first = con.execute("SELECT min(start_ts)::DATE FROM coverage").fetchall()[0][0]
-    if first is None:
-        return pa.schema([("session_date", pa.date32()), ("open_ts", _TS), ("close_ts", _TS)]).empty_table()
-    return _xnys_sessions(first)
+
+class _StoredContract:
+    """A contracts row in the shape `calendar_for` reads."""
+
+    def __init__(self, sec_type: str, exchange: str, primary_exchange: str, time_zone: str, trading_hours: str,
+                 liquid_hours: str) -> None:
+        self.sec_type, self.exchange, self.primary_exchange = sec_type, exchange, primary_exchange
+        self.time_zone, self.trading_hours, self.liquid_hours = time_zone, trading_hours, liquid_hours
+
+
+_UNIX_ORDINAL = datetime(1970, 1, 1).toordinal()
+
+
+def _epoch(naive_utc: datetime) -> int:
+    return int((naive_utc - datetime(1970, 1, 1)).total_seconds())
 
 
 def connect(data_dir: str | os.PathLike[str] | None = None,
             as_of: int | datetime | None = None) -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB connection with the warehouse views (bars, bar_files, contracts, heads, coverage,
-    covered, series, symbols, journal, quarantine, gaps) over one snapshot, and a `sessions` table.
+    covered, series, symbols, journal, quarantine, rolls, sessions, gaps, continuous) over one snapshot, and
+    the calendar tables `contract_calendars`, `calendar_sessions` they read.
     `as_of` pins a version (int) or instant (datetime) of the bars table. No lock is taken."""
     directory = resolve_data_dir(data_dir)
     refuse_old_layout(directory)
@@ -206,34 +292,42 @@ def source_of(con: duckdb.DuckDBPyConnection) -> tuple[Path, int | datetime | No
     return Path(data_dir), version if version is not None else instant
 
 
+_LATE_VIEWS = 3  # sessions, gaps, continuous: they read the calendar tables
+
+
 def _build(con: duckdb.DuckDBPyConnection, directory: Path, as_of: int | datetime | None) -> int | None:
     files, version = snapshot_files(directory, as_of)
-    *views, gaps = view_statements(files)
-    for sql in views:
+    statements = view_statements(files, contract_columns(con, files[layout.CONTRACTS]))
+    for sql in statements[:-_LATE_VIEWS]:
         con.execute(sql)
-    con.register("_sessions", _sessions_for(con))
-    con.execute("CREATE OR REPLACE TABLE sessions AS SELECT * FROM _sessions")
-    con.unregister("_sessions")
-    con.execute(gaps)
+    for name, table in zip(("contract_calendars", "calendar_sessions"), calendar_tables(con)):
+        con.register("_calendar", table)
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _calendar")
+        con.unregister("_calendar")
+    for sql in statements[-_LATE_VIEWS:]:
+        con.execute(sql)
     con.execute(f"UPDATE {SOURCE_TABLE} SET version = ?", [version])
     return version
 
 
 def write_init_script(output: Path, data_dir: Path) -> Path:
     """Write `output` (for `duckdb -init`) creating the same views over the latest snapshot, and its
-    sessions table beside it (`<output>.sessions.parquet`). Re-run `harvest sql-init` to see later commits."""
+    calendar tables beside it (`<output>.<table>.parquet`). Re-run `harvest sql-init` to see later commits."""
     output = output.expanduser().resolve()
     con = connect(data_dir)
-    sessions_file = output.with_suffix(".sessions.parquet")
-    pq.write_table(con.sql("SELECT * FROM sessions").to_arrow_table(), sessions_file)
     files, version = snapshot_files(resolve_data_dir(data_dir))
-    *views, gaps = view_statements(files)
+    statements = view_statements(files, contract_columns(con, files[layout.CONTRACTS]))
+    tables_sql = []
+    for name in ("contract_calendars", "calendar_sessions"):
+        path = output.with_suffix(f".{name}.parquet")
+        pq.write_table(con.sql(f"SELECT * FROM {name}").to_arrow_table(), path)
+        tables_sql.append(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_parquet('{path}');")
     lines = [
         f"-- harvest views over {data_dir}, bars version {version} (generated by `harvest sql-init`;",
         "-- re-run it to see later commits, or after moving the warehouse).",
-        *(f"{sql};" for sql in views),
-        f"CREATE OR REPLACE TABLE sessions AS SELECT * FROM read_parquet('{sessions_file}');",
-        f"{gaps};",
+        *(f"{sql};" for sql in statements[:-_LATE_VIEWS]),
+        *tables_sql,
+        *(f"{sql};" for sql in statements[-_LATE_VIEWS:]),
     ]
     output.write_text("\n".join(lines) + "\n")
     return output

@@ -43,7 +43,8 @@ def coverage_grid(data_dir: str | os.PathLike[str] | None, bar_size: str,
         """SELECT coalesce(c.symbol, c.con_id::VARCHAR) || ' ' || c.what_to_show || CASE WHEN c.use_rth
                   THEN '' ELSE ' ext' END AS series, x.session_date,
                   max(CASE c.kind WHEN 'bars' THEN 2 ELSE 1 END) AS state
-           FROM coverage c JOIN sessions x ON x.open_ts < c.end_ts AND x.close_ts > c.start_ts
+           FROM coverage c JOIN sessions x ON x.con_id = c.con_id AND x.use_rth = c.use_rth
+             AND x.open_ts < c.end_ts AND x.close_ts > c.start_ts
            WHERE c.bar_size = $bar_size AND ($symbol IS NULL OR c.symbol = $symbol)
            GROUP BY ALL""",
         {"bar_size": name, "symbol": symbol},
@@ -52,7 +53,7 @@ def coverage_grid(data_dir: str | os.PathLike[str] | None, bar_size: str,
     if cells.empty:
         raise PlotError(f"no coverage recorded for bar size {name!r}" + (f" and {symbol}" if symbol else ""))
     days = con.execute(
-        "SELECT session_date FROM sessions WHERE session_date BETWEEN ? AND ? ORDER BY 1",
+        "SELECT DISTINCT session_date FROM sessions WHERE session_date BETWEEN ? AND ? ORDER BY 1",
         [cells.session_date.min(), cells.session_date.max()],
     ).df().session_date.dt.date.tolist()
     labels = sorted(cells.series.unique())

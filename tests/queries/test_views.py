@@ -140,9 +140,11 @@ def test_sql_init_script_builds_the_same_views(tmp_path: Path) -> None:
     write_bars(tmp_path / "wh", df)
     start = datetime(2024, 6, 3)
     write_table(tmp_path / "wh", "coverage", [coverage_row(1000, "1 min", start, start + timedelta(days=2))])
+    write_table(tmp_path / "wh", "contracts", contracts_rows(["AAA"]))
     script = queries.connection.write_init_script(tmp_path / "init.sql", tmp_path / "wh")
     con = duckdb.connect()
     con.execute(script.read_text())
     assert con.execute("SELECT count(*) FROM bars").fetchall() == [(len(df),)]
     assert con.execute("SELECT count(*) FROM gaps").fetchall() == [(0,)]
-    assert con.execute("SELECT count(*) FROM sessions WHERE session_date = '2024-06-04'").fetchall() == [(1,)]
+    assert con.execute("SELECT calendar, count(*) FROM sessions WHERE session_date = '2024-06-04' AND use_rth "
+                       "GROUP BY 1").fetchall() == [("XNYS", 1)]
