@@ -177,12 +177,14 @@ _SESSIONS_SQL = """CREATE OR REPLACE VIEW sessions AS
 SELECT k.con_id, k.calendar, x.use_rth, x.session_date, x.open_ts, x.close_ts
 FROM contract_calendars k JOIN calendar_sessions x USING (calendar_id)"""
 
-# Sessions of a series' own calendar and flavour between its first and last covered instant that no island
-# spans (a future's coverage ends at its expiry: no gap after it).
+# Sessions of a series' own calendar and flavour inside its first and last covered instant that no island
+# spans. A session cut by either end was not asked for in full (a window starting mid-session, before a
+# listing or at a date's UTC midnight inside a forex session): not missing. A future's coverage ends at its
+# expiry: no gap after it.
 _GAPS_SQL = """CREATE OR REPLACE VIEW gaps AS
 SELECT s.con_id, s.symbol, s.bar_size, s.what_to_show, s.use_rth, x.session_date, x.open_ts, x.close_ts
 FROM series s JOIN sessions x ON x.con_id = s.con_id AND x.use_rth = s.use_rth
-  AND x.close_ts > s.covered_from AND x.open_ts < s.covered_to
+  AND x.open_ts >= s.covered_from AND x.close_ts <= s.covered_to
 WHERE NOT EXISTS (
   SELECT 1 FROM covered c
   WHERE c.con_id = s.con_id AND c.bar_size = s.bar_size AND c.what_to_show = s.what_to_show

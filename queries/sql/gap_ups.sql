@@ -1,5 +1,6 @@
 -- gap_ups: sessions that opened at least $min_gap above the previous session's close (daily bars).
 -- gap = open / previous close - 1; the first stored session of a symbol has no previous close.
+-- Any asset class with daily bars in $what_to_show (forex has MIDPOINT, not TRADES).
 -- Parameters:
 --   $min_gap = 0.02          smallest gap reported, as a fraction (0.02 = 2 %)
 --   $start = NULL            first session date reported (DATE); NULL = all

@@ -1,5 +1,6 @@
 -- new_52w_highs: symbols whose high on a session exceeds every high of the $window_days calendar days
 -- before it (daily bars); symbols with no bar in that window are not reported.
+-- Any asset class with daily bars in $what_to_show (forex has MIDPOINT, not TRADES).
 -- Parameters:
 --   $as_of = NULL            session date to scan (DATE); NULL = the latest stored session
 --   $window_days = 365       look-back window in calendar days (52 weeks ≈ 365)

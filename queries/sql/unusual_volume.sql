@@ -1,5 +1,6 @@
 -- unusual_volume: symbols whose volume on a session is at least $multiple times their average volume
 -- over the $lookback sessions before it (daily bars; sessions with fewer than $lookback prior ones skipped).
+-- Stocks and ETFs only (sec_type STK): a future's volume moves with its roll, forex and indices have none.
 -- Parameters:
 --   $as_of = NULL            session date to scan (DATE); NULL = the latest stored session
 --   $multiple = 3            volume / average volume threshold
@@ -10,6 +11,7 @@ WITH d AS (
          avg(volume) OVER w AS avg_volume, count(volume) OVER w AS prior_sessions
   FROM bars
   WHERE bar_size = '1 day' AND what_to_show = $what_to_show AND use_rth
+    AND con_id IN (SELECT con_id FROM contracts WHERE sec_type = 'STK')
   WINDOW w AS (PARTITION BY con_id ORDER BY session_date
                ROWS BETWEEN $lookback::INTEGER PRECEDING AND 1 PRECEDING))
 SELECT symbol, session_date, volume, avg_volume, volume / avg_volume AS ratio
