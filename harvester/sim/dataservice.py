@@ -156,7 +156,7 @@ class DataService:
         self.desk.check_what(inst, what, None if bar_size.kind in DAILY_OR_LONGER else bar_size.seconds)
         if end.implied_zone:
             conn.error(req_id, 2174, m.TEXT_NO_ZONE)
-        identity = (inst.con_id, spec.exchange, request.end, request.bar_size, request.duration,
+        identity = (inst.con_id, spec.sec_type, spec.exchange, request.end, request.bar_size, request.duration,
                     what, request.use_rth)  # fmt: skip
         claim.slot = self._admit(
             PacedRequest(identity, (inst.con_id, spec.exchange, what), what, bar_size.name)

@@ -46,7 +46,8 @@ class InstrumentHistory:
                 else calendar.last_ordinal_on_or_before(inst.last_trade_date) + 1)
         self.ordinals = np.arange(self.first, max(self.first, last))
         cid = inst.con_id
-        traits = pp.uniform(pp.hash_keys(cid, 7, np.arange(5)))
+        path = inst.path_id  # a futures chain's expiries share one price path, each a basis apart
+        traits = pp.uniform(pp.hash_keys(path, 7, np.arange(5)))
         self.half_spread = 0.01 * (1 + int(traits[0] * 3))
         base = inst.price or np.exp(np.log(15.0) + traits[1] * np.log(150.0 / 15.0))
         sigma = 0.012 + 0.013 * traits[2]
@@ -57,7 +58,11 @@ class InstrumentHistory:
         def draw(stream: int) -> np.ndarray:
             return pp.normal(pp.hash_keys(cid, stream, k))
 
-        walk = np.cumsum(sigma * draw(1))
+        if path == cid:
+            walk = np.cumsum(sigma * draw(1))
+        else:  # walked from the calendar's first session, so every expiry is at the chain's level that day
+            walk = np.cumsum(sigma * pp.normal(pp.hash_keys(path, 1, np.arange(k[-1] + 1 if len(k) else 0))))[k]
+            base *= np.exp(0.004 * pp.normal(pp.hash_keys(cid, 6, 0))[0])  # the contract's basis
         rth_close = pp.round_cents(base * np.exp(1.3 * np.tanh(walk / 1.3)))
         prev_close = np.concatenate([[base], rth_close[:-1]])
         rth_open = pp.round_cents(prev_close * np.exp(0.3 * sigma * draw(2)))

@@ -73,6 +73,13 @@ class Instrument:
     def label(self) -> str:
         return self.local_symbol or self.symbol
 
+    @property
+    def path_id(self) -> int:
+        """What the generated price path is keyed by: the conId, or a futures chain's root."""
+        if self.sec_type != "FUT":
+            return self.con_id
+        return derive_con_id(self.symbol, self.exchange, "FUT", self.currency)
+
 
 def derive_con_id(symbol: str, primary_exchange: str, sec_type: str, currency: str, salt: int = 0) -> int:
     """A stable conId from the listing's identity (crc32: same on every machine and Python run)."""
