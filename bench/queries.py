@@ -71,20 +71,19 @@ def build(data_dir: Path) -> int:
     now = datetime(YEAR + 1, 1, 2, tzinfo=UTC)
     warehouse = Warehouse.open(data_dir, simulated=True, gateway="bench")
     rows = 0
-    with warehouse.lock():
-        for inst in universe():
-            for month in range(1, 13):
-                start = datetime(YEAR, month, 1, tzinfo=UTC)
-                end = datetime(YEAR + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-                cols = market.bar_columns(inst, "1 min", "TRADES", True, start, end, now)
-                frame = pd.DataFrame({
-                    "ts": pd.to_datetime(cols.start, unit="s", utc=True), "session_date": cols.session_date,
-                    "open": cols.open, "high": cols.high, "low": cols.low, "close": cols.close,
-                    "volume": cols.volume, "wap": cols.wap, "bar_count": cols.count,
-                })
-                request = BarRequest(SeriesKey(inst.con_id, "1 min", "TRADES", True), start, end, "1 M", len(frame))
-                rows += warehouse.stage(request, Outcome.BARS, frame, symbol=inst.symbol, calendar=calendar).kept
-        warehouse.commit()
+    for inst in universe():
+        for month in range(1, 13):
+            start = datetime(YEAR, month, 1, tzinfo=UTC)
+            end = datetime(YEAR + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+            cols = market.bar_columns(inst, "1 min", "TRADES", True, start, end, now)
+            frame = pd.DataFrame({
+                "ts": pd.to_datetime(cols.start, unit="s", utc=True), "session_date": cols.session_date,
+                "open": cols.open, "high": cols.high, "low": cols.low, "close": cols.close,
+                "volume": cols.volume, "wap": cols.wap, "bar_count": cols.count,
+            })
+            request = BarRequest(SeriesKey(inst.con_id, "1 min", "TRADES", True), start, end, "1 M", len(frame))
+            rows += warehouse.stage(request, Outcome.BARS, frame, symbol=inst.symbol, calendar=calendar).kept
+    warehouse.commit()
     warehouse.close()
     return rows
 

@@ -64,18 +64,17 @@ def main() -> None:
     shutil.rmtree(root, ignore_errors=True)
     days = sessions(date(2024, 6, 3), args.days + 1)
     wh = Warehouse.open(root, simulated=True)
-    with wh.lock():
-        rows, staged_s = stage_days(wh, args.symbols, days[:-1])
-        stats = wh.commit()
-        print(f"backfill: {rows:,} rows in {args.symbols * args.days} stage calls: stage {staged_s:.2f} s "
-              f"({rows / staged_s:,.0f} rows/s); commit {stats.seconds:.2f} s ({rows / stats.seconds:,.0f} rows/s), "
-              f"{stats.partitions_written} partition file(s)")
-        size = sum(p.stat().st_size for p in (root / "bars").rglob("*.parquet"))
-        print(f"bars on disk: {size / 1e6:.1f} MB ({size / rows:.1f} bytes/row)")
-        nightly, staged_s = stage_days(wh, args.symbols, days[-1:])
-        stats = wh.commit()
-        print(f"nightly: {nightly:,} rows: stage {staged_s:.2f} s, commit {stats.seconds:.2f} s "
-              f"(rewrote {stats.rows_in_written_files:,} rows)")
+    rows, staged_s = stage_days(wh, args.symbols, days[:-1])
+    stats = wh.commit()
+    print(f"backfill: {rows:,} rows in {args.symbols * args.days} stage calls: stage {staged_s:.2f} s "
+          f"({rows / staged_s:,.0f} rows/s); commit {stats.seconds:.2f} s ({rows / stats.seconds:,.0f} rows/s), "
+          f"{stats.partitions_written} partition file(s)")
+    size = sum(p.stat().st_size for p in (root / "bars").rglob("*.parquet"))
+    print(f"bars on disk: {size / 1e6:.1f} MB ({size / rows:.1f} bytes/row)")
+    nightly, staged_s = stage_days(wh, args.symbols, days[-1:])
+    stats = wh.commit()
+    print(f"nightly: {nightly:,} rows: stage {staged_s:.2f} s, commit {stats.seconds:.2f} s "
+          f"(rewrote {stats.rows_in_written_files:,} rows)")
     if args.dir is None:
         shutil.rmtree(root)
 

@@ -1,8 +1,8 @@
 """The nightly harvest as a Python API: `run_harvest(HarvestJob(...)) -> HarvestReport`.
 
-Steps: open and lock the warehouse → connect → ask the gateway for "now" (never the local clock) →
+Steps: open the warehouse → connect → ask the gateway for "now" (never the local clock) →
 qualify only new or stale contracts → head timestamps only where they save requests → plan against
-stored coverage → run the scheduler, staging every answer durably → commit every few minutes and at
+stored coverage, a batch of claimed series at a time → run the scheduler, staging every answer durably → commit every few minutes and at
 the end. A crash anywhere leaves staged answers the next run's commit recovers; coverage is never
 recorded for bars that are not stored, so a rerun fetches exactly what is missing.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,7 @@ from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_re
 from harvester.recorder import Recorder
 from harvester.settings import Settings
 from harvester.warehouse import Warehouse
+from harvester.warehouse.claims import CLAIM_TTL
 
 
 class HarvestConfigError(ValueError):
@@ -47,7 +48,7 @@ class HarvestJob:
     """Everything one harvest needs. `start=None` means "from the head" (earliest available)."""
 
     universe: Sequence[ContractSpec]
-    data_dir: Path = Path("data")
+    data_dir: str | Path = "data"  # a folder or s3://bucket/prefix
     bar_sizes: tuple[str, ...] = ("1 day",)
     what_to_show: str | None = None  # None: each asset class's default (ibrules; CASH: MIDPOINT)
     start: date | None = None
@@ -62,6 +63,7 @@ class HarvestJob:
     target_bars: int = 5000
     plan_only: bool = False
     max_in_flight: int = 6
+    claim_batch: int = 25  # series claimed at a time (settings.claim_batch)
     connect_timeout: float = 10.0
     min_safety_s: float = MIN_SAFETY_S  # pacing margin floor; larger when the gateway shares our CPU
     retry: RetryPolicy | None = None  # None: defaults scaled by pacing_scale
@@ -99,7 +101,7 @@ class HarvestJob:
         for name in ("pacing_scale", "commit_every_s", "connect_timeout"):
             if getattr(self, name) <= 0:
                 raise HarvestConfigError(f"{name}: must be positive, got {getattr(self, name)}")
-        for name in ("target_bars", "max_in_flight"):
+        for name in ("target_bars", "max_in_flight", "claim_batch"):
             if getattr(self, name) <= 0:
                 raise HarvestConfigError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.max_in_flight >= 50:
@@ -137,6 +139,7 @@ class HarvestReport:
     unplanned: int = 0  # --plan only: series whose window waits for a head timestamp
     gateway_now: datetime | None = None
     corrupt_files: list[str] = field(default_factory=list)  # quarantined at the start, refetched by this run
+    left_to_others: dict[SeriesKey, str] = field(default_factory=dict)  # held by another live harvest
 
     @property
     def ok(self) -> bool:
@@ -161,19 +164,14 @@ def run_harvest(job: HarvestJob, progress: Callable[[Progress], None] | None = N
 
 
 async def harvest_async(job: HarvestJob, progress: Callable[[Progress], None] | None = None) -> HarvestReport:
-    """The harvest for callers already inside an event loop. Raises WarehouseLocked,
-    MixedWarehouseError, WarehouseError, GatewayUnreachable, ClientIdInUse; series failures are reported."""
+    """The harvest for callers already inside an event loop. Raises MixedWarehouseError, WarehouseError,
+    GatewayUnreachable, ClientIdInUse; series failures are reported, series another job holds are left to it."""
     started = time.monotonic()
     warehouse = Warehouse.open(job.data_dir, simulated=job.sim, gateway=f"{job.host}:{job.port}")
     try:
-        if job.plan_only:
-            report = await _harvest(job, warehouse, progress)
-        else:
-            with warehouse.lock():
-                corrupt = warehouse.verify()  # damaged partitions: quarantined, their coverage forgotten
-                warehouse.commit()  # answers staged by a run that died: stored and covered before planning
-                report = await _harvest(job, warehouse, progress)
-                report.corrupt_files = [str(c.path) for c in corrupt]
+        corrupt = [] if job.plan_only else warehouse.verify()  # damaged partitions: dropped, coverage forgotten
+        report = await _harvest(job, warehouse, progress)
+        report.corrupt_files = [str(c.path) for c in corrupt]
     finally:
         warehouse.close()
     report.wall_s = time.monotonic() - started
@@ -185,6 +183,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
     source = IBSource(job.host, job.port, job.client_id, connect_timeout=job.connect_timeout)
     await source.connect()
     recorder = Recorder(warehouse, job.commit_every_s, on_failure=report.fail, on_staged=report.staged)
+    heartbeat = None
     try:
         now = await source.current_time()
         report.gateway_now = now
@@ -196,25 +195,63 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
             timeouts=timeouts, on_answer=recorder.on_answer, on_progress=progress,
         )
         start = _start_instant(job.start)
-        head_work = _head_work(series, warehouse.heads(), start)
-        report.head_requests = len(head_work)
-        if not job.plan_only:
-            await _run(scheduler, recorder, head_work)
-            await recorder.settle()
         end = min(now, _end_instant(job.end)) if job.end else now
-        work_by_series = _plan(job, series, warehouse, recorder, report, start, end, now)
-        weights = [request_weight(r.series.what_to_show) for r in report.plan]
-        weights += [request_weight(w.series.what_to_show) for w in head_work]
+        head_shows: list[str] = []  # whatToShow of every head-timestamp request: BID_ASK weighs double
+        if job.plan_only:
+            head_work = _head_work(series, warehouse.heads(), start)
+            report.head_requests = len(head_work)
+            head_shows += [w.series.what_to_show for w in head_work]
+            _plan(job, series, warehouse, recorder, report, start, end, now)
+        else:
+            heartbeat = asyncio.create_task(_renew_claims(warehouse))
+            for batch in _claimed_batches(warehouse, series, job.claim_batch, report):
+                warehouse.commit()  # answers a dead run staged for these series: stored and covered first
+                head_work = _head_work(batch, warehouse.heads(), start)
+                report.head_requests += len(head_work)
+                head_shows += [w.series.what_to_show for w in head_work]
+                await _run(scheduler, recorder, head_work)
+                await recorder.settle()
+                work_by_series = _plan(job, batch, warehouse, recorder, report, start, end, now)
+                await _run(scheduler, recorder, interleave(work_by_series))
+                await recorder.finish()
+                warehouse.claims.release()
+        weights = [request_weight(r.series.what_to_show) for r in report.plan] + [request_weight(w) for w in head_shows]
         report.eta_s = pacing_floor(weights, limits) if weights else 0.0
-        if not job.plan_only:
-            await _run(scheduler, recorder, interleave(work_by_series))
-            await recorder.finish()
-        report.series_complete = sum(not recorder.failed_series(key) for _, key in series)
+        report.series_complete = sum(not recorder.failed_series(key) for _, key in series
+                                     if key not in report.left_to_others)
         report.count_requests(scheduler.progress)
     finally:
+        if heartbeat is not None:
+            heartbeat.cancel()
         await recorder.drain()
         source.disconnect()
     return report
+
+
+def _claimed_batches(warehouse: Warehouse, series: list[tuple[ContractInfo, SeriesKey]], size: int,
+                     report: HarvestReport) -> Iterator[list[tuple[ContractInfo, SeriesKey]]]:
+    """The series in batches this job claimed; one another live job holds is left to it (not fetched twice).
+
+    Claiming a batch at a time, not the whole universe, lets several jobs started together share the work;
+    a series another job finished meanwhile is claimed and planned like any other, and needs no request.
+    """
+    todo = list(series)
+    while todo:
+        batch, todo = todo[:size], todo[size:]
+        held = warehouse.claim([key for _, key in batch])
+        for info, key in batch:
+            if key in held:
+                report.left_to_others[key] = f"{info.label} {key.bar_size}: held by {held[key]}"
+        mine = [(info, key) for info, key in batch if key not in held]
+        if mine:
+            yield mine
+
+
+async def _renew_claims(warehouse: Warehouse) -> None:
+    """The job's heartbeat: its claims stay alive while it runs, however long pacing makes it wait."""
+    while True:
+        await asyncio.sleep(CLAIM_TTL.total_seconds() / 3)
+        await asyncio.get_running_loop().run_in_executor(None, warehouse.claims.renew)
 
 
 async def _series(job: HarvestJob, source: IBSource, warehouse: Warehouse, now: datetime,

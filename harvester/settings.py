@@ -41,13 +41,14 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7497
     client_id: int = 17
-    data_dir: Path = Path("data")
+    data_dir: str = "data"  # a folder, or s3://bucket/prefix (harvester.warehouse.storage)
     bar_sizes: tuple[str, ...] = ("1 day",)
     what_to_show: str | None = None  # None: each asset class's default (ibrules.WHAT_TO_SHOW_BY_SEC_TYPE)
     use_rth: bool = True
     commit_every_s: float = 180.0
     target_bars: int = 5000
     max_in_flight: int = 6
+    claim_batch: int = 25  # series a job claims at a time; jobs sharing a warehouse split the work by it
     vacuum_retention_hours: float = 168.0  # `harvest compact` keeps files a week-old snapshot still reads
 
     def __post_init__(self) -> None:
@@ -61,6 +62,8 @@ class Settings:
             raise ConfigError(f"commit_every_s: must be positive, got {self.commit_every_s}")
         if self.target_bars <= 0:
             raise ConfigError(f"target_bars: must be positive, got {self.target_bars}")
+        if self.claim_batch <= 0:
+            raise ConfigError(f"claim_batch: must be positive, got {self.claim_batch}")
         if self.vacuum_retention_hours < 0:
             raise ConfigError(f"vacuum_retention_hours: must be >= 0, got {self.vacuum_retention_hours}")
         if not 1 <= self.max_in_flight < 50:
@@ -88,8 +91,11 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             if not isinstance(value, bool):
                 raise ValueError(value)
             return value
-        if kind == "Path":
-            return Path(str(value)).expanduser()
+        if key == "data_dir":
+            text = str(value)
+            if not text.strip():
+                raise ValueError(value)
+            return text if "://" in text else str(Path(text).expanduser())
         if kind == "tuple[str, ...]":
             items = [value] if isinstance(value, str) else list(value)
             return tuple(str(v) for v in items)

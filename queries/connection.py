@@ -22,7 +22,10 @@ import pyarrow.parquet as pq
 from harvester import (
     BY_LABEL,
     DeltaTables,
+    Location,
+    WarehouseError,
     calendar_for,
+    duckdb_source,
     duckdb_type,
     layout,
     parquet_source,
@@ -42,14 +45,19 @@ _SCHEMAS = {
     layout.COVERAGE: tables.COVERAGE_SCHEMA,
     layout.JOURNAL: tables.JOURNAL_SCHEMA,
     layout.QUARANTINE: tables.QUARANTINE_SCHEMA,
+    layout.CLAIMS: tables.CLAIMS_SCHEMA,
 }
 SOURCE_TABLE = "harvest_source"  # one row in every connection: which warehouse, pinned where
 
 
-def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The warehouse directory, absolute: the argument, else the harvester's settings
-    (HARVEST_DATA_DIR, harvest.toml, ./data), so notebooks read what the nightly job writes."""
-    return Path(data_dir if data_dir is not None else resolve_settings().data_dir).expanduser().resolve()
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | str:
+    """The warehouse: an absolute folder, or an `s3://bucket/prefix` string; the argument, else the
+    harvester's settings (HARVEST_DATA_DIR, harvest.toml, ./data), so notebooks read what the nightly job
+    writes."""
+    text = str(data_dir if data_dir is not None else resolve_settings().data_dir)
+    if "://" in text:
+        return Location.parse(text).root
+    return Path(text).expanduser().resolve()
 
 
 def _bar_size_case(column: str) -> str:
@@ -57,12 +65,12 @@ def _bar_size_case(column: str) -> str:
     return f"CASE {column} {whens} END"
 
 
-def read_source(files: list[str], name: str) -> str:
+def read_files_source(files: list[str], name: str) -> str:
     """SQL reading one table's files; a table with none reads as typed and empty."""
     return parquet_source(files, _SCHEMAS[name], layout.PARTITIONS.get(name, ()))
 
 
-def snapshot_files(directory: Path, as_of: int | datetime | None = None) -> tuple[dict[str, list[str]], int | None]:
+def snapshot_files(directory: Path | str, as_of: int | datetime | None = None) -> tuple[dict[str, list[str]], int | None]:
     """Every table's data files at one snapshot, and the bars table's version there."""
     store = DeltaTables(directory, layout.PARTITIONS)
     bars = store.open(layout.BARS, as_of)
@@ -78,22 +86,28 @@ def snapshot_files(directory: Path, as_of: int | datetime | None = None) -> tupl
     return files, version
 
 
-def view_statements(files: dict[str, list[str]], contract_columns: set[str] | None = None) -> list[str]:
-    """The CREATE VIEW statements over one snapshot's files; the calendar tables must exist before the
-    last three (sessions, gaps, continuous). `contract_columns`: the columns the contracts files have
-    (files written before a column was added read it as NULL)."""
-    bar_files = _bar_files_rows(files[layout.BARS])
+def view_statements(files: dict[str, list[str]], sources: dict[str, str] | None = None,
+                    contract_columns: set[str] | None = None) -> list[str]:
+    """The CREATE VIEW statements over one snapshot's files (or `sources`, what each table is read through);
+    the calendar tables must exist before the last three (sessions, gaps, continuous). `contract_columns`:
+    the columns the contracts files have (files written before a column was added read it as NULL)."""
+    bar_files = _bar_files_rows(files[layout.BARS] if sources is None else [])
+
+    def read_source(name_files: list[str], name: str) -> str:
+        return sources[name] if sources is not None else read_files_source(name_files, name)
+
     return [
         f"CREATE OR REPLACE VIEW bars_files AS SELECT * FROM {read_source(files[layout.BARS], layout.BARS)}",
         ("CREATE OR REPLACE VIEW bars AS SELECT "
          + BARS_COLUMNS.replace("bar_size", f"{_bar_size_case('bar_size')} AS bar_size") + " FROM bars_files"),
         (f"CREATE OR REPLACE VIEW bar_files AS SELECT {_bar_size_case('label')} AS bar_size, * EXCLUDE (label) "
         f"FROM {bar_files}"),
-        _contracts_sql(files[layout.CONTRACTS], contract_columns),
+        _contracts_sql(read_source(files[layout.CONTRACTS], layout.CONTRACTS), contract_columns),
         f"CREATE OR REPLACE VIEW heads AS SELECT * FROM {read_source(files[layout.HEADS], layout.HEADS)}",
         f"CREATE OR REPLACE VIEW journal AS SELECT * FROM {read_source(files[layout.JOURNAL], layout.JOURNAL)}",
         ("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM "
         f"{read_source(files[layout.QUARANTINE], layout.QUARANTINE)}"),
+        f"CREATE OR REPLACE VIEW claims AS SELECT * FROM {read_source(files[layout.CLAIMS], layout.CLAIMS)}",
         ("CREATE OR REPLACE VIEW symbols AS SELECT con_id, "
          "arg_max(coalesce(nullif(local_symbol, ''), symbol), qualified_at) AS symbol FROM contracts GROUP BY con_id"),
         ("CREATE OR REPLACE VIEW coverage AS SELECT c.con_id, s.symbol, c.bar_size, c.what_to_show, "
@@ -108,20 +122,17 @@ def view_statements(files: dict[str, list[str]], contract_columns: set[str] | No
     ]
 
 
-def _contracts_sql(files: list[str], present: set[str] | None) -> str:
+def _contracts_sql(source: str, present: set[str] | None) -> str:
     """The contracts view: every stored column (NULL where older files lack it), and `expiry` as a DATE."""
     columns = ", ".join(f'"{f.name}"' if present is None or f.name in present
                         else f'NULL::{duckdb_type(f.type)} AS "{f.name}"' for f in tables.CONTRACTS_SCHEMA)
     return (f"CREATE OR REPLACE VIEW contracts AS SELECT {columns}, "
-            "try_strptime(nullif(last_trade_date, ''), '%Y%m%d')::DATE AS expiry "
-            f"FROM {read_source(files, layout.CONTRACTS)}")
+            f"try_strptime(nullif(last_trade_date, ''), '%Y%m%d')::DATE AS expiry FROM {source}")
 
 
-def contract_columns(con: duckdb.DuckDBPyConnection, files: list[str]) -> set[str]:
+def contract_columns(con: duckdb.DuckDBPyConnection, source: str) -> set[str]:
     """The columns the contracts table's data files hold (one footer read)."""
-    if not files:
-        return set(tables.CONTRACTS_SCHEMA.names)
-    return {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {read_source(files, layout.CONTRACTS)}").fetchall()}
+    return {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
 
 
 def _bar_files_rows(files: list[str]) -> str:
@@ -263,11 +274,12 @@ def _epoch(naive_utc: datetime) -> int:
 def connect(data_dir: str | os.PathLike[str] | None = None,
             as_of: int | datetime | None = None) -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB connection with the warehouse views (bars, bar_files, contracts, heads, coverage,
-    covered, series, symbols, journal, quarantine, rolls, sessions, gaps, continuous) over one snapshot, and
-    the calendar tables `contract_calendars`, `calendar_sessions` they read.
+    covered, series, symbols, journal, quarantine, claims, rolls, sessions, gaps, continuous) over one
+    snapshot, and the calendar tables `contract_calendars`, `calendar_sessions` they read.
     `as_of` pins a version (int) or instant (datetime) of the bars table. No lock is taken."""
     directory = resolve_data_dir(data_dir)
-    refuse_old_layout(directory)
+    if isinstance(directory, Path):
+        refuse_old_layout(directory)
     con = duckdb.connect(":memory:")
     con.execute(f"CREATE TABLE {SOURCE_TABLE} (data_dir VARCHAR, as_of_version BIGINT, as_of_time TIMESTAMP, "
                 "version BIGINT)")
@@ -284,25 +296,32 @@ def refresh(con: duckdb.DuckDBPyConnection) -> int | None:
     return _build(con, directory, as_of)
 
 
-def source_of(con: duckdb.DuckDBPyConnection) -> tuple[Path, int | datetime | None]:
+def source_of(con: duckdb.DuckDBPyConnection) -> tuple[Path | str, int | datetime | None]:
     """The warehouse a `connect()` connection reads, and where it is pinned."""
     try:
         ((data_dir, version, instant),) = con.execute(
             f"SELECT data_dir, as_of_version, as_of_time FROM {SOURCE_TABLE}").fetchall()
     except duckdb.CatalogException:
         raise ValueError("not a queries.connect() connection (it has no harvest_source table)") from None
-    return Path(data_dir), version if version is not None else instant
+    return resolve_data_dir(data_dir), version if version is not None else instant
 
 
 _LATE_VIEWS = 3  # sessions, gaps, continuous: they read the calendar tables
+CALENDAR_TABLES = ("contract_calendars", "calendar_sessions")
 
 
-def _build(con: duckdb.DuckDBPyConnection, directory: Path, as_of: int | datetime | None) -> int | None:
+def _build(con: duckdb.DuckDBPyConnection, directory: Path | str, as_of: int | datetime | None) -> int | None:
     files, version = snapshot_files(directory, as_of)
-    statements = view_statements(files, contract_columns(con, files[layout.CONTRACTS]))
+    sources = None
+    if not isinstance(directory, Path):  # S3: each table through a pyarrow dataset registered on `con`
+        store = DeltaTables(directory, layout.PARTITIONS)
+        sources = {name: duckdb_source(con, store.location, files[name], _SCHEMAS[name], store.uri(name),
+                                       layout.PARTITIONS.get(name, ())) for name in _SCHEMAS}
+    contracts = sources[layout.CONTRACTS] if sources else read_files_source(files[layout.CONTRACTS], layout.CONTRACTS)
+    statements = view_statements(files, sources, contract_columns(con, contracts))
     for sql in statements[:-_LATE_VIEWS]:
         con.execute(sql)
-    for name, table in zip(("contract_calendars", "calendar_sessions"), calendar_tables(con)):
+    for name, table in zip(CALENDAR_TABLES, calendar_tables(con)):
         con.register("_calendar", table)
         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _calendar")
         con.unregister("_calendar")
@@ -316,11 +335,16 @@ def write_init_script(output: Path, data_dir: Path) -> Path:
     """Write `output` (for `duckdb -init`) creating the same views over the latest snapshot, and its
     calendar tables beside it (`<output>.<table>.parquet`). Re-run `harvest sql-init` to see later commits."""
     output = output.expanduser().resolve()
+    if not isinstance(resolve_data_dir(data_dir), Path):
+        raise WarehouseError(
+            f"{data_dir}: the DuckDB CLI reads only local files (its S3 reader, httpfs, is a "
+                         "download); use queries.connect() from Python for an S3 warehouse")
     con = connect(data_dir)
     files, version = snapshot_files(resolve_data_dir(data_dir))
-    statements = view_statements(files, contract_columns(con, files[layout.CONTRACTS]))
+    contracts = read_files_source(files[layout.CONTRACTS], layout.CONTRACTS)
+    statements = view_statements(files, contract_columns=contract_columns(con, contracts))
     tables_sql = []
-    for name in ("contract_calendars", "calendar_sessions"):
+    for name in CALENDAR_TABLES:
         path = output.with_suffix(f".{name}.parquet")
         pq.write_table(con.sql(f"SELECT * FROM {name}").to_arrow_table(), path)
         tables_sql.append(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_parquet('{path}');")
@@ -341,7 +365,7 @@ def restrict(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str] | 
     DuckDB still lets COPY write inside allowed directories: statement checks (scanners) cover that.
     """
     directory = resolve_data_dir(data_dir) if data_dir is not None else source_of(con)[0]
-    allowed = [f"{directory}/"]
+    allowed = [f"{directory}/"] if isinstance(directory, Path) else []  # S3: read through registered datasets
     con.execute("SET allowed_directories = $dirs", {"dirs": allowed})
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import os
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -21,7 +20,18 @@ import pandas as pd
 from deltalake import DeltaTable
 
 import harvester
-from harvester import BarSize, ContractSpec, DeltaTables, layout, parquet_source, resolve_settings, tables
+from harvester import (
+    BarSize,
+    ContractSpec,
+    DeltaTables,
+    Location,
+    duckdb_source,
+    layout,
+    parquet_source,
+    read_meta,
+    resolve_settings,
+    tables,
+)
 from harvester import bar_size as lookup_bar_size
 from queries.connection import BARS_COLUMNS, resolve_data_dir, source_of
 
@@ -51,8 +61,10 @@ def to_utc_naive(value: str | date | datetime | pd.Timestamp | None, name: str) 
 
 
 def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: datetime | None,
-               what_to_show: str, use_rth: bool, files: list[str]) -> tuple[str, list[Any]]:
-    """SQL + parameters for `bars()` over the series' data files `files` (already pruned to the range)."""
+               what_to_show: str, use_rth: bool, files: list[str], source: str | None = None
+               ) -> tuple[str, list[Any]]:
+    """SQL + parameters for `bars()` over the series' data files `files` (already pruned to the range),
+    read through `source` when given (an S3 warehouse's registered dataset)."""
     where: list[str] = []
     params: list[Any] = [size.ib_name, what_to_show, use_rth]
     if symbols:
@@ -71,11 +83,11 @@ def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: d
     # through a filter (preserve_insertion_order); sorting again cost ~20 % of a symbol-month read.
     order = "" if len(files) == 1 else " ORDER BY symbol, ts"
     # One series' files share their partition values and schema: no hive parsing, no footer union needed.
-    source = parquet_source(files, tables.BARS_TABLE_SCHEMA, union=False)
+    source = source or parquet_source(files, tables.BARS_TABLE_SCHEMA, union=False)
     return f"SELECT {columns} FROM {source}{clause}{order}", params
 
 
-def series_files(directory: Path, size: BarSize, what_to_show: str, use_rth: bool, start: datetime | None,
+def series_files(directory: Path | str, size: BarSize, what_to_show: str, use_rth: bool, start: datetime | None,
                  end: datetime | None, as_of: int | datetime | None = None) -> list[str]:
     """The series' data files in one snapshot, pruned to the partitions that can hold [start, end)."""
     periods = layout.periods_for(size, start, end) if start is not None and end is not None else None
@@ -162,8 +174,14 @@ def bars(
         fetch_missing(names, size.ib_name, lo, hi, what_to_show, use_rth, connection_settings, directory,
                       job_options or {})
     files = series_files(directory, size, what_to_show, use_rth, lo, hi, as_of)
-    sql, params = bars_query(names, size, lo, hi, what_to_show, use_rth, files)
-    result = (con if con is not None else duckdb.connect()).sql(sql, params=params)
+    db = con if con is not None else duckdb.connect()
+    source = None
+    if not isinstance(directory, Path):
+        store = DeltaTables(directory, layout.PARTITIONS)
+        source = duckdb_source(db, store.location, files, tables.BARS_TABLE_SCHEMA, store.uri(layout.BARS),
+                               layout.PARTITIONS[layout.BARS])
+    sql, params = bars_query(names, size, lo, hi, what_to_show, use_rth, files, source)
+    result = db.sql(sql, params=params)
     found = result.pl() if as_ == "polars" else result.to_arrow_table()
     if as_ == "pandas":
         return found.to_pandas(date_as_object=False)  # faster than .df() (duckdb 2.0, pandas 3)
@@ -186,7 +204,7 @@ def run_in_worker_thread(fn: Any, *args: Any) -> Any:
 
 
 def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end: datetime | None,
-                  what_to_show: str, use_rth: bool, connection: dict[str, Any], data_dir: Path,
+                  what_to_show: str, use_rth: bool, connection: dict[str, Any], data_dir: Path | str,
                   job_options: dict[str, Any]) -> Any:
     """Harvest the uncovered part of [start, end) through `harvester.run_harvest`.
 
@@ -213,7 +231,6 @@ def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end
     return report
 
 
-def _warehouse_is_simulated(data_dir: Path) -> bool:
+def _warehouse_is_simulated(data_dir: Path | str) -> bool:
     """Follow the warehouse's own marking; a new warehouse is a real one unless told otherwise."""
-    meta = data_dir / layout.META_FILE
-    return bool(json.loads(meta.read_text()).get("simulated")) if meta.is_file() else False
+    return bool((read_meta(Location.parse(data_dir)) or {}).get("simulated"))

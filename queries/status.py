@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from harvester import layout
+from harvester import Location, read_meta
 from queries import scanners
 from queries.connection import SOURCE_TABLE, connect, resolve_data_dir
 
@@ -13,8 +13,7 @@ from queries.connection import SOURCE_TABLE, connect, resolve_data_dir
 def warehouse_status(data_dir: str | os.PathLike[str] | None = None) -> dict:
     """Per bar size: series, covered days, bars, missing sessions, files, bytes, last commit; + origin."""
     directory = resolve_data_dir(data_dir)
-    meta_path = directory / layout.META_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = read_meta(Location.parse(directory)) or {}
     con = connect(directory)
     rows = scanners.run(con, "status").df()
     ((version,),) = con.execute(f"SELECT version FROM {SOURCE_TABLE}").fetchall()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from harvester.cli.exits import warehouse_errors
@@ -14,7 +12,7 @@ from harvester.warehouse.compaction import compact
 @click.command("compact")
 @data_dir_option
 @click.pass_context
-def compact_command(ctx: click.Context, data_dir: Path | None) -> None:
+def compact_command(ctx: click.Context, data_dir: str | None) -> None:
     """Rewrite partitions of several files (or out of order) into one sorted file each, then vacuum."""
     settings = settings_for(ctx, data_dir=data_dir)
     with warehouse_errors():

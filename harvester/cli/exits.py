@@ -1,10 +1,10 @@
 """The exit codes every `harvest` verb uses, and the one-line failure that ends a verb.
 
-  0  done (the nightly job: every series complete)
+  0  done (the nightly job: every series complete, or left to another harvest that holds it)
   1  some series failed (the summary lists them by symbol with the reason)
   2  bad input or configuration (option, universe file, harvest.toml, data directory, query) — nothing touched
   3  no IB gateway reachable at host:port
-  4  another harvest holds the warehouse lock
+  4  the warehouse lock is held (a migration is running)
   5  the client id is in use by another API client (IB error 326)
 130  interrupted (Ctrl-C); whatever was staged is committed by the next run
 """
@@ -20,6 +20,7 @@ from typing import NoReturn
 import click
 
 from harvester.warehouse import WarehouseError, WarehouseLocked
+from harvester.warehouse.storage import StorageError
 
 
 class Exit(enum.IntEnum):
@@ -45,5 +46,5 @@ def warehouse_errors() -> Iterator[None]:
         yield
     except WarehouseLocked as exc:
         fail(Exit.LOCKED, f"another harvest holds the warehouse lock: {exc}")
-    except WarehouseError as exc:
+    except (WarehouseError, StorageError) as exc:
         fail(Exit.BAD_INPUT, str(exc))

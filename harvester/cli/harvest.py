@@ -17,7 +17,7 @@ from harvester.job import HarvestConfigError, HarvestJob, run_harvest
 from harvester.settings import ConfigError, resolve_settings
 from harvester.simulated import SIM_PACING_SCALE, SIM_SAFETY_S, simulated_gateway
 from harvester.universe import UniverseError, load_universe
-from harvester.warehouse import WarehouseError, WarehouseLocked
+from harvester.warehouse import WarehouseError
 
 
 def run_nightly_job(universe: Path, sim: bool, sim_now: str | None, **options) -> int:
@@ -45,8 +45,6 @@ def run_nightly_job(universe: Path, sim: bool, sim_now: str | None, **options) -
             report = run_harvest(job, progress)
     except HarvestConfigError as exc:
         fail(Exit.BAD_INPUT, str(exc))
-    except WarehouseLocked as exc:
-        fail(Exit.LOCKED, f"another harvest holds the warehouse lock: {exc}")
     except WarehouseError as exc:
         fail(Exit.BAD_INPUT, str(exc))
     except GatewayUnreachable as exc:
@@ -100,6 +98,9 @@ def _print_summary(report, plan_only: bool) -> None:
         echo(f"bars written: {report.bars_written:,}")
         if report.bars_quarantined:
             echo(f"bars quarantined: {report.bars_quarantined:,} (see the quarantine view)")
+        if report.left_to_others:
+            echo(f"left to another harvest: {len(report.left_to_others)} series "
+                 f"(e.g. {next(iter(report.left_to_others.values()))})")
         for path in report.corrupt_files:
             echo(f"corrupt file quarantined and refetched: {path}")
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report.requests_by_outcome.items())) or "none"

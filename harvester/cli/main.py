@@ -59,7 +59,7 @@ class HarvestGroup(click.Group):
 @click.option("--host", help="Gateway host (default 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Gateway port (default 7497).")
 @click.option("--client-id", type=click.IntRange(min=0), help="API client id (default 17).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Warehouse (default ./data).")
+@click.option("--data-dir", type=str, help="Warehouse: a folder or s3://bucket/prefix (default ./data).")
 @click.option("--plan", "plan_only", is_flag=True, help="Print the request count and ETA; fetch nothing.")
 @click.option("--sim", is_flag=True, help="Harvest from an in-process simulated gateway.")
 @click.option("--pacing-scale", type=click.FloatRange(min=0, min_open=True), help="Scale IB's pacing windows.")
@@ -69,7 +69,7 @@ def main(ctx: click.Context, universe: Path | None, sim: bool, sim_now: str | No
     """Harvest historical bars from IB into a local Parquet warehouse.
 
     The nightly job: `harvest --universe universes/sp500.csv`. Exit codes: 0 success, 1 some series
-    failed, 2 bad input/config, 3 gateway unreachable, 4 warehouse locked, 5 client id in use.
+    failed, 2 bad input/config, 3 gateway unreachable, 4 warehouse locked (migrate), 5 client id in use.
     """
     if ctx.invoked_subcommand is not None:
         given = {"universe": universe, "sim": sim, "sim_now": sim_now, **options}

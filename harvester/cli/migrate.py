@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from harvester.cli.exits import warehouse_errors
@@ -14,7 +12,7 @@ from harvester.warehouse.migrate import migrate
 @click.command("migrate")
 @data_dir_option
 @click.pass_context
-def migrate_command(ctx: click.Context, data_dir: Path | None) -> None:
+def migrate_command(ctx: click.Context, data_dir: str | None) -> None:
     """Convert the warehouse to Delta tables (safe to rerun; old files go only after the new are committed)."""
     directory = settings_for(ctx, data_dir=data_dir).data_dir
     with warehouse_errors():

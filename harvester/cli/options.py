@@ -6,7 +6,6 @@ of the same name wins. A group option that the subcommand has no use for is refu
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -15,8 +14,8 @@ from harvester.cli.exits import Exit, fail
 from harvester.settings import ConfigError, Settings, resolve_settings
 
 data_dir_option = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
-    help="Warehouse directory (default: HARVEST_DATA_DIR, harvest.toml, ./data).",
+    "--data-dir", type=str,  # not click.Path: it would collapse s3:// to s3:/
+    help="Warehouse: a folder or s3://bucket/prefix (default: HARVEST_DATA_DIR, harvest.toml, ./data).",
 )
 
 

@@ -20,7 +20,7 @@ from harvester.cli.options import data_dir_option, settings_for
 @data_dir_option
 @click.pass_context
 def plot_command(ctx: click.Context, kind: str, symbol: str | None, bar_size: str, start: str | None,
-                 end: str | None, output: Path | None, data_dir: Path | None) -> None:
+                 end: str | None, output: Path | None, data_dir: str | None) -> None:
     """Coverage heat map (series × time) or candlesticks of one symbol, to PNG."""
     from queries import plot
 

@@ -55,7 +55,7 @@ def _emit(relation: queries.Relation, fmt: str, output: Path | None) -> None:
 @data_dir_option
 @click.pass_context
 def query_command(ctx: click.Context, name_or_sql: str | None, list_scanners: bool, params: tuple[str, ...],
-                  fmt: str, output: Path | None, allow_writes: bool, data_dir: Path | None) -> None:
+                  fmt: str, output: Path | None, allow_writes: bool, data_dir: str | None) -> None:
     """Run a named scanner (see --list) or SQL over the warehouse views (bars, coverage, gaps, ...)."""
     if list_scanners:
         for name in scanners.names():

@@ -16,7 +16,7 @@ from queries import resolve_data_dir, write_init_script
               show_default=True, help="Init script for `duckdb -init FILE`.")
 @data_dir_option
 @click.pass_context
-def sql_init_command(ctx: click.Context, output: Path, data_dir: Path | None) -> None:
+def sql_init_command(ctx: click.Context, output: Path, data_dir: str | None) -> None:
     """Write a DuckDB CLI init script creating the same views (absolute paths)."""
     with warehouse_errors():
         script = write_init_script(output, resolve_data_dir(settings_for(ctx, data_dir=data_dir).data_dir))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -24,7 +23,7 @@ def _human_bytes(n: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @data_dir_option
 @click.pass_context
-def status_command(ctx: click.Context, as_json: bool, data_dir: Path | None) -> None:
+def status_command(ctx: click.Context, as_json: bool, data_dir: str | None) -> None:
     """What the warehouse holds, per bar size, readable in five seconds."""
     with warehouse_errors():
         report = warehouse_status(settings_for(ctx, data_dir=data_dir).data_dir)

@@ -1,6 +1,7 @@
 """The warehouse: Delta tables of bars (partitioned) and the small tables (contracts, heads, coverage, journal).
 
-One writer at a time (the lock), any number of lock-free readers; every write is one Delta transaction.
+Several writers at once (each claims the series it fetches), any number of lock-free readers; every write
+is one Delta transaction.
 """
 
 from harvester.warehouse.files import WarehouseError

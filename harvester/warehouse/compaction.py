@@ -27,12 +27,13 @@ from harvester.warehouse.layout import (
     PARTITIONS,
     TABLES,
     PartitionKey,
+    family_filters,
     partition_of,
     partitions_predicate,
     with_partition,
 )
-from harvester.warehouse.lock import WriterLock
 from harvester.warehouse.migrate import refuse_old_layout
+from harvester.warehouse.storage import Location, filesystem, fs_paths
 from harvester.warehouse.tables import BAR_COLUMNS, BARS_SCHEMA, BARS_TABLE_SCHEMA
 
 
@@ -45,39 +46,49 @@ class CompactStats:
     unreadable: list[Path] = field(default_factory=list)  # left in place: `Warehouse.verify()` drops them
 
 
-def compact(data_dir: str | Path, retention_hours: float = 168.0) -> CompactStats:
-    """Compact every bars partition and vacuum every table, under the writer lock (raises WarehouseLocked)."""
-    root = Path(data_dir).absolute()
-    tables = DeltaTables(root, PARTITIONS)
+def compact(data_dir: str | Path | Location, retention_hours: float = 168.0) -> CompactStats:
+    """Compact every bars partition, then vacuum every table. Needs no lock: a harvest committing into a
+    partition meanwhile makes the rewrite conflict, and it is rebuilt from the new snapshot's files."""
+    loc = Location.parse(data_dir)
+    if loc.is_local:
+        refuse_old_layout(Path(loc.root))
+    tables = DeltaTables(loc, PARTITIONS)
     stats = CompactStats()
-    refuse_old_layout(root)
-    with WriterLock(root):
-        snapshot = tables.open(BARS)
-        by_partition: dict[PartitionKey, list[str]] = {}
-        for uri in tables.files(BARS, snapshot):
-            by_partition.setdefault(partition_of(root / BARS, Path(uri)), []).append(uri)
-        for key, files in sorted(by_partition.items()):
-            try:
-                parts = [read_bars_file(f) for f in files]
-            except (pa.ArrowException, OSError):
-                stats.unreadable += [Path(f) for f in files]
-                continue  # a damaged file must not be dropped by its neighbours' rewrite: verify() handles it
-            if len(files) == 1 and _well_formed(files[0], parts[0]):
+    by_partition: dict[PartitionKey, list[str]] = {}
+    for uri in tables.files(BARS):
+        by_partition.setdefault(partition_of(tables.uri(BARS), uri), []).append(uri)
+    for key, files in sorted(by_partition.items()):
+        try:
+            if len(files) == 1 and _well_formed(files[0], read_bars_file(files[0], loc), loc):
                 continue
-            merged = merge_newest_wins(parts)
-            tables.transact(BARS, lambda _, key=key, merged=merged: (with_partition(key, merged),
-                                                                    partitions_predicate([key])), BARS_TABLE_SCHEMA)
-            stats.partitions_rewritten += 1
-            stats.rows += merged.num_rows
-        for name in TABLES:
-            stats.files_removed += len(tables.vacuum(name, retention_hours))
-        stats.version = tables.version(BARS)
+        except (pa.ArrowException, OSError):
+            stats.unreadable += [Path(f) for f in files]
+            continue  # a damaged file must not be dropped by its neighbours' rewrite: verify() handles it
+        rewritten: list[int] = []
+
+        def build(snapshot, key=key, rewritten=rewritten) -> tuple[pa.Table, str]:
+            filters = family_filters(key.label, key.what_to_show, key.use_rth, [key.period])
+            merged = merge_newest_wins([read_bars_file(f, loc) for f in tables.files(BARS, snapshot, filters)])
+            rewritten[:] = [merged.num_rows]
+            return with_partition(key, merged), partitions_predicate([key])
+
+        try:
+            tables.transact(BARS, build, BARS_TABLE_SCHEMA)
+        except (pa.ArrowException, OSError):
+            stats.unreadable += [Path(f) for f in files]
+            continue
+        stats.partitions_rewritten += 1
+        stats.rows += rewritten[0]
+    for name in TABLES:
+        stats.files_removed += len(tables.vacuum(name, retention_hours))
+    stats.version = tables.version(BARS)
     return stats
 
 
-def _well_formed(path: str, table: pa.Table) -> bool:
+def _well_formed(path: str, table: pa.Table, loc: Location) -> bool:
     """Right row-group count for its size and sorted by (symbol, ts)."""
-    meta = pq.ParquetFile(path).metadata
+    fs, _ = filesystem(loc)
+    meta = pq.ParquetFile(fs_paths([path])[0], filesystem=fs).metadata
     if meta.num_row_groups != max(1, math.ceil(meta.num_rows / ROW_GROUP_ROWS)):
         return False
     if table.num_rows < 2:

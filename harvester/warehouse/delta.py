@@ -9,6 +9,7 @@ aborted at exit), predicate overwrite rather than MERGE (faster, and it refuses 
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -17,34 +18,39 @@ from pathlib import Path
 import deltalake
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, WriterProperties
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from harvester.warehouse.files import ROW_GROUP_ROWS, WarehouseError
+from harvester.warehouse.storage import Location, filesystem, fs_paths
 from harvester.warehouse.tables import BARS_SCHEMA
 
 WRITER = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
 CONFLICT_RETRIES = 10
-Write = tuple[pa.Table, str | None]  # rows, and the predicate of the rows they replace (None: append)
+Write = tuple[pa.Table | pa.RecordBatchReader, str | None]  # rows, and the predicate they replace (None: append)
 
 
 class DeltaTables:
-    """The Delta tables under one warehouse root, by name (layout's table names)."""
+    """The Delta tables under one warehouse root (a local folder or an S3 prefix), by layout's table names."""
 
-    def __init__(self, root: Path, partitions: dict[str, Sequence[str]] | None = None) -> None:
-        self.root = root
+    def __init__(self, root: Path | str | Location, partitions: dict[str, Sequence[str]] | None = None) -> None:
+        self.location = Location.parse(root)
         self.partitions = dict(partitions or {})  # table name -> partition columns
 
     def uri(self, name: str) -> str:
-        return str(self.root / name)
+        return self.location.uri(name)
 
     def open(self, name: str, as_of: int | datetime | None = None) -> DeltaTable | None:
         """The table at its latest version (or `as_of` a version or an instant); None if never written."""
+        version = as_of if isinstance(as_of, int) else None
         try:
-            table = DeltaTable(self.uri(name)) if not isinstance(as_of, int) else DeltaTable(self.uri(name), as_of)
+            table = DeltaTable(self.uri(name), version, storage_options=self.location.storage_options or None)
         except TableNotFoundError:
             return None
+        except (DeltaError, OSError) as exc:
+            raise WarehouseError(f"cannot open {self.uri(name)}: {str(exc).splitlines()[0]}") from exc
         if isinstance(as_of, datetime):
             try:
                 table.load_as_version(as_of)
@@ -66,27 +72,47 @@ class DeltaTables:
     def read(self, name: str, schema: pa.Schema, table: DeltaTable | None = None, filters: list | None = None
              ) -> pa.Table:
         """Rows of one snapshot as `schema`; partition columns come back from the file paths (hive style)."""
-        return read_files(self.files(name, table, filters), schema, self.partitions.get(name, ()))
+        files = self.files(name, table, filters)
+        if self.location.is_local:
+            return read_files(files, schema, self.partitions.get(name, ()))
+        return read_remote_files(self.location, files, schema, self.uri(name), self.partitions.get(name, ()))
 
     def transact(self, name: str, build: Callable[[DeltaTable | None], Write], schema: pa.Schema) -> int:
         """Write what `build(snapshot)` returns as one transaction, rebuilt on the new snapshot after a
-        conflict with another writer; returns the version written."""
+        conflict with another writer; returns the version written.
+
+        A missing table is first created empty: two writers racing to create it with rows would both append
+        (neither sees the other's table), so a whole-table rewrite would keep both copies."""
         for _ in range(CONFLICT_RETRIES):
             snapshot = self.open(name)
+            if snapshot is None:
+                self._create(name, schema)
+                snapshot = self.open(name)
             rows, predicate = build(snapshot)
             try:
-                return self._write(name, rows.cast(schema), predicate, snapshot is None)
+                if isinstance(rows, pa.Table):
+                    rows = rows.cast(schema)  # a RecordBatchReader streams batches already of `schema`
+                return self._write(name, snapshot, rows, predicate)
             except CommitFailedError:
                 continue
         raise WarehouseError(f"{self.uri(name)}: {CONFLICT_RETRIES} commits in a row lost to other writers")
 
-    def _write(self, name: str, rows: pa.Table, predicate: str | None, new: bool) -> int:
+    def _create(self, name: str, schema: pa.Schema) -> None:
+        try:
+            DeltaTable.create(self.uri(name), schema, partition_by=list(self.partitions.get(name, ())) or None,
+                              mode="ignore", storage_options=self.location.storage_options or None)
+        except CommitFailedError:
+            pass  # another writer created it first
+        except (DeltaError, OSError) as exc:
+            raise WarehouseError(f"cannot create {self.uri(name)}: {str(exc).splitlines()[0]}") from exc
+
+    def _write(self, name: str, snapshot: DeltaTable, rows: pa.Table | pa.RecordBatchReader, predicate: str | None) -> int:
+        """Written against `snapshot`, the version `build` read: a commit by another writer since then is a
+        conflict (given a URI, delta-rs would load the newest version and overwrite that writer's rows)."""
         mode = "append" if predicate is None else "overwrite"
-        if new and predicate is not None:
-            mode = "append"  # nothing to replace yet; creating the table with the rows is the same write
         try:
             deltalake.write_deltalake(  # looked up on the module: the crash harness counts these calls
-                self.uri(name), rows, mode=mode, predicate=None if mode == "append" else predicate,
+                snapshot, rows, mode=mode, predicate=None if mode == "append" else predicate,
                 partition_by=list(self.partitions.get(name, ())) or None, writer_properties=WRITER,
                 schema_mode="merge",  # a column added to a schema (tables.py) joins a table written before
             )
@@ -95,8 +121,8 @@ class DeltaTables:
         except (DeltaError, OSError) as exc:
             detail = str(exc).splitlines()[0]
             full = " (disk full)" if any(f"os error {n})" in detail for n in (27, 28, 122)) else ""  # EFBIG ENOSPC EDQUOT
-            raise WarehouseError(f"cannot write {self.uri(name)}{full}: {detail}") from exc
-        return DeltaTable(self.uri(name)).version()
+            raise WarehouseError(f"cannot write {snapshot.table_uri}{full}: {detail}") from exc
+        return snapshot.version()
 
     def vacuum(self, name: str, retention_hours: float) -> list[str]:
         """Delete files no snapshot younger than the retention still needs (readers keep theirs)."""
@@ -125,6 +151,43 @@ def read_files(files: Sequence[str], schema: pa.Schema, partition_columns: Seque
     return result.cast(schema)
 
 
+def remote_dataset(loc: Location, files: Sequence[str], schema: pa.Schema, table_uri: str,
+                   partition_columns: Sequence[str] = ()) -> ds.Dataset:
+    """Data files on object storage as a pyarrow dataset (pyarrow's S3 client: DuckDB has no S3 reader
+    here, its httpfs extension is a download); partition columns typed as in `schema`."""
+    fs, _ = filesystem(loc)
+    partitioning = ds.partitioning(pa.schema([schema.field(c) for c in partition_columns]), flavor="hive") \
+        if partition_columns else None
+    return ds.dataset(fs_paths(files), filesystem=fs, format="parquet", partitioning=partitioning,
+                      partition_base_dir=fs_paths([table_uri])[0])
+
+
+def read_remote_files(loc: Location, files: Sequence[str], schema: pa.Schema, table_uri: str,
+                      partition_columns: Sequence[str] = ()) -> pa.Table:
+    """Data files on object storage → one table of `schema`."""
+    if not files:
+        return schema.empty_table()
+    try:
+        table = remote_dataset(loc, files, schema, table_uri, partition_columns).to_table()
+    except (pa.ArrowException, OSError) as exc:
+        raise WarehouseError(f"cannot read {len(files)} data file(s) near {files[0]}: {exc}") from exc
+    return table.select(schema.names).cast(schema)
+
+
+_sources = itertools.count(1)
+
+
+def duckdb_source(con: duckdb.DuckDBPyConnection, loc: Location, files: Sequence[str], schema: pa.Schema,
+                  table_uri: str, partition_columns: Sequence[str] = (), union: bool = True) -> str:
+    """What a query on `con` reads these files through: DuckDB's own `read_parquet` for a local warehouse;
+    for S3, a pyarrow dataset registered on `con` (projection and filters are pushed down into it)."""
+    if loc.is_local or not files:
+        return parquet_source(files, schema, partition_columns, union)
+    name = f"_harvest_source_{next(_sources)}"
+    con.register(name, remote_dataset(loc, files, schema, table_uri, partition_columns))
+    return name
+
+
 def parquet_source(files: Sequence[str], schema: pa.Schema, partition_columns: Sequence[str] = (),
                    union: bool = True) -> str:
     """DuckDB's own `read_parquet` over these files (what every read of the warehouse uses); partition columns
@@ -151,8 +214,11 @@ def duckdb_type(kind: pa.DataType) -> str:
             pa.date32(): "DATE", pa.timestamp("us"): "TIMESTAMP"}[kind]
 
 
-def read_bars_file(path: str | Path) -> pa.Table:
+def read_bars_file(path: str | Path, loc: Location | None = None) -> pa.Table:
     """One bars data file, read whole, as BARS_SCHEMA (a damaged file raises here, not later in a merge)."""
+    if loc is not None and not loc.is_local:
+        return pq.read_table(fs_paths([str(path)])[0], filesystem=filesystem(loc)[0]).select(
+            BARS_SCHEMA.names).cast(BARS_SCHEMA)
     return pq.read_table(path).select(BARS_SCHEMA.names).cast(BARS_SCHEMA)
 
 

@@ -27,6 +27,7 @@ VERIFIED_FILE = "verified.json"  # the bars data files read back whole since the
 LOCK_FILE = ".harvest.lock"
 STAGING_DIR = "_staging"  # answers fetched, not yet committed
 CORRUPT_DIR = "corrupt"  # copies of data files found unreadable, kept for inspection
+LOCAL_STATE_ENV = "HARVEST_STATE_DIR"  # where an S3 warehouse's local files live (default ~/.cache/harvester)
 
 BARS = "bars"
 CONTRACTS = "contracts"
@@ -34,9 +35,22 @@ HEADS = "heads"
 COVERAGE = "coverage"
 JOURNAL = "journal"
 QUARANTINE = "quarantine"  # rows refused at the door
-TABLES = (BARS, CONTRACTS, HEADS, COVERAGE, JOURNAL, QUARANTINE)
+CLAIMS = "claims"  # which harvest is fetching which series, until when
+TABLES = (BARS, CONTRACTS, HEADS, COVERAGE, JOURNAL, QUARANTINE, CLAIMS)
 BARS_PARTITION_BY = ("bar_size", "what_to_show", "use_rth", "period")
 PARTITIONS = {BARS: BARS_PARTITION_BY}  # the other tables are small and unpartitioned
+
+
+def local_state_dir(location) -> Path:
+    """Where the files that are this machine's own live (staged answers, the simulator's journal): the
+    warehouse folder itself, or for an S3 warehouse a folder per bucket/prefix under the user's cache."""
+    if location.is_local:
+        return Path(location.root)
+    import hashlib
+    import os
+
+    base = Path(os.environ.get(LOCAL_STATE_ENV) or Path.home() / ".cache" / "harvester")
+    return base / f"{location.bucket}-{hashlib.sha256(location.root.encode()).hexdigest()[:12]}"
 
 
 @dataclass(frozen=True, order=True)
@@ -121,14 +135,24 @@ def periods_for(size: BarSize, start: datetime, end: datetime) -> list[str]:
 _SLOT_FORMAT = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}
 
 
+def _slots(session_dates: pa.Array | pa.ChunkedArray, label: str) -> pa.Array:
+    return pc.strftime(pc.cast(session_dates, pa.timestamp("s")), format=_SLOT_FORMAT[BY_LABEL[label].partition])
+
+
 def split_by_partition(table: pa.Table, label: str, what_to_show: str, use_rth: bool
                        ) -> Iterator[tuple[PartitionKey, pa.Table]]:
     """The rows of one series family, cut into the partitions their session dates belong to.
     Commit and compaction both file rows with this, so they can never disagree on where a row goes."""
-    slots = pc.strftime(table["session_date"].cast(pa.timestamp("s")),
-                        format=_SLOT_FORMAT[BY_LABEL[label].partition])
+    slots = _slots(table["session_date"], label)
     for slot in pc.unique(slots).to_pylist():
         yield PartitionKey(label, what_to_show, use_rth, slot), table.filter(pc.equal(slots, slot))
+
+
+def partitions_of(session_dates: pa.Array | pa.ChunkedArray, label: str, what_to_show: str, use_rth: bool
+                  ) -> list[PartitionKey]:
+    """The partitions rows of these session dates go to (as `split_by_partition` files them)."""
+    return [PartitionKey(label, what_to_show, use_rth, slot)
+            for slot in pc.unique(_slots(session_dates, label)).to_pylist()]
 
 
 def with_partition(key: PartitionKey, rows: pa.Table) -> pa.Table:
@@ -148,8 +172,11 @@ def partitions_predicate(keys: list[PartitionKey]) -> str:
     return " OR ".join(f"({family_predicate(*family, periods)})" for family, periods in sorted(families.items()))
 
 
-def partition_of(table_root: Path, path: Path) -> PartitionKey:
-    """The partition a bars data file lies in, read off its hive-style path."""
-    values = dict(p.split("=", 1) for p in path.relative_to(table_root).parts[:-1])
+def partition_of(table_root: str | Path, path: str | Path) -> PartitionKey:
+    """The partition a bars data file lies in, read off its hive-style path (a local path or a URI)."""
+    root, text = str(table_root).rstrip("/") + "/", str(path)
+    if not text.startswith(root):
+        raise WarehouseError(f"{text} is not a data file of {table_root}")
+    values = dict(p.split("=", 1) for p in text[len(root):].split("/")[:-1])
     return PartitionKey(values["bar_size"], values["what_to_show"], values["use_rth"] == "true", values["period"])
 

@@ -39,6 +39,10 @@ class StagedEntry:
     def read_bars(self) -> pa.Table | None:
         return pq.read_table(self.path) if self.rows else None
 
+    def read_session_dates(self) -> pa.ChunkedArray:
+        """One column: enough to know which partitions the entry touches without holding its rows."""
+        return pq.read_table(self.path, columns=["session_date"])["session_date"]
+
 
 class StagingArea:
     def __init__(self, data_dir: Path) -> None:

@@ -320,6 +320,8 @@ def _refusal(loc: Location, status: int, code: str, what: str) -> StorageError:
 def _check_local(root: Path) -> None:
     """The folder exists or can be made, and a file can be created in it (hidden: no reader glob matches)."""
     probe = root / f".harvest-probe-{uuid.uuid4()}"
+    if root.exists() and not root.is_dir():
+        raise StorageError(f"data directory {root} is not a directory")
     try:
         root.mkdir(parents=True, exist_ok=True)
         os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))

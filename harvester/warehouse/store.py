@@ -1,4 +1,4 @@
-"""The Warehouse facade: open, lock, stage answered requests, commit them, and the small tables.
+"""The Warehouse facade: open, claim series, stage answered requests, commit them, and the small tables.
 
 Every table is a Delta table (`delta.DeltaTables`); there are no transactions across tables, so the commit
 order is the crash-safety argument: (1) one bars transaction replaces every touched partition with its
@@ -15,19 +15,20 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from harvester.calendar import TradingCalendar
 from harvester.ibrules import BAR_SIZES, WHAT_TO_SHOW
-from harvester.model import BarRequest, HeadKey, Outcome
+from harvester.model import BarRequest, HeadKey, Outcome, SeriesKey
 from harvester.warehouse.checks import check_bars
+from harvester.warehouse.claims import Claims, Holder, Me
 from harvester.warehouse.compaction import merge_newest_wins
 from harvester.warehouse.coverage import CoverageIndex, dedupe_rows, naive_utc, trim_rows
 from harvester.warehouse.delta import DeltaTables, read_bars_file
@@ -46,14 +47,17 @@ from harvester.warehouse.layout import (
     VERIFIED_FILE,
     PartitionKey,
     family_filters,
+    local_state_dir,
     partition_of,
+    partitions_of,
     partitions_predicate,
     split_by_partition,
     with_partition,
 )
-from harvester.warehouse.lock import WarehouseLocked, WriterLock
+from harvester.warehouse.lock import WarehouseLocked
 from harvester.warehouse.migrate import refuse_old_layout
 from harvester.warehouse.staging import StagedEntry, StagingArea
+from harvester.warehouse.storage import Location, StorageError, check_writable, filesystem, fs_paths
 from harvester.warehouse.tables import (
     BARS_SCHEMA,
     BARS_TABLE_SCHEMA,
@@ -116,52 +120,59 @@ def new_run_id() -> str:
 
 
 class Warehouse:
-    def __init__(self, data_dir: Path, simulated: bool) -> None:
-        self.data_dir = data_dir
+    def __init__(self, location: Location | str | Path, simulated: bool) -> None:
+        """Use `Warehouse.open`, which checks the location first."""
+        self.location = location = Location.parse(location)
+        self.data_dir = local_state_dir(location)  # the warehouse folder, or an S3 warehouse's local files
         self.simulated = simulated
         self.run_id = new_run_id()
-        self.tables = DeltaTables(data_dir, PARTITIONS)
-        self._staging = StagingArea(data_dir)
+        self.tables = DeltaTables(location, PARTITIONS)
+        self._staging = StagingArea(self.data_dir)
         self._seq = itertools.count(1)
         self._batches = itertools.count(1)
         self._batch = self._next_batch()
         self._journal_seq = itertools.count(1)
         self._journal: list[dict] = []
         self._crash_hook: Callable[[str], None] = lambda step: None
+        self.claims = Claims(self.tables, Me.for_run(self.run_id))
+        self._claiming = False  # direct API use without claims: a commit merges every staged answer
 
     def _next_batch(self) -> str:
         """Each commit closes the current staging batch, so committed batches go away with one rename."""
         return f"{self.run_id}-b{next(self._batches):06d}"
 
     @classmethod
-    def open(cls, data_dir: str | Path, *, simulated: bool, gateway: str = "", account: str = "") -> Warehouse:
-        path = Path(data_dir).absolute()
-        if path.exists() and not path.is_dir():
-            raise WarehouseError(f"data directory {path} is not a directory")
-        ensure_dir(path)
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise WarehouseError(f"data directory {path} is not writable")
-        refuse_old_layout(path)
-        meta_path = path / META_FILE
-        if meta_path.exists():
-            try:
-                meta = json.loads(meta_path.read_text())
-            except (OSError, ValueError) as exc:
-                raise WarehouseError(f"cannot read {meta_path}: {exc}") from exc
+    def open(cls, data_dir: str | Path | Location, *, simulated: bool, gateway: str = "",
+             account: str = "") -> Warehouse:
+        """A local folder (created if missing) or `s3://bucket/prefix` (probed: reachable, writable, and
+        honouring conditional writes, or refused in one line)."""
+        try:
+            loc = Location.parse(data_dir)
+            check_writable(loc)
+        except StorageError as exc:
+            raise WarehouseError(str(exc)) from None
+        if loc.is_local:
+            path = Path(loc.root)
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise WarehouseError(f"data directory {path} is not writable")
+            refuse_old_layout(path)
+        meta = read_meta(loc)
+        if meta is not None:
             if bool(meta.get("simulated")) != simulated:
                 theirs, mine = ("simulated", "real") if meta.get("simulated") else ("real", "simulated")
-                raise MixedWarehouseError(f"{path} holds {theirs} bars; refusing to add {mine} ones")
+                raise MixedWarehouseError(f"{loc} holds {theirs} bars; refusing to add {mine} ones")
         else:
-            write_json_atomic(meta_path, {
+            _write_meta(loc, {
                 "format": FORMAT, "simulated": simulated, "gateway": gateway, "account": account,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             })
-        return cls(path, simulated)
+        return cls(loc, simulated)
 
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        with WriterLock(self.data_dir):
-            yield
+    def claim(self, keys: list[SeriesKey]) -> dict[SeriesKey, Holder]:
+        """Claim these series for this run (see `claims`); returns those another live job holds. From the
+        first claim on, a commit merges only staged answers of series this run holds."""
+        self._claiming = True
+        return self.claims.take(keys)
 
     # -- small tables -------------------------------------------------------------------------------------
 
@@ -244,6 +255,8 @@ class Warehouse:
         started = datetime.now(UTC)
         self._batch = self._next_batch()
         entries = self._staging.entries()
+        if self._claiming:  # another live job's answers are its to commit
+            entries = [e for e in entries if e.series in self.claims.held]
         stats = CommitStats(requests=len(entries), rows_staged=sum(e.rows for e in entries))
         self._merge_partitions(entries, stats)
         self._crash_hook("bars_durable")
@@ -256,42 +269,66 @@ class Warehouse:
         return stats
 
     def _merge_partitions(self, entries: list[StagedEntry], stats: CommitStats) -> None:
-        """One bars transaction: every touched partition is replaced by its rows merged with the staged ones."""
-        slices: dict[PartitionKey, list[pa.Table]] = {}
-        for entry in entries:
-            table = entry.read_bars()
-            if table is None:
-                continue
-            s = entry.series
-            for key, part in split_by_partition(table, BAR_SIZES[s.bar_size].label, s.what_to_show, s.use_rth):
-                slices.setdefault(key, []).append(part)
-        if not slices:
-            return
+        """One bars transaction: every touched partition is replaced by its rows merged with the staged ones.
 
-        def build(snapshot) -> tuple[pa.Table, str]:
-            merged = [with_partition(key, merge_newest_wins(self._partition_rows(snapshot, key) + slices[key]))
-                      for key in sorted(slices)]
-            stats.partitions_written = len(merged)
-            stats.rows_in_written_files = sum(t.num_rows for t in merged)
-            return pa.concat_tables(merged), partitions_predicate(list(slices))
+        The rows stream to delta-rs one partition at a time (stored + staged rows of that partition only), so
+        a commit holds one partition in memory, not everything staged."""
+        touched: dict[PartitionKey, list[StagedEntry]] = {}
+        for entry in entries:
+            if entry.rows:
+                s = entry.series
+                label = BAR_SIZES[s.bar_size].label
+                for key in partitions_of(entry.read_session_dates(), label, s.what_to_show, s.use_rth):
+                    touched.setdefault(key, []).append(entry)
+        if not touched:
+            return
+        damaged: list[_DamagedFile] = []
+
+        def merged(files: dict[PartitionKey, list[str]]) -> Iterator[pa.RecordBatch]:
+            """Runs inside delta-rs's writer: no deltalake call may happen here (its runtime would nest)."""
+            stats.partitions_written = stats.rows_in_written_files = 0
+            for key in sorted(touched):
+                try:
+                    stored = self._read_partition(files[key])
+                except _DamagedFile as exc:
+                    damaged.append(exc)
+                    raise
+                staged = [part for e in touched[key] for k, part in split_by_partition(
+                    e.read_bars(), key.label, key.what_to_show, key.use_rth) if k == key]
+                rows = with_partition(key, merge_newest_wins(stored + staged)).cast(BARS_TABLE_SCHEMA)
+                stats.partitions_written += 1
+                stats.rows_in_written_files += rows.num_rows
+                yield from rows.to_batches()
+
+        def build(snapshot) -> tuple[pa.RecordBatchReader, str]:
+            files = {key: self._partition_files(snapshot, key) for key in touched}
+            reader = pa.RecordBatchReader.from_batches(BARS_TABLE_SCHEMA, merged(files))
+            return reader, partitions_predicate(list(touched))
 
         while True:
             try:
                 self.tables.transact(BARS, build, BARS_TABLE_SCHEMA)
                 return
-            except _DamagedFile as damaged:  # dropped from its partition, then the merge is built again
-                stats.corrupt.append(self._drop_corrupt(damaged.path, damaged.error))
+            except (WarehouseError, _DamagedFile):
+                if not damaged:
+                    raise
+                stats.corrupt.append(self._drop_corrupt(damaged[0].path, damaged[0].error))
+                damaged.clear()  # dropped from its partition: the merge is built again
 
-    def _partition_rows(self, snapshot, key: PartitionKey) -> list[pa.Table]:
-        """The partition's stored rows, each file read whole: a damaged file must not vanish into a merge."""
+    def _partition_files(self, snapshot, key: PartitionKey) -> list[str]:
         if snapshot is None:
             return []
-        filters = family_filters(key.label, key.what_to_show, key.use_rth, [key.period])
+        return self.tables.files(BARS, snapshot, family_filters(key.label, key.what_to_show, key.use_rth, [key.period]))
+
+    def _read_partition(self, files: list[str]) -> list[pa.Table]:
+        """The partition's stored rows, each file read whole: a damaged file must not vanish into a merge."""
         rows = []
-        for uri in self.tables.files(BARS, snapshot, filters):
+        for uri in files:
             try:
-                rows.append(read_bars_file(uri))
+                rows.append(read_bars_file(uri, self.location))
             except (pa.ArrowException, OSError, KeyError) as exc:
+                if not self.location.is_local:
+                    raise WarehouseError(f"unreadable data file {uri}: {exc}") from exc
                 raise _DamagedFile(Path(uri), str(exc)) from exc
         return rows
 
@@ -326,8 +363,10 @@ class Warehouse:
         other files' rows stay) and its partition's coverage is forgotten, so the next plan refetches it.
 
         Delta data files are never rewritten, so a file verified once stays good unless damaged by hand:
-        the (size, mtime) record catches that too.
+        the (size, mtime) record catches that too. On S3 a PUT is whole or absent: nothing to verify.
         """
+        if not self.location.is_local:
+            return []
         record_path = self.data_dir / VERIFIED_FILE
         try:
             record = json.loads(record_path.read_text())
@@ -384,6 +423,32 @@ class Warehouse:
         """Flush the journal and delete committed staging batches. stage() and commit() must not overlap."""
         self._flush_journal()
         self._staging.empty_trash()
+        self.claims.release()
+
+
+def read_meta(loc: Location) -> dict | None:
+    """The warehouse's `warehouse.json` (simulated or real, format), None if it has none yet."""
+    try:
+        if loc.is_local:
+            path = Path(loc.root) / META_FILE
+            return json.loads(path.read_text()) if path.exists() else None
+        fs, _ = filesystem(loc)
+        key = fs_paths([loc.uri(META_FILE)])[0]
+        if fs.get_file_info(key).type == pafs.FileType.NotFound:
+            return None
+        with fs.open_input_stream(key) as f:
+            return json.loads(f.read())
+    except (OSError, ValueError) as exc:
+        raise WarehouseError(f"cannot read {loc.uri(META_FILE)}: {exc}") from exc
+
+
+def _write_meta(loc: Location, meta: dict) -> None:
+    if loc.is_local:
+        write_json_atomic(Path(loc.root) / META_FILE, meta)
+        return
+    fs, _ = filesystem(loc)
+    with fs.open_output_stream(fs_paths([loc.uri(META_FILE)])[0]) as f:  # one PUT: whole or absent
+        f.write(json.dumps(meta, indent=1, sort_keys=True).encode())
 
 
 def _trim_family(rows: pd.DataFrame, key: PartitionKey, start: datetime, end: datetime) -> pd.DataFrame:

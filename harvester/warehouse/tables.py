@@ -109,6 +109,20 @@ JOURNAL_SCHEMA = pa.schema(
         ("attempt", pa.int64()),
     ]
 )
+CLAIMS_SCHEMA = pa.schema(
+    [
+        ("con_id", pa.int64()),
+        ("bar_size", pa.string()),
+        ("what_to_show", pa.string()),
+        ("use_rth", pa.bool_()),
+        ("run_id", pa.string()),
+        ("host", pa.string()),
+        ("pid", pa.int64()),
+        ("pid_started", pa.float64()),  # the process's start time: a reused pid is not the holder
+        ("claimed_at", _TS),
+        ("expires_at", _TS),
+    ]
+)
 
 
 def utc_now_naive() -> datetime:

@@ -18,6 +18,8 @@ from click.testing import CliRunner
 from ib_insync import IB
 
 from harvester.cli import main
+from harvester.model import SeriesKey
+from harvester.warehouse.claims import Claims, Me
 from harvester.warehouse.store import Warehouse
 from tests.helpers.gateways import SIM_NOW, next_client_id
 from tests.helpers.warehouses import snapshot_files
@@ -138,13 +140,20 @@ def test_client_id_in_use_exits_5(sim_gateway, tmp_path, universe):
     assert f"client id {client_id} is already in use" in one_line_error(result)
 
 
-def test_locked_warehouse_exits_4(tmp_path, universe):
+def test_series_another_live_job_holds_are_left_to_it_and_not_fetched(tmp_path, universe):
     data = tmp_path / "data"
+    args = ["--universe", str(universe), "--sim", "--data-dir", str(data)]
+    assert invoke(*args, "--sim-now", SIM_NOW).exit_code == 0
     warehouse = Warehouse.open(data, simulated=True)
-    with warehouse.lock():
-        result = invoke("--universe", str(universe), "--sim", "--sim-now", SIM_NOW, "--data-dir", str(data))
-    assert result.exit_code == 4
-    assert "lock" in one_line_error(result)
+    con_ids = warehouse.contracts()["con_id"].tolist()
+    other = Claims(warehouse.tables, Me("nightly-elsewhere", "other-host", 4242, 1.0))  # alive until it expires
+    other.take([SeriesKey(c, "1 day", "TRADES", True) for c in con_ids])
+    journal = len(sim_journal(data))
+
+    result = invoke(*args, "--sim-now", "2024-06-18T20:00:00+00:00")  # two sessions later: work to do
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "left to another harvest: 2 series" in result.output and "nightly-elsewhere" in result.output
+    assert [e for e in sim_journal(data)[journal:] if e["kind"] == "historical"] == []
 
 
 def test_sim_harvest_then_rerun_fetches_nothing(tmp_path, universe):
@@ -230,7 +239,7 @@ def test_settings_layers_defaults_file_environment_options(tmp_path):
     from_file = resolve_settings(environ={}, cwd=tmp_path)
     assert (from_file.port, from_file.client_id, from_file.host) == (4002, 9, "gw")
     from_env = resolve_settings(environ={"HARVEST_PORT": "4001", "HARVEST_DATA_DIR": "/srv/bars"}, cwd=tmp_path)
-    assert from_env.port == 4001 and from_env.data_dir == Path("/srv/bars") and from_env.client_id == 9
+    assert from_env.port == 4001 and from_env.data_dir == "/srv/bars" and from_env.client_id == 9
     from_cli = resolve_settings({"port": 7496, "client_id": None}, environ={"HARVEST_PORT": "4001"}, cwd=tmp_path)
     assert from_cli.port == 7496 and from_cli.client_id == 9
     (tmp_path / "harvest.toml").write_text("colour = 'blue'\n")

@@ -10,7 +10,6 @@ from click.testing import CliRunner
 
 from harvester.cli import Exit, main
 from harvester.warehouse import Warehouse
-from harvester.warehouse.lock import WriterLock
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -63,11 +62,3 @@ def test_a_group_option_the_verb_cannot_use_is_refused_in_one_line(in_tmp: Path,
     code, _, err = run(option, value, "status")
     assert code == Exit.BAD_INPUT
     assert option in err and "status" in err and len(err.strip().splitlines()) == 1
-
-
-def test_compact_of_a_locked_warehouse_exits_with_the_lock_code(in_tmp: Path) -> None:
-    data = warehouse(in_tmp / "data")
-    with WriterLock(data):
-        code, _, err = run("compact", "--data-dir", str(data))
-    assert code == Exit.LOCKED
-    assert "lock" in err and len(err.strip().splitlines()) == 1

@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from harvester.warehouse.lock import WarehouseLocked, WriterLock
-from harvester.warehouse.store import Warehouse
 
 HOLDER = """
 import sys
@@ -31,7 +30,7 @@ def start_holder(data_dir) -> subprocess.Popen:
 def test_live_holder_refuses_us_naming_its_pid(tmp_path):
     child = start_holder(tmp_path)
     try:
-        with pytest.raises(WarehouseLocked) as info, Warehouse.open(tmp_path, simulated=True).lock():
+        with pytest.raises(WarehouseLocked) as info, WriterLock(tmp_path):
             pass
         assert info.value.holder_pid == child.pid and info.value.since
         assert str(child.pid) in str(info.value)

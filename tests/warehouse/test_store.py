@@ -301,6 +301,8 @@ def test_reader_sees_no_error_and_no_double_count_during_commits(tmp_path):
         if not (tmp_path / "bars" / "_delta_log").is_dir():
             return (0, 0)
         files = [str(f) for f in data_files(tmp_path)]
+        if not files:  # the table is created empty before its first commit
+            return (0, 0)
         return con.execute(f"SELECT count(*), count(DISTINCT (con_id, ts)) FROM read_parquet({files})").fetchall()[0]
 
     def reader() -> None:
