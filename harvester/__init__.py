@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "harvester.model": ("BarRequest", "ContractSpec", "HeadKey", "Outcome", "SeriesKey"),
     "harvester.ibrules": ("BAR_SIZES", "BY_LABEL", "WHAT_TO_SHOW", "BarSize", "bar_size"),
-    "harvester.calendar": ("TradingCalendar", "calendar_for"),
+    "harvester.calendar": ("ContractListing", "TradingCalendar", "calendar_for"),
     "harvester.settings": ("ConfigError", "Settings", "resolve_settings"),
     "harvester.universe": ("UniverseError", "load_universe"),
     "harvester.job": ("HarvestConfigError", "HarvestJob", "HarvestReport", "harvest_async", "run_harvest"),

@@ -1,4 +1,4 @@
-"""Each contract's trading sessions, in IB's two flavours (useRTH 1 and 0), from its exchange and IB's details.
+"""Each contract's trading sessions in IB's two flavours (useRTH 1 and 0), from its exchange and IB's details.
 
 Which days hold a session comes from the exchange's calendar (exchange_calendars: holidays, early closes,
 DST); IB's exchange codes map onto those calendars in `EXCHANGE_CALENDARS`, written here once. What a
@@ -85,6 +85,18 @@ class ContractHours(Protocol):
 
 
 @dataclass(frozen=True)
+class ContractListing:
+    """ContractHours as plain values: a stored contracts row, or an exchange with no details at hand."""
+
+    sec_type: str
+    exchange: str
+    primary_exchange: str = ""
+    time_zone: str = ""
+    trading_hours: str = ""
+    liquid_hours: str = ""
+
+
+@dataclass(frozen=True)
 class Session:
     """One trading day in one flavour; `date` is the exchange's trading date, bounds are UTC."""
 
@@ -137,7 +149,7 @@ def calendar_for(contract: ContractHours) -> TradingCalendar:
 @lru_cache(maxsize=4096)
 def _calendar_for(sec_type: str, exchange: str, primary_exchange: str, time_zone: str, trading_hours: str,
                   liquid_hours: str) -> TradingCalendar:
-    known = _known_calendar(_Listing(sec_type, exchange, primary_exchange))
+    known = _known_calendar(ContractListing(sec_type, exchange, primary_exchange))
     zone = _zone(time_zone) or (known[1] if known else "UTC")
     regular_days = parse_hours(liquid_hours)
     extended_days = parse_hours(trading_hours) or regular_days
@@ -174,7 +186,8 @@ def parse_hours(text: str) -> dict[date, Span | None]:
                 continue
             start, _, end = piece.partition("-")
             opened = _local(label, start)
-            closed = _local(datetime.strptime(end[:8], "%Y%m%d").date(), end[9:]) if ":" in end else _local(label, end)
+            end_day = datetime.strptime(end[:8], "%Y%m%d").date() if ":" in end else label
+            closed = _local(end_day, end[9:] if ":" in end else end)
         except ValueError:
             continue  # a form IB may add later: read what is known, skip the rest
         if closed <= opened:
@@ -183,15 +196,17 @@ def parse_hours(text: str) -> dict[date, Span | None]:
         midnight = datetime.combine(trading_day, datetime.min.time())
         span = (int((opened - midnight).total_seconds()), int((closed - midnight).total_seconds()))
         previous = days.get(trading_day)
-        days[trading_day] = span if previous is None else (min(previous[0], span[0]), max(previous[1], span[1]))
+        days[trading_day] = span if previous is None else (min(previous[0], span[0]),
+                                                           max(previous[1], span[1]))
     return days
 
 
 class TradingCalendar:
     """All sessions of one contract's calendar, both flavours, as sorted int64 epoch arrays."""
 
-    def __init__(self, name: str, time_zone: str, day_numbers: np.ndarray, regular: tuple[np.ndarray, np.ndarray],
-                 extended: tuple[np.ndarray, np.ndarray], from_details: bool = False) -> None:
+    def __init__(self, name: str, time_zone: str, day_numbers: np.ndarray,
+                 regular: tuple[np.ndarray, np.ndarray], extended: tuple[np.ndarray, np.ndarray],
+                 from_details: bool = False) -> None:
         self.name = name
         self.time_zone = time_zone
         self.from_details = from_details  # no exchange calendar: weekdays and hours from IB's details only
@@ -202,7 +217,7 @@ class TradingCalendar:
     @classmethod
     def for_exchange(cls, primary_exchange: str, sec_type: str = "STK") -> TradingCalendar:
         """The calendar of an IB exchange with no contract details at hand (tests, benchmarks)."""
-        return calendar_for(_Listing(sec_type, primary_exchange, primary_exchange))
+        return calendar_for(ContractListing(sec_type, primary_exchange, primary_exchange))
 
     def day_index(self, days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For exchange dates (datetime64[D]): the index of that date's session, or of the next one when
@@ -236,7 +251,7 @@ class TradingCalendar:
         return [self.session_at(k, use_rth) for k in range(first, stop)]
 
     def session_dates(self, epochs: np.ndarray, use_rth: bool) -> np.ndarray:
-        """Trading date (datetime64[D]) of the session holding each instant; the local date outside sessions."""
+        """Trading date (datetime64[D]) of the session holding each instant; outside sessions, the local date."""
         opens, closes = self.bounds(use_rth)
         index = (np.searchsorted(opens, epochs, side="right") - 1).clip(min=0)
         inside = (epochs >= opens[index]) & (epochs < closes[index])
@@ -270,21 +285,13 @@ class TradingCalendar:
             k = int(np.searchsorted(self.day_numbers, day.toordinal()))
             present = k < len(self.day_numbers) and self.day_numbers[k] == day.toordinal()
             midnight = int(datetime.combine(day, datetime.min.time(), zone).timestamp())
-            have_rth = (int(self.rth_open[k]) - midnight, int(self.rth_close[k]) - midnight) if present else None
-            have_ext = (int(self.ext_open[k]) - midnight, int(self.ext_close[k]) - midnight) if present else None
+            have_rth = have_ext = None
+            if present:
+                have_rth = (int(self.rth_open[k]) - midnight, int(self.rth_close[k]) - midnight)
+                have_ext = (int(self.ext_open[k]) - midnight, int(self.ext_close[k]) - midnight)
             if (want_rth, want_ext) != (have_rth, have_ext):
                 out.append((day.toordinal(), want_rth, want_ext))
         return tuple(out)
-
-
-@dataclass(frozen=True)
-class _Listing:
-    sec_type: str
-    exchange: str
-    primary_exchange: str
-    time_zone: str = ""
-    trading_hours: str = ""
-    liquid_hours: str = ""
 
 
 def _known_calendar(contract: ContractHours) -> tuple[str, str] | None:
@@ -358,17 +365,17 @@ def _schedule(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
 @cache
 def _calendar(spec: _Spec) -> TradingCalendar:
     if spec.name is None:
-        first, last = date.fromisoformat(CALENDAR_START).toordinal(), date.fromisoformat(CALENDAR_END).toordinal()
+        first, last = (date.fromisoformat(d).toordinal() for d in (CALENDAR_START, CALENDAR_END))
         days = np.arange(first, last + 1, dtype=np.int64)
         days = days[np.isin((days - 1) % 7, spec.weekdays)]  # ordinal 1 (0001-01-01) is a Monday
         regular = _spanned(days, spec.zone, spec.regular)
         extended = _spanned(days, spec.zone, spec.extended) if spec.extended else regular
     else:
         days, cal_open, cal_close, cut = _schedule(spec.name)
-        regular = (cal_open, cal_close) if spec.regular is None else _cut(_spanned(days, spec.zone, spec.regular),
-                                                                          cut, cal_close)
-        extended = regular if spec.extended is None else _cut(_spanned(days, spec.zone, spec.extended), cut,
-                                                              cal_close)
+        regular = ((cal_open, cal_close) if spec.regular is None
+                   else _cut(_spanned(days, spec.zone, spec.regular), cut, cal_close))
+        extended = (regular if spec.extended is None
+                    else _cut(_spanned(days, spec.zone, spec.extended), cut, cal_close))
     days, regular, extended = _overridden(days, regular, extended, spec)
     return TradingCalendar(spec.name or DETAILS_CALENDAR, spec.zone, days, regular, extended,
                            from_details=spec.name is None)

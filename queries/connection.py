@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from harvester import (
     BY_LABEL,
+    ContractListing,
     DeltaTables,
     Location,
     WarehouseError,
@@ -233,7 +234,7 @@ def calendar_tables(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table]
     calendars: dict[int, tuple[int, object, datetime, datetime]] = {}
     links = []
     for con_id, sec_type, exchange, primary, zone, trading, liquid, first, last in rows:
-        calendar = calendar_for(_StoredContract(sec_type or "", exchange or "", primary or "", zone or "",
+        calendar = calendar_for(ContractListing(sec_type or "", exchange or "", primary or "", zone or "",
                                                 trading or "", liquid or ""))
         number, _, lo, hi = calendars.get(id(calendar), (len(calendars) + 1, calendar, first, last))
         calendars[id(calendar)] = (number, calendar, min(lo, first), max(hi, last))
@@ -253,15 +254,6 @@ def calendar_tables(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table]
     sessions = (pa.table({n: np.concatenate(v) for n, v in columns.items()}, schema=_SESSION_SCHEMA) if calendars
                 else _SESSION_SCHEMA.empty_table())
     return pa.Table.from_pylist(links, schema=_CALENDAR_SCHEMA), sessions
-
-
-class _StoredContract:
-    """A contracts row in the shape `calendar_for` reads."""
-
-    def __init__(self, sec_type: str, exchange: str, primary_exchange: str, time_zone: str, trading_hours: str,
-                 liquid_hours: str) -> None:
-        self.sec_type, self.exchange, self.primary_exchange = sec_type, exchange, primary_exchange
-        self.time_zone, self.trading_hours, self.liquid_hours = time_zone, trading_hours, liquid_hours
 
 
 _UNIX_ORDINAL = datetime(1970, 1, 1).toordinal()

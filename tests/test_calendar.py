@@ -8,7 +8,14 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pytest
 
-from harvester.calendar import Session, TradingCalendar, calendar_for, calendar_name, parse_hours
+from harvester.calendar import (
+    ContractListing,
+    Session,
+    TradingCalendar,
+    calendar_for,
+    calendar_name,
+    parse_hours,
+)
 
 
 def utc(*args: int) -> datetime:
@@ -89,9 +96,7 @@ FX_HOURS = "20240308:1715-20240308:1700;20240309:CLOSED;20240310:1715-20240311:1
 
 def contract(exchange: str, sec_type: str = "STK", zone: str = "", trading: str = "", liquid: str = "",
              primary: str = ""):
-    from harvester.calendar import _Listing
-
-    return _Listing(sec_type, exchange, primary, zone, trading, liquid)
+    return ContractListing(sec_type, exchange, primary, zone, trading, liquid)
 
 
 @pytest.mark.parametrize("exchange, sec_type, name", [

@@ -204,15 +204,16 @@ class IBSource:
         failures: dict[str, str] = {}
         for first in range(0, len(specs), batch_size):
             batch = specs[first : first + batch_size]
-            answers = await asyncio.gather(*(self._details(s, timeout) for s in batch), return_exceptions=True)
+            answers = await asyncio.gather(*(self._details(s, timeout) for s in batch),
+                                           return_exceptions=True)
             for spec, details in zip(batch, answers, strict=True):
                 if isinstance(details, BaseException):
                     failures[spec.label] = _describe_failure(details)
                 elif not details:
                     failures[spec.label] = "unknown contract (no security definition)"
-                elif len(details) > 1 and spec.sec_type != "CONTFUT":
+                elif len(details) > 1 and not _chain(spec, details):
                     where = ", ".join(sorted({d.contract.primaryExchange or d.contract.multiplier for d in details}))
-                    hint = "multiplier" if spec.sec_type == "FUT" else "primary_exchange"
+                    hint = "primary_exchange" if spec.sec_type == "STK" else "multiplier"
                     failures[spec.label] = f"ambiguous contract ({len(details)} matches: {where}); set {hint}"
                 else:
                     contracts[spec] = tuple(_contract_info(d, spec.exchange) for d in details)
@@ -226,7 +227,8 @@ class IBSource:
         chain = Contract(symbol=spec.symbol, secType="FUT", exchange=front.exchange, currency=front.currency,
                          multiplier=front.multiplier, includeExpired=True)
         listed = await asyncio.wait_for(self.ib.reqContractDetailsAsync(chain), timeout)
-        due = [d for d in listed if d.contract.lastTradeDateOrContractMonth <= front.lastTradeDateOrContractMonth]
+        last = front.lastTradeDateOrContractMonth
+        due = [d for d in listed if d.contract.lastTradeDateOrContractMonth <= last]
         return sorted(due, key=lambda d: d.contract.lastTradeDateOrContractMonth) or details
 
     def send_head(self, contract: ContractInfo, what_to_show: str, use_rth: bool) -> Sent:
@@ -352,6 +354,11 @@ def _ib_contract(c: ContractSpec | ContractInfo) -> Contract:
         currency=c.currency,
         includeExpired=c.sec_type == "FUT",
     )
+
+
+def _chain(spec: ContractSpec, details: list) -> bool:
+    """A continuous future's answer: its expiries (several are expected), not an ambiguous description."""
+    return spec.sec_type == "CONTFUT" and all(d.contract.secType == "FUT" for d in details)
 
 
 def _contract_info(details, exchange: str) -> ContractInfo:
