@@ -66,8 +66,9 @@ def _stored_contracts(frame: pd.DataFrame, now: datetime) -> dict[str, list[Cont
         qualified = qualified.dt.tz_localize(UTC)
     fresh = frame[(qualified >= now - STALE_AFTER).to_numpy()]
     names = [f for f in ContractInfo.__dataclass_fields__]
-    for row in fresh[names].itertuples(index=False):
-        info = ContractInfo(*(("" if v is None else v) for v in row))
+    known = fresh[names].astype(object)
+    for row in known.where(known.notna(), "").itertuples(index=False):  # NULL: a column added since
+        info = ContractInfo(*row)
         by_symbol.setdefault(info.symbol, []).append(info)
     return by_symbol
 
