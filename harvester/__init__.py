@@ -21,7 +21,8 @@ _EXPORTS = {
     "harvester.calendar": ("ContractListing", "TradingCalendar", "calendar_for"),
     "harvester.settings": ("ConfigError", "Settings", "resolve_settings"),
     "harvester.universe": ("UniverseError", "load_universe"),
-    "harvester.job": ("HarvestConfigError", "HarvestJob", "HarvestReport", "harvest_async", "run_harvest"),
+    "harvester.job": ("HarvestConfigError", "HarvestJob", "HarvestReport", "claimed_by_others", "harvest_async",
+                      "missing_requests", "run_harvest"),
     "harvester.simulated": ("SIM_PACING_SCALE", "SIM_SAFETY_S", "simulated_gateway"),
     "harvester.ib.client": ("ClientIdInUse", "GatewayUnreachable"),
     "harvester.warehouse": ("MixedWarehouseError", "Warehouse", "WarehouseError", "WarehouseLocked"),
@@ -30,6 +31,7 @@ _EXPORTS = {
     "harvester.warehouse.store": ("read_meta",),
     "harvester.warehouse.migrate": ("MigrateStats", "OldLayoutError", "migrate", "needs_migration", "refuse_old_layout"),
     "harvester.warehouse.tables": ("tables",),
+    "harvester.warehouse.files": ("write_bytes_atomic",),
     "harvester.warehouse.layout": ("layout",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import warnings
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -69,6 +70,9 @@ _BY_SEC_TYPE: dict[tuple[str, str], tuple[str, str]] = {("EUREX", "IND"): ("XETR
 # Extended hours where IB's details are not at hand: IB's 04:00-20:00 for US stocks; elsewhere the regular
 # session. Seconds from the trading date's local midnight.
 _DEFAULT_EXTENDED = {"XNYS": (4 * 3600, 20 * 3600)}
+_DEFAULT_ZONE: dict[str, str] = {}
+for _name, _zone in EXCHANGE_CALENDARS.values():
+    _DEFAULT_ZONE.setdefault(_name, _zone)
 _WEEKDAYS = (0, 1, 2, 3, 4)
 _EARLY_CLOSE_WINDOW = 21  # sessions around a day whose median close is "the usual close"
 
@@ -155,8 +159,9 @@ def _calendar_for(sec_type: str, exchange: str, primary_exchange: str, time_zone
     extended_days = parse_hours(trading_hours) or regular_days
     regular_days = regular_days or extended_days
     if known is None:
-        spec = _Spec(None, zone, _usual(regular_days) or (0, 86_400), _usual(extended_days),
-                     _weekdays(extended_days))
+        regular = _usual(regular_days) or (0, 86_400)
+        extended = _usual(extended_days)
+        spec = _Spec(None, zone, regular, None if extended == regular else extended, _weekdays(extended_days))
     else:
         extended = _usual(extended_days)
         spec = _Spec(known[0], zone, _own_hours(known[0], zone, regular_days),
@@ -202,12 +207,14 @@ def parse_hours(text: str) -> dict[date, Span | None]:
 
 
 class TradingCalendar:
-    """All sessions of one contract's calendar, both flavours, as sorted int64 epoch arrays."""
+    """All sessions of one contract's calendar, both flavours, as sorted int64 epoch arrays. `name` is the
+    exchange calendar's; `key` tells apart calendars of one exchange with other hours (CME's ES and CL)."""
 
     def __init__(self, name: str, time_zone: str, day_numbers: np.ndarray,
                  regular: tuple[np.ndarray, np.ndarray], extended: tuple[np.ndarray, np.ndarray],
-                 from_details: bool = False) -> None:
+                 from_details: bool = False, key: str = "") -> None:
         self.name = name
+        self.key = key or name
         self.time_zone = time_zone
         self.from_details = from_details  # no exchange calendar: weekdays and hours from IB's details only
         self.day_numbers = day_numbers
@@ -378,7 +385,28 @@ def _calendar(spec: _Spec) -> TradingCalendar:
                     else _cut(_spanned(days, spec.zone, spec.extended), cut, cal_close))
     days, regular, extended = _overridden(days, regular, extended, spec)
     return TradingCalendar(spec.name or DETAILS_CALENDAR, spec.zone, days, regular, extended,
-                           from_details=spec.name is None)
+                           from_details=spec.name is None, key=_key(spec))
+
+
+def _key(spec: _Spec) -> str:
+    """A stable, readable name for what a calendar was built from: the exchange calendar's name, then what
+    differs from that exchange's defaults (`CMES 08:30-15:00 ext 17:00-16:00`, `XNYS US/Central`)."""
+    parts = [spec.name or DETAILS_CALENDAR]
+    if spec.regular is not None:
+        parts.append(_hours_text(spec.regular))
+    if spec.extended is not None and spec.extended != _DEFAULT_EXTENDED.get(spec.name or ""):
+        parts.append("ext " + _hours_text(spec.extended))
+    if spec.zone != _DEFAULT_ZONE.get(spec.name or ""):
+        parts.append(spec.zone)
+    if spec.name is None and spec.weekdays != _WEEKDAYS:
+        parts.append("weekdays " + "".join(str(w) for w in spec.weekdays))
+    if spec.overrides:
+        parts.append(f"{len(spec.overrides)} days from details #{zlib.crc32(repr(spec.overrides).encode()):08x}")
+    return " ".join(parts)
+
+
+def _hours_text(span: Span) -> str:
+    return "-".join(f"{s % 86_400 // 3600:02d}:{s % 3600 // 60:02d}" for s in span)
 
 
 def _spanned(days: np.ndarray, zone: str, span: Span) -> tuple[np.ndarray, np.ndarray]:

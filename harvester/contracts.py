@@ -24,15 +24,7 @@ async def resolve_contracts(
     source: IBSource, warehouse: Warehouse, specs: Sequence[ContractSpec], now: datetime
 ) -> tuple[list[ContractInfo], dict[str, str]]:
     """Stored contracts for known specs, a qualification round trip only for new or stale ones."""
-    stored = _stored_contracts(warehouse.contracts(), now)
-    known: dict[ContractSpec, ContractInfo] = {}
-    todo = []
-    for spec in specs:
-        match = [i for i in stored.get(spec.symbol, ()) if _fits(spec, i)]
-        if len(match) == 1 and spec.sec_type != "CONTFUT":
-            known[spec] = (match[0],)
-        else:
-            todo.append(spec)
+    known, todo = stored_contracts(warehouse, specs, now - STALE_AFTER)
     fresh: QualifyResult = await source.qualify(todo) if todo else QualifyResult({}, {})
     if fresh.contracts:
         warehouse.save_contracts(_contracts_frame([i for infos in fresh.contracts.values() for i in infos], now))
@@ -43,6 +35,22 @@ async def resolve_contracts(
                 seen.add(info.con_id)
                 ordered.append(info)
     return ordered, dict(fresh.failures)
+
+
+def stored_contracts(warehouse: Warehouse, specs: Sequence[ContractSpec], since: datetime | None
+                     ) -> tuple[dict[ContractSpec, tuple[ContractInfo, ...]], list[ContractSpec]]:
+    """The stored contract of each spec it names unambiguously (qualified at or after `since`; None: any age),
+    and the specs that need a qualification round trip (a continuous future always: its front may roll)."""
+    stored = _stored_contracts(warehouse.contracts(), since)
+    known: dict[ContractSpec, tuple[ContractInfo, ...]] = {}
+    todo = []
+    for spec in specs:
+        match = [i for i in stored.get(spec.symbol, ()) if _fits(spec, i)]
+        if len(match) == 1 and spec.sec_type != "CONTFUT":
+            known[spec] = (match[0],)
+        else:
+            todo.append(spec)
+    return known, todo
 
 
 def _fits(spec: ContractSpec, info: ContractInfo) -> bool:
@@ -57,14 +65,14 @@ def _fits(spec: ContractSpec, info: ContractInfo) -> bool:
     )
 
 
-def _stored_contracts(frame: pd.DataFrame, now: datetime) -> dict[str, list[ContractInfo]]:
+def _stored_contracts(frame: pd.DataFrame, since: datetime | None) -> dict[str, list[ContractInfo]]:
     by_symbol: dict[str, list[ContractInfo]] = {}
     if frame is None or frame.empty:
         return by_symbol
     qualified = pd.to_datetime(frame["qualified_at"])
     if qualified.dt.tz is None:
         qualified = qualified.dt.tz_localize(UTC)
-    fresh = frame[(qualified >= now - STALE_AFTER).to_numpy()]
+    fresh = frame if since is None else frame[(qualified >= since).to_numpy()]
     names = [f for f in ContractInfo.__dataclass_fields__]
     known = fresh[names].astype(object)
     for row in known.where(known.notna(), "").itertuples(index=False):  # NULL: a column added since

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from harvester.calendar import TradingCalendar
-from harvester.contracts import resolve_contracts
+from harvester.contracts import resolve_contracts, stored_contracts
+from harvester.ib.budget import gateway_window
 from harvester.ib.client import ContractInfo, IBSource
 from harvester.ib.pacing import PacingWindow, pacing_floor
 from harvester.ib.scheduler import (
@@ -30,13 +31,16 @@ from harvester.ib.scheduler import (
     interleave,
     paced_limits,
 )
-from harvester.ibrules import WHAT_TO_SHOW, bar_size, request_weight, what_to_show_for
+from harvester.ibrules import WHAT_TO_SHOW, PacingLimits, bar_size, request_weight, what_to_show_for
 from harvester.model import BarRequest, ContractSpec, HeadKey, SeriesKey, WorkKind
 from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_requests
-from harvester.recorder import Recorder
+from harvester.recorder import Recorder, recent_sends
 from harvester.settings import Settings
 from harvester.warehouse import Warehouse
-from harvester.warehouse.claims import CLAIM_TTL
+from harvester.warehouse.claims import CLAIM_TTL, live_claims
+from harvester.warehouse.coverage import CoverageIndex
+from harvester.warehouse.storage import Location
+from harvester.warehouse.store import read_meta
 
 
 class HarvestConfigError(ValueError):
@@ -191,7 +195,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
         limits = paced_limits(job.pacing_scale, job.min_safety_s)
         retry, timeouts = job.policies()
         scheduler = Scheduler(
-            source, PacingWindow(limits, time.monotonic), max_in_flight=job.max_in_flight, retry=retry,
+            source, pacing_budget(job, warehouse, limits), max_in_flight=job.max_in_flight, retry=retry,
             timeouts=timeouts, on_answer=recorder.on_answer, on_progress=progress,
         )
         start = _start_instant(job.start)
@@ -284,11 +288,7 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
     for info, key in series:
         if recorder.failed_series(key):
             continue
-        calendar = info.calendar
-        state = SeriesState(
-            series=key, symbol=info.label, calendar=calendar, head=heads.get(key.head_key),
-            coverage=tuple(coverage.intervals(key)), expires=_expiry(info, calendar, key.use_rth),
-        )
+        state = _series_state(info, key, heads, coverage)
         if state.head is None and key.head_key in recorder.no_data_heads:
             continue  # IB has no data at all for this series: nothing to fetch, nothing failed
         if state.head is None and job.plan_only and needs_head_timestamp(key, start):
@@ -311,6 +311,63 @@ def _expiry(info: ContractInfo, calendar: TradingCalendar, use_rth: bool) -> dat
         return None
     last = datetime.strptime(info.last_trade_date[:8], "%Y%m%d").date()
     return calendar.close_on_or_before(last, use_rth)
+def _series_state(info: ContractInfo, key: SeriesKey, heads: dict[HeadKey, datetime],
+                  coverage: CoverageIndex) -> SeriesState:
+    """A series as the planner sees it: on its contract's own calendar, ending at a future's expiry."""
+    calendar = info.calendar
+    return SeriesState(series=key, symbol=info.label, calendar=calendar, head=heads.get(key.head_key),
+                       coverage=tuple(coverage.intervals(key)), expires=_expiry(info, calendar, key.use_rth))
+
+
+def missing_requests(job: HarvestJob, now: datetime | None = None) -> list[BarRequest] | None:
+    """What `job` would ask IB for, worked out from the warehouse alone: no gateway, no lock, `now` from the
+    local clock. [] when everything it asks for is covered; None when only the gateway can tell (nothing
+    stored yet, a contract never qualified, a head timestamp not fetched). Read-through calls it first."""
+    now = now or datetime.now(UTC)
+    if read_meta(Location.parse(job.data_dir)) is None:
+        return None
+    warehouse = Warehouse(job.data_dir, job.sim)  # reads only: nothing opened for writing, nothing claimed
+    known, todo = stored_contracts(warehouse, job.universe, since=None)  # any age: conIds do not change
+    if todo:
+        return None
+    heads, coverage = warehouse.heads(), warehouse.coverage()
+    start = _start_instant(job.start)
+    end = min(now, _end_instant(job.end)) if job.end else now
+    requests: list[BarRequest] = []
+    for info in {i.con_id: i for infos in known.values() for i in infos}.values():
+        for size in job.bar_sizes:
+            key = SeriesKey(info.con_id, size, what_to_show_for(info.sec_type, job.what_to_show), job.use_rth)
+            state = _series_state(info, key, heads, coverage)
+            if state.head is None and needs_head_timestamp(key, start):
+                return None
+            try:
+                requests += plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
+            except PlanError:
+                return None
+    return requests
+
+
+def claimed_by_others(job: HarvestJob, keys: Iterable[SeriesKey]) -> dict[SeriesKey, str]:
+    """Which of `keys` another live harvest holds now, and by whom (the claims table, read only)."""
+    wanted = set(keys)
+    rows = live_claims(Warehouse(job.data_dir, job.sim).tables)
+    return {key: f"held by run {r.run_id} (pid {r.pid} on {r.host})" for r in rows.itertuples(index=False)
+            if (key := SeriesKey(int(r.con_id), r.bar_size, r.what_to_show, bool(r.use_rth))) in wanted}
+
+
+def pacing_budget(job: HarvestJob, warehouse: Warehouse, limits: PacingLimits) -> PacingWindow:
+    """The process's one pacing window for the job's gateway (`ib.budget`); when first made, it is seeded
+    with the sends other processes journaled in this warehouse within the window, so a run started right
+    after another never gets what that one used up."""
+    window, new = gateway_window(job.host, job.port, limits, time.monotonic)
+    if new and not job.plan_only:
+        contracts = warehouse.contracts()
+        exchanges = dict(zip(contracts.con_id.astype(int), contracts.exchange, strict=True))
+        horizon = timedelta(seconds=limits.window_s + limits.safety_s)
+        now, clock = datetime.now(UTC), time.monotonic()
+        for request, sent_at in recent_sends(warehouse.journal(), exchanges, now, horizon):
+            window.remember(request, clock - (now - sent_at).total_seconds())
+    return window
 
 
 def _start_instant(start: date | None) -> datetime | None:

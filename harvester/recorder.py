@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
+import pandas as pd
+
+from harvester.ib.pacing import PacedRequest
 from harvester.ib.scheduler import Answer
+from harvester.ibrules import request_weight
 from harvester.model import HeadKey, Outcome, SeriesKey, WorkKind
 from harvester.warehouse import Warehouse
 
@@ -25,7 +29,7 @@ class Recorder:
         self.warehouse = warehouse
         self.commit_every_s = commit_every_s
         self._on_failure, self._on_staged = on_failure, on_staged
-        self.run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
+        self.run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}{_process_suffix()}"
         self.failed: set[SeriesKey] = set()
         self._failed_heads: set[HeadKey] = set()
         self.no_data_heads: set[HeadKey] = set()
@@ -125,3 +129,27 @@ def journal_row(run_id: str, answer: Answer) -> dict:
         "latency_s": result.latency_s,
         "attempt": answer.attempt,
     }
+
+
+def _process_suffix() -> str:
+    return f"-{os.getpid()}"
+
+
+def recent_sends(journal: pd.DataFrame, exchanges: dict[int, str], now: datetime, horizon: timedelta
+                 ) -> Iterator[tuple[PacedRequest, datetime]]:
+    """The requests other processes sent within `horizon` before `now`, as the pacer counts them (the inverse
+    of `journal_row`; the exchange comes from the stored contracts, SMART when unknown)."""
+    since = (now - horizon).astimezone(UTC).replace(tzinfo=None)
+    recent = journal[(journal.sent_at >= since) & ~journal.run_id.str.endswith(_process_suffix())]
+    for row in recent.itertuples(index=False):
+        kind = WorkKind(row.kind)
+        con_id, use_rth = int(row.con_id), bool(row.use_rth)
+        if kind is WorkKind.HEAD:
+            identity: tuple = (kind, con_id, row.what_to_show, use_rth)
+        else:
+            end = pd.Timestamp(row.end_ts).tz_localize(UTC).to_pydatetime()
+            identity = (kind, con_id, row.bar_size, row.what_to_show, use_rth, end, row.duration)
+        request = PacedRequest(con_id=con_id, exchange=exchanges.get(con_id, "SMART"),
+                               what_to_show=row.what_to_show, identity=identity,
+                               weight=request_weight(row.what_to_show), kind=kind)
+        yield request, pd.Timestamp(row.sent_at).tz_localize(UTC).to_pydatetime()

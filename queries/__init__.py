@@ -6,10 +6,18 @@
     hot = queries.scan("unusual_volume", multiple=3)
 """
 
-from queries.connection import connect, refresh, resolve_data_dir, restrict, write_init_script
-from queries.readthrough import BarsRequestError, FetchError, bars
+from queries.connection import (
+    connect,
+    fence,
+    refresh,
+    resolve_data_dir,
+    restrict,
+    sql_literal,
+    write_init_script,
+)
+from queries.readthrough import BarsRequestError, FetchBlocked, FetchError, bars
 from queries.scanners import Relation, ScannerError, scan
 from queries.status import warehouse_status
 
-__all__ = ["BarsRequestError", "FetchError", "Relation", "ScannerError", "bars", "connect", "refresh", "resolve_data_dir",
-           "restrict", "scan", "warehouse_status", "write_init_script"]
+__all__ = ["BarsRequestError", "FetchBlocked", "FetchError", "Relation", "ScannerError", "bars", "connect", "fence",
+           "refresh", "resolve_data_dir", "restrict", "scan", "sql_literal", "warehouse_status", "write_init_script"]

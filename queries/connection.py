@@ -3,15 +3,22 @@
 The views hand DuckDB's own `read_parquet` the snapshot's data-file list (from `deltalake`; never
 `to_pyarrow_dataset`, which made reader processes abort at exit). A snapshot's files are never changed or
 removed before vacuum's retention, so a read can't race a commit and needs no retry: `connect()` returns a
-plain DuckDB connection. It sees later commits after `refresh(con)`; `bars()` reads the latest snapshot on
-every call. `connect(as_of=version | datetime)` pins a version of the bars table (and the other tables as
-they were at that version's commit): time travel. Readers take no lock.
+plain DuckDB connection. It sees later commits after `refresh(con)`, all views at once (bars, coverage and
+the gaps computed from them move together; `bars(con=con)` reads the same snapshot); `bars()` without a
+connection reads the latest snapshot on every call. `connect(as_of=version | datetime)` pins a version of the
+bars table (and the other tables as they were at that version's commit): time travel. Readers take no lock.
+
+`sessions` is the exchange calendar, not data: every session of each calendar the contracts use (from
+`harvester.calendar_for`, 1980-2035: the contract's exchange calendar with IB's hours from its details),
+numbered consecutively per calendar, so "the previous session" is `session_no - 1` whatever the warehouse
+holds; both flavours' bounds per session. `contract_calendars` names each contract's calendar by its key.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 
 import duckdb
@@ -24,6 +31,7 @@ from harvester import (
     ContractListing,
     DeltaTables,
     Location,
+    TradingCalendar,
     WarehouseError,
     calendar_for,
     duckdb_source,
@@ -34,6 +42,7 @@ from harvester import (
     resolve_settings,
     sql_file_list,
     tables,
+    write_bytes_atomic,
 )
 
 # bars: the stored columns, with the partition's bar size, whatToShow and RTH flag after con_id
@@ -88,16 +97,17 @@ def snapshot_files(directory: Path | str, as_of: int | datetime | None = None) -
 
 
 def view_statements(files: dict[str, list[str]], sources: dict[str, str] | None = None,
-                    contract_columns: set[str] | None = None) -> list[str]:
-    """The CREATE VIEW statements over one snapshot's files (or `sources`, what each table is read through);
-    the calendar tables must exist before the last three (sessions, gaps, continuous). `contract_columns`:
-    the columns the contracts files have (files written before a column was added read it as NULL)."""
+                    contract_columns: set[str] | None = None) -> tuple[list[str], list[str]]:
+    """The CREATE VIEW statements over one snapshot's files (or `sources`, what each table is read through):
+    (the views over the tables, the views that also read the calendar tables `sessions` and
+    `contract_calendars`, which must be created in between). `contract_columns`: the columns the contracts
+    files have (files written before a column was added read it as NULL)."""
     bar_files = _bar_files_rows(files[layout.BARS] if sources is None else [])
 
     def read_source(name_files: list[str], name: str) -> str:
         return sources[name] if sources is not None else read_files_source(name_files, name)
 
-    return [
+    over_files = [
         f"CREATE OR REPLACE VIEW bars_files AS SELECT * FROM {read_source(files[layout.BARS], layout.BARS)}",
         ("CREATE OR REPLACE VIEW bars AS SELECT "
          + BARS_COLUMNS.replace("bar_size", f"{_bar_size_case('bar_size')} AS bar_size") + " FROM bars_files"),
@@ -115,12 +125,11 @@ def view_statements(files: dict[str, list[str]], sources: dict[str, str] | None 
          "c.use_rth, c.start_ts, c.end_ts, c.kind, c.bars, c.recorded_at "
          f"FROM {read_source(files[layout.COVERAGE], layout.COVERAGE)} c LEFT JOIN symbols s USING (con_id)"),
         _COVERED_SQL,
-        _SERIES_SQL,
         _ROLLS_SQL,
-        _SESSIONS_SQL,
-        _GAPS_SQL,
         _CONTINUOUS_SQL,
     ]
+    over_calendars = [_SERIES_SQL, _GAPS_SQL, _SESSION_BARS_SQL]
+    return over_files, [sql.replace("$default_calendar", f"'{default_calendar()}'") for sql in over_calendars]
 
 
 def _contracts_sql(source: str, present: set[str] | None) -> str:
@@ -169,39 +178,39 @@ SELECT con_id, any_value(symbol) AS symbol, bar_size, what_to_show, use_rth,
        min(start_ts) AS covered_from, max(end_ts) AS covered_to,
        count(*) FILTER (WHERE kind = 'bars') AS bar_intervals,
        count(*) FILTER (WHERE kind = 'empty') AS empty_intervals,
-       coalesce(sum(bars), 0)::BIGINT AS bars, max(recorded_at) AS last_recorded
-FROM coverage GROUP BY con_id, bar_size, what_to_show, use_rth"""
+       coalesce(sum(bars), 0)::BIGINT AS bars, max(recorded_at) AS last_recorded,
+       coalesce(any_value(k.calendar), $default_calendar) AS calendar
+FROM coverage LEFT JOIN contract_calendars k USING (con_id) GROUP BY con_id, bar_size, what_to_show, use_rth"""
+
+# Sessions of the series' own calendar and flavour inside its first and last covered instant that no island
+# spans. A session cut by either end was not asked for in full (a window starting mid-session, before a
+# listing, or at a date's UTC midnight inside a forex session): not missing. A future's coverage ends at its
+# expiry: no gap after it. Computed from the connection's snapshot of coverage: it moves with the bars at
+# `refresh`.
+_GAPS_SQL = """CREATE OR REPLACE VIEW gaps AS
+WITH x AS (
+  SELECT calendar, session_date, true AS use_rth, open_ts, close_ts FROM sessions
+  UNION ALL SELECT calendar, session_date, false, ext_open_ts, ext_close_ts FROM sessions)
+SELECT s.con_id, s.symbol, s.bar_size, s.what_to_show, s.use_rth, x.session_date, x.open_ts, x.close_ts
+FROM series s JOIN x
+  ON x.calendar = s.calendar AND x.use_rth = s.use_rth AND x.open_ts >= s.covered_from AND x.close_ts <= s.covered_to
+WHERE NOT EXISTS (
+  SELECT 1 FROM covered c
+  WHERE c.con_id = s.con_id AND c.bar_size = s.bar_size AND c.what_to_show = s.what_to_show
+    AND c.use_rth = s.use_rth AND c.start_ts <= x.open_ts AND c.end_ts >= x.close_ts)"""
 
 # Each futures chain (symbol, exchange, currency, multiplier) in expiry order: the continuous series rolls
 # from one contract to the next after the earlier one's last trade date.
 _ROLLS_SQL = """CREATE OR REPLACE VIEW rolls AS
 WITH chain AS (
   SELECT con_id, symbol, local_symbol, exchange, currency, multiplier, expiry,
-         lag(con_id) OVER w AS from_con_id, lag(local_symbol) OVER w AS from_local_symbol, lag(expiry) OVER w AS roll_date
+         lag(con_id) OVER w AS from_con_id, lag(local_symbol) OVER w AS from_local_symbol,
+         lag(expiry) OVER w AS roll_date
   FROM contracts WHERE sec_type = 'FUT' AND expiry IS NOT NULL
   WINDOW w AS (PARTITION BY symbol, exchange, currency, multiplier ORDER BY expiry))
 SELECT symbol, exchange, currency, multiplier, roll_date, from_con_id, from_local_symbol,
        con_id AS to_con_id, local_symbol AS to_local_symbol, expiry AS to_expiry
 FROM chain WHERE from_con_id IS NOT NULL"""
-
-# Every covered contract's sessions in both flavours, from its own calendar (harvester.calendar_for).
-_SESSIONS_SQL = """CREATE OR REPLACE VIEW sessions AS
-SELECT k.con_id, k.calendar, x.use_rth, x.session_date, x.open_ts, x.close_ts
-FROM contract_calendars k JOIN calendar_sessions x USING (calendar_id)"""
-
-# Sessions of a series' own calendar and flavour inside its first and last covered instant that no island
-# spans. A session cut by either end was not asked for in full (a window starting mid-session, before a
-# listing or at a date's UTC midnight inside a forex session): not missing. A future's coverage ends at its
-# expiry: no gap after it.
-_GAPS_SQL = """CREATE OR REPLACE VIEW gaps AS
-SELECT s.con_id, s.symbol, s.bar_size, s.what_to_show, s.use_rth, x.session_date, x.open_ts, x.close_ts
-FROM series s JOIN sessions x ON x.con_id = s.con_id AND x.use_rth = s.use_rth
-  AND x.open_ts >= s.covered_from AND x.close_ts <= s.covered_to
-WHERE NOT EXISTS (
-  SELECT 1 FROM covered c
-  WHERE c.con_id = s.con_id AND c.bar_size = s.bar_size AND c.what_to_show = s.what_to_show
-    AND c.use_rth = s.use_rth AND c.start_ts <= x.open_ts AND c.end_ts >= x.close_ts)"""
-
 
 # The stitched front-month series of each futures chain, unadjusted: a contract's bars from the session
 # after the previous expiry to its own last trade date. `symbol` is the chain's, `contract` the expiry's.
@@ -214,60 +223,72 @@ SELECT c.root AS symbol, b.symbol AS contract, b.* EXCLUDE (symbol)
 FROM bars b JOIN chain c USING (con_id)
 WHERE b.session_date <= c.expiry AND (c.after IS NULL OR b.session_date > c.after)"""
 
-_CALENDAR_SCHEMA = pa.schema([("con_id", pa.int64()), ("calendar_id", pa.int64()), ("calendar", pa.string()),
-                              ("calendar_from_details", pa.bool_())])
-_SESSION_SCHEMA = pa.schema([("calendar_id", pa.int64()), ("use_rth", pa.bool_()), ("session_date", pa.date32()),
-                             ("open_ts", _TS), ("close_ts", _TS)])
+
+# Bars with their exchange session's number (consecutive per calendar; NULL on a day that is no session):
+# what the scanners compare "previous" and "last N sessions" by, never the previous stored row.
+_SESSION_BARS_SQL = """CREATE OR REPLACE VIEW session_bars AS
+SELECT b.*, coalesce(k.calendar, $default_calendar) AS calendar, x.session_no
+FROM bars b LEFT JOIN contract_calendars k USING (con_id)
+LEFT JOIN sessions x ON x.calendar = coalesce(k.calendar, $default_calendar) AND x.session_date = b.session_date"""
+
+SESSIONS_SCHEMA = pa.schema([("calendar", pa.string()), ("session_no", pa.int64()), ("session_date", pa.date32()),
+                             ("open_ts", _TS), ("close_ts", _TS), ("ext_open_ts", _TS), ("ext_close_ts", _TS)])
+CONTRACT_CALENDARS_SCHEMA = pa.schema([("con_id", pa.int64()), ("calendar", pa.string())])
+_EPOCH_ORDINAL = 719_163  # date(1970, 1, 1).toordinal()
+
+
+def contract_calendar(row: ContractListing) -> TradingCalendar:
+    """A contract's calendar, from its stored details, as the harvest dated its bars (the one seam)."""
+    return calendar_for(row)
+
+
+@cache
+def default_calendar() -> str:
+    """The calendar of bars whose contract is not stored (test warehouses, foreign writers): New York's,
+    the US-stocks harvester's. Stored contracts always carry their own."""
+    return _DEFAULT.key
+
+
+_DEFAULT = TradingCalendar.for_exchange("NYSE")
+
+
+@cache
+def calendar_sessions(calendar: TradingCalendar) -> pa.Table:
+    """Every regular session of one calendar (`SESSIONS_SCHEMA`), numbered from 0."""
+    days = calendar.day_numbers - _EPOCH_ORDINAL
+    return pa.table({
+        "calendar": pa.array([calendar.key] * len(days), pa.string()),
+        "session_no": pa.array(np.arange(len(days), dtype=np.int64)),
+        "session_date": pa.array(days.astype(np.int32), pa.date32()),
+        "open_ts": pa.array(calendar.rth_open * 1_000_000, _TS),
+        "close_ts": pa.array(calendar.rth_close * 1_000_000, _TS),
+        "ext_open_ts": pa.array(calendar.ext_open * 1_000_000, _TS),
+        "ext_close_ts": pa.array(calendar.ext_close * 1_000_000, _TS),
+    }, schema=SESSIONS_SCHEMA)
 
 
 def calendar_tables(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table]:
-    """(contract_calendars, calendar_sessions): each covered contract's calendar, as the harvest dated its
-    bars (`harvester.calendar_for` on its stored details), and each calendar's sessions over the span its
-    contracts cover, both flavours. Contracts sharing hours share a calendar (500 US stocks: one).
-    Built from the connection's snapshot, again at every `refresh`."""
+    """(sessions, contract_calendars) for the contracts in `con`'s snapshot: the default calendar's sessions
+    always (an empty warehouse still has a calendar), and those of every calendar a contract uses."""
     rows = con.execute("""
-        SELECT c.con_id, c.sec_type, c.exchange, c.primary_exchange, c.time_zone, c.trading_hours, c.liquid_hours,
-               v.first_ts, v.last_ts
-        FROM (SELECT con_id, min(start_ts) AS first_ts, max(end_ts) AS last_ts FROM coverage GROUP BY con_id) v
-        JOIN (SELECT * FROM contracts QUALIFY row_number() OVER (PARTITION BY con_id ORDER BY qualified_at DESC) = 1) c
-          USING (con_id)""").fetchall()
-    calendars: dict[int, tuple[int, object, datetime, datetime]] = {}
-    links = []
-    for con_id, sec_type, exchange, primary, zone, trading, liquid, first, last in rows:
-        calendar = calendar_for(ContractListing(sec_type or "", exchange or "", primary or "", zone or "",
-                                                trading or "", liquid or ""))
-        number, _, lo, hi = calendars.get(id(calendar), (len(calendars) + 1, calendar, first, last))
-        calendars[id(calendar)] = (number, calendar, min(lo, first), max(hi, last))
-        links.append({"con_id": con_id, "calendar_id": number, "calendar": calendar.name,
-                      "calendar_from_details": calendar.from_details})
-    columns: dict[str, list] = {name: [] for name in _SESSION_SCHEMA.names}
-    for number, calendar, lo, hi in calendars.values():
-        for use_rth in (True, False):
-            first_k, stop = calendar.index_range(_epoch(lo), _epoch(hi), use_rth)
-            opens, closes = (a[first_k:stop] for a in calendar.bounds(use_rth))
-            columns["calendar_id"].append(np.full(len(opens), number, dtype=np.int64))
-            columns["use_rth"].append(np.full(len(opens), use_rth))
-            columns["session_date"].append(
-                (calendar.day_numbers[first_k:stop] - _UNIX_ORDINAL).astype("datetime64[D]"))
-            columns["open_ts"].append(opens.astype("datetime64[s]").astype("datetime64[us]"))
-            columns["close_ts"].append(closes.astype("datetime64[s]").astype("datetime64[us]"))
-    sessions = (pa.table({n: np.concatenate(v) for n, v in columns.items()}, schema=_SESSION_SCHEMA) if calendars
-                else _SESSION_SCHEMA.empty_table())
-    return pa.Table.from_pylist(links, schema=_CALENDAR_SCHEMA), sessions
-
-
-_UNIX_ORDINAL = datetime(1970, 1, 1).toordinal()
-
-
-def _epoch(naive_utc: datetime) -> int:
-    return int((naive_utc - datetime(1970, 1, 1)).total_seconds())
+        SELECT con_id, coalesce(sec_type, ''), coalesce(exchange, ''), coalesce(primary_exchange, ''),
+               coalesce(time_zone, ''), coalesce(trading_hours, ''), coalesce(liquid_hours, '')
+        FROM contracts QUALIFY row_number() OVER (PARTITION BY con_id ORDER BY qualified_at DESC) = 1
+        ORDER BY con_id""").fetchall()
+    by_contract = {row[0]: contract_calendar(ContractListing(*row[1:])) for row in rows}
+    calendars = {c.key: c for c in [_DEFAULT, *by_contract.values()]}
+    sessions = pa.concat_tables([calendar_sessions(c) for _, c in sorted(calendars.items())])
+    mapping = pa.table({"con_id": pa.array(list(by_contract), pa.int64()),
+                        "calendar": pa.array([c.key for c in by_contract.values()], pa.string())},
+                       schema=CONTRACT_CALENDARS_SCHEMA)
+    return sessions, mapping
 
 
 def connect(data_dir: str | os.PathLike[str] | None = None,
             as_of: int | datetime | None = None) -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB connection with the warehouse views (bars, bar_files, contracts, heads, coverage,
-    covered, series, symbols, journal, quarantine, claims, rolls, sessions, gaps, continuous) over one
-    snapshot, and the calendar tables `contract_calendars`, `calendar_sessions` they read.
+    covered, series, symbols, journal, quarantine, claims, rolls, continuous, gaps, session_bars) over one
+    snapshot, and the calendar tables `sessions` and `contract_calendars`.
     `as_of` pins a version (int) or instant (datetime) of the bars table. No lock is taken."""
     directory = resolve_data_dir(data_dir)
     if isinstance(directory, Path):
@@ -298,8 +319,11 @@ def source_of(con: duckdb.DuckDBPyConnection) -> tuple[Path | str, int | datetim
     return resolve_data_dir(data_dir), version if version is not None else instant
 
 
-_LATE_VIEWS = 3  # sessions, gaps, continuous: they read the calendar tables
-CALENDAR_TABLES = ("contract_calendars", "calendar_sessions")
+def snapshot_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The bars table version `con`'s views read (None: the warehouse had no bars yet)."""
+    source_of(con)  # a clear error for a connection that is not ours
+    ((version,),) = con.execute(f"SELECT version FROM {SOURCE_TABLE}").fetchall()
+    return version
 
 
 def _build(con: duckdb.DuckDBPyConnection, directory: Path | str, as_of: int | datetime | None) -> int | None:
@@ -310,56 +334,85 @@ def _build(con: duckdb.DuckDBPyConnection, directory: Path | str, as_of: int | d
         sources = {name: duckdb_source(con, store.location, files[name], _SCHEMAS[name], store.uri(name),
                                        layout.PARTITIONS.get(name, ())) for name in _SCHEMAS}
     contracts = sources[layout.CONTRACTS] if sources else read_files_source(files[layout.CONTRACTS], layout.CONTRACTS)
-    statements = view_statements(files, sources, contract_columns(con, contracts))
-    for sql in statements[:-_LATE_VIEWS]:
+    over_files, over_calendars = view_statements(files, sources, contract_columns(con, contracts))
+    for sql in over_files:
         con.execute(sql)
-    for name, table in zip(CALENDAR_TABLES, calendar_tables(con)):
-        con.register("_calendar", table)
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _calendar")
-        con.unregister("_calendar")
-    for sql in statements[-_LATE_VIEWS:]:
+    for name, table in zip(("sessions", "contract_calendars"), calendar_tables(con), strict=True):
+        con.register("_calendar_rows", table)
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _calendar_rows")
+        con.unregister("_calendar_rows")
+    for sql in over_calendars:
         con.execute(sql)
     con.execute(f"UPDATE {SOURCE_TABLE} SET version = ?", [version])
     return version
 
 
+def sql_literal(text: object) -> str:
+    """A SQL string literal (quotes doubled): how every path goes into generated SQL."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
 def write_init_script(output: Path, data_dir: Path) -> Path:
     """Write `output` (for `duckdb -init`) creating the same views over the latest snapshot, and its
-    calendar tables beside it (`<output>.<table>.parquet`). Re-run `harvest sql-init` to see later commits."""
-    output = output.expanduser().resolve()
-    if not isinstance(resolve_data_dir(data_dir), Path):
+    calendar beside it (`<output>.sessions.parquet`). The script is that snapshot, gaps included: run
+    `harvest sql-init` again and `.read` the script in an open CLI to move every view to a later commit."""
+    output = output.expanduser().absolute()
+    directory = resolve_data_dir(data_dir)
+    if not isinstance(directory, Path):
         raise WarehouseError(
             f"{data_dir}: the DuckDB CLI reads only local files (its S3 reader, httpfs, is a "
-                         "download); use queries.connect() from Python for an S3 warehouse")
-    con = connect(data_dir)
-    files, version = snapshot_files(resolve_data_dir(data_dir))
+            "download); use queries.connect() from Python for an S3 warehouse")
+    refuse_old_layout(directory)
+    files, version = snapshot_files(directory)
+    con = duckdb.connect(":memory:")
     contracts = read_files_source(files[layout.CONTRACTS], layout.CONTRACTS)
-    statements = view_statements(files, contract_columns=contract_columns(con, contracts))
-    tables_sql = []
-    for name in CALENDAR_TABLES:
-        path = output.with_suffix(f".{name}.parquet")
-        pq.write_table(con.sql(f"SELECT * FROM {name}").to_arrow_table(), path)
-        tables_sql.append(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_parquet('{path}');")
+    over_files, over_calendars = view_statements(files, contract_columns=contract_columns(con, contracts))
+    for sql in over_files:
+        con.execute(sql)
+    sessions_file = output.with_name(output.name + ".sessions.parquet")
+    sessions, mapping = calendar_tables(con)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(sessions, buffer)
+    write_bytes_atomic(sessions_file, buffer.getvalue().to_pybytes())
+    pairs = ", ".join(f"({con_id}, {sql_literal(name)})" for con_id, name in
+                      zip(mapping.column("con_id").to_pylist(), mapping.column("calendar").to_pylist(), strict=True))
+    mapping_sql = (f"SELECT * FROM (VALUES {pairs}) t(con_id, calendar)" if pairs else
+                   "SELECT NULL::BIGINT AS con_id, NULL::VARCHAR AS calendar WHERE false")
+    one_line = str(directory).encode("unicode_escape").decode()
     lines = [
-        f"-- harvest views over {data_dir}, bars version {version} (generated by `harvest sql-init`;",
-        "-- re-run it to see later commits, or after moving the warehouse).",
-        *(f"{sql};" for sql in statements[:-_LATE_VIEWS]),
-        *tables_sql,
-        *(f"{sql};" for sql in statements[-_LATE_VIEWS:]),
+        f"-- harvest views over {one_line}, bars version {version} (generated by `harvest sql-init`;",
+        "-- re-run it and `.read` this file to see later commits).",
+        *(f"{sql};" for sql in over_files),
+        f"CREATE OR REPLACE TABLE sessions AS SELECT * FROM read_parquet({sql_literal(sessions_file)});",
+        f"CREATE OR REPLACE TABLE contract_calendars AS {mapping_sql};",
+        *(f"{sql};" for sql in over_calendars),
     ]
-    output.write_text("\n".join(lines) + "\n")
+    write_bytes_atomic(output, ("\n".join(lines) + "\n").encode())
     return output
 
 
-def restrict(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str] | None = None) -> None:
-    """Forbid reading outside the warehouse, extensions and setting changes, for good on `con`.
+def restrict(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str] | None = None,
+             also: str | os.PathLike[str] | None = None) -> None:
+    """Forbid reading outside the warehouse (and the directory `also`), extensions and setting changes, for
+    good on `con`. Set `temp_directory` first (`fence`): DuckDB lets its temp directory through too.
 
     DuckDB still lets COPY write inside allowed directories: statement checks (scanners) cover that.
     """
     directory = resolve_data_dir(data_dir) if data_dir is not None else source_of(con)[0]
     allowed = [f"{directory}/"] if isinstance(directory, Path) else []  # S3: read through registered datasets
+    allowed += [f"{Path(also).absolute()}/"] if also is not None else []
     con.execute("SET allowed_directories = $dirs", {"dirs": allowed})
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET lock_configuration = true")
+
+
+def fence(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike[str], private: str | os.PathLike[str],
+          lock_down: bool = True) -> None:
+    """`harvest query`'s fence: DuckDB's temp directory is `private` (a directory the caller created and
+    removes; by default DuckDB uses ./.tmp and lets queries read it, ~/.tmp when run from $HOME), and with
+    `lock_down` only the warehouse and `private` can be read (`restrict`)."""
+    con.execute("SET temp_directory = $dir", {"dir": str(Path(private).absolute())})
+    if lock_down:
+        restrict(con, data_dir, also=private)

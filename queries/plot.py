@@ -1,28 +1,37 @@
-"""PNG pictures of the warehouse: a coverage heat map (series × day) and candlesticks of one symbol.
+"""Pictures of the warehouse: a coverage heat map (series × day) and candlesticks of one symbol.
 
-Matplotlib runs on the Agg backend (no display; works in cron, CI and over ssh).
+Figures are built with matplotlib's object API (`Figure`, no pyplot), so no display is needed (cron, CI,
+ssh) and a notebook's own backend is left alone. Given an output path they are saved as PNG; without one
+they are returned, and Jupyter draws a returned Figure inline.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from harvester import bar_size as lookup_bar_size
-from queries.connection import connect
+from queries.connection import connect, default_calendar
 from queries.readthrough import bars
 
 MISSING, EMPTY, COVERED, CLOSED = 0, 1, 2, 3
+
+
+class Picture(Figure):
+    """A Figure that Jupyter draws inline by itself (its PNG), pyplot or not."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png")
+        return buffer.getvalue()
+
 _COLOURS = ListedColormap(["#d62728", "#bbbbbb", "#2ca02c", "#ffffff"])
 
 
@@ -43,8 +52,8 @@ def coverage_grid(data_dir: str | os.PathLike[str] | None, bar_size: str,
         """SELECT coalesce(c.symbol, c.con_id::VARCHAR) || ' ' || c.what_to_show || CASE WHEN c.use_rth
                   THEN '' ELSE ' ext' END AS series, x.session_date,
                   max(CASE c.kind WHEN 'bars' THEN 2 ELSE 1 END) AS state
-           FROM coverage c JOIN sessions x ON x.con_id = c.con_id AND x.use_rth = c.use_rth
-             AND x.open_ts < c.end_ts AND x.close_ts > c.start_ts
+           FROM coverage c JOIN series USING (con_id, bar_size, what_to_show, use_rth)
+           JOIN sessions x ON x.calendar = series.calendar AND x.open_ts < c.end_ts AND x.close_ts > c.start_ts
            WHERE c.bar_size = $bar_size AND ($symbol IS NULL OR c.symbol = $symbol)
            GROUP BY ALL""",
         {"bar_size": name, "symbol": symbol},
@@ -53,7 +62,8 @@ def coverage_grid(data_dir: str | os.PathLike[str] | None, bar_size: str,
     if cells.empty:
         raise PlotError(f"no coverage recorded for bar size {name!r}" + (f" and {symbol}" if symbol else ""))
     days = con.execute(
-        "SELECT DISTINCT session_date FROM sessions WHERE session_date BETWEEN ? AND ? ORDER BY 1",
+        "SELECT DISTINCT session_date FROM sessions WHERE calendar IN (SELECT calendar FROM series) "
+        "AND session_date BETWEEN ? AND ? ORDER BY 1",
         [cells.session_date.min(), cells.session_date.max()],
     ).df().session_date.dt.date.tolist()
     labels = sorted(cells.series.unique())
@@ -68,13 +78,22 @@ def coverage_grid(data_dir: str | os.PathLike[str] | None, bar_size: str,
 MAX_LABELLED_ROWS = 60
 
 
-def coverage_map(output: Path, bar_size: str = "1 day", symbol: str | None = None,
-                 data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Draw the coverage heat map to `output` (PNG)."""
+def _finish(fig: Figure, output: Path | None) -> Path | Figure:
+    fig.tight_layout()
+    if output is None:
+        return fig
+    fig.savefig(output)
+    return output
+
+
+def coverage_map(output: Path | None, bar_size: str = "1 day", symbol: str | None = None,
+                 data_dir: str | os.PathLike[str] | None = None) -> Path | Figure:
+    """Draw the coverage heat map to `output` (PNG), or return the Figure when `output` is None."""
     labels, days, grid = coverage_grid(data_dir, bar_size, symbol)
     # One labelled row per series up to MAX_LABELLED_ROWS; a whole universe fits one page, every k-th labelled.
     height = min(0.25 * len(labels) + 1.5, 0.25 * MAX_LABELLED_ROWS + 1.5)
-    fig, ax = plt.subplots(figsize=(12, max(2.5, height)), dpi=100)
+    fig = Picture(figsize=(12, max(2.5, height)), dpi=100)
+    ax = fig.subplots()
     ax.imshow(grid, aspect="auto", cmap=_COLOURS, vmin=0, vmax=3, interpolation="nearest")
     step = max(1, -(-len(labels) // MAX_LABELLED_ROWS))
     ax.set_yticks(range(0, len(labels), step), labels[::step], fontsize=8 if len(labels) < 40 else 6)
@@ -85,26 +104,56 @@ def coverage_map(output: Path, bar_size: str = "1 day", symbol: str | None = Non
                        Patch(color=_COLOURS(EMPTY), label="verified empty"),
                        Patch(color=_COLOURS(MISSING), label="missing")],
               loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(output)
-    plt.close(fig)
-    return output
+    return _finish(fig, output)
 
 
-def candles(symbol: str, output: Path, bar_size: str = "1 day", start: str | None = None,
+def candle_positions(session_no: np.ndarray) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """x of each bar (by its exchange session number, oldest first) and the (from, to) x spans of the breaks.
+
+    Bars of stored sessions sit side by side; each missing session between two of them leaves as many empty
+    slots as a stored session has bars (the median), so a hole reads as a hole, never as one night."""
+    if len(session_no) == 0:
+        return np.zeros(0), []
+    session_no = np.asarray(session_no, dtype=np.int64)
+    starts = np.r_[True, session_no[1:] != session_no[:-1]]
+    per_session = max(1, int(np.median(np.diff(np.r_[np.flatnonzero(starts), len(session_no)]))))
+    rank = np.cumsum(starts) - 1  # the bar's session among the stored ones
+    missing_before = (session_no - session_no[0]) - rank
+    x = np.arange(len(session_no)) + per_session * missing_before
+    jumps = np.flatnonzero(np.diff(missing_before) > 0) + 1
+    return x.astype(float), [(x[i - 1] + 0.5, x[i] - 0.5) for i in jumps]
+
+
+def candles(symbol: str, output: Path | None, bar_size: str = "1 day", start: str | None = None,
             end: str | None = None, data_dir: str | os.PathLike[str] | None = None,
-            max_bars: int = 400) -> Path:
-    """Draw candlesticks (and volume) of `symbol` to `output`; only the last `max_bars` bars stay legible."""
-    frame = bars(symbol, bar_size, start, end, data_dir=data_dir)
+            max_bars: int = 400) -> Path | Figure:
+    """Draw candlesticks (and volume) of `symbol` to `output` (PNG; None: return the Figure). Only the last
+    `max_bars` bars stay legible. Missing exchange sessions leave a shaded break."""
+    con = connect(data_dir)
+    frame = bars(symbol, bar_size, start, end, con=con)
     if frame.empty:
         raise PlotError(f"no {bar_size} bars stored for {symbol}")
     frame = frame.tail(max_bars).reset_index(drop=True)
+    calendar = con.execute("SELECT calendar FROM contract_calendars WHERE con_id = ?",
+                           [int(frame.con_id.iloc[0])]).fetchall()
+    numbers = con.execute(
+        "SELECT session_date, session_no FROM sessions WHERE calendar = ? AND session_date BETWEEN ? AND ?",
+        [calendar[0][0] if calendar else default_calendar(), frame.session_date.min(), frame.session_date.max()],
+    ).df()
+    by_date = dict(zip(pd.to_datetime(numbers.session_date), numbers.session_no, strict=True))
+    session_no = pd.to_datetime(frame.session_date).map(by_date).ffill().bfill().fillna(0).to_numpy()
+    x, breaks = candle_positions(session_no)
     stamp = "%Y-%m-%d %H:%M" if lookup_bar_size(bar_size).intraday else "%Y-%m-%d"
-    x = np.arange(len(frame))
     up = (frame["close"] >= frame["open"]).to_numpy()
     colour = np.where(up, "#2ca02c", "#d62728")
-    fig, (price, volume) = plt.subplots(2, 1, sharex=True, figsize=(12, 6), dpi=100,
-                                        gridspec_kw={"height_ratios": [3, 1]})
+    fig = Picture(figsize=(12, 6), dpi=100)
+    price, volume = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for left, right in breaks:
+        for ax in (price, volume):
+            ax.axvspan(left, right, color="#d62728", alpha=0.12, linewidth=0)
+    if breaks:
+        price.legend(handles=[Patch(color="#d62728", alpha=0.12, label="missing sessions")], loc="upper left",
+                     fontsize=8)
     price.vlines(x, frame["low"], frame["high"], color=colour, linewidth=0.8)
     body_low = np.minimum(frame["open"], frame["close"])
     body = np.maximum(np.abs(frame["close"] - frame["open"]), 1e-9)
@@ -114,9 +163,6 @@ def candles(symbol: str, output: Path, bar_size: str = "1 day", start: str | Non
     volume.bar(x, frame["volume"].fillna(0), color=colour, width=0.7)
     volume.set_ylabel("volume")
     ticks = np.linspace(0, len(frame) - 1, min(len(frame), 8)).astype(int)
-    volume.set_xticks(ticks, [pd.Timestamp(frame["ts"].iloc[i]).strftime(stamp) for i in ticks],
+    volume.set_xticks(x[ticks], [pd.Timestamp(frame["ts"].iloc[i]).strftime(stamp) for i in ticks],
                       rotation=30, ha="right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(output)
-    plt.close(fig)
-    return output
+    return _finish(fig, output)

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
+import time
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 from deltalake import DeltaTable
 
 import harvester
 from harvester import (
+    WHAT_TO_SHOW,
     BarSize,
     ContractSpec,
     DeltaTables,
@@ -33,10 +37,12 @@ from harvester import (
     tables,
 )
 from harvester import bar_size as lookup_bar_size
-from queries.connection import BARS_COLUMNS, resolve_data_dir, source_of
+from queries.connection import BARS_COLUMNS, refresh, resolve_data_dir, snapshot_version, source_of
 
 FETCH_MODES = ("missing", "never")
 OUTPUT_KINDS = ("pandas", "arrow", "polars")
+LOCK_TIMEOUT_S = 60.0  # how long fetch='missing' waits by default for series another harvest holds
+log = logging.getLogger(__name__)
 
 
 class BarsRequestError(ValueError):
@@ -47,28 +53,64 @@ class FetchError(RuntimeError):
     """fetch='missing' could not complete: the harvest reported failed series (named in the message)."""
 
 
-def to_utc_naive(value: str | date | datetime | pd.Timestamp | None, name: str) -> datetime | None:
-    """An instant as naive UTC (how `ts` is stored); naive inputs are taken as UTC, dates as midnight UTC."""
+class FetchBlocked(FetchError):
+    """fetch='missing' found bars missing, but another harvest held (claimed) some of the series for all of
+    `lock_timeout`. `bars` holds what is stored for the request (as `as_` asked); `held` names each held
+    series and its holder (run, pid, host, claim expiry)."""
+
+    def __init__(self, message: str, bars: Any, held: dict[Any, str]) -> None:
+        super().__init__(message)
+        self.bars, self.held = bars, held
+
+
+def to_utc_naive(value: str | date | datetime | pd.Timestamp | np.datetime64 | None, name: str) -> datetime | None:
+    """An instant as naive UTC (how `ts` is stored); naive inputs are taken as UTC, dates as midnight UTC.
+
+    Only unambiguous values pass: dates, datetimes, Timestamps, datetime64 and ISO 8601 strings. A number
+    (is 20230703 a date or epoch nanoseconds?) or another spelling ("07/03/2023") is refused."""
     if value is None:
         return None
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise BarsRequestError(f"{name}={value!r} is not a date or time") from exc
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise BarsRequestError(f"{name}={value!r} is not an ISO 8601 date or time (e.g. '2024-06-03' or "
+                                   "'2024-06-03 13:30')") from None
+    elif not isinstance(value, (date, np.datetime64)):  # pd.Timestamp and datetime are dates too
+        raise BarsRequestError(f"{name}={value!r}: give a date, a datetime or an ISO 8601 string, "
+                               f"not {type(value).__name__}")
+    ts = pd.Timestamp(value)
+    if ts is pd.NaT:
+        raise BarsRequestError(f"{name}={value!r} is not a date or time")
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
     return ts.to_pydatetime()
 
 
-def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: datetime | None,
+def _what_to_show(value: object) -> str:
+    """whatToShow, case-insensitive, as IB spells it."""
+    name = value.strip().upper() if isinstance(value, str) else None
+    if name not in WHAT_TO_SHOW:
+        raise BarsRequestError(f"what_to_show={value!r}; expected one of {', '.join(WHAT_TO_SHOW)}")
+    return name
+
+
+def _use_rth(value: object) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise BarsRequestError(f"use_rth={value!r}; expected True or False")
+    return bool(value)
+
+
+def bars_query(symbols: list[str] | None, size: BarSize, start: datetime | None, end: datetime | None,
                what_to_show: str, use_rth: bool, files: list[str], source: str | None = None
                ) -> tuple[str, list[Any]]:
     """SQL + parameters for `bars()` over the series' data files `files` (already pruned to the range),
-    read through `source` when given (an S3 warehouse's registered dataset)."""
+    read through `source` when given (an S3 warehouse's registered dataset); `symbols` None means all of
+    them, [] none."""
     where: list[str] = []
     params: list[Any] = [size.ib_name, what_to_show, use_rth]
-    if symbols:
-        where.append(f"symbol IN ({', '.join('?' * len(symbols))})")
+    if symbols is not None:
+        where.append(f"symbol IN ({', '.join('?' * len(symbols))})" if symbols else "false")
         params += symbols
     if start is not None:
         where.append("ts >= ?")
@@ -88,11 +130,19 @@ def bars_query(symbols: list[str], size: BarSize, start: datetime | None, end: d
 
 
 def series_files(directory: Path | str, size: BarSize, what_to_show: str, use_rth: bool, start: datetime | None,
-                 end: datetime | None, as_of: int | datetime | None = None) -> list[str]:
-    """The series' data files in one snapshot, pruned to the partitions that can hold [start, end)."""
+                 end: datetime | None, version: int | None = None, latest: bool = True) -> list[str]:
+    """The series' data files in one snapshot (the latest, or bars `version`; none when the table had no
+    version), pruned to the partitions that can hold [start, end)."""
     periods = layout.periods_for(size, start, end) if start is not None and end is not None else None
     store = DeltaTables(directory, layout.PARTITIONS)
-    snapshot = store.open(layout.BARS, as_of) if as_of is not None else _latest(store)
+    if latest:
+        snapshot = _latest(store)
+    elif version is None:
+        return []
+    else:
+        snapshot = _latest(store)
+        if snapshot is not None and snapshot.version() != version:
+            snapshot = store.open(layout.BARS, version)
     if snapshot is None:
         return []
     return store.files(layout.BARS, snapshot, layout.family_filters(size.label, what_to_show, use_rth, periods))
@@ -119,9 +169,9 @@ def _latest(store: DeltaTables) -> DeltaTable | None:
     return table
 
 
-def _normalise_symbols(symbols: str | Iterable[str] | None) -> list[str]:
+def _normalise_symbols(symbols: str | Iterable[str] | None) -> list[str] | None:
     if symbols is None:
-        return []
+        return None
     items = [symbols] if isinstance(symbols, str) else list(symbols)
     for s in items:
         if not isinstance(s, str) or not s.strip():
@@ -144,20 +194,29 @@ def bars(
     as_: str = "pandas",
     con: duckdb.DuckDBPyConnection | None = None,
     job_options: dict[str, Any] | None = None,
+    lock_timeout: float = LOCK_TIMEOUT_S,
 ) -> Any:
-    """Bars of `symbols` (None: all) starting in [start, end) UTC; columns as the `bars` view, sorted (symbol, ts).
+    """Bars of `symbols` (None: all; []: none) starting in [start, end) UTC; columns as the `bars` view, sorted
+    (symbol, ts). Bounds are dates, datetimes or ISO 8601 strings (naive = UTC).
 
-    fetch='missing' first harvests the uncovered part of the range through the harvester (planner,
-    pacer, scheduler, writer) from host:port (default: harvester settings); 'never' only reads.
-    Every call reads the latest snapshot. `con` reuses a `queries.connect()` connection (its warehouse and,
-    if pinned with `as_of`, its snapshot, unless `data_dir` is given); `job_options` sets other HarvestJob fields
-    (e.g. {"sim": True, "pacing_scale": 0.01}). Raises FetchError when the harvest reports failures.
+    Without `con` every call reads the latest snapshot; with `con` (a `queries.connect()` connection) it reads
+    that connection's warehouse and snapshot, so its rows agree with the connection's views (gaps included).
+    `data_dir` may name the same warehouse as `con`, never another.
+
+    fetch='missing' first harvests what the range lacks through the harvester (planner, pacer, scheduler,
+    writer) from host:port (default: harvester settings); 'never' only reads. When the warehouse already
+    covers the range it touches neither the gateway nor the writer lock. When something is missing while
+    another harvest holds the lock, it waits up to `lock_timeout` seconds (saying who holds it), then raises
+    FetchBlocked carrying the rows it could read. Afterwards `con` is refreshed, so it shows what was fetched
+    (a connection pinned with `as_of` cannot: refused). `job_options` sets other HarvestJob fields (e.g.
+    {"sim": True, "pacing_scale": 0.01}). Raises FetchError when the harvest reports failures.
     """
     names = _normalise_symbols(symbols)
     try:
         size = lookup_bar_size(bar_size)
     except ValueError as exc:
         raise BarsRequestError(str(exc)) from exc
+    what, rth = _what_to_show(what_to_show), _use_rth(use_rth)
     if fetch not in FETCH_MODES:
         raise BarsRequestError(f"fetch={fetch!r}; expected one of {', '.join(FETCH_MODES)}")
     if as_ not in OUTPUT_KINDS:
@@ -165,27 +224,54 @@ def bars(
     lo, hi = to_utc_naive(start, "start"), to_utc_naive(end, "end")
     if lo is not None and hi is not None and lo >= hi:
         raise BarsRequestError(f"start {lo} is not before end {hi}")
-    as_of = None
-    if con is not None and data_dir is None:
-        data_dir, as_of = source_of(con)  # the warehouse `con` reads (and its pinned snapshot), not the default
+    if fetch == "missing" and not names:
+        raise BarsRequestError("fetch='missing' needs explicit symbols")
+    if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout >= 0:
+        raise BarsRequestError(f"lock_timeout={lock_timeout!r}; expected seconds, 0 or more")
     directory = resolve_data_dir(data_dir)
+    if con is not None:
+        directory = _same_warehouse(con, directory if data_dir is not None else None)
+        if fetch == "missing" and source_of(con)[1] is not None:
+            raise BarsRequestError("fetch='missing' cannot add bars to a connection pinned with as_of")
+
+    def read() -> Any:
+        if con is None:
+            files = series_files(directory, size, what, rth, lo, hi)
+        else:
+            files = series_files(directory, size, what, rth, lo, hi, snapshot_version(con), latest=False)
+        db = con if con is not None else duckdb.connect()
+        source = None
+        if not isinstance(directory, Path):  # S3: through a pyarrow dataset registered on `db`
+            store = DeltaTables(directory, layout.PARTITIONS)
+            source = duckdb_source(db, store.location, files, tables.BARS_TABLE_SCHEMA, store.uri(layout.BARS),
+                                   layout.PARTITIONS[layout.BARS])
+        sql, params = bars_query(names, size, lo, hi, what, rth, files, source)
+        result = db.sql(sql, params=params)
+        found = result.pl() if as_ == "polars" else result.to_arrow_table()
+        if as_ == "pandas":
+            return found.to_pandas(date_as_object=False)  # faster than .df() (duckdb 2.0, pandas 3)
+        return found
+
     if fetch == "missing":
         connection_settings = {"host": host, "port": port, "client_id": client_id}
-        fetch_missing(names, size.ib_name, lo, hi, what_to_show, use_rth, connection_settings, directory,
-                      job_options or {})
-    files = series_files(directory, size, what_to_show, use_rth, lo, hi, as_of)
-    db = con if con is not None else duckdb.connect()
-    source = None
-    if not isinstance(directory, Path):
-        store = DeltaTables(directory, layout.PARTITIONS)
-        source = duckdb_source(db, store.location, files, tables.BARS_TABLE_SCHEMA, store.uri(layout.BARS),
-                               layout.PARTITIONS[layout.BARS])
-    sql, params = bars_query(names, size, lo, hi, what_to_show, use_rth, files, source)
-    result = db.sql(sql, params=params)
-    found = result.pl() if as_ == "polars" else result.to_arrow_table()
-    if as_ == "pandas":
-        return found.to_pandas(date_as_object=False)  # faster than .df() (duckdb 2.0, pandas 3)
-    return found
+        report = fetch_missing(names, size.ib_name, lo, hi, what, rth, connection_settings, directory,
+                               job_options or {}, lock_timeout)
+        if report is not None and report.left_to_others:
+            held = dict(report.left_to_others)
+            raise FetchBlocked(f"bars are missing but another harvest held {len(held)} of the series for "
+                               f"{lock_timeout:g} s ({next(iter(held.values()))}); the exception's .bars holds "
+                               "what is stored", read(), held)
+        if con is not None:
+            refresh(con)
+    return read()
+
+
+def _same_warehouse(con: duckdb.DuckDBPyConnection, directory: Path | str | None) -> Path | str:
+    """The warehouse `con` reads; `directory`, when given, must be that one."""
+    theirs = source_of(con)[0]
+    if directory is not None and directory != theirs:
+        raise BarsRequestError(f"con reads the warehouse {theirs} but data_dir names {directory}; give one of them")
+    return theirs
 
 
 def run_in_worker_thread(fn: Any, *args: Any) -> Any:
@@ -205,15 +291,17 @@ def run_in_worker_thread(fn: Any, *args: Any) -> Any:
 
 def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end: datetime | None,
                   what_to_show: str, use_rth: bool, connection: dict[str, Any], data_dir: Path | str,
-                  job_options: dict[str, Any]) -> Any:
-    """Harvest the uncovered part of [start, end) through `harvester.run_harvest`.
+                  job_options: dict[str, Any], lock_timeout: float = LOCK_TIMEOUT_S) -> Any:
+    """Harvest the uncovered part of [start, end) through `harvester.run_harvest`; None when nothing is.
 
-    The harvester's planner subtracts stored coverage, so only missing windows are requested. Its
-    HarvestJob takes whole days (end inclusive), so the range is widened to days; a day already
-    covered costs no request. Runs in a worker thread with its own loop (Jupyter already runs one).
+    First the warehouse alone is asked (`harvester.missing_requests`): a covered range needs no gateway and
+    no claim. Otherwise the harvester's planner subtracts stored coverage, so only missing windows are
+    requested; its HarvestJob takes whole days (end inclusive), so the range is widened to days (a day
+    already covered costs no request). Series another live harvest holds (claims) are waited for, up to
+    `lock_timeout` seconds, then asked for again, so a second notebook is served what the first fetched;
+    the last report says which are still held (`left_to_others`). The harvest runs in a worker thread with
+    its own loop (Jupyter already runs one). Raises FetchError when series failed.
     """
-    if not symbols:
-        raise BarsRequestError("fetch='missing' needs explicit symbols")
     settings = resolve_settings(connection)
     today = datetime.now(UTC).date()
     last_day = (end - timedelta(microseconds=1)).date() if end else None
@@ -224,11 +312,30 @@ def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end
         end=last_day if last_day is not None and last_day < today else None,  # None: the gateway's now
         host=settings.host, port=settings.port, client_id=settings.client_id, **options,
     )
-    report = run_in_worker_thread(harvester.run_harvest, job)
-    if report.failures:
-        reasons = "; ".join(f"{sym}: {', '.join(why)}" for sym, why in sorted(report.failures.items()))
-        raise FetchError(f"harvest of the missing bars failed for {reasons}")
-    return report
+    deadline = time.monotonic() + lock_timeout
+    while True:
+        if harvester.missing_requests(job) == []:
+            return None
+        report = run_in_worker_thread(harvester.run_harvest, job)
+        if report.failures:
+            reasons = "; ".join(f"{sym}: {', '.join(why)}" for sym, why in sorted(report.failures.items()))
+            raise FetchError(f"harvest of the missing bars failed for {reasons}")
+        if not report.left_to_others or not _released(job, report.left_to_others, deadline, lock_timeout):
+            return report
+
+
+def _released(job: Any, held: dict[Any, str], deadline: float, timeout: float) -> bool:
+    """Wait (polling the claims table, 50 ms growing to 1 s) until no live harvest holds any of `held`;
+    False when the deadline comes first. Says once who holds them."""
+    log.warning("waiting up to %g s for another harvest: %s", timeout, "; ".join(held.values()))
+    pause = 0.05
+    while harvester.claimed_by_others(job, held):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, 1.0)
+    return True
 
 
 def _warehouse_is_simulated(data_dir: Path | str) -> bool:

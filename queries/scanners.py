@@ -77,6 +77,9 @@ def bind(scanner: Scanner, params: dict[str, Any]) -> dict[str, Any]:
 _EXPLAIN_PREFIX = re.compile(r"^\s*(?:--[^\n]*\n\s*)*EXPLAIN\s+(?:ANALYZE\s+)?(?:\(\s*(?:FORMAT|ANALYZE)\b[^)]*\)\s*)?", re.IGNORECASE)
 
 
+_INSTALL = re.compile(r"^\s*(?:--[^\n]*\n\s*)*(?:FORCE\s+)?INSTALL\b", re.IGNORECASE)
+
+
 def check_read_only(sql: str) -> None:
     """Refuse anything but SELECT (or EXPLAIN of a SELECT: EXPLAIN ANALYZE runs its statement).
 
@@ -95,7 +98,8 @@ def check_read_only(sql: str) -> None:
             inner_statements = duckdb.extract_statements(inner) if inner.strip() else []
             kind = inner_statements[0].type if len(inner_statements) == 1 else duckdb.StatementType.INVALID
         if kind != duckdb.StatementType.SELECT:
-            raise ScannerError(f"refused {kind.name} statement (only SELECT is allowed without --allow-writes)")
+            name = "INSTALL" if _INSTALL.match(st.query) else kind.name  # DuckDB types INSTALL as LOAD
+            raise ScannerError(f"refused {name} statement (only SELECT is allowed without --allow-writes)")
 
 
 def run(con: Connection, name_or_sql: str, params: dict[str, Any] | None = None,

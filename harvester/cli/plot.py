@@ -8,6 +8,7 @@ import click
 
 from harvester.cli.exits import Exit, fail, warehouse_errors
 from harvester.cli.options import data_dir_option, settings_for
+from harvester.cli.outputs import checked_output
 
 
 @click.command("plot")
@@ -24,7 +25,7 @@ def plot_command(ctx: click.Context, kind: str, symbol: str | None, bar_size: st
     """Coverage heat map (series × time) or candlesticks of one symbol, to PNG."""
     from queries import plot
 
-    target = output or Path(f"{kind}.png")
+    target = checked_output(output or Path(f"{kind}.png"))
     data_dir = settings_for(ctx, data_dir=data_dir).data_dir
     if kind == "candles" and not symbol:
         fail(Exit.BAD_INPUT, "plot candles needs --symbol")

@@ -87,6 +87,17 @@ class PacingWindow:
         self._by_contract.setdefault(req.contract_key, deque()).append(now)
         self._open[req] += 1
 
+    def remember(self, req: PacedRequest, at: float) -> None:
+        """Count a send made earlier (at `at` on this clock, already answered), e.g. by another process: a
+        budget seeded from the journal never grants what those sends used up."""
+        position = sum(1 for sent_at, _ in self._sends if sent_at <= at)
+        self._sends.insert(position, (at, req.weight))
+        self._weight_in_window += req.weight
+        self._identical[req.identity] = max(at, self._identical.get(req.identity, at))
+        times = self._by_contract.setdefault(req.contract_key, deque())
+        times.insert(sum(1 for t in times if t <= at), at)
+        self._expire(self._clock())
+
     def finished(self, req: PacedRequest) -> None:
         """`req` was answered or cancelled (head timestamps: cancelled) and no longer holds an open slot.
         Finishing a request that is not open is a no-op, so a late cancel after an answer is harmless."""

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import unquote
 
 import deltalake
 import duckdb
@@ -67,7 +68,9 @@ class DeltaTables:
         table = table if table is not None else self.open(name)
         if table is None:
             return []
-        return table.file_uris(filters) if filters else table.file_uris()
+        # delta-rs percent-encodes the table root it was opened at ("it's a dir" → "it's%20a%20dir"): decoded,
+        # the paths are the files on disk (and stay the keys they name on object storage).
+        return [unquote(uri) for uri in (table.file_uris(filters) if filters else table.file_uris())]
 
     def read(self, name: str, schema: pa.Schema, table: DeltaTable | None = None, filters: list | None = None
              ) -> pa.Table:

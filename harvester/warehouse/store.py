@@ -182,6 +182,10 @@ class Warehouse:
     def coverage(self) -> CoverageIndex:
         return CoverageIndex.from_frame(self._read(COVERAGE, COVERAGE_SCHEMA).to_pandas())
 
+    def journal(self) -> pd.DataFrame:
+        """Every request attempt committed so far (the pacing budget's seed)."""
+        return self._read(JOURNAL, JOURNAL_SCHEMA).to_pandas()
+
     def heads(self) -> dict[HeadKey, datetime]:
         frame = self._read(HEADS, HEADS_SCHEMA).to_pandas()
         return {

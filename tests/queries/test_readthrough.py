@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import re
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -10,8 +14,10 @@ import pandas as pd
 import pytest
 
 import queries
+from harvester import SeriesKey, Warehouse
 from queries.readthrough import BarsRequestError, run_in_worker_thread
 from tests.helpers.gateways import next_client_id
+from tests.helpers.s3 import free_ports
 from tests.helpers.warehouses import daily_from_minutes, minute_bars, write_bars
 
 SYMBOLS = ["AAA", "BBB", "CCC"]
@@ -128,3 +134,128 @@ def test_a_bounded_read_by_file_list_equals_the_glob_view(stored) -> None:
 def test_bounded_read_of_an_empty_warehouse_is_an_empty_typed_frame(tmp_path: Path) -> None:
     got = queries.bars("AAA", "1 min", "2024-06-01", "2024-06-02", data_dir=tmp_path)
     assert got.empty and list(got.columns)[:3] == ["symbol", "con_id", "bar_size"]
+
+
+# -- strict arguments (issue 18, item 7) -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"what_to_show": "BOGUS"}, "what_to_show='BOGUS'; expected one of TRADES, MIDPOINT"),
+    ({"what_to_show": 3}, "what_to_show=3"),
+    ({"use_rth": "false"}, "use_rth='false'; expected True or False"),
+    ({"use_rth": 1}, "use_rth=1"),
+    ({"start": 20230703}, "start=20230703: give a date"),
+    ({"end": 1.7e18}, "end=1.7e[+]18: give a date"),
+    ({"start": "07/03/2023"}, "start='07/03/2023' is not an ISO 8601"),
+    ({"fetch": "missing", "lock_timeout": -1}, "lock_timeout=-1"),
+])
+def test_loose_arguments_are_refused_by_name(stored, kwargs, message) -> None:
+    data_dir, _ = stored
+    with pytest.raises(BarsRequestError, match=message):
+        queries.bars("AAA", "1 min", data_dir=data_dir, **kwargs)
+
+
+def test_what_to_show_is_case_insensitive_and_no_symbols_is_an_empty_typed_frame(stored) -> None:
+    data_dir, _ = stored
+    lower = queries.bars("AAA", "1 min", "2024-06-03", "2024-06-04", what_to_show="trades", data_dir=data_dir)
+    assert len(lower) == 390 and set(lower.what_to_show) == {"TRADES"}
+    none = queries.bars([], "1 min", "2024-06-03", "2024-06-04", data_dir=data_dir)
+    assert none.empty and list(none.columns) == list(lower.columns)
+    assert list(none.dtypes) == list(lower.dtypes)
+    assert len(queries.bars(None, "1 min", "2024-06-03", "2024-06-04", data_dir=data_dir)) == 3 * 390
+
+
+def test_con_and_data_dir_must_name_one_warehouse(stored, tmp_path: Path) -> None:
+    data_dir, _ = stored
+    con = queries.connect(data_dir)
+    with pytest.raises(BarsRequestError, match="con reads the warehouse .* but data_dir names"):
+        queries.bars("AAA", "1 min", "2024-06-03", "2024-06-04", con=con, data_dir=tmp_path)
+    same = queries.bars("AAA", "1 min", con=con, data_dir=data_dir)  # the same one, named twice: fine
+    assert len(same) == len(queries.bars("AAA", "1 min", "2024-05-01", "2024-07-01", con=con))
+
+
+# -- the read path needs only what it uses (issue 18, item 3) ----------------------------------------------
+
+class Waits(logging.Handler):
+    """Counts "waiting for another harvest" warnings; `until(n)` blocks until n were logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+        self._seen = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._seen:
+            self.messages.append(record.getMessage())
+            self._seen.notify_all()
+
+    def until(self, n: int, timeout: float = 60) -> None:
+        with self._seen:
+            assert self._seen.wait_for(lambda: len(self.messages) >= n, timeout), self.messages
+
+
+@pytest.fixture
+def waits() -> Waits:
+    handler = Waits()
+    logger = logging.getLogger("queries.readthrough")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def hold(data_dir: Path, symbols: list[str]) -> Warehouse:
+    """Another live harvest (its own run) holding these symbols' daily TRADES series."""
+    con_ids = queries.connect(data_dir).execute(
+        f"SELECT con_id FROM contracts WHERE symbol IN ({', '.join('?' * len(symbols))})", symbols).fetchall()
+    holder = Warehouse.open(data_dir, simulated=True)
+    assert holder.claim([SeriesKey(c, "1 day", "TRADES", True) for (c,) in con_ids]) == {}
+    return holder
+
+
+def test_a_covered_read_needs_no_gateway_nor_claim_and_a_held_one_says_who(tmp_path: Path, make_gateway) -> None:
+    gateway = make_gateway()
+    options = {"job_options": {"sim": True, "pacing_scale": 0.01}, "data_dir": tmp_path, "fetch": "missing"}
+    first = queries.bars(["AAPL", "MSFT"], "1 day", "2024-06-03", "2024-06-08", port=gateway.port,
+                         client_id=next_client_id(), **options)
+    assert len(first) == 10
+    holder = hold(tmp_path, ["AAPL", "MSFT"])  # a nightly run holds both series
+    claims = queries.connect(tmp_path).execute("SELECT * FROM claims ORDER BY con_id").fetchall()
+    try:
+        nobody_listens = free_ports(1)[0]
+        again = queries.bars(["AAPL", "MSFT"], "1 day", "2024-06-03", "2024-06-08", port=nobody_listens, **options)
+        pd.testing.assert_frame_equal(first, again)
+        assert queries.connect(tmp_path).execute("SELECT * FROM claims ORDER BY con_id").fetchall() == claims
+        with pytest.raises(queries.FetchBlocked, match=re.escape(f"held by run {holder.run_id} (pid {os.getpid()}")) as blocked:
+            queries.bars(["AAPL", "MSFT"], "1 day", "2024-06-03", "2024-06-12", port=gateway.port,
+                         client_id=next_client_id(), lock_timeout=0.2, **options)
+    finally:
+        holder.claims.release()
+    assert len(blocked.value.held) == 2
+    pd.testing.assert_frame_equal(blocked.value.bars, first)  # what is stored of 06-03..06-11: the first read
+
+
+def test_two_notebooks_fetching_at_once_both_end_with_their_data(tmp_path: Path, make_gateway, waits) -> None:
+    gateway = make_gateway()
+    options = {"job_options": {"sim": True, "pacing_scale": 0.01}, "data_dir": tmp_path, "fetch": "missing",
+               "port": gateway.port, "lock_timeout": 60}
+    queries.bars(["AAPL", "MSFT", "JPM"], "1 day", "2024-06-03", "2024-06-04", client_id=next_client_id(),
+                 **options)  # the contracts are known
+    asks = {"one": ["AAPL", "MSFT"], "two": ["JPM", "MSFT"]}
+    results: dict[str, pd.DataFrame] = {}
+
+    def notebook(name: str, client_id: int) -> None:
+        results[name] = queries.bars(asks[name], "1 day", "2024-06-03", "2024-06-08", client_id=client_id,
+                                     **options)
+
+    holder = hold(tmp_path, ["AAPL", "MSFT", "JPM"])  # a nightly run holds them while both notebooks start
+    threads = [threading.Thread(target=notebook, args=(name, next_client_id())) for name in asks]
+    for t in threads:
+        t.start()
+    try:
+        waits.until(2)
+    finally:
+        holder.claims.release()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(f"held by run {holder.run_id}" in m for m in waits.messages[:2])
+    for name, symbols in asks.items():
+        assert sorted(set(results[name].symbol)) == symbols and len(results[name]) == 10

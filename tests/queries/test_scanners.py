@@ -105,16 +105,18 @@ def test_unusual_volume_matches_pandas(warehouse) -> None:
 
 
 def test_new_52w_highs_match_pandas(warehouse) -> None:
+    """On a window the warehouse covers (45 days here; the data starts 2024-04-01)."""
     data_dir, _, daily = warehouse
     for as_of in (None, "2024-05-20"):
         day = pd.Timestamp(as_of).date() if as_of else daily.session_date.max()
-        window = daily[(daily.session_date < day) & (daily.session_date >= day - timedelta(days=365))]
+        window = daily[(daily.session_date < day) & (daily.session_date >= day - timedelta(days=45))]
         prior = window.groupby("symbol").high.max()
         today = daily[daily.session_date == day].set_index("symbol").high
         want = sorted(s for s in today.index if s in prior.index and today[s] > prior[s])
-        got = queries.scan("new_52w_highs", data_dir=data_dir, as_of=as_of)
-        assert sorted(got.symbol) == want
-    assert "AAA" in set(queries.scan("new_52w_highs", data_dir=data_dir).symbol)
+        got = queries.scan("new_52w_highs", data_dir=data_dir, as_of=as_of, window_days=45)
+        assert sorted(got.symbol) == want and got.complete.all() and (got.history == 1.0).all()
+    assert "AAA" in set(queries.scan("new_52w_highs", data_dir=data_dir, window_days=45).symbol)
+    assert queries.scan("new_52w_highs", data_dir=data_dir).empty  # 365 days: ten weeks are not a year
 
 
 def test_coverage_report_counts_missing_sessions(warehouse) -> None:

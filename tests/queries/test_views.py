@@ -21,7 +21,7 @@ from tests.helpers.warehouses import (
 )
 
 VIEWS = ["bars", "bar_files", "contracts", "heads", "coverage", "covered", "series", "journal", "quarantine",
-         "gaps", "sessions"]
+         "gaps", "session_bars", "contract_calendars"]
 BARS_COLUMNS = ["symbol", "con_id", "bar_size", "what_to_show", "use_rth", "ts", "session_date", "open", "high",
                 "low", "close", "volume", "wap", "bar_count"]
 
@@ -35,6 +35,10 @@ def test_empty_warehouse_answers_zero_rows_everywhere(tmp_path: Path, exists: bo
     for view in VIEWS:
         assert con.execute(f"SELECT count(*) FROM {view}").fetchall() == [(0,)], view
     assert [r[0] for r in con.execute("DESCRIBE bars").fetchall()] == BARS_COLUMNS
+    # `sessions` is the calendar, not data: there even before the first bar, numbered without a hole
+    (calendar, n, first, last), = con.execute("SELECT calendar, count(*), min(session_no), max(session_no) "
+                                              "FROM sessions GROUP BY 1").fetchall()
+    assert calendar == "XNYS" and n > 10_000 and (first, last) == (0, n - 1)
 
 
 def test_a_connection_reads_one_snapshot_until_refreshed(tmp_path: Path) -> None:
@@ -146,5 +150,52 @@ def test_sql_init_script_builds_the_same_views(tmp_path: Path) -> None:
     con.execute(script.read_text())
     assert con.execute("SELECT count(*) FROM bars").fetchall() == [(len(df),)]
     assert con.execute("SELECT count(*) FROM gaps").fetchall() == [(0,)]
-    assert con.execute("SELECT calendar, count(*) FROM sessions WHERE session_date = '2024-06-04' AND use_rth "
-                       "GROUP BY 1").fetchall() == [("XNYS", 1)]
+    assert con.execute("SELECT count(*) FROM sessions WHERE session_date = '2024-06-04'").fetchall() == [(1,)]
+
+
+def _daily(symbol: str, days: pd.DataFrame) -> pd.DataFrame:
+    return days.assign(symbol=symbol, con_id=1000, ts=days.open_ts, open=1.0, high=1.0, low=1.0, close=1.0,
+                       volume=1.0, wap=1.0, bar_count=1).drop(columns=["open_ts", "close_ts"])
+
+
+def _cover(days: pd.DataFrame) -> dict:
+    return coverage_row(1000, "1 day", days.open_ts.iloc[0], days.close_ts.iloc[-1], bars=len(days))
+
+
+def test_gaps_move_with_the_bars_at_refresh_and_never_before(tmp_path: Path) -> None:
+    """A long-lived connection never shows new bars beside old gaps: both move at refresh(con)."""
+    recent, older = sessions("2023-03-01", "2023-03-31"), sessions("2022-11-01", "2022-12-30")
+    write_bars(tmp_path, _daily("AAA", recent), "1 day")
+    write_table(tmp_path, "contracts", contracts_rows(["AAA"]))
+    write_table(tmp_path, "coverage", [_cover(recent)])
+    con = queries.connect(tmp_path)
+    write_bars(tmp_path, _daily("AAA", older), "1 day")  # an older backfill lands: Jan-Feb stay a hole
+    write_table(tmp_path, "coverage", [_cover(older)])
+    count = "SELECT (SELECT count(*) FROM bars), (SELECT count(*) FROM gaps)"
+    assert con.execute(count).fetchall() == [(len(recent), 0)]
+    assert len(queries.bars("AAA", con=con)) == len(recent)  # bars() with `con` reads its snapshot too
+    queries.refresh(con)
+    hole = len(sessions("2023-01-01", "2023-02-28"))
+    assert con.execute(count).fetchall() == [(len(recent) + len(older), hole)]
+    assert len(queries.bars("AAA", con=con)) == len(recent) + len(older)
+    assert queries.connect(tmp_path).execute(count).fetchall() == con.execute(count).fetchall()
+
+
+def test_sql_init_is_one_snapshot_and_rereading_a_new_one_moves_every_view(tmp_path: Path) -> None:
+    """Written on an empty warehouse it still has the calendar; re-run and `.read` again, bars and gaps
+    move together (what a DuckDB CLI user does to see later commits)."""
+    wh = tmp_path / "wh"
+    script = queries.write_init_script(tmp_path / "init.sql", wh)
+    cli = duckdb.connect()
+    cli.execute(script.read_text())
+    count = "SELECT (SELECT count(*) FROM bars), (SELECT count(*) FROM gaps), (SELECT count(*) > 0 FROM sessions)"
+    assert cli.execute(count).fetchall() == [(0, 0, True)]
+    days = sessions("2023-03-01", "2023-03-31")
+    write_bars(wh, _daily("AAA", days[days.session_date != days.session_date.iloc[5]]), "1 day")
+    write_table(wh, "coverage", [coverage_row(1000, "1 day", days.open_ts.iloc[0], days.close_ts.iloc[4]),
+                                 coverage_row(1000, "1 day", days.open_ts.iloc[6], days.close_ts.iloc[-1])])
+    assert cli.execute(count).fetchall() == [(0, 0, True)]  # the script's snapshot
+    cli.execute(queries.write_init_script(tmp_path / "init.sql", wh).read_text())
+    assert cli.execute(count).fetchall() == [(len(days) - 1, 1, True)]
+    assert cli.execute("SELECT count(*) FROM gaps").fetchall() == \
+        queries.connect(wh).execute("SELECT count(*) FROM gaps").fetchall()
