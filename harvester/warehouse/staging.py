@@ -66,7 +66,10 @@ class StagingArea:
         found = []
         for run_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for path in sorted(run_dir.glob("*.stage.parquet")):
-                m = json.loads(pq.read_schema(path).metadata[META_KEY.encode()])
+                try:
+                    m = json.loads(pq.read_schema(path).metadata[META_KEY.encode()])
+                except FileNotFoundError:
+                    continue  # another job's entry, committed and dropped by it since the listing
                 found.append(
                     StagedEntry(
                         batch=run_dir.name,
