@@ -40,6 +40,7 @@ def universe(path: Path, n: int | None) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--symbols", type=int, nargs="*", help="1-min universes to harvest (default: the daily demo)")
+    ap.add_argument("--daily-symbols", type=int, help="the daily demo on the first N symbols (default: all)")
     ap.add_argument("--keep", type=Path, help="work directory to keep")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="harvest-memory-"))
@@ -48,8 +49,8 @@ def main() -> None:
     try:
         if not args.symbols:
             data = str(work / "daily")
-            u = universe(work / "sp500.csv", None)
-            rows.append(("harvest S&P 500 daily (--sim)",
+            u = universe(work / "sp500.csv", args.daily_symbols)
+            rows.append((f"harvest {args.daily_symbols or 'S&P 500'} symbols daily (--sim)",
                          *peak_mb(["--universe", str(u), "--sim", "--sim-now", SIM_NOW, "--data-dir", data], work)))
             rows.append(("harvest status", *peak_mb(["status", "--data-dir", data], work)))
             rows.append(("harvest query status", *peak_mb(["query", "status", "--data-dir", data], work)))

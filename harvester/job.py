@@ -32,10 +32,10 @@ from harvester.ib.scheduler import (
     paced_limits,
 )
 from harvester.ibrules import WHAT_TO_SHOW, PacingLimits, bar_size, request_weight, what_to_show_for
-from harvester.model import BarRequest, ContractSpec, HeadKey, SeriesKey, WorkKind
+from harvester.model import BarRequest, ContractSpec, HeadKey, HeldBar, SeriesKey, WorkKind
 from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_requests
 from harvester.recorder import Recorder, recent_sends
-from harvester.settings import Settings
+from harvester.settings import QUARANTINE_NIGHTS, Settings
 from harvester.warehouse import Warehouse
 from harvester.warehouse.claims import CLAIM_TTL, live_claims
 from harvester.warehouse.coverage import CoverageIndex
@@ -68,6 +68,7 @@ class HarvestJob:
     plan_only: bool = False
     max_in_flight: int = 6
     claim_batch: int = 25  # series claimed at a time (settings.claim_batch)
+    quarantine_nights: int = QUARANTINE_NIGHTS  # a refused bar bad this many nights is no longer asked for
     connect_timeout: float = 10.0
     min_safety_s: float = MIN_SAFETY_S  # pacing margin floor; larger when the gateway shares our CPU
     retry: RetryPolicy | None = None  # None: defaults scaled by pacing_scale
@@ -105,7 +106,7 @@ class HarvestJob:
         for name in ("pacing_scale", "commit_every_s", "connect_timeout"):
             if getattr(self, name) <= 0:
                 raise HarvestConfigError(f"{name}: must be positive, got {getattr(self, name)}")
-        for name in ("target_bars", "max_in_flight", "claim_batch"):
+        for name in ("target_bars", "max_in_flight", "claim_batch", "quarantine_nights"):
             if getattr(self, name) <= 0:
                 raise HarvestConfigError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.max_in_flight >= 50:
@@ -130,7 +131,9 @@ class HarvestReport:
     series_complete: int = 0
     failures: dict[str, list[str]] = field(default_factory=dict)  # symbol -> reasons
     bars_written: int = 0
-    bars_quarantined: int = 0  # refused at the door (see the quarantine view for reasons)
+    bars_quarantined: int = 0  # refused at the door by this run (see the quarantine view for reasons)
+    bars_held: int = 0  # refused bars still missing after the run: asked for again the next night
+    bars_given_up: int = 0  # refused bars no longer asked for (still gaps)
     requests_by_outcome: dict[str, int] = field(default_factory=dict)
     head_requests: int = 0
     violations: int = 0
@@ -171,11 +174,16 @@ async def harvest_async(job: HarvestJob, progress: Callable[[Progress], None] | 
     """The harvest for callers already inside an event loop. Raises MixedWarehouseError, WarehouseError,
     GatewayUnreachable, ClientIdInUse; series failures are reported, series another job holds are left to it."""
     started = time.monotonic()
-    warehouse = Warehouse.open(job.data_dir, simulated=job.sim, gateway=f"{job.host}:{job.port}")
+    warehouse = Warehouse.open(job.data_dir, simulated=job.sim, gateway=f"{job.host}:{job.port}",
+                               quarantine_nights=job.quarantine_nights)
     try:
         corrupt = [] if job.plan_only else warehouse.verify()  # damaged partitions: dropped, coverage forgotten
         report = await _harvest(job, warehouse, progress)
         report.corrupt_files = [str(c.path) for c in corrupt]
+        if not job.plan_only:
+            held = [h for bars in warehouse.held_bars().values() for h in bars]
+            report.bars_given_up = sum(h.given_up for h in held)
+            report.bars_held = len(held) - report.bars_given_up
     finally:
         warehouse.close()
     report.wall_s = time.monotonic() - started
@@ -190,7 +198,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
     heartbeat = None
     try:
         now = await source.current_time()
-        report.gateway_now = now
+        report.gateway_now = recorder.gateway_now = now
         series = await _series(job, source, warehouse, now, report)
         limits = paced_limits(job.pacing_scale, job.min_safety_s)
         retry, timeouts = job.policies()
@@ -284,11 +292,12 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
     """The requests that cover what each series is missing, against the coverage stored now."""
     heads = warehouse.heads()
     coverage = warehouse.coverage()
+    held = warehouse.held_bars()
     work_by_series = []
     for info, key in series:
         if recorder.failed_series(key):
             continue
-        state = _series_state(info, key, heads, coverage)
+        state = _series_state(info, key, heads, coverage, held)
         if state.head is None and key.head_key in recorder.no_data_heads:
             continue  # IB has no data at all for this series: nothing to fetch, nothing failed
         if state.head is None and job.plan_only and needs_head_timestamp(key, start):
@@ -311,12 +320,15 @@ def _expiry(info: ContractInfo, calendar: TradingCalendar, use_rth: bool) -> dat
         return None
     last = datetime.strptime(info.last_trade_date[:8], "%Y%m%d").date()
     return calendar.close_on_or_before(last, use_rth)
-def _series_state(info: ContractInfo, key: SeriesKey, heads: dict[HeadKey, datetime],
-                  coverage: CoverageIndex) -> SeriesState:
+
+
+def _series_state(info: ContractInfo, key: SeriesKey, heads: dict[HeadKey, datetime], coverage: CoverageIndex,
+                  held: dict[SeriesKey, list[HeldBar]]) -> SeriesState:
     """A series as the planner sees it: on its contract's own calendar, ending at a future's expiry."""
     calendar = info.calendar
     return SeriesState(series=key, symbol=info.label, calendar=calendar, head=heads.get(key.head_key),
-                       coverage=tuple(coverage.intervals(key)), expires=_expiry(info, calendar, key.use_rth))
+                       coverage=tuple(coverage.intervals(key)), held=tuple(held.get(key, ())),
+                       expires=_expiry(info, calendar, key.use_rth))
 
 
 def missing_requests(job: HarvestJob, now: datetime | None = None) -> list[BarRequest] | None:
@@ -330,14 +342,14 @@ def missing_requests(job: HarvestJob, now: datetime | None = None) -> list[BarRe
     known, todo = stored_contracts(warehouse, job.universe, since=None)  # any age: conIds do not change
     if todo:
         return None
-    heads, coverage = warehouse.heads(), warehouse.coverage()
+    heads, coverage, held = warehouse.heads(), warehouse.coverage(), warehouse.held_bars()
     start = _start_instant(job.start)
     end = min(now, _end_instant(job.end)) if job.end else now
     requests: list[BarRequest] = []
     for info in {i.con_id: i for infos in known.values() for i in infos}.values():
         for size in job.bar_sizes:
             key = SeriesKey(info.con_id, size, what_to_show_for(info.sec_type, job.what_to_show), job.use_rth)
-            state = _series_state(info, key, heads, coverage)
+            state = _series_state(info, key, heads, coverage, held)
             if state.head is None and needs_head_timestamp(key, start):
                 return None
             try:

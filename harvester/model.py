@@ -90,6 +90,17 @@ class BarRequest:
     symbol: str = field(default="", compare=False)  # label for progress and errors
 
 
+@dataclass(frozen=True)
+class HeldBar:
+    """A bar refused at the door whose time coverage does not claim: asked for again at most once a night
+    until a clean answer replaces it, never again once given up (still a gap)."""
+
+    start: datetime  # UTC; the bar's time, [start, end) left out of coverage
+    end: datetime
+    last_seen: datetime | None  # the gateway's clock when it last came back bad; None: never re-asked yet
+    given_up: bool = False
+
+
 class Outcome(enum.Enum):
     """What an answered (or unanswered) request means for coverage. Only BARS and EMPTY cover."""
 

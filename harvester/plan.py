@@ -24,7 +24,7 @@ from harvester.ibrules import (
     bar_size,
     max_duration,
 )
-from harvester.model import BarRequest, SeriesKey, subtract_intervals
+from harvester.model import BarRequest, HeldBar, SeriesKey, merge_intervals, subtract_intervals
 
 NO_TARGET = 10**12  # target_bars for "as few requests as IB's durations allow"
 _UNIT_ORDER = ("D", "S", "W", "M", "Y")  # tie-break: session-aligned windows first
@@ -45,6 +45,7 @@ class SeriesState:
     calendar: TradingCalendar
     head: datetime | None  # earliest available bar (UTC) if known
     coverage: tuple[tuple[datetime, datetime], ...]  # covered half-open UTC spans, any order/overlap
+    held: tuple[HeldBar, ...] = ()  # bars refused at the door whose time coverage leaves out
     expires: datetime | None = None  # a future's last session close: nothing exists, nothing is asked, after it
 
 
@@ -76,7 +77,8 @@ def plan_requests(
 
     `target_bars` bounds intraday windows only: daily and longer bars come back in one quick answer,
     so they take one request per 68 Y (`N D` up to 365 sessions). ADJUSTED_LAST cannot be paged (IB
-    needs an empty endDateTime), so it is one full refresh ending now.
+    needs an empty endDateTime), so it is one full refresh ending now. Held bars (refused at the door)
+    are asked for again within the nightly budget: see `_ask_again`.
     """
     if target_bars < 1:
         raise PlanError(f"target_bars must be positive, got {target_bars}")
@@ -85,17 +87,38 @@ def plan_requests(
     span = _wanted_span(state, bar, start, end, now)
     if span is None:
         return []
-    gaps = subtract_intervals([span], _coverage_epochs(state.coverage))
-    if not gaps:
-        return []
     planner = _Chunker(state, bar, target_bars, floor=span[0])
+    again, wait = planner.held_spans(to_epoch(now))
+    again = [(max(a, span[0]), min(b, span[1])) for a, b in again if a < span[1] and b > span[0]]
+    gaps = subtract_intervals([span], _coverage_epochs(state.coverage) + wait + again)
+    if not gaps and not again:
+        return []
     if series.what_to_show == "ADJUSTED_LAST":
         window = planner.best_window(span[0], to_epoch(now))
         return [] if window is None else [planner.request(window, to_epoch(now))]
     requests: list[BarRequest] = []
     for a, b in reversed(gaps):
         requests.extend(planner.cover(a, b))
-    return requests
+    return _ask_again(planner, requests, again)
+
+
+def _ask_again(planner: _Chunker, requests: list[BarRequest], again: list[tuple[int, int]]) -> list[BarRequest]:
+    """Held bars' sessions asked for once more, at most one extra request a series: the newest request (the
+    nightly increment) reaches back over as many of them as one window holds, and one request of its own
+    takes the next ones back from the newest; older ones wait for a later night."""
+    if again and requests:
+        newest = requests[0]
+        start, end = to_epoch(newest.start), max(again[-1][1], to_epoch(newest.end))
+        window = planner.best_window(min(again[0][0], start), end)
+        if window is not None and window.start <= start:
+            requests = [planner.request(window, end), *requests[1:]]
+            again = subtract_intervals(again, [(window.start, end)])
+    if not again:
+        return requests
+    window = planner.best_window(again[0][0], again[-1][1])
+    if window is None:
+        return requests
+    return sorted([*requests, planner.request(window, again[-1][1])], key=lambda r: r.end, reverse=True)
 
 
 def lower_bound_requests(
@@ -210,6 +233,25 @@ class _Chunker:
         self.units = [u for u in _UNIT_ORDER if max_duration(bar.ib_name, u) > 0
                       and not (u == "D" and state.calendar.from_details)]
         self.max_days = max_duration(bar.ib_name, "D")
+
+    def held_spans(self, now: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(sessions to ask again tonight, held times not to ask for). A held bar is asked for again when a
+        session has closed since it last came back bad (once a night), as its whole session, or the two
+        around it when it lies between sessions; a given-up one is never asked for."""
+        tonight = self.calendar.last_closed_index(now, self.rth)
+        again, wait = [], []
+        for held in self.state.held:
+            start, end = to_epoch(held.start), to_epoch(held.end)
+            due = not held.given_up and (
+                held.last_seen is None or self.calendar.last_closed_index(to_epoch(held.last_seen), self.rth) < tonight)
+            if not due:
+                wait.append((start, end))
+                continue
+            k = self._last_open_before(start + 1)
+            inside = k >= 0 and start < int(self.closes[k])
+            first, last = (k, k) if inside else (max(k, 0), min(k + 1, len(self.opens) - 1))
+            again.append((min(start, int(self.opens[first])), max(end, int(self.closes[last]))))
+        return merge_intervals(again), wait
 
     def cover(self, a: int, b: int) -> list[BarRequest]:
         requests = []

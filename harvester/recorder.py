@@ -36,6 +36,8 @@ class Recorder:
         self._last_commit = time.monotonic()
         self._committing: asyncio.Future | None = None  # a commit running in a worker thread
         self._held: list[Answer] = []  # answers that arrived during it
+        self.gateway_now: datetime | None = None  # the gateway's clock at the start: when answers were seen
+
     def on_answer(self, answer: Answer) -> None:
         """Record one answer; while a commit runs in its worker thread, hold answers until it is done
         (the warehouse must not stage while it commits) so the event loop keeps sending meanwhile."""
@@ -83,7 +85,7 @@ class Recorder:
                 self.no_data_heads.add(work.series.head_key)
         elif result.outcome.covers:
             staged = self.warehouse.stage(work.request, result.outcome, result.bars, symbol=work.symbol,
-                                          calendar=work.contract.calendar)
+                                          calendar=work.contract.calendar, seen_at=self.gateway_now)
             self._on_staged(staged.kept, staged.quarantined)
 
     def fail(self, answer: Answer) -> None:

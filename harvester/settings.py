@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+QUARANTINE_NIGHTS = 3  # a bar refused at the door this many nights in a row is no longer asked for
 CONFIG_ENV = "HARVEST_CONFIG"
 CONFIG_FILE = "harvest.toml"
 ENVIRONMENT = {
@@ -50,6 +51,7 @@ class Settings:
     max_in_flight: int = 6
     claim_batch: int = 25  # series a job claims at a time; jobs sharing a warehouse split the work by it
     vacuum_retention_hours: float = 168.0  # `harvest compact` keeps files a week-old snapshot still reads
+    quarantine_nights: int = QUARANTINE_NIGHTS  # nights a refused bar is asked for again before giving up
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -66,6 +68,8 @@ class Settings:
             raise ConfigError(f"claim_batch: must be positive, got {self.claim_batch}")
         if self.vacuum_retention_hours < 0:
             raise ConfigError(f"vacuum_retention_hours: must be >= 0, got {self.vacuum_retention_hours}")
+        if self.quarantine_nights < 1:
+            raise ConfigError(f"quarantine_nights: must be >= 1, got {self.quarantine_nights}")
         if not 1 <= self.max_in_flight < 50:
             raise ConfigError(f"max_in_flight: must be within 1..49, got {self.max_in_flight}")
 

@@ -183,21 +183,36 @@ SELECT con_id, any_value(symbol) AS symbol, bar_size, what_to_show, use_rth,
 FROM coverage LEFT JOIN contract_calendars k USING (con_id) GROUP BY con_id, bar_size, what_to_show, use_rth"""
 
 # Sessions of the series' own calendar and flavour inside its first and last covered instant that no island
-# spans. A session cut by either end was not asked for in full (a window starting mid-session, before a
-# listing, or at a date's UTC midnight inside a forex session): not missing. A future's coverage ends at its
-# expiry: no gap after it. Computed from the connection's snapshot of coverage: it moves with the bars at
-# `refresh`.
+# spans, and sessions holding a bar refused at the door and still missing (quarantine.py), each with its
+# reason. A session cut by either end of the covered span was not asked for in full (a window starting
+# mid-session, before a listing, or at a date's UTC midnight inside a forex session): not missing. A future's
+# coverage ends at its expiry: no gap after it. Computed from the connection's snapshot of coverage: it moves
+# with the bars at `refresh`.
 _GAPS_SQL = """CREATE OR REPLACE VIEW gaps AS
 WITH x AS (
   SELECT calendar, session_date, true AS use_rth, open_ts, close_ts FROM sessions
-  UNION ALL SELECT calendar, session_date, false, ext_open_ts, ext_close_ts FROM sessions)
-SELECT s.con_id, s.symbol, s.bar_size, s.what_to_show, s.use_rth, x.session_date, x.open_ts, x.close_ts
-FROM series s JOIN x
-  ON x.calendar = s.calendar AND x.use_rth = s.use_rth AND x.open_ts >= s.covered_from AND x.close_ts <= s.covered_to
-WHERE NOT EXISTS (
-  SELECT 1 FROM covered c
-  WHERE c.con_id = s.con_id AND c.bar_size = s.bar_size AND c.what_to_show = s.what_to_show
-    AND c.use_rth = s.use_rth AND c.start_ts <= x.open_ts AND c.end_ts >= x.close_ts)"""
+  UNION ALL SELECT calendar, session_date, false, ext_open_ts, ext_close_ts FROM sessions),
+missing AS (
+  SELECT s.con_id, s.symbol, s.bar_size, s.what_to_show, s.use_rth, x.session_date, x.open_ts, x.close_ts
+  FROM series s JOIN x ON x.calendar = s.calendar AND x.use_rth = s.use_rth
+    AND x.open_ts >= s.covered_from AND x.close_ts <= s.covered_to
+  WHERE NOT EXISTS (
+    SELECT 1 FROM covered c
+    WHERE c.con_id = s.con_id AND c.bar_size = s.bar_size AND c.what_to_show = s.what_to_show
+      AND c.use_rth = s.use_rth AND c.start_ts <= x.open_ts AND c.end_ts >= x.close_ts)),
+held AS (
+  SELECT con_id, any_value(symbol) AS symbol, bar_size, what_to_show, use_rth, session_date,
+         CASE WHEN bool_and(coalesce(given_up, false)) THEN 'quarantined, given up'
+              ELSE 'quarantined: ' || min(reason) FILTER (WHERE NOT coalesce(given_up, false)) END AS reason
+  FROM quarantine WHERE resolved_at IS NULL AND ts IS NOT NULL
+  GROUP BY con_id, bar_size, what_to_show, use_rth, session_date)
+SELECT con_id, coalesce(m.symbol, h.symbol) AS symbol, bar_size, what_to_show, use_rth, session_date,
+       coalesce(m.open_ts, x.open_ts) AS open_ts, coalesce(m.close_ts, x.close_ts) AS close_ts,
+       coalesce(h.reason, 'missing') AS reason
+FROM missing m FULL JOIN held h USING (con_id, bar_size, what_to_show, use_rth, session_date)
+LEFT JOIN contract_calendars k USING (con_id)
+LEFT JOIN x ON m.con_id IS NULL AND x.calendar = coalesce(k.calendar, $default_calendar)
+  AND x.session_date = h.session_date AND x.use_rth = h.use_rth"""
 
 # Each futures chain (symbol, exchange, currency, multiplier) in expiry order: the continuous series rolls
 # from one contract to the next after the earlier one's last trade date.

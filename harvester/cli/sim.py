@@ -82,6 +82,10 @@ def _symbol_errors(items: tuple[str, ...]) -> dict[str, ErrorSpec]:
     "--hmds-outage-at", help="Send 2105 at this simulated instant, 2106 after --hmds-outage-seconds."
 )
 @click.option("--hmds-outage-seconds", default=30.0, show_default=True, type=float)
+@click.option("--bad-bars", "bad_bar_rate", default=0.0, type=float,
+              help="Break this fraction of served bars (high below low, negative volume, a bar after the close).")
+@click.option("--bad-bars-symbol", multiple=True, help="Break bars of SYMBOL only (repeatable; needs --bad-bars).")
+@click.option("--bad-bars-until", help="Serve clean bars again from this simulated instant (ISO 8601).")
 def sim_command(**opts) -> None:
     """Run a simulated IB Gateway (TWS API v176) on loopback until interrupted."""
     try:
@@ -100,6 +104,9 @@ def sim_command(**opts) -> None:
             outage_seconds=opts["outage_seconds"],
             hmds_outage_at=_instant(opts["hmds_outage_at"]),
             hmds_outage_seconds=opts["hmds_outage_seconds"],
+            bad_bar_rate=opts["bad_bar_rate"],
+            bad_bar_symbols=set(opts["bad_bars_symbol"]),
+            bad_bars_until=_instant(opts["bad_bars_until"]),
         )
         config = SimConfig(
             host=opts["host"],

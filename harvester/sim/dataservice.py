@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from harvester.sim.clients import ClientRegistry
 from harvester.sim.clock import SimClock
 from harvester.sim.connectivity import Connectivity
-from harvester.sim.faults import Faults, resolve_error
+from harvester.sim.faults import Faults, break_bars, resolve_error
 from harvester.sim.historical import HistoricalDesk
 from harvester.sim.journal import Journal
 from harvester.sim.market.barsizes import DAILY_OR_LONGER
@@ -168,9 +168,13 @@ class DataService:
         bars = serve(inst, bar_size, what, request.use_rth, window, now)
         if not bars:
             raise self.desk.no_data(spec, what, inst)
+        daily = bar_size.kind in DAILY_OR_LONGER
+        if self.faults.breaks_bars(spec.label, now):
+            bars, entry["broken"] = break_bars(bars, self.faults, (inst.con_id, bar_size.seconds, what),
+                                               inst.min_tick, self.desk.calendar(inst).bounds(request.use_rth),
+                                               intraday=not daily)
         started = time.monotonic()
         await self._latency(len(bars))
-        daily = bar_size.kind in DAILY_OR_LONGER
         reply = historical_data_frame(req_id, bars, window, daily, request.format_date, inst.time_zone)
         self._journal(entry, "bars", bars=len(bars), latency_s=round(time.monotonic() - started, 4))
         claim.release()  # before replying: a client that saw the answer must see the slot free

@@ -20,6 +20,12 @@ Catalogue
 | outage_at / outage_seconds | at that simulated instant: 1100 to every client, 1102 `outage_seconds`   |
 |                            | (× latency scale) later; requests in between get no reply                |
 | hmds_outage_at / _seconds  | the same with 2105 (HMDS broken) then 2106 (HMDS OK)                     |
+| bad_bar_rate = p           | this fraction of served bars is genuinely broken, chosen per bar by a    |
+| bad_bar_symbols            | hash of (seed, conId, bar size, whatToShow, bar start), so a re-ask gets |
+| bad_bars_until = instant   | the same ones: high a tick below low, negative volume (bars with volume) |
+|                            | or an extra bar at the session's close (intraday). Only the named        |
+|                            | symbols when some are named; none once the simulated clock reaches       |
+|                            | `bad_bars_until` (IB revised its history: the next night is clean)       |
 Also on the gateway: `drop_connections()`, `fire_outage(seconds)`, `fire_hmds_outage(seconds)`.
 
 ERRORS (KIND → code, text; `{…}` filled from the request):
@@ -30,9 +36,14 @@ ERRORS (KIND → code, text; `{…}` filled from the request):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+import numpy as np
+
+from harvester.sim.market import pricepath as pp
+from harvester.sim.market.barcolumns import BarColumns
 from harvester.sim.wire import messages as m
 
 ERRORS: dict[str, tuple[int, str]] = {
@@ -78,10 +89,16 @@ class Faults:
     outage_seconds: float = 30.0
     hmds_outage_at: datetime | None = None
     hmds_outage_seconds: float = 30.0
+    bad_bar_rate: float = 0.0
+    bad_bar_symbols: set[str] = field(default_factory=set)
+    bad_bars_until: datetime | None = None
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.random_error_rate <= 1.0:
-            raise FaultError(f"random_error_rate must be within [0, 1], got {self.random_error_rate}")
+        for name in ("random_error_rate", "bad_bar_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise FaultError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+        if self.bad_bar_symbols and not self.bad_bar_rate:
+            raise FaultError("bad_bar_symbols needs a bad_bar_rate above 0 (the fraction of their bars to break)")
         for spec in [self.force_error, self.random_error, *self.error_symbols.values()]:
             if spec is not None:
                 resolve_error(spec)
@@ -96,6 +113,11 @@ class Faults:
         self.drop_after_requests -= 1
         return False
 
+    def breaks_bars(self, symbol: str, now: datetime) -> bool:
+        """Whether this answer gets broken bars (which ones: `break_bars`)."""
+        return (self.bad_bar_rate > 0 and (not self.bad_bar_symbols or symbol in self.bad_bar_symbols)
+                and (self.bad_bars_until is None or now < self.bad_bars_until))
+
     def take_silence(self, symbol: str) -> bool:
         """Whether this data request must never be answered (counts down `never_answer_nth`)."""
         nth_fires = False
@@ -105,3 +127,34 @@ class Faults:
                 self.never_answer_nth = None
                 nth_fires = True
         return self.never_answer or nth_fires or symbol in self.never_answer_symbols
+
+
+def break_bars(bars: BarColumns, faults: Faults, series: tuple[int, int, str], tick: float,
+               session_bounds: tuple[np.ndarray, np.ndarray], intraday: bool) -> tuple[BarColumns, int]:
+    """`bars` with `faults.bad_bar_rate` of them broken, and how many; `series` is (conId, bar seconds,
+    whatToShow), `session_bounds` the flavour's (opens, closes)."""
+    con_id, seconds, what = series
+    keys = (faults.seed, con_id, seconds, zlib.crc32(what.encode()), bars.start)
+    chosen = pp.uniform(pp.hash_keys(*keys)) < faults.bad_bar_rate
+    if not chosen.any():
+        return bars, 0
+    kind = (pp.hash_keys(*keys, 1) % np.uint64(3)).astype(np.int64)
+    kind = np.where((kind == 1) & (bars.volume < 0), 0, kind)  # no volume to make negative (-1: none)
+    kind = np.where((kind == 2) & (not intraday), 0, kind)
+    broken = replace(
+        bars,
+        high=np.where(chosen & (kind == 0), bars.low - tick, bars.high),
+        volume=np.where(chosen & (kind == 1), -(bars.volume + 100), bars.volume),
+    )
+    opens, closes = session_bounds
+    late = np.flatnonzero(chosen & (kind == 2))  # each adds one bar at its session's close, one a session
+    after_close, pick = np.unique(closes[np.searchsorted(opens, bars.start[late], side="right") - 1],
+                                  return_index=True)
+    extra = BarColumns(after_close, *(getattr(broken, f)[late[pick]] for f in _COLUMNS[1:]))
+    merged = BarColumns(*(np.concatenate([getattr(broken, f), getattr(extra, f)]) for f in _COLUMNS))
+    order = np.argsort(merged.start, kind="stable")
+    served = BarColumns(*(getattr(merged, f)[order] for f in _COLUMNS))
+    return served, int(chosen.sum()) - len(late) + len(extra)
+
+
+_COLUMNS = ("start", "session_date", "open", "high", "low", "close", "volume", "wap", "count")

@@ -1,8 +1,10 @@
 """Bars at the door: normalise one IB answer and split it into rows to keep and rows to quarantine.
 
 IB uses -1 as "not available" for volume, WAP and bar count (MIDPOINT/BID/ASK bars have no volume); those
-become NULL. A row that breaks OHLC sanity, has negative volume, repeats a timestamp within one answer or
-lies outside the requested window is not stored and not dropped either: it goes to quarantine with a reason.
+become NULL. A row that breaks OHLC order (beyond float representation: prices are compared within a
+relative 1e-9, docs/ib-numbers.md §3), has negative volume, repeats a timestamp within one answer or lies
+outside the requested window or the instrument's sessions is not stored and not dropped either: it goes to
+quarantine with a reason. A row that passes is stored exactly as IB sent it, never clipped.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from harvester.model import BarRequest
 from harvester.warehouse.files import WarehouseError
 from harvester.warehouse.tables import BARS_SCHEMA, REJECTED_SCHEMA
 
+OUTSIDE_WINDOW = "outside request window"
+DUPLICATE_TS = "duplicate ts in one answer"
+PRICE_TOLERANCE = 1e-9  # relative: float noise is ~1e-16, the finest tick relative to its price ~1e-8
 INPUT_COLUMNS = ("ts", "session_date", "open", "high", "low", "close", "volume", "wap", "bar_count")
 
 
@@ -91,20 +96,26 @@ def _reasons(frame: pd.DataFrame, request: BarRequest, calendar: TradingCalendar
     """First failed check per row (None when the row is fine); checks ordered from most to least basic."""
     start = pd.Timestamp(request.start).tz_convert("UTC").tz_localize(None)
     end = pd.Timestamp(request.end).tz_convert("UTC").tz_localize(None)
-    o, h, low, c, v = (frame[k] for k in ("open", "high", "low", "close", "volume"))
+    o, h, low, c, v = (frame[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
     checks = [
         (frame["ts"].isna() | frame["session_date"].isna(), "missing ts or session_date"),
-        (o.isna() | h.isna() | low.isna() | c.isna(), "missing price"),
-        (~(low <= h), "low above high"),
-        (~(low <= np.minimum(o, c)), "low above open or close"),
-        (~(np.maximum(o, c) <= h), "open or close above high"),
-        (v.notna() & (v < 0), "negative volume"),
-        ((frame["ts"] < start) | (frame["ts"] >= end), "outside request window"),
-        (frame["ts"].duplicated(keep="first"), "duplicate ts in one answer"),
+        (np.isnan(o) | np.isnan(h) | np.isnan(low) | np.isnan(c), "missing price"),
+        (~_at_most(low, h), "low above high"),
+        (~_at_most(low, np.minimum(o, c)), "low above open or close"),
+        (~_at_most(np.maximum(o, c), h), "open or close above high"),
+        (~np.isnan(v) & (v < 0), "negative volume"),
+        ((frame["ts"] < start) | (frame["ts"] >= end), OUTSIDE_WINDOW),
+        (frame["ts"].duplicated(keep="first"), DUPLICATE_TS),
     ]
     if calendar is not None:
         checks.append((pd.Series(outside_sessions(frame, request, calendar)), "outside the instrument's sessions"))
     reason = pd.Series([None] * len(frame), index=frame.index, dtype="object")
     for failed, text in reversed(checks):
-        reason = reason.mask(failed.to_numpy(), text)
+        reason = reason.mask(np.asarray(failed), text)
     return reason
+
+
+def _at_most(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a <= b up to float representation: within PRICE_TOLERANCE of the larger magnitude (docs/ib-numbers.md
+    §3), far below any tick, so 18.540000000000003 <= 18.54 holds and a cent too high never does."""
+    return a <= b + PRICE_TOLERANCE * np.maximum(np.abs(a), np.abs(b))

@@ -117,7 +117,7 @@ class DeltaTables:
             deltalake.write_deltalake(  # looked up on the module: the crash harness counts these calls
                 snapshot, rows, mode=mode, predicate=None if mode == "append" else predicate,
                 partition_by=list(self.partitions.get(name, ())) or None, writer_properties=WRITER,
-                schema_mode="merge",  # a column added to a schema (tables.py) joins a table written before
+                schema_mode="merge",  # a column added to a schema joins a table written before it
             )
         except CommitFailedError:
             raise
@@ -195,15 +195,19 @@ def parquet_source(files: Sequence[str], schema: pa.Schema, partition_columns: S
                    union: bool = True) -> str:
     """DuckDB's own `read_parquet` over these files (what every read of the warehouse uses); partition columns
     are parsed from the paths, typed as in `schema`. No files: a typed empty relation (read_parquet needs one)."""
+    empty = "SELECT " + ", ".join(f'NULL::{duckdb_type(f.type)} AS "{f.name}"' for f in schema) + " WHERE false"
     if not files:
-        columns = ", ".join(f'NULL::{duckdb_type(f.type)} AS "{f.name}"' for f in schema)
-        return f"(SELECT {columns} WHERE false)"
+        return f"({empty})"
     options = ", union_by_name = true" if union else ""
     if partition_columns:
         types = ", ".join(f"'{c}': {duckdb_type(schema.field(c).type) if c in schema.names else 'VARCHAR'}"
                           for c in partition_columns)
         options += f", hive_partitioning = true, hive_types = {{{types}}}"
-    return f"read_parquet({sql_file_list(files)}{options})"
+    source = f"read_parquet({sql_file_list(files)}{options})"
+    if partition_columns or not union:
+        return source
+    # A small table's files may predate a column added to its schema since: read them with that column NULL.
+    return f"({empty} UNION ALL BY NAME SELECT * FROM {source})"
 
 
 def sql_file_list(files: Sequence[str]) -> str:

@@ -2,7 +2,9 @@
 
 One entry = one `<seq>.stage.parquet` holding the kept bars (maybe none) with the request and its outcome in
 the file's key-value metadata: a single atomic write (two fsyncs) makes the entry durable and complete at
-once. Entries are ordered by (batch, seq), batch = `<run_id>-b<n>`, which is fetch order, so the newest fetch wins at merge.
+once. Rows refused at the door go to `<seq>.rejected.parquet`, written first, so an entry is complete when its
+stage file exists. Entries are ordered by (batch, seq), batch = `<run_id>-b<n>`, which is fetch order, so the
+newest fetch wins at merge.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from harvester.warehouse.layout import STAGING_DIR
 
 META_KEY = "harvester.stage"
 TRASH_PREFIX = ".trash-"
+REJECTED_SUFFIX = ".rejected.parquet"
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,19 @@ class StagedEntry:
     symbol: str
     rows: int
     path: Path
+    rejected: int = 0  # rows refused at the door, beside the entry
+    seen_at: datetime | None = None  # the gateway's clock when the answer came
+
+    @property
+    def answer_id(self) -> str:
+        """Sorts in fetch order across runs (batch names start with the run's start time)."""
+        return f"{self.batch}/{self.seq:08d}"
 
     def read_bars(self) -> pa.Table | None:
         return pq.read_table(self.path) if self.rows else None
+
+    def read_rejected(self) -> pa.Table | None:
+        return pq.read_table(_rejected_path(self.path)) if self.rejected else None
 
     def read_session_dates(self) -> pa.ChunkedArray:
         """One column: enough to know which partitions the entry touches without holding its rows."""
@@ -48,16 +61,22 @@ class StagingArea:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / STAGING_DIR
 
-    def put(self, batch: str, seq: int, request: BarRequest, outcome: Outcome, bars: pa.Table, symbol: str) -> None:
-        """Durably store one answered request."""
+    def put(self, batch: str, seq: int, request: BarRequest, outcome: Outcome, bars: pa.Table, symbol: str,
+            rejected: pa.Table | None = None, seen_at: datetime | None = None) -> None:
+        """Durably store one answered request (and the rows refused from it)."""
         s = request.series
+        path = self.root / batch / f"{seq:08d}.stage.parquet"
+        n_rejected = 0 if rejected is None else rejected.num_rows
+        if n_rejected:
+            write_parquet_atomic(_rejected_path(path), rejected, compression="snappy")
         meta = {
             "con_id": s.con_id, "bar_size": s.bar_size, "what_to_show": s.what_to_show, "use_rth": s.use_rth,
             "start": request.start.isoformat(), "end": request.end.isoformat(),
-            "outcome": outcome.value, "symbol": symbol, "rows": bars.num_rows,
+            "outcome": outcome.value, "symbol": symbol, "rows": bars.num_rows, "rejected": n_rejected,
+            "seen_at": seen_at.isoformat() if seen_at else None,
         }
         table = bars.replace_schema_metadata({META_KEY: json.dumps(meta)})
-        write_parquet_atomic(self.root / batch / f"{seq:08d}.stage.parquet", table, compression="snappy")
+        write_parquet_atomic(path, table, compression="snappy")
 
     def entries(self) -> list[StagedEntry]:
         """Every entry of every run, in fetch order."""
@@ -81,6 +100,8 @@ class StagingArea:
                         symbol=m["symbol"],
                         rows=m["rows"],
                         path=path,
+                        rejected=m.get("rejected", 0),
+                        seen_at=datetime.fromisoformat(m["seen_at"]) if m.get("seen_at") else None,
                     )
                 )
         return found
@@ -98,6 +119,7 @@ class StagingArea:
             else:
                 for path in paths:
                     path.unlink(missing_ok=True)
+                    _rejected_path(path).unlink(missing_ok=True)
                 fsync_dir(batch_dir)
         if by_dir:
             fsync_dir(self.root)
@@ -106,3 +128,7 @@ class StagingArea:
         if self.root.is_dir():
             for trash in self.root.glob(f"{TRASH_PREFIX}*"):
                 shutil.rmtree(trash, ignore_errors=True)
+
+
+def _rejected_path(stage_path: Path) -> Path:
+    return stage_path.with_name(stage_path.name.split(".")[0] + REJECTED_SUFFIX)

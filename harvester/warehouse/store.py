@@ -2,10 +2,12 @@
 
 Every table is a Delta table (`delta.DeltaTables`); there are no transactions across tables, so the commit
 order is the crash-safety argument: (1) one bars transaction replaces every touched partition with its
-rows merged with the staged ones, (2) only then one coverage transaction records what they cover, (3) the
-journal is appended, (4) the staging is dropped. A crash at any instant leaves staging in place; the next
-commit re-merges it (dedupe on (con_id, ts) makes that a no-op for rows already merged) and re-records
-coverage (deduped), which yields exactly the fault-free state.
+rows merged with the staged ones, (2) only then one coverage transaction records what they cover (never a
+refused bar's time: see quarantine.py), (3) the quarantine learns what came back bad or clean, (4) the
+journal is appended, (5) the staging is dropped. A crash at any instant leaves staging in place; the next
+commit re-merges it (dedupe on (con_id, ts) makes that a no-op for rows already merged), re-records
+coverage (deduped) and skips quarantine rows that already saw the answer, which yields exactly the
+fault-free state.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import pyarrow.parquet as pq
 
 from harvester.calendar import TradingCalendar
 from harvester.ibrules import BAR_SIZES, WHAT_TO_SHOW
-from harvester.model import BarRequest, HeadKey, Outcome, SeriesKey
+from harvester.model import BarRequest, HeadKey, HeldBar, Outcome, SeriesKey, subtract_intervals
+from harvester.settings import QUARANTINE_NIGHTS
+from harvester.warehouse import quarantine
 from harvester.warehouse.checks import check_bars
 from harvester.warehouse.claims import Claims, Holder, Me
 from harvester.warehouse.compaction import merge_newest_wins
@@ -108,6 +112,7 @@ class CommitStats:
     partitions_written: int = 0
     rows_in_written_files: int = 0
     coverage_rows: int = 0
+    quarantine_rows: int = 0  # rows of the quarantine table after it changed (0: unchanged)
     journal_rows: int = 0
     corrupt: list[CorruptFile] = field(default_factory=list)
     seconds: float = 0.0
@@ -120,11 +125,13 @@ def new_run_id() -> str:
 
 
 class Warehouse:
-    def __init__(self, location: Location | str | Path, simulated: bool) -> None:
+    def __init__(self, location: Location | str | Path, simulated: bool,
+                 quarantine_nights: int = QUARANTINE_NIGHTS) -> None:
         """Use `Warehouse.open`, which checks the location first."""
         self.location = location = Location.parse(location)
         self.data_dir = local_state_dir(location)  # the warehouse folder, or an S3 warehouse's local files
         self.simulated = simulated
+        self.quarantine_nights = quarantine_nights  # bad nights before a refused bar is given up
         self.run_id = new_run_id()
         self.tables = DeltaTables(location, PARTITIONS)
         self._staging = StagingArea(self.data_dir)
@@ -143,7 +150,7 @@ class Warehouse:
 
     @classmethod
     def open(cls, data_dir: str | Path | Location, *, simulated: bool, gateway: str = "",
-             account: str = "") -> Warehouse:
+             account: str = "", quarantine_nights: int = QUARANTINE_NIGHTS) -> Warehouse:
         """A local folder (created if missing) or `s3://bucket/prefix` (probed: reachable, writable, and
         honouring conditional writes, or refused in one line)."""
         try:
@@ -166,7 +173,7 @@ class Warehouse:
                 "format": FORMAT, "simulated": simulated, "gateway": gateway, "account": account,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             })
-        return cls(loc, simulated)
+        return cls(loc, simulated, quarantine_nights)
 
     def claim(self, keys: list[SeriesKey]) -> dict[SeriesKey, Holder]:
         """Claim these series for this run (see `claims`); returns those another live job holds. From the
@@ -224,23 +231,22 @@ class Warehouse:
     # -- staging and journal ------------------------------------------------------------------------------
 
     def stage(self, request: BarRequest, outcome: Outcome, bars: pd.DataFrame | None, *, symbol: str,
-              calendar: TradingCalendar | None = None) -> StageResult:
+              calendar: TradingCalendar | None = None, seen_at: datetime | None = None) -> StageResult:
+        """Check one answer at the door and stage it; `seen_at` is the gateway's clock (nights are counted
+        in it), this machine's when not given."""
         s = request.series
         if s.bar_size not in BAR_SIZES:
             raise WarehouseError(f"unknown bar size {s.bar_size!r} for {symbol}")
         if s.what_to_show not in WHAT_TO_SHOW:
             raise WarehouseError(f"unknown whatToShow {s.what_to_show!r} for {symbol}")
         checked = check_bars(request, bars, symbol, calendar)
-        seq = next(self._seq)
-        if checked.quarantined.num_rows:
-            n = checked.quarantined.num_rows
-            table = checked.quarantined
-            for name, values in (("bar_size", [s.bar_size] * n), ("what_to_show", [s.what_to_show] * n),
-                                 ("use_rth", [s.use_rth] * n), ("quarantined_at", [utc_now_naive()] * n)):
-                table = table.append_column(name, pa.array(values, QUARANTINE_SCHEMA.field(name).type))
-            self.tables.transact(QUARANTINE, lambda _: (table, None), QUARANTINE_SCHEMA)
-        self._staging.put(self._batch, seq, request, outcome, checked.kept, symbol)
+        self._staging.put(self._batch, next(self._seq), request, outcome, checked.kept, symbol, checked.quarantined,
+                          seen_at or datetime.now(UTC))
         return StageResult(checked.kept.num_rows, checked.quarantined.num_rows, outcome.covers)
+
+    def held_bars(self) -> dict[SeriesKey, list[HeldBar]]:
+        """Bars refused at the door whose time is still missing, by series (given-up ones included)."""
+        return quarantine.held_bars(self._read(QUARANTINE, QUARANTINE_SCHEMA).to_pylist())
 
     def record_request(self, row: dict) -> None:
         self._journal.append({"run_id": self.run_id, **row})
@@ -266,6 +272,8 @@ class Warehouse:
         self._crash_hook("bars_durable")
         stats.coverage_rows = self._record_coverage(entries)
         self._crash_hook("coverage_durable")
+        stats.quarantine_rows = self._record_quarantine(entries)
+        self._crash_hook("quarantine_durable")
         stats.journal_rows = self._flush_journal()
         self._crash_hook("journal_durable")
         self._staging.drop(entries)
@@ -341,18 +349,44 @@ class Warehouse:
         new = [
             {
                 "con_id": e.series.con_id, "bar_size": e.series.bar_size, "what_to_show": e.series.what_to_show,
-                "use_rth": e.series.use_rth, "start_ts": naive_utc(e.start).to_pydatetime(),
-                "end_ts": naive_utc(e.end).to_pydatetime(), "kind": "bars" if e.outcome is Outcome.BARS else "empty",
-                "bars": e.rows, "recorded_at": now,
+                "use_rth": e.series.use_rth, "start_ts": naive_utc(start).to_pydatetime(),
+                "end_ts": naive_utc(end).to_pydatetime(), "kind": "bars" if e.outcome is Outcome.BARS else "empty",
+                "bars": bars, "recorded_at": now,
             }
             for e in entries
             if e.outcome.covers
+            for start, end, bars in _covered_spans(e)
         ]
         if not new:
             return 0
         fresh = rows_to_table(new, COVERAGE_SCHEMA, "coverage").to_pandas()
         self._write_coverage(lambda rows: pd.concat([rows, fresh], ignore_index=True))
         return len(new)
+
+    def _record_quarantine(self, entries: list[StagedEntry]) -> int:
+        """Refused bars sighted, still-missing ones resolved by a clean answer: one transaction, or none."""
+        snapshot = self.tables.open(QUARANTINE)
+        if snapshot is None and not any(e.rejected for e in entries):
+            return 0
+        answers = [
+            quarantine.Answer(e.answer_id, e.series, e.start, e.end, e.seen_at or datetime.now(UTC),
+                              e.read_rejected().to_pylist() if e.rejected else [])
+            for e in entries
+        ]
+
+        def applied(snapshot) -> tuple[list[dict], list[dict] | None]:
+            rows = self.tables.read(QUARANTINE, QUARANTINE_SCHEMA, snapshot).to_pylist()
+            return rows, quarantine.apply_answers(rows, answers, self.quarantine_nights, utc_now_naive())
+
+        def build(snapshot) -> tuple[pa.Table, str]:
+            rows, after = applied(snapshot)
+            return rows_to_table(rows if after is None else after, QUARANTINE_SCHEMA, "quarantine"), "true"
+
+        _, after = applied(snapshot)
+        if after is None:
+            return 0
+        self.tables.transact(QUARANTINE, build, QUARANTINE_SCHEMA)
+        return len(after)
 
     def _write_coverage(self, change) -> None:
         """Coverage rewritten whole in one transaction: `change(rows)` on the latest snapshot's rows."""
@@ -453,6 +487,17 @@ def _write_meta(loc: Location, meta: dict) -> None:
     fs, _ = filesystem(loc)
     with fs.open_output_stream(fs_paths([loc.uri(META_FILE)])[0]) as f:  # one PUT: whole or absent
         f.write(json.dumps(meta, indent=1, sort_keys=True).encode())
+
+
+def _covered_spans(entry: StagedEntry) -> list[tuple[datetime, datetime, int | None]]:
+    """What one answer covers: its window, minus the time of every bar refused from it; each span with the
+    bars kept in it."""
+    if not entry.rejected:
+        return [(entry.start, entry.end, entry.rows)]
+    spans = subtract_intervals([(entry.start, entry.end)], quarantine.holes(entry.read_rejected(), entry.series.bar_size))
+    kept = entry.read_bars()
+    ts = [] if kept is None else sorted(pd.Timestamp(t, tz=UTC) for t in kept["ts"].to_pylist())
+    return [(a, b, sum(1 for t in ts if a <= t < b)) for a, b in spans]
 
 
 def _trim_family(rows: pd.DataFrame, key: PartitionKey, start: datetime, end: datetime) -> pd.DataFrame:

@@ -41,10 +41,19 @@ BARS_TABLE_SCHEMA = pa.schema(
     + [("bar_size", pa.string()), ("what_to_show", pa.string()), ("use_rth", pa.bool_()), ("period", pa.string())]
 )
 REJECTED_SCHEMA = BARS_SCHEMA.append(pa.field("reason", pa.string()))  # one answer's rows refused at the door
+# One row per refused bar (series, ts): the latest values refused and their reason, and its history. Times
+# of first_seen, last_seen and resolved_at are the gateway's clock when the answer came (the clock nights
+# are counted in); quarantined_at is this machine's, when the bar was first refused.
 QUARANTINE_SCHEMA = pa.schema(
     list(REJECTED_SCHEMA)
-    + [("bar_size", pa.string()), ("what_to_show", pa.string()), ("use_rth", pa.bool_()), ("quarantined_at", _TS)]
+    + [("bar_size", pa.string()), ("what_to_show", pa.string()), ("use_rth", pa.bool_()), ("quarantined_at", _TS),
+       ("first_seen", _TS), ("last_seen", _TS),
+       ("nights", pa.int64()),  # answers on different nights that came back bad, in a row
+       ("resolved_at", _TS),  # a clean answer covered its time (or it left nothing missing); NULL: still missing
+       ("given_up", pa.bool_()),  # bad on `quarantine_nights` nights: no longer asked for, still a gap
+       ("last_answer", pa.string())]  # the staged answer applied last (a commit replayed after a crash skips it)
 )
+QUARANTINE_KEY = ["con_id", "bar_size", "what_to_show", "use_rth", "ts"]
 COVERAGE_SCHEMA = pa.schema(
     [
         ("con_id", pa.int64()),

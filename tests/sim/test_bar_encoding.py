@@ -12,7 +12,7 @@ from harvester.sim.market.barcolumns import Bar, BarColumns
 from harvester.sim.market.barsizes import BarKind, parse_bar_size
 from harvester.sim.market.marketdata import MarketData
 from harvester.sim.market.securities import SecuritiesMaster
-from harvester.sim.wire.framing import encode_frame, format_number
+from harvester.sim.wire.framing import encode_frame, format_number, java_double
 from harvester.sim.wire.historicaldata import historical_data_frame
 
 UTC = dt.UTC
@@ -26,7 +26,8 @@ def utc(*args: int) -> dt.datetime:
 
 
 def reference_frame(req_id, bars: list[Bar], window, daily: bool, format_date: int, zone: str) -> bytes:
-    """The encoding the gateway used before columns: one Bar at a time, every field through format_number."""
+    """The encoding the gateway used before columns: one Bar at a time, prices through java_double, the
+    Decimal fields (volume, WAP) through format_number."""
 
     def ib_time(instant: dt.datetime) -> str:
         return instant.astimezone(ZoneInfo(zone)).strftime("%Y%m%d %H:%M:%S ") + zone
@@ -39,8 +40,8 @@ def reference_frame(req_id, bars: list[Bar], window, daily: bool, format_date: i
             stamp = str(int(bar.start.timestamp()))
         else:
             stamp = ib_time(bar.start)
-        fields += [stamp, format_number(bar.open), format_number(bar.high), format_number(bar.low)]
-        fields += [format_number(bar.close), format_number(bar.volume), format_number(bar.wap)]
+        fields += [stamp, java_double(bar.open), java_double(bar.high), java_double(bar.low)]
+        fields += [java_double(bar.close), format_number(bar.volume), format_number(bar.wap)]
         fields.append(str(int(bar.count)))
     return encode_frame(fields)
 
@@ -85,7 +86,7 @@ ODD_VALUES = [0.0, -0.0, -1.0, 0.01, -0.02, 0.1, 0.3, 1e-05, 0.000123, 2.5e-07, 
               123456789.123, 2**53 + 0.0]  # fmt: skip
 
 
-def test_odd_values_match_format_number():
+def test_odd_values_match_the_per_bar_formatters():
     n = len(ODD_VALUES)
     values = np.array(ODD_VALUES)
     starts = np.arange(n, dtype=np.int64) * 86400 + 1_700_000_000

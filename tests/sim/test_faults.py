@@ -157,3 +157,37 @@ def test_bad_fault_settings_are_named():
         Faults(force_error="bogus")
     with pytest.raises(FaultError, match="random_error_rate"):
         Faults(random_error_rate=2.0)
+    with pytest.raises(FaultError, match="bad_bar_rate"):
+        Faults(bad_bar_symbols={"AAPL"})
+
+
+def broken_kinds(bars_list) -> dict[str, int]:
+    """June: the regular session is 13:30-20:00 UTC."""
+    return {
+        "high below low": sum(b.high < b.low for b in bars_list),
+        "negative volume": sum(b.volume < -1 for b in bars_list),
+        "after the close": sum(b.date.hour >= 20 for b in bars_list),
+    }
+
+
+def test_bad_bars_are_seeded_per_symbol_and_stop_at_the_given_instant(sim_gateway, connect):
+    """Two sessions of AAPL's minutes: all three kinds, the same bars on a re-ask, KO untouched, and clean
+    once the simulated clock passes `bad_bars_until`."""
+    now = sim_gateway.clock.now()
+    sim_gateway.faults = Faults(bad_bar_rate=0.01, bad_bar_symbols={"AAPL"}, seed=3,
+                                bad_bars_until=now + timedelta(hours=1))
+    ib = connect(sim_gateway)
+
+    def minutes(symbol: str, duration: str = "2 D", end: str = "20240613 16:00:00 US/Eastern"):
+        return ib.reqHistoricalData(Stock(symbol, "SMART", "USD"), end, duration, "1 min", "TRADES", True, 2)
+
+    first, ko = minutes("AAPL"), minutes("KO")
+    again = [b for b in minutes("AAPL", "3 D") if b.date >= first[0].date]
+    kinds = broken_kinds(first)
+    assert all(kinds.values()), kinds
+    assert [tuple(vars(b).values()) for b in again] == [tuple(vars(b).values()) for b in first]
+    assert sum(broken_kinds(ko).values()) == 0
+    assert sim_gateway.journal.matching(kind="historical")[0]["broken"] == sum(kinds.values())
+    sim_gateway.clock.advance(timedelta(hours=2))
+    healed = minutes("AAPL", end="20240613-20:00:00")
+    assert sum(broken_kinds(healed).values()) == 0 and len(healed) == 2 * 390

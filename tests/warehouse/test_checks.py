@@ -51,6 +51,32 @@ def test_each_bad_row_gets_its_reason(row, change, reason):
     assert checked.quarantined["reason"].to_pylist() == [reason]
 
 
+@pytest.mark.parametrize(("open_", "high", "low", "close"), [
+    (18.540000000000003, 18.54, 18.52, 18.54),  # BRK B 2024-06-04, as the simulator once sent it
+    (18.54, 18.54, 18.52, 18.540000000000003),
+    (18.51, 18.54, 18.509999999999998, 18.52),
+    (600_000.0000000001, 600_000.0, 599_000.0, 599_500.0),
+    (0.30000000000000004, 0.3, 0.1, 0.2),
+])
+def test_float_noise_passes_and_is_stored_as_sent(open_, high, low, close):
+    checked = check_bars(REQ, frame(1, open=open_, high=high, low=low, close=close), "X")
+    assert checked.quarantined.num_rows == 0
+    row = checked.kept.to_pylist()[0]
+    assert (row["open"], row["high"], row["low"], row["close"]) == (open_, high, low, close)
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"high": 18.53, "low": 18.54, "open": 18.53, "close": 18.53}, "low above high"),
+    ({"open": 18.55, "high": 18.54, "low": 18.52, "close": 18.54}, "open or close above high"),
+    ({"open": 18.51, "high": 18.54, "low": 18.52, "close": 18.54}, "low above open or close"),
+    ({"open": 600_000.01, "high": 600_000.0, "low": 599_000.0, "close": 599_500.0}, "open or close above high"),
+    ({"open": 0.0102, "high": 0.0101, "low": 0.01, "close": 0.01}, "open or close above high"),
+])
+def test_one_tick_out_of_order_still_fails(change, reason):
+    checked = check_bars(REQ, frame(1, **change), "X")
+    assert checked.quarantined["reason"].to_pylist() == [reason]
+
+
 def test_outside_window_and_duplicates():
     data = pd.concat([frame(), frame(1)], ignore_index=True)  # first bar repeated
     late = frame(1, ts=pd.date_range(START + timedelta(minutes=10), periods=1, freq="min"))

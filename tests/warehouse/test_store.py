@@ -118,6 +118,14 @@ class Crash(Exception):
     pass
 
 
+SEEN = datetime(2024, 6, 3, 22, tzinfo=UTC)
+
+
+def quarantine_rows(data_dir) -> pd.DataFrame:
+    frame = pd.concat([pq.read_table(f).to_pandas() for f in data_files(data_dir, "quarantine")])
+    return frame.drop(columns=["quarantined_at", "last_answer"]).sort_values(["con_id", "ts"]).reset_index(drop=True)
+
+
 def stage_reference_load(wh: Warehouse) -> None:
     """Two partitions (May and June), a revision, an empty answer: every commit step has work."""
     for con_id, sym in ((1, "AAA"), (2, "BBB")):
@@ -127,6 +135,13 @@ def stage_reference_load(wh: Warehouse) -> None:
     revised = request(1, date(2024, 6, 3), minutes=10)
     wh.stage(revised, Outcome.BARS, bars_for(revised, 20.0), symbol="AAA")
     wh.stage(request(3, date(2024, 6, 3)), Outcome.EMPTY, None, symbol="CCC")
+    for con_id, sym, answers in ((4, "DDD", [True]), (5, "EEE", [True, False])):  # EEE: bad, then clean
+        req = request(con_id, date(2024, 6, 3))
+        for bad in answers:
+            frame = bars_for(req)
+            if bad:
+                frame.loc[5, "low"] = 99.0
+            wh.stage(req, Outcome.BARS, frame, symbol=sym, seen_at=SEEN)
     wh.record_request({"con_id": 1, "symbol": "AAA", "kind": "bars", "outcome": Outcome.BARS})
 
 
@@ -141,7 +156,7 @@ def assert_coverage_claims_only_stored_bars(data_dir, wh: Warehouse) -> None:
             assert len(inside) == (end - start) // timedelta(minutes=1)
 
 
-@pytest.mark.parametrize("step", ["bars_durable", "coverage_durable", "journal_durable"])
+@pytest.mark.parametrize("step", ["bars_durable", "coverage_durable", "quarantine_durable", "journal_durable"])
 def test_crash_at_any_step_then_reopen_and_commit_gives_reference(tmp_path, step):
     reference = Warehouse.open(tmp_path / "ref", simulated=True)
     stage_reference_load(reference)
@@ -162,6 +177,9 @@ def test_crash_at_any_step_then_reopen_and_commit_gives_reference(tmp_path, step
     recovered.commit()
     pd.testing.assert_frame_equal(read_bars(tmp_path / "crash"), read_bars(tmp_path / "ref"))
     pd.testing.assert_frame_equal(coverage_rows(tmp_path / "crash"), coverage_rows(tmp_path / "ref"))
+    pd.testing.assert_frame_equal(quarantine_rows(tmp_path / "crash"), quarantine_rows(tmp_path / "ref"))
+    healed = quarantine_rows(tmp_path / "ref").set_index("con_id")["resolved_at"]
+    assert pd.isna(healed[4]) and healed[5] == pd.Timestamp(SEEN).tz_localize(None)  # EEE's clean answer came last
     again = recovered.commit()
     assert again.requests == 0
     recovered.close()

@@ -206,7 +206,8 @@ class MarketData:
         else:
             arrays, starts, rows = self._intraday(hist, use_rth, window, size.seconds)
         dates = (hist.calendar.day_numbers[hist.ordinals[rows]] - _UNIX_DAY).astype("datetime64[D]")
-        return _priced(arrays, starts.astype(np.int64), dates, what_to_show, hist.half_spread, hist.volume)
+        return _priced(arrays, starts.astype(np.int64), dates, what_to_show, hist.half_spread, inst.min_tick,
+                       hist.volume)
 
     def head_timestamp(self, inst: Instrument, what_to_show: str, use_rth: bool) -> datetime.datetime:
         """Start of the first bar at listing (the first session's open in the flavour)."""
@@ -299,24 +300,22 @@ def _empty() -> pp.BarArrays:
 
 
 def _priced(
-    arrays: pp.BarArrays, starts: np.ndarray, dates: np.ndarray, what: str, half_spread: float, volume: bool
+    arrays: pp.BarArrays, starts: np.ndarray, dates: np.ndarray, what: str, half_spread: float, tick: float,
+    volume: bool = True,
 ) -> BarColumns:
-    """Price the bars for whatToShow: BID/ASK shift by the half spread; BID_ASK follows IB's recipe.
-    Volume, wap and count only for trades of what has volume (else IB's -1)."""
+    """Price the bars for whatToShow, as IB's numbers: traded and quoted prices (TRADES, BID, ASK, and
+    BID_ASK's high ask and low bid) at a multiple of the tick; averages (WAP, BID_ASK's time-averaged
+    open bid and close ask) as computed, kept inside their bar's range. docs/ib-numbers.md. Volume,
+    WAP and count only for the trades of what has volume (an index has none: IB's -1)."""
     o, h, low, c = arrays.open, arrays.high, arrays.low, arrays.close
-    if what == "BID":
-        o, h, low, c = (pp.round_cents(x - half_spread) for x in (o, h, low, c))
-    elif what == "ASK":
-        o, h, low, c = (pp.round_cents(x + half_spread) for x in (o, h, low, c))
-    elif what == "BID_ASK":
-        o, h, low, c = (
-            arrays.mid - half_spread,
-            pp.round_cents(h + half_spread),
-            pp.round_cents(low - half_spread),
-            (arrays.mid + half_spread),
-        )
+    shift = {"BID": -half_spread, "ASK": half_spread}.get(what, 0.0)
+    if what == "BID_ASK":
+        h, low = pp.round_to_tick(h + half_spread, tick), pp.round_to_tick(low - half_spread, tick)
+        o, c = np.clip(arrays.mid - half_spread, low, h), np.clip(arrays.mid + half_spread, low, h)
+    else:
+        o, h, low, c = (pp.round_to_tick(x + shift, tick) for x in (o, h, low, c))
     if what in _WITH_VOLUME and volume:
-        volume, wap, count = arrays.volume.astype(np.float64), arrays.wap, arrays.count
+        volume, wap, count = arrays.volume.astype(np.float64), np.clip(arrays.wap, low, h), arrays.count
     else:
         volume = wap = np.full(len(o), -1.0)
         count = np.full(len(o), -1, dtype=np.int64)

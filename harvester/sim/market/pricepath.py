@@ -10,6 +10,7 @@ children never depend on which other parents were generated in the same call (ch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -56,6 +57,14 @@ def ceil_cents(x: np.ndarray) -> np.ndarray:
 
 def floor_cents(x: np.ndarray) -> np.ndarray:
     return np.floor(np.round(x * 100.0, 6)) / 100.0
+
+
+def round_to_tick(x: np.ndarray, tick: float) -> np.ndarray:
+    """Each price at its nearest multiple of the tick, as the double nearest that decimal (k·p/q with the
+    tick p/q in lowest terms: one correctly rounded division), so its shortest text is the tick's decimal."""
+    step = Fraction(repr(tick)).limit_denominator(10**9)
+    p, q = step.numerator, step.denominator
+    return np.rint(x * (q / p)) * p / q
 
 
 @dataclass

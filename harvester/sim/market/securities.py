@@ -30,7 +30,7 @@ COLUMNS = (
     "long_name",
     "stock_type",
     "isin",
-)
+)  # and optionally min_tick (default 0.01, what IB gives US stocks)
 
 OPTIONAL = ("local_symbol", "multiplier", "min_tick", "expiries", "price")  # world.csv's extra columns
 
@@ -61,7 +61,7 @@ class Instrument:
     exchange: str = ""
     local_symbol: str = ""
     multiplier: str = ""
-    min_tick: float = 0.01
+    min_tick: float = 0.01  # contract details' minTick: traded prices are multiples of it
     last_trade_date: datetime.date | None = None  # futures: no bars after this session
     price: float | None = None  # price level of the generated path (None: drawn from the conId)
 
@@ -234,6 +234,8 @@ def _clean_row(path: Path, line_no: int, row: dict[str, str | None]) -> dict[str
             raise ValueError(f"{path}:{line_no}: empty {column}")
     if clean["primary_exchange"].upper() not in VENUES:
         raise ValueError(f"{path}:{line_no}: unknown primary_exchange {clean['primary_exchange']!r}")
+    if clean.get("min_tick") and not _positive_number(clean["min_tick"]):
+        raise ValueError(f"{path}:{line_no}: min_tick {clean['min_tick']!r} is not a positive number")
     if clean.get("con_id") and not clean["con_id"].isdigit():
         raise ValueError(f"{path}:{line_no}: con_id {clean['con_id']!r} is not a positive integer")
     try:
@@ -245,13 +247,16 @@ def _clean_row(path: Path, line_no: int, row: dict[str, str | None]) -> dict[str
     if clean.get("expiries") and (clean["expiries"] not in _EXPIRIES or clean["sec_type"].upper() != "FUT"):
         raise ValueError(f"{path}:{line_no}: expiries {clean['expiries']!r}: one of {', '.join(_EXPIRIES)}, "
                          "for FUT rows")
-    for column in ("min_tick", "price"):
-        try:
-            if clean.get(column):
-                float(clean[column])
-        except ValueError:
-            raise ValueError(f"{path}:{line_no}: {column} {clean[column]!r} is not a number") from None
+    if clean.get("price") and not _positive_number(clean["price"]):
+        raise ValueError(f"{path}:{line_no}: price {clean['price']!r} is not a positive number")
     return clean
+
+
+def _positive_number(text: str) -> bool:
+    try:
+        return 0 < float(text) < float("inf")
+    except ValueError:
+        return False
 
 
 def _instrument(row: dict[str, str], con_id: int) -> Instrument:

@@ -4,10 +4,11 @@ A column's text is a `TextBlock`: a (rows, width) byte matrix plus a mask of the
 the text; unmasked bytes are skipped. Blocks side by side make a row's fields, and the masked bytes
 in row-major order are the frame payload, so text never needs to be left-aligned or padded.
 
-Numbers come out exactly as `framing.format_number` writes them: values that are whole cents (every
-generated price, volumes, counts, -1 sentinels) through integer arithmetic; anything else (waps,
-BID_ASK mid-based prices, replayed values) through Python's own `repr`, the function
-`format_number` uses, so the text is byte-identical by construction.
+Prices (`doubles`) come out exactly as `framing.java_double` writes them (Java's `Double.toString`, as
+IB sends doubles), volumes and waps (`numbers`) as `framing.format_number` (plain decimal text, as IB
+sends Decimals): values that are whole cents (every tick-rounded price, volumes, counts, -1 sentinels)
+through integer arithmetic; anything else (waps, BID_ASK's averaged prices, replayed values) through
+Python's own `repr`, the function both formatters build on, so the text is byte-identical by construction.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harvester.sim.wire.framing import format_number
+from harvester.sim.wire.framing import format_number, java_double
 
 _ZERO, _MINUS, _DOT = ord("0"), ord("-"), ord(".")
 _POW10 = 10 ** np.arange(19, dtype=np.int64)
 _CENTS_LIMIT = 1e13  # below this, distinct cents are distinct doubles, so repr is the cents text
 _REPR_EXPONENT = (1e-4, 1e16)  # outside [low, high) repr switches to exponent notation
+_JAVA_PLAIN = (1e-3, 1e7)  # inside [low, high) Double.toString writes plain decimals (and repr is the same)
 
 
 @dataclass
@@ -67,10 +69,26 @@ def integers(values: np.ndarray) -> list[TextBlock]:
 
 
 def numbers(values: np.ndarray) -> list[TextBlock]:
-    """Floats as `format_number` writes them: whole cents by arithmetic, the rest by `repr`."""
+    """Floats as `format_number` writes them (Decimal fields): whole cents by arithmetic, the rest by `repr`."""
     with np.errstate(invalid="ignore", over="ignore"):
         cents = np.rint(values * 100.0)
         exact = np.isfinite(values) & (np.abs(values) < _CENTS_LIMIT) & (cents / 100.0 == values)
+    return _cents_text(values, cents, exact, java=False) + _others(values, exact, _repr_texts)
+
+
+def doubles(values: np.ndarray) -> list[TextBlock]:
+    """Floats as `java_double` writes them (prices): whole cents by arithmetic, the rest by `java_double`."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        cents = np.rint(values * 100.0)
+        magnitude = np.abs(values)
+        plain = ((magnitude >= _JAVA_PLAIN[0]) & (magnitude < _JAVA_PLAIN[1])) | ((values == 0) & ~np.signbit(values))
+        exact = plain & (cents / 100.0 == values)
+    return _cents_text(values, cents, exact, java=True) + _others(values, exact, _java_texts)
+
+
+def _cents_text(values: np.ndarray, cents: np.ndarray, exact: np.ndarray, java: bool) -> list[TextBlock]:
+    """The rows that are whole cents: `-`, whole part, then `.dd`/`.d` when there is a fraction; Java
+    writes `.0` for a whole number, format_number nothing."""
     blocks = []
     rows = len(values)
     if exact.any():
@@ -79,17 +97,24 @@ def numbers(values: np.ndarray) -> list[TextBlock]:
         whole, fraction = magnitude // 100, magnitude % 100
         if (cents < 0).any():
             blocks.append(TextBlock.constant(rows, b"-", cents < 0))
-        tens, units = exact & (fraction != 0), exact & (fraction % 10 != 0)
+        tens, units = exact & ((fraction != 0) | java), exact & (fraction % 10 != 0)
         blocks += [
             _only(digits(whole), exact),
             TextBlock.constant(rows, b".", tens),
             TextBlock((fraction // 10 + _ZERO).astype(np.uint8)[:, None], tens[:, None]),
             TextBlock((fraction % 10 + _ZERO).astype(np.uint8)[:, None], units[:, None]),
         ]
-    inexact = np.flatnonzero(~exact)
-    if len(inexact):
-        blocks.append(_texts(rows, inexact, _repr_texts(values[inexact])))
     return blocks
+
+
+def _others(values: np.ndarray, done: np.ndarray, texts) -> list[TextBlock]:
+    """A block with `texts(values)` for the rows not `done`, or none."""
+    rest = np.flatnonzero(~done)
+    return [_texts(len(values), rest, texts(values[rest]))] if len(rest) else []
+
+
+def _java_texts(values: np.ndarray) -> list[str]:
+    return [java_double(v) for v in values.tolist()]
 
 
 def _repr_texts(values: np.ndarray) -> list[str]:

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from harvester.sim.market.calendar import SessionCalendar
 from harvester.sim.market.securities import Instrument
-from harvester.sim.wire.framing import Field, FieldReader
+from harvester.sim.wire.framing import Field, FieldReader, java_double
 from harvester.sim.wire.messages import ContractSpec, Out
 
 VALID_EXCHANGES = "SMART,AMEX,NYSE,CBOE,PHLX,ISE,CHX,ARCA,ISLAND,NASDAQ,BATS,IEX,PEARL,LTSE"
@@ -58,17 +58,12 @@ def contract_data(
     return [
         Out.CONTRACT_DATA, req_id, inst.symbol, inst.sec_type, expiry, "0", "",
         exchange, inst.currency, inst.local_symbol, trading_class,
-        trading_class, inst.con_id, _tick(inst.min_tick), inst.multiplier, ORDER_TYPES, exchanges, 1, 0,
+        trading_class, inst.con_id, java_double(inst.min_tick), inst.multiplier, ORDER_TYPES, exchanges, 1, 0,
         inst.long_name, inst.primary_exchange, expiry[:6], "", "", "", inst.time_zone,
         calendar.trading_hours(now), calendar.liquid_hours(now), "", "",
         *sec_ids, 1, "", "", ",".join([_MARKET_RULE] * len(exchanges.split(","))), expiry, inst.stock_type,
         "0.0001", "0.0001", "100",
     ]  # fmt: skip
-
-
-def _tick(min_tick: float) -> str:
-    """IB writes the tick as a plain decimal (0.00005, not 5e-05)."""
-    return f"{min_tick:.10f}".rstrip("0").rstrip(".")
 
 
 def contract_data_end(req_id: int) -> list[Field]:

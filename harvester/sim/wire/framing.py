@@ -8,7 +8,9 @@ because ibapi decodes some strings with `unicode-escape`.
 from __future__ import annotations
 
 import asyncio
+import math
 import struct
+from decimal import Decimal
 
 PREAMBLE = b"API\0"
 SERVER_VERSION = 176
@@ -47,6 +49,31 @@ def format_number(value: float) -> str:
     if "e" in text or "E" in text:
         text = f"{number:.12f}".rstrip("0").rstrip(".")
     return text
+
+
+def java_double(value: float) -> str:
+    """A double as Java's `Double.toString` writes it, which is how IB sends prices (docs/ib-numbers.md):
+    the shortest digits that read back to the same double (Python's repr finds them; JDK 19+ keeps a
+    second digit when one is not the closest), plain for 1e-3 <= |x| < 1e7 with at least one decimal
+    (`185.0`), otherwise `d.dddE<exp>` (`1.0E-4`, `1.25E7`)."""
+    number = float(value)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "Infinity" if number > 0 else "-Infinity"
+    if number == 0:
+        return "-0.0" if math.copysign(1.0, number) < 0 else "0.0"
+    magnitude = abs(number)
+    if 1e-3 <= magnitude < 1e7:
+        return repr(number)  # repr is plain here and already has its ".0"
+    _, digits, exponent = Decimal(repr(magnitude)).normalize().as_tuple()
+    if len(digits) == 1:  # JDK 19: of the one- and two-digit decimals that read back, the closest
+        two = f"{magnitude:.1e}"
+        if float(two) == magnitude:
+            _, digits, exponent = Decimal(two).normalize().as_tuple()
+    power = exponent + len(digits) - 1
+    text = str(digits[0]) + "." + ("".join(map(str, digits[1:])) or "0") + f"E{power}"
+    return "-" + text if number < 0 else text
 
 
 def encode_frame(fields: list[Field] | tuple[Field, ...]) -> bytes:

@@ -3,7 +3,8 @@
 Layouts as in docs/wire-protocol.md §6-§7. Message 17 is one frame built from bar columns in bulk.
 Per bar: date, open, high, low, close, volume, wap, count. The date is `yyyyMMdd` for daily and longer
 bars; otherwise epoch seconds (formatDate 2) or `yyyyMMdd HH:mm:ss <zone>` in the instrument's zone
-(formatDate 1). Numbers are written as `framing.format_number` would (see columntext); -1 stays -1.
+(formatDate 1). Prices are written as Java's `Double.toString` (`framing.java_double`), volume and WAP,
+Decimals at 176, as plain decimal text (`framing.format_number`); see columntext. -1 stays -1.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from harvester.sim.market.barcolumns import BarColumns, yyyymmdd
 from harvester.sim.wire import messages as m
-from harvester.sim.wire.columntext import TextBlock, digits, integers, numbers, payload
+from harvester.sim.wire.columntext import TextBlock, digits, doubles, integers, numbers, payload
 from harvester.sim.wire.framing import MAX_FRAME, Field, FieldReader, ProtocolError, encode_field
 from harvester.sim.wire.messages import ContractSpec
 
@@ -104,7 +105,9 @@ def _body(bars: BarColumns, daily: bool, format_date: int, zone: str) -> bytes:
     else:
         stamp = _local_times(bars.start, zone)
     blocks = [*stamp, end]
-    for column in (bars.open, bars.high, bars.low, bars.close, bars.volume, bars.wap):
+    for column in (bars.open, bars.high, bars.low, bars.close):
+        blocks += [*doubles(column), end]
+    for column in (bars.volume, bars.wap):
         blocks += [*numbers(column), end]
     blocks += [*integers(bars.count), end]
     return payload(blocks)
