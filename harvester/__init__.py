@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "harvester.model": ("BarRequest", "ContractSpec", "HeadKey", "Outcome", "SeriesKey"),
     "harvester.ibrules": ("BAR_SIZES", "BY_LABEL", "WHAT_TO_SHOW", "BarSize", "bar_size"),
-    "harvester.calendar": ("TradingCalendar",),
+    "harvester.calendar": ("ContractListing", "TradingCalendar", "calendar_for"),
     "harvester.settings": ("ConfigError", "Settings", "resolve_settings"),
     "harvester.universe": ("UniverseError", "ib_symbol", "load_universe"),
     "harvester.job": ("HarvestConfigError", "HarvestJob", "HarvestReport", "claimed_by_others", "harvest_async",
@@ -26,7 +26,7 @@ _EXPORTS = {
     "harvester.simulated": ("SIM_PACING_SCALE", "SIM_SAFETY_S", "simulated_gateway"),
     "harvester.ib.client": ("ClientIdInUse", "GatewayUnreachable"),
     "harvester.warehouse": ("MixedWarehouseError", "Warehouse", "WarehouseError", "WarehouseLocked"),
-    "harvester.warehouse.delta": ("DeltaTables", "duckdb_source", "parquet_source", "sql_file_list"),
+    "harvester.warehouse.delta": ("DeltaTables", "duckdb_source", "duckdb_type", "parquet_source", "sql_file_list"),
     "harvester.warehouse.storage": ("Location", "StorageError"),
     "harvester.warehouse.store": ("read_meta",),
     "harvester.warehouse.migrate": ("MigrateStats", "OldLayoutError", "migrate", "needs_migration", "refuse_old_layout"),

@@ -62,6 +62,36 @@ _ALIASES = {"1W": "1 week", "1M": "1 month", "1 sec": None}
 BY_LABEL: dict[str, BarSize] = {b.label: b for b in BAR_SIZES.values()}
 
 WHAT_TO_SHOW = ("TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUSTED_LAST")
+_QUOTES = ("MIDPOINT", "BID", "ASK", "BID_ASK")
+# What IB serves per asset class (docs/ib-rules.md §3.1), the default first: no TRADES for forex, CFDs,
+# funds, commodities or crypto (crypto's AGGTRADES is not harvested); indices have trades only, no quotes.
+WHAT_TO_SHOW_BY_SEC_TYPE: dict[str, tuple[str, ...]] = {
+    "STK": WHAT_TO_SHOW,
+    "IND": ("TRADES",),
+    "FUT": ("TRADES", *_QUOTES),
+    "CONTFUT": ("TRADES", *_QUOTES),
+    "BOND": ("TRADES", *_QUOTES),
+    "CASH": _QUOTES,
+    "CFD": _QUOTES,
+    "FUND": _QUOTES,
+    "CMDTY": _QUOTES,
+    "CRYPTO": _QUOTES,
+}
+
+
+def legal_what_to_show(sec_type: str) -> tuple[str, ...]:
+    """The whatToShow values IB serves for an asset class, its default first."""
+    return WHAT_TO_SHOW_BY_SEC_TYPE.get(sec_type.upper(), WHAT_TO_SHOW)
+
+
+def what_to_show_for(sec_type: str, asked: str | None) -> str:
+    """The whatToShow to request: `asked`, or the class's default; ValueError naming the legal ones."""
+    legal = legal_what_to_show(sec_type)
+    if asked is None:
+        return legal[0]
+    if asked not in legal:
+        raise ValueError(f"whatToShow {asked} is not served for {sec_type}; legal: {', '.join(legal)}")
+    return asked
 
 
 def bar_size(name: str) -> BarSize:

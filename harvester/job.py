@@ -31,7 +31,7 @@ from harvester.ib.scheduler import (
     interleave,
     paced_limits,
 )
-from harvester.ibrules import WHAT_TO_SHOW, PacingLimits, bar_size, request_weight
+from harvester.ibrules import WHAT_TO_SHOW, PacingLimits, bar_size, request_weight, what_to_show_for
 from harvester.model import BarRequest, ContractSpec, HeadKey, HeldBar, SeriesKey, WorkKind
 from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_requests
 from harvester.recorder import Recorder, recent_sends
@@ -57,7 +57,7 @@ class HarvestJob:
     universe: Sequence[ContractSpec]
     data_dir: str | Path = "data"  # a folder or s3://bucket/prefix
     bar_sizes: tuple[str, ...] = ("1 day",)
-    what_to_show: str = "TRADES"
+    what_to_show: str | None = None  # None: each asset class's default (ibrules; CASH: MIDPOINT)
     start: date | None = None
     end: date | None = None  # None: the gateway's now
     use_rth: bool = True
@@ -96,8 +96,13 @@ class HarvestJob:
                 bar_size(name)
             except ValueError as exc:
                 raise HarvestConfigError(f"bar size: {exc}") from None
-        if self.what_to_show not in WHAT_TO_SHOW:
+        if self.what_to_show is not None and self.what_to_show not in WHAT_TO_SHOW:
             raise HarvestConfigError(f"what: unknown whatToShow {self.what_to_show!r}; legal: {', '.join(WHAT_TO_SHOW)}")
+        for spec in self.universe:
+            try:
+                what_to_show_for(spec.sec_type, self.what_to_show)
+            except ValueError as exc:
+                raise HarvestConfigError(f"what: {spec.label} (line {spec.line}): {exc}") from None
         if self.end is not None and self.end > today:
             raise HarvestConfigError(f"end: {self.end} is in the future (today is {today})")
         if self.start is not None and self.start > (self.end or today):
@@ -140,6 +145,7 @@ class HarvestReport:
     reconnects: int = 0
     wall_s: float = 0.0
     plan: list[BarRequest] = field(default_factory=list)
+    plan_by_class: dict[str, int] = field(default_factory=dict)  # planned requests by asset class (sec_type)
     eta_s: float = 0.0
     unplanned: int = 0  # --plan only: series whose window waits for a head timestamp
     gateway_now: datetime | None = None
@@ -208,9 +214,11 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
         )
         start = _start_instant(job.start)
         end = min(now, _end_instant(job.end)) if job.end else now
+        head_shows: list[str] = []  # whatToShow of every head-timestamp request: BID_ASK weighs double
         if job.plan_only:
             head_work = _head_work(series, warehouse.heads(), start)
             report.head_requests = len(head_work)
+            head_shows += [w.series.what_to_show for w in head_work]
             _plan(job, series, warehouse, recorder, report, start, end, now)
         else:
             heartbeat = asyncio.create_task(_renew_claims(warehouse))
@@ -219,6 +227,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
                 warehouse.commit()  # answers a dead run staged for these series: stored and covered first
                 head_work = _head_work(batch, warehouse.heads(), start)
                 report.head_requests += len(head_work)
+                head_shows += [w.series.what_to_show for w in head_work]
                 await _run(scheduler, recorder, head_work)
                 await recorder.settle()
                 work_by_series = _plan(job, batch, warehouse, recorder, report, start, end, now)
@@ -230,8 +239,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
                                                           job.target_bars)
                 await recorder.finish()
                 warehouse.claims.release()
-        weights = [request_weight(r.series.what_to_show) for r in report.plan]
-        weights += [request_weight(job.what_to_show)] * report.head_requests
+        weights = [request_weight(r.series.what_to_show) for r in report.plan] + [request_weight(w) for w in head_shows]
         report.eta_s = pacing_floor(weights, limits) if weights else 0.0
         report.series_complete = sum(not recorder.failed_series(key) for _, key in series
                                      if key not in report.left_to_others)
@@ -257,7 +265,7 @@ def _claimed_batches(warehouse: Warehouse, series: list[tuple[ContractInfo, Seri
         held = warehouse.claim([key for _, key in batch])
         for info, key in batch:
             if key in held:
-                report.left_to_others[key] = f"{info.symbol} {key.bar_size}: held by {held[key]}"
+                report.left_to_others[key] = f"{info.label} {key.bar_size}: held by {held[key]}"
         mine = [(info, key) for info, key in batch if key not in held]
         if mine:
             yield mine
@@ -276,11 +284,15 @@ async def _series(job: HarvestJob, source: IBSource, warehouse: Warehouse, now: 
     contracts, failed, report.notices = await resolve_contracts(source, warehouse, job.universe, now)
     for symbol, reason in failed.items():
         report.fail(symbol, reason)
-    kinds = [(size, job.what_to_show) for size in job.bar_sizes]
-    if job.adjusted and ("1 day", ADJUSTED) not in kinds:
-        kinds.append(("1 day", ADJUSTED))
-    series = [(info, SeriesKey(info.con_id, size, what, job.use_rth)) for info in contracts for size, what in kinds]
-    report.series_total = len(series) + len(failed) * len(kinds)
+    kinds = [(size, None) for size in job.bar_sizes] + ([("1 day", ADJUSTED)] if job.adjusted else [])
+    keyed = {}
+    for info in contracts:
+        for size, what in kinds:
+            if what is None or info.sec_type == "STK":  # dividends: stocks (ETFs are STK at IB)
+                what = what or what_to_show_for(info.sec_type, job.what_to_show)
+                keyed.setdefault(SeriesKey(info.con_id, size, what, job.use_rth), info)
+    series = [(info, key) for key, info in keyed.items()]
+    report.series_total = len(series) + len(failed) * len(job.bar_sizes)
     return series
 
 
@@ -313,15 +325,26 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
             recorder.mark_failed(key, info.symbol, f"{key.bar_size} bars: cannot plan ({exc})")
             continue
         report.plan.extend(requests)
+        report.plan_by_class[info.sec_type] = report.plan_by_class.get(info.sec_type, 0) + len(requests)
         work_by_series.append([Work(WorkKind.BARS, info, key, r) for r in requests])
     return work_by_series
 
 
+def _expiry(info: ContractInfo, calendar: TradingCalendar, use_rth: bool) -> datetime | None:
+    """A future's history ends with its last trade date's session."""
+    if info.sec_type != "FUT" or len(info.last_trade_date) < 8:
+        return None
+    last = datetime.strptime(info.last_trade_date[:8], "%Y%m%d").date()
+    return calendar.close_on_or_before(last, use_rth)
+
+
 def _series_state(info: ContractInfo, key: SeriesKey, heads: dict[HeadKey, datetime], coverage: CoverageIndex,
                   held: dict[SeriesKey, list[HeldBar]]) -> SeriesState:
-    return SeriesState(series=key, symbol=info.symbol, calendar=TradingCalendar.for_exchange(info.primary_exchange),
-                       head=heads.get(key.head_key), coverage=tuple(coverage.intervals(key)),
-                       held=tuple(held.get(key, ())))
+    """A series as the planner sees it: on its contract's own calendar, ending at a future's expiry."""
+    calendar = info.calendar
+    return SeriesState(series=key, symbol=info.label, calendar=calendar, head=heads.get(key.head_key),
+                       coverage=tuple(coverage.intervals(key)), held=tuple(held.get(key, ())),
+                       expires=_expiry(info, calendar, key.use_rth))
 
 
 def missing_requests(job: HarvestJob, now: datetime | None = None) -> list[BarRequest] | None:
@@ -339,9 +362,9 @@ def missing_requests(job: HarvestJob, now: datetime | None = None) -> list[BarRe
     start = _start_instant(job.start)
     end = min(now, _end_instant(job.end)) if job.end else now
     requests: list[BarRequest] = []
-    for info in {i.con_id: i for i in known.values()}.values():
+    for info in {i.con_id: i for infos in known.values() for i in infos}.values():
         for size in job.bar_sizes:
-            key = SeriesKey(info.con_id, size, job.what_to_show, job.use_rth)
+            key = SeriesKey(info.con_id, size, what_to_show_for(info.sec_type, job.what_to_show), job.use_rth)
             state = _series_state(info, key, heads, coverage, held)
             if state.head is None and needs_head_timestamp(key, start):
                 return None

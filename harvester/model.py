@@ -16,7 +16,12 @@ from typing import TypeVar
 
 @dataclass(frozen=True)
 class ContractSpec:
-    """One instrument of the universe, spelled the way IB wants it (share classes with a space)."""
+    """One instrument of the universe, spelled the way IB wants it (share classes with a space).
+
+    A forex pair is its base currency as `symbol` and its quote as `currency` (EUR.USD: EUR, USD); a
+    future names its expiry (`last_trade_date`, YYYYMM or YYYYMMDD) and, where IB lists two sizes of
+    one symbol, its `multiplier`; a continuous future (CONTFUT) names neither.
+    """
 
     symbol: str
     sec_type: str = "STK"
@@ -25,10 +30,22 @@ class ContractSpec:
     currency: str = "USD"
     con_id: int = 0
     line: int = 0  # where the universe file named it, for error messages
+    last_trade_date: str = ""
+    multiplier: str = ""
 
-    def identity(self) -> tuple[str, str, str, str, int]:
-        """What must agree between two rows naming the same symbol."""
-        return (self.sec_type, self.exchange, self.primary_exchange, self.currency, self.con_id)
+    @property
+    def label(self) -> str:
+        """How the instrument is named in messages: AAPL, EUR.USD, ES 202406."""
+        if self.sec_type == "CASH":
+            return f"{self.symbol}.{self.currency}"
+        if self.last_trade_date:
+            return f"{self.symbol} {self.last_trade_date}"
+        return self.symbol
+
+    def identity(self) -> tuple[str, str, str, str, int, str, str]:
+        """What must agree between two rows naming the same instrument."""
+        return (self.sec_type, self.exchange, self.primary_exchange, self.currency, self.con_id,
+                self.last_trade_date, self.multiplier)
 
 
 @dataclass(frozen=True, order=True)

@@ -48,6 +48,7 @@ class SeriesState:
     head: datetime | None  # earliest available bar (UTC) if known
     coverage: tuple[tuple[datetime, datetime], ...]  # covered half-open UTC spans, any order/overlap
     held: tuple[HeldBar, ...] = ()  # bars refused at the door whose time coverage leaves out
+    expires: datetime | None = None  # a future's last session close: nothing exists, nothing is asked, after it
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,8 @@ def _wanted_span(
 ) -> tuple[int, int] | None:
     now_s = to_epoch(now)
     b = min(to_epoch(end), _complete_until(state.calendar, bar, state.series.use_rth, now_s))
+    if state.expires is not None:
+        b = min(b, to_epoch(state.expires))
     if start is not None:
         a = to_epoch(start)
     elif state.head is not None:
@@ -252,7 +255,10 @@ class _Chunker:
         longest = int((self.closes - self.opens).max())
         self.per_session = math.ceil(longest / bar.seconds) + 1 if bar.intraday else 1
         self.cap = target_bars if bar.intraday else NO_TARGET  # daily+ answers are small and quick
-        self.units = [u for u in _UNIT_ORDER if max_duration(bar.ib_name, u) > 0]
+        # `N D` counts sessions; a calendar derived from contract details knows no holidays and would
+        # miscount them, so such contracts are paged in units of time only.
+        self.units = [u for u in _UNIT_ORDER if max_duration(bar.ib_name, u) > 0
+                      and not (u == "D" and state.calendar.from_details)]
         self.max_days = max_duration(bar.ib_name, "D")
 
     def held_spans(self, now: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:

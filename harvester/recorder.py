@@ -20,7 +20,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harvester.calendar import TradingCalendar
 from harvester.ib.pacing import PacedRequest
 from harvester.ib.scheduler import Answer
 from harvester.ibrules import request_weight
@@ -135,8 +134,8 @@ class Recorder:
                 self.no_data_heads.add(work.series.head_key)
         elif result.outcome.covers:
             key = work.series
-            calendar = TradingCalendar.for_exchange(work.contract.primary_exchange)
-            checked = self.warehouse.check(work.request, result.bars, symbol=work.symbol, calendar=calendar)
+            checked = self.warehouse.check(work.request, result.bars, symbol=work.symbol,
+                                           calendar=work.contract.calendar)
             answer_rows = Checked(work.request, result.outcome, checked, work.symbol)
             self._on_staged(checked.kept.num_rows, checked.quarantined.num_rows)
             held = self.series_held.get(key)

@@ -44,7 +44,7 @@ class Settings:
     client_id: int = 17
     data_dir: str = "data"  # a folder, or s3://bucket/prefix (harvester.warehouse.storage)
     bar_sizes: tuple[str, ...] = ("1 day",)
-    what_to_show: str = "TRADES"
+    what_to_show: str | None = None  # None: each asset class's default (ibrules.WHAT_TO_SHOW_BY_SEC_TYPE)
     use_rth: bool = True
     adjusted: bool = False  # also keep one ADJUSTED_LAST daily series per contract (the adjusted_bars view)
     commit_every_s: float = 180.0

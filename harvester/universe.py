@@ -16,14 +16,23 @@ from harvester.model import ContractSpec
 MAX_ROWS = 20_000
 MAX_SYMBOL_LEN = 12
 MAX_BYTES = 16 * 1024 * 1024
-# IB secTypes with historical bars a harvest can page through (ETFs are STK at IB; CONTFUT cannot page).
-SEC_TYPES = frozenset({"STK", "IND", "FUT", "CASH", "CFD", "BOND", "FUND", "CMDTY", "CRYPTO"})
+# IB secTypes with historical bars (ETFs are STK at IB). CONTFUT is harvested as the expiries it stands for.
+SEC_TYPES = frozenset({"STK", "IND", "FUT", "CONTFUT", "CASH", "CFD", "BOND", "FUND", "CMDTY", "CRYPTO"})
+# Where IB has no SMART routing for the class, the universe must name the exchange.
+_EXCHANGE_NEEDED = frozenset({"IND", "FUT", "CONTFUT"})
+_DEFAULT_EXCHANGE = {"CASH": "IDEALPRO"}
+_FUTURES = frozenset({"FUT", "CONTFUT"})
 # Starts alphanumeric and has no ".." so a symbol can never climb out of a path.
 _SYMBOL_OK = re.compile(r"(?!.*\.\.)[A-Z0-9][A-Z0-9 .\-/&]*")
 _NAME_OK = re.compile(r"[A-Z0-9.]*")
 _DIGITS = re.compile(r"[0-9]{1,12}")
+_EXPIRY = re.compile(r"(19|20)[0-9]{2}(0[1-9]|1[0-2])([0-2][0-9]|3[01])?")  # YYYYMM or YYYYMMDD
+_MULTIPLIER = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
+_PAIR = re.compile(r"([A-Z]{3})\.([A-Z]{3})")  # a forex pair written EUR.USD
 _SYMBOL_ALIASES = ("symbol", "ticker")
-_OPTIONAL = ("sec_type", "exchange", "primary_exchange", "currency", "con_id")
+_OPTIONAL = ("sec_type", "exchange", "primary_exchange", "currency", "con_id", "last_trade_date", "multiplier")
+_COLUMN_ALIASES = {"expiry": "last_trade_date", "last_trade_date_or_contract_month": "last_trade_date",
+                   "contract_month": "last_trade_date"}
 
 
 class UniverseError(ValueError):
@@ -50,17 +59,18 @@ def load_universe(path: Path | str) -> list[ContractSpec]:
     lines = text.splitlines()
     header_no, header = _find_header(path, lines)
     columns = _column_map(path, header_no, header)
-    specs: dict[tuple[str, str, int], ContractSpec] = {}
+    specs: dict[tuple[str, str, str, int], ContractSpec] = {}
     for rows, (line_no, row) in enumerate(_data_rows(path, lines, header_no, len(header)), start=1):
         if rows > MAX_ROWS:
             raise UniverseError(path, line_no, f"more than {MAX_ROWS} rows; split the universe")
         spec = _spec_from_row(path, line_no, row, columns)
-        key = (spec.symbol, spec.primary_exchange, spec.con_id)  # one symbol on two listings: two contracts
+        # ES the stock and ES the future are two instruments; so is one symbol on two listings
+        key = (spec.sec_type, spec.label, spec.primary_exchange, spec.con_id)
         previous = specs.get(key)
         if previous is None:
             specs[key] = spec
         elif previous.identity() != spec.identity():
-            raise UniverseError(path, line_no, f"symbol {spec.symbol!r} conflicts with line {previous.line}")
+            raise UniverseError(path, line_no, f"symbol {spec.label!r} conflicts with line {previous.line}")
     if not specs:
         raise UniverseError(path, header_no, "no rows: the universe is empty")
     return list(specs.values())
@@ -103,7 +113,8 @@ def _parse_line(path: Path, line_no: int, line: str) -> list[str]:
 def _find_header(path: Path, lines: list[str]) -> tuple[int, list[str]]:
     for index, line in enumerate(lines):
         if not _is_skippable(line):
-            return index + 1, [name.lower().replace(" ", "_") for name in _parse_line(path, index + 1, line)]
+            names = [name.lower().replace(" ", "_") for name in _parse_line(path, index + 1, line)]
+            return index + 1, [_COLUMN_ALIASES.get(name, name) for name in names]
     raise UniverseError(path, 1, "empty file: no header and no rows")
 
 
@@ -139,21 +150,36 @@ def _spec_from_row(path: Path, line_no: int, row: list[str], columns: dict[str, 
     raw = field("symbol", "")
     if not raw:
         raise UniverseError(path, line_no, "empty symbol")
-    symbol = ib_symbol(raw)
-    if not raw.isascii() or len(symbol) > MAX_SYMBOL_LEN or not _SYMBOL_OK.fullmatch(symbol):
-        raise UniverseError(path, line_no, f"invalid symbol {raw!r} (allowed: A-Z 0-9 space . - / &, ≤12)")
     sec_type = field("sec_type", "STK").upper()
     if sec_type not in SEC_TYPES:
         raise UniverseError(
             path, line_no, f"unknown sec_type {sec_type!r} (one of {', '.join(sorted(SEC_TYPES))})"
         )
+    pair = _PAIR.fullmatch(raw.strip().upper()) if sec_type == "CASH" else None
+    symbol = pair.group(1) if pair else ib_symbol(raw)
+    if not raw.isascii() or len(symbol) > MAX_SYMBOL_LEN or not _SYMBOL_OK.fullmatch(symbol):
+        raise UniverseError(path, line_no, f"invalid symbol {raw!r} (allowed: A-Z 0-9 space . - / &, ≤12)")
+    if sec_type in _EXCHANGE_NEEDED and not field("exchange", ""):
+        raise UniverseError(path, line_no, f"{sec_type} {raw!r} needs an exchange (IB does not route it SMART), "
+                                           "e.g. CME, EUREX, CBOE")
     names = {
         name: field(name, default).upper()
-        for name, default in (("exchange", "SMART"), ("primary_exchange", ""), ("currency", "USD"))
+        for name, default in (("exchange", _DEFAULT_EXCHANGE.get(sec_type, "SMART")), ("primary_exchange", ""),
+                              ("currency", pair.group(2) if pair else "USD"))
     }
     for name, value in names.items():
         if len(value) > 16 or not _NAME_OK.fullmatch(value):
             raise UniverseError(path, line_no, f"invalid {name} {value!r}")
+    if pair and names["currency"] != pair.group(2):
+        raise UniverseError(path, line_no, f"pair {raw!r} is quoted in {pair.group(2)}, not {names['currency']}")
+    expiry, multiplier = field("last_trade_date", ""), field("multiplier", "")
+    if sec_type == "FUT" and not _EXPIRY.fullmatch(expiry):
+        raise UniverseError(path, line_no, f"FUT {raw!r} needs last_trade_date as YYYYMM or YYYYMMDD, "
+                                           f"got {expiry!r} (for a rolling series use sec_type CONTFUT)")
+    if expiry and sec_type != "FUT":
+        raise UniverseError(path, line_no, f"last_trade_date {expiry!r} only applies to FUT, not {sec_type}")
+    if multiplier and (sec_type not in _FUTURES or not _MULTIPLIER.fullmatch(multiplier)):
+        raise UniverseError(path, line_no, f"bad multiplier {multiplier!r}: a number, for FUT or CONTFUT only")
     con_id_text = field("con_id", "0")
     if not _DIGITS.fullmatch(con_id_text):
         raise UniverseError(path, line_no, f"bad con_id {con_id_text!r}: expected a positive integer")
@@ -165,4 +191,6 @@ def _spec_from_row(path: Path, line_no: int, row: list[str], columns: dict[str, 
         currency=names["currency"],
         con_id=int(con_id_text),
         line=line_no,
+        last_trade_date=expiry,
+        multiplier=multiplier,
     )

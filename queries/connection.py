@@ -8,9 +8,10 @@ the gaps computed from them move together; `bars(con=con)` reads the same snapsh
 connection reads the latest snapshot on every call. `connect(as_of=version | datetime)` pins a version of the
 bars table (and the other tables as they were at that version's commit): time travel. Readers take no lock.
 
-`sessions` is the exchange calendar, not data: every session of each calendar the contracts use (from the
-harvester's `TradingCalendar`, 1980-2035), numbered consecutively per calendar, so "the previous session"
-is `session_no - 1` whatever the warehouse holds. `contract_calendars` names each contract's calendar.
+`sessions` is the exchange calendar, not data: every session of each calendar the contracts use (from
+`harvester.calendar_for`, 1980-2035: the contract's exchange calendar with IB's hours from its details),
+numbered consecutively per calendar, so "the previous session" is `session_no - 1` whatever the warehouse
+holds; both flavours' bounds per session. `contract_calendars` names each contract's calendar by its key.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ import pyarrow.parquet as pq
 
 from harvester import (
     BY_LABEL,
+    ContractListing,
     DeltaTables,
     Location,
     TradingCalendar,
     WarehouseError,
+    calendar_for,
     duckdb_source,
+    duckdb_type,
     layout,
     parquet_source,
     refuse_old_layout,
@@ -110,11 +114,12 @@ def snapshot_files(directory: Path | str, as_of: int | datetime | None = None) -
     return files, version
 
 
-def view_statements(files: dict[str, list[str]], sources: dict[str, str] | None = None
-                    ) -> tuple[list[str], list[str]]:
+def view_statements(files: dict[str, list[str]], sources: dict[str, str] | None = None,
+                    contract_columns: set[str] | None = None) -> tuple[list[str], list[str]]:
     """The CREATE VIEW statements over one snapshot's files (or `sources`, what each table is read through):
     (the views over the tables, the views that also read the calendar tables `sessions` and
-    `contract_calendars`, which must be created in between)."""
+    `contract_calendars`, which must be created in between). `contract_columns`: the columns the contracts
+    files have (files written before a column was added read it as NULL)."""
     bar_files = _bar_files_rows(files[layout.BARS] if sources is None else [])
 
     def read_source(name_files: list[str], name: str) -> str:
@@ -127,7 +132,7 @@ def view_statements(files: dict[str, list[str]], sources: dict[str, str] | None 
         _ADJUSTED_SQL,
         (f"CREATE OR REPLACE VIEW bar_files AS SELECT {_bar_size_case('label')} AS bar_size, * EXCLUDE (label) "
         f"FROM {bar_files}"),
-        f"CREATE OR REPLACE VIEW contracts AS SELECT * FROM {read_source(files[layout.CONTRACTS], layout.CONTRACTS)}",
+        _contracts_sql(read_source(files[layout.CONTRACTS], layout.CONTRACTS), contract_columns),
         f"CREATE OR REPLACE VIEW heads AS SELECT * FROM {read_source(files[layout.HEADS], layout.HEADS)}",
         f"CREATE OR REPLACE VIEW journal AS SELECT * FROM {read_source(files[layout.JOURNAL], layout.JOURNAL)}",
         ("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM "
@@ -138,14 +143,30 @@ def view_statements(files: dict[str, list[str]], sources: dict[str, str] | None 
         ("CREATE OR REPLACE VIEW coverage AS SELECT c.con_id, s.symbol, c.bar_size, c.what_to_show, "
          "c.use_rth, c.start_ts, c.end_ts, c.kind, c.bars, c.recorded_at "
          f"FROM {read_source(files[layout.COVERAGE], layout.COVERAGE)} c LEFT JOIN "
-         "(SELECT con_id, arg_max(symbol, valid_from) AS symbol FROM symbols GROUP BY con_id) s USING (con_id)"),
+         "(SELECT s.con_id, coalesce(nullif(any_value(k.local_symbol), ''), arg_max(s.symbol, s.valid_from)) AS symbol "
+         "FROM symbols s LEFT JOIN contracts k USING (con_id) GROUP BY s.con_id) s USING (con_id)"),
         f"CREATE OR REPLACE VIEW revisions AS SELECT * FROM {read_source(files[layout.REVISIONS], layout.REVISIONS)}",
         ("CREATE OR REPLACE VIEW corporate_actions AS SELECT * FROM "
          f"{read_source(files[layout.CORPORATE_ACTIONS], layout.CORPORATE_ACTIONS)}"),
         _COVERED_SQL,
+        _ROLLS_SQL,
+        _CONTINUOUS_SQL,
     ]
     over_calendars = [_SERIES_SQL, _GAPS_SQL, _SESSION_BARS_SQL]
     return over_files, [sql.replace("$default_calendar", f"'{default_calendar()}'") for sql in over_calendars]
+
+
+def _contracts_sql(source: str, present: set[str] | None) -> str:
+    """The contracts view: every stored column (NULL where older files lack it), and `expiry` as a DATE."""
+    columns = ", ".join(f'"{f.name}"' if present is None or f.name in present
+                        else f'NULL::{duckdb_type(f.type)} AS "{f.name}"' for f in tables.CONTRACTS_SCHEMA)
+    return (f"CREATE OR REPLACE VIEW contracts AS SELECT {columns}, "
+            f"try_strptime(nullif(last_trade_date, ''), '%Y%m%d')::DATE AS expiry FROM {source}")
+
+
+def contract_columns(con: duckdb.DuckDBPyConnection, source: str) -> set[str]:
+    """The columns the contracts table's data files hold (one footer read)."""
+    return {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
 
 
 def _bar_files_rows(files: list[str]) -> str:
@@ -201,14 +222,20 @@ SELECT con_id, any_value(symbol) AS symbol, bar_size, what_to_show, use_rth,
        coalesce(any_value(k.calendar), $default_calendar) AS calendar
 FROM coverage LEFT JOIN contract_calendars k USING (con_id) GROUP BY con_id, bar_size, what_to_show, use_rth"""
 
-# Sessions (regular hours, of the series' own calendar) between its first and last covered instant that no
-# island spans, and sessions holding a bar refused at the door and still missing (quarantine.py), each with
-# its reason. Computed from the connection's snapshot of coverage: it moves with the bars at `refresh`.
+# Sessions of the series' own calendar and flavour inside its first and last covered instant that no island
+# spans, and sessions holding a bar refused at the door and still missing (quarantine.py), each with its
+# reason. A session cut by either end of the covered span was not asked for in full (a window starting
+# mid-session, before a listing, or at a date's UTC midnight inside a forex session): not missing. A future's
+# coverage ends at its expiry: no gap after it. Computed from the connection's snapshot of coverage: it moves
+# with the bars at `refresh`.
 _GAPS_SQL = """CREATE OR REPLACE VIEW gaps AS
-WITH missing AS (
+WITH x AS (
+  SELECT calendar, session_date, true AS use_rth, open_ts, close_ts FROM sessions
+  UNION ALL SELECT calendar, session_date, false, ext_open_ts, ext_close_ts FROM sessions),
+missing AS (
   SELECT s.con_id, s.symbol, s.bar_size, s.what_to_show, s.use_rth, x.session_date, x.open_ts, x.close_ts
-  FROM series s JOIN sessions x
-    ON x.calendar = s.calendar AND x.close_ts > s.covered_from AND x.open_ts < s.covered_to
+  FROM series s JOIN x ON x.calendar = s.calendar AND x.use_rth = s.use_rth
+    AND x.open_ts >= s.covered_from AND x.close_ts <= s.covered_to
   WHERE NOT EXISTS (
     SELECT 1 FROM covered c
     WHERE c.con_id = s.con_id AND c.bar_size = s.bar_size AND c.what_to_show = s.what_to_show
@@ -224,8 +251,32 @@ SELECT con_id, coalesce(m.symbol, h.symbol) AS symbol, bar_size, what_to_show, u
        coalesce(h.reason, 'missing') AS reason
 FROM missing m FULL JOIN held h USING (con_id, bar_size, what_to_show, use_rth, session_date)
 LEFT JOIN contract_calendars k USING (con_id)
-LEFT JOIN sessions x ON m.con_id IS NULL AND x.calendar = coalesce(k.calendar, $default_calendar)
-  AND x.session_date = h.session_date"""
+LEFT JOIN x ON m.con_id IS NULL AND x.calendar = coalesce(k.calendar, $default_calendar)
+  AND x.session_date = h.session_date AND x.use_rth = h.use_rth"""
+
+# Each futures chain (symbol, exchange, currency, multiplier) in expiry order: the continuous series rolls
+# from one contract to the next after the earlier one's last trade date.
+_ROLLS_SQL = """CREATE OR REPLACE VIEW rolls AS
+WITH chain AS (
+  SELECT con_id, symbol, local_symbol, exchange, currency, multiplier, expiry,
+         lag(con_id) OVER w AS from_con_id, lag(local_symbol) OVER w AS from_local_symbol,
+         lag(expiry) OVER w AS roll_date
+  FROM contracts WHERE sec_type = 'FUT' AND expiry IS NOT NULL
+  WINDOW w AS (PARTITION BY symbol, exchange, currency, multiplier ORDER BY expiry))
+SELECT symbol, exchange, currency, multiplier, roll_date, from_con_id, from_local_symbol,
+       con_id AS to_con_id, local_symbol AS to_local_symbol, expiry AS to_expiry
+FROM chain WHERE from_con_id IS NOT NULL"""
+
+# The stitched front-month series of each futures chain, unadjusted: a contract's bars from the session
+# after the previous expiry to its own last trade date. `symbol` is the chain's, `contract` the expiry's.
+_CONTINUOUS_SQL = """CREATE OR REPLACE VIEW continuous AS
+WITH chain AS (
+  SELECT con_id, symbol AS root, expiry,
+         lag(expiry) OVER (PARTITION BY symbol, exchange, currency, multiplier ORDER BY expiry) AS after
+  FROM contracts WHERE sec_type = 'FUT' AND expiry IS NOT NULL)
+SELECT c.root AS symbol, b.symbol AS contract, b.* EXCLUDE (symbol)
+FROM bars b JOIN chain c USING (con_id)
+WHERE b.session_date <= c.expiry AND (c.after IS NULL OR b.session_date > c.after)"""
 
 
 # Bars with their exchange session's number (consecutive per calendar; NULL on a day that is no session):
@@ -236,20 +287,24 @@ FROM bars b LEFT JOIN contract_calendars k USING (con_id)
 LEFT JOIN sessions x ON x.calendar = coalesce(k.calendar, $default_calendar) AND x.session_date = b.session_date"""
 
 SESSIONS_SCHEMA = pa.schema([("calendar", pa.string()), ("session_no", pa.int64()), ("session_date", pa.date32()),
-                             ("open_ts", _TS), ("close_ts", _TS)])
+                             ("open_ts", _TS), ("close_ts", _TS), ("ext_open_ts", _TS), ("ext_close_ts", _TS)])
 CONTRACT_CALENDARS_SCHEMA = pa.schema([("con_id", pa.int64()), ("calendar", pa.string())])
 _EPOCH_ORDINAL = 719_163  # date(1970, 1, 1).toordinal()
 
 
-def contract_calendar(primary_exchange: str | None) -> TradingCalendar:
-    """A contract's exchange calendar: the harvester's own choice (the one seam; issue 12 widens it)."""
-    return TradingCalendar.for_exchange(primary_exchange or "")
+def contract_calendar(row: ContractListing) -> TradingCalendar:
+    """A contract's calendar, from its stored details, as the harvest dated its bars (the one seam)."""
+    return calendar_for(row)
 
 
 @cache
 def default_calendar() -> str:
-    """The calendar of bars whose contract is not stored (test warehouses, foreign writers)."""
-    return contract_calendar("").name
+    """The calendar of bars whose contract is not stored (test warehouses, foreign writers): New York's,
+    the US-stocks harvester's. Stored contracts always carry their own."""
+    return _DEFAULT.key
+
+
+_DEFAULT = TradingCalendar.for_exchange("NYSE")
 
 
 @cache
@@ -257,24 +312,29 @@ def calendar_sessions(calendar: TradingCalendar) -> pa.Table:
     """Every regular session of one calendar (`SESSIONS_SCHEMA`), numbered from 0."""
     days = calendar.day_numbers - _EPOCH_ORDINAL
     return pa.table({
-        "calendar": pa.array([calendar.name] * len(days), pa.string()),
+        "calendar": pa.array([calendar.key] * len(days), pa.string()),
         "session_no": pa.array(np.arange(len(days), dtype=np.int64)),
         "session_date": pa.array(days.astype(np.int32), pa.date32()),
         "open_ts": pa.array(calendar.rth_open * 1_000_000, _TS),
         "close_ts": pa.array(calendar.rth_close * 1_000_000, _TS),
+        "ext_open_ts": pa.array(calendar.ext_open * 1_000_000, _TS),
+        "ext_close_ts": pa.array(calendar.ext_close * 1_000_000, _TS),
     }, schema=SESSIONS_SCHEMA)
 
 
 def calendar_tables(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table]:
     """(sessions, contract_calendars) for the contracts in `con`'s snapshot: the default calendar's sessions
     always (an empty warehouse still has a calendar), and those of every calendar a contract uses."""
-    rows = con.execute("SELECT con_id, arg_max(coalesce(nullif(primary_exchange, ''), exchange), qualified_at) "
-                       "FROM contracts GROUP BY con_id ORDER BY con_id").fetchall()
-    by_contract = {con_id: contract_calendar(exchange) for con_id, exchange in rows}
-    calendars = {c.name: c for c in [contract_calendar(""), *by_contract.values()]}
+    rows = con.execute("""
+        SELECT con_id, coalesce(sec_type, ''), coalesce(exchange, ''), coalesce(primary_exchange, ''),
+               coalesce(time_zone, ''), coalesce(trading_hours, ''), coalesce(liquid_hours, '')
+        FROM contracts QUALIFY row_number() OVER (PARTITION BY con_id ORDER BY qualified_at DESC) = 1
+        ORDER BY con_id""").fetchall()
+    by_contract = {row[0]: contract_calendar(ContractListing(*row[1:])) for row in rows}
+    calendars = {c.key: c for c in [_DEFAULT, *by_contract.values()]}
     sessions = pa.concat_tables([calendar_sessions(c) for _, c in sorted(calendars.items())])
     mapping = pa.table({"con_id": pa.array(list(by_contract), pa.int64()),
-                        "calendar": pa.array([c.name for c in by_contract.values()], pa.string())},
+                        "calendar": pa.array([c.key for c in by_contract.values()], pa.string())},
                        schema=CONTRACT_CALENDARS_SCHEMA)
     return sessions, mapping
 
@@ -282,8 +342,8 @@ def calendar_tables(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table]
 def connect(data_dir: str | os.PathLike[str] | None = None,
             as_of: int | datetime | None = None) -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB connection with the warehouse views (bars, adjusted_bars, bar_files, contracts,
-    symbols, heads, coverage, covered, series, journal, quarantine, revisions, corporate_actions, gaps,
-    session_bars) over one snapshot, and the calendar tables `sessions` and `contract_calendars`.
+    symbols, heads, coverage, covered, series, journal, quarantine, revisions, corporate_actions, claims, rolls,
+    continuous, gaps, session_bars) over one snapshot, and the calendar tables `sessions` and `contract_calendars`.
     `as_of` pins a version (int) or instant (datetime) of the bars table. No lock is taken."""
     directory = resolve_data_dir(data_dir)
     if isinstance(directory, Path):
@@ -328,7 +388,8 @@ def _build(con: duckdb.DuckDBPyConnection, directory: Path | str, as_of: int | d
         store = DeltaTables(directory, layout.PARTITIONS)
         sources = {name: duckdb_source(con, store.location, files[name], _SCHEMAS[name], store.uri(name),
                                        layout.PARTITIONS.get(name, ())) for name in _SCHEMAS}
-    over_files, over_calendars = view_statements(files, sources)
+    contracts = sources[layout.CONTRACTS] if sources else read_files_source(files[layout.CONTRACTS], layout.CONTRACTS)
+    over_files, over_calendars = view_statements(files, sources, contract_columns(con, contracts))
     for sql in over_files:
         con.execute(sql)
     for name, table in zip(("sessions", "contract_calendars"), calendar_tables(con), strict=True):
@@ -358,8 +419,9 @@ def write_init_script(output: Path, data_dir: Path) -> Path:
             "download); use queries.connect() from Python for an S3 warehouse")
     refuse_old_layout(directory)
     files, version = snapshot_files(directory)
-    over_files, over_calendars = view_statements(files)
     con = duckdb.connect(":memory:")
+    contracts = read_files_source(files[layout.CONTRACTS], layout.CONTRACTS)
+    over_files, over_calendars = view_statements(files, contract_columns=contract_columns(con, contracts))
     for sql in over_files:
         con.execute(sql)
     sessions_file = output.with_name(output.name + ".sessions.parquet")

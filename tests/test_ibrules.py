@@ -10,9 +10,11 @@ from harvester.ibrules import (
     bar_size,
     check_duration,
     classify_error,
+    legal_what_to_show,
     max_duration,
     parse_duration,
     request_weight,
+    what_to_show_for,
 )
 from harvester.model import Outcome
 
@@ -135,3 +137,19 @@ def test_classify_error(code, text, outcome):
 @pytest.mark.parametrize("code", [2104, 2106, 2107, 2158, 2174, 2105, 10167, 165])
 def test_warnings_are_not_outcomes(code):
     assert classify_error(code, "HMDS data farm connection is broken:ushmds") is None
+
+
+@pytest.mark.parametrize("sec_type, default", [("STK", "TRADES"), ("IND", "TRADES"), ("FUT", "TRADES"),
+                                               ("CASH", "MIDPOINT"), ("CFD", "MIDPOINT"), ("CMDTY", "MIDPOINT")])
+def test_each_asset_class_has_a_default_what_to_show(sec_type, default):
+    assert what_to_show_for(sec_type, None) == default == legal_what_to_show(sec_type)[0]
+
+
+def test_what_an_asset_class_cannot_show_is_refused_naming_the_legal_ones():
+    assert what_to_show_for("CASH", "BID_ASK") == "BID_ASK"
+    with pytest.raises(ValueError, match="whatToShow TRADES is not served for CASH; legal: MIDPOINT, BID, ASK, BID_ASK"):
+        what_to_show_for("CASH", "TRADES")
+    with pytest.raises(ValueError, match="not served for IND; legal: TRADES$"):
+        what_to_show_for("IND", "MIDPOINT")
+    with pytest.raises(ValueError, match="not served for FUT"):
+        what_to_show_for("FUT", "ADJUSTED_LAST")

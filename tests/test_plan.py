@@ -245,3 +245,25 @@ def test_five_hundred_daily_series_each_plan_one_request_from_where_coverage_end
             covered_until = state.coverage[0][1]
             (last_stored,) = NYSE.sessions(covered_until - timedelta(days=5), covered_until, True)[-1:]
             assert (request.start, request.check_until) == (last_stored.open_utc, covered_until)
+
+
+def test_nothing_is_asked_past_a_futures_expiry():
+    es = TradingCalendar.for_exchange("CME", "FUT")
+    expiry = es.close_on_or_before(datetime(2024, 6, 21).date(), use_rth=True)
+    futures = SeriesState(SeriesKey(11, "1 hour", "TRADES", True), "ESM4", es, None, (), expires=expiry)
+    now = utc(2024, 7, 10)
+    requests = plan_requests(futures, start=utc(2024, 6, 17), end=now, now=now)
+    assert requests and max(r.end for r in requests) == expiry == utc(2024, 6, 21, 22)  # CME closes 17:00
+    covered = SeriesState(futures.series, "ESM4", es, None, tuple(windows(requests)), expires=expiry)
+    assert plan_requests(covered, start=utc(2024, 6, 17), end=now + timedelta(days=30), now=now) == []
+
+
+def test_a_calendar_from_contract_details_is_paged_in_time_units_not_sessions():
+    """`N D` counts sessions, and a calendar that knows no holidays would miscount them."""
+    unknown = TradingCalendar.for_exchange("WSE")
+    assert unknown.from_details
+    daily = SeriesState(SeriesKey(12, "1 day", "TRADES", True), "PKN", unknown, None, ())
+    now = utc(2024, 6, 15)
+    assert [r.duration for r in plan_requests(daily, start=utc(2024, 6, 3), end=now, now=now)] == ["1 Y"]
+    hourly = SeriesState(SeriesKey(12, "1 hour", "TRADES", True), "PKN", unknown, None, ())
+    assert all(not r.duration.endswith(" D") for r in plan_requests(hourly, start=utc(2024, 1, 2), end=now, now=now))

@@ -166,3 +166,44 @@ def test_huge_file_is_refused_before_reading(tmp_path):
 def test_at_the_row_limit_is_accepted(tmp_path):
     rows = "\n".join(f"S{i}" for i in range(MAX_ROWS))
     assert len(load_universe(write(tmp_path, f"symbol\n{rows}\n"))) == MAX_ROWS
+
+
+def test_every_asset_class_in_one_file(tmp_path):
+    content = (
+        "symbol,sec_type,exchange,primary_exchange,currency,expiry,multiplier\n"
+        "VOD,STK,SMART,LSE,GBP,,\nEUR.USD,CASH,,,,,\nUSD,CASH,IDEALPRO,,JPY,,\nSPX,IND,CBOE,,USD,,\n"
+        "ES,FUT,CME,,USD,202406,50\nES,CONTFUT,CME,,USD,,\nES,STK,SMART,NYSE,USD,,\n"
+    )
+    specs = load_universe(write(tmp_path, content))
+    assert [s.label for s in specs] == ["VOD", "EUR.USD", "USD.JPY", "SPX", "ES 202406", "ES", "ES"]
+    eur = specs[1]
+    assert (eur.symbol, eur.currency, eur.exchange) == ("EUR", "USD", "IDEALPRO")  # IDEALPRO by default
+    es = specs[4]
+    assert (es.sec_type, es.last_trade_date, es.multiplier) == ("FUT", "202406", "50")
+    assert {s.sec_type for s in specs if s.symbol == "ES"} == {"FUT", "CONTFUT", "STK"}  # three instruments
+
+
+def test_two_expiries_of_one_future_are_two_instruments(tmp_path):
+    content = "symbol,sec_type,exchange,last_trade_date\nES,FUT,CME,202406\nES,FUT,CME,20240920\n"
+    assert [s.label for s in load_universe(write(tmp_path, content))] == ["ES 202406", "ES 20240920"]
+
+
+@pytest.mark.parametrize("row, reason", [
+    ("ES,FUT,CME,,", "u.csv:2: FUT 'ES' needs last_trade_date as YYYYMM or YYYYMMDD, got ''"),
+    ("ES,FUT,CME,202413,", "needs last_trade_date as YYYYMM or YYYYMMDD, got '202413'"),
+    ("ES,FUT,,202406,", "u.csv:2: FUT 'ES' needs an exchange (IB does not route it SMART)"),
+    ("SPX,IND,,,", "IND 'SPX' needs an exchange"),
+    ("AAPL,STK,SMART,202406,", "last_trade_date '202406' only applies to FUT, not STK"),
+    ("AAPL,STK,SMART,,50", "bad multiplier '50': a number, for FUT or CONTFUT only"),
+    ("ES,FUT,CME,202406,x5", "bad multiplier 'x5'"),
+])
+def test_bad_futures_and_indices_are_refused_by_line(tmp_path, row, reason):
+    path = write(tmp_path, f"symbol,sec_type,exchange,last_trade_date,multiplier\n{row}\n")
+    with pytest.raises(UniverseError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        load_universe(path)
+
+
+def test_a_pair_and_a_conflicting_currency_are_refused(tmp_path):
+    path = write(tmp_path, "symbol,sec_type,currency\nEUR.USD,CASH,GBP\n")
+    with pytest.raises(UniverseError, match="u.csv:2: pair 'EUR.USD' is quoted in USD, not GBP"):
+        load_universe(path)

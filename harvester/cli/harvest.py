@@ -88,6 +88,8 @@ def _print_summary(report, plan_only: bool) -> None:
     if plan_only:
         echo(f"plan: {len(report.plan)} historical requests + {report.head_requests} head timestamps "
              f"for {report.series_total} series")
+        if report.plan_by_class:
+            echo("by asset class: " + ", ".join(f"{k} {v}" for k, v in sorted(report.plan_by_class.items())))
         echo(f"ETA under IB's pacing limits: {_duration(report.eta_s)} (nothing fetched)")
         if report.unplanned:
             echo(f"{report.unplanned} series start at their head timestamp: their bars are planned once it is known")

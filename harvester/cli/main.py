@@ -52,7 +52,7 @@ class HarvestGroup(click.Group):
 @click.group(cls=HarvestGroup, invoke_without_command=True)
 @click.option("--universe", type=click.Path(dir_okay=False, path_type=Path), help="Universe CSV (symbol column).")
 @click.option("--bar-size", "bar_sizes", multiple=True, help="IB bar size, repeatable (default '1 day').")
-@click.option("--what", "what_to_show", help="whatToShow (default TRADES).")
+@click.option("--what", "what_to_show", help="whatToShow (default: each class's own, TRADES; MIDPOINT for CASH, CFD).")
 @click.option("--start", type=StartType(), default="head", show_default=True, help="'head' or YYYY-MM-DD.")
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), help="Last day (default: the gateway's now).")
 @click.option("--rth/--all-hours", "use_rth", default=None, help="Regular trading hours only (default).")

@@ -40,15 +40,17 @@ def bars_frame(fields: Sequence[str]) -> pd.DataFrame:
 
 
 def warehouse_frame(raw: pd.DataFrame, series: SeriesKey, calendar: TradingCalendar) -> pd.DataFrame:
-    """IB's bars → the warehouse's columns: `ts` bar start (UTC), `session_date` exchange-local date.
+    """IB's bars → the warehouse's columns: `ts` bar start (UTC), `session_date` the exchange's trading date.
 
     Daily and longer bars arrive as dates (formatDate is ignored for them); their `ts` is the session's
     open in the requested flavour (RTH or extended), looked up vectorised in the calendar's arrays.
-    Intraday bars arrive as UTC epoch (formatDate=2).
+    Intraday bars arrive as UTC epoch (formatDate=2) and take the trading date of the session they fall
+    in, which for a future's or a currency's evening bars is the next day.
     """
     if bar_size(series.bar_size).intraday:
         ts = pd.to_datetime(raw["date"], utc=True)
-        session_date = ts.dt.tz_convert(calendar.time_zone).dt.tz_localize(None).dt.floor("D")
+        epochs = ts.dt.tz_convert(None).to_numpy().astype("datetime64[s]").astype(np.int64)
+        session_date = pd.Series(calendar.session_dates(epochs, series.use_rth), index=raw.index)
     else:
         days = pd.to_datetime(raw["date"]).to_numpy().astype("datetime64[D]")
         index, is_session = calendar.day_index(days)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import pandas as pd
 from ib_insync import IB, Contract
 
-from harvester.calendar import TradingCalendar
+from harvester.calendar import TradingCalendar, calendar_for
 from harvester.ib.bars import FIELDS_PER_BAR, warehouse_bars
 from harvester.ibrules import classify_error
 from harvester.model import BarRequest, ContractSpec, Outcome, SeriesKey
@@ -60,6 +60,18 @@ class ContractInfo:
     time_zone: str = ""
     trading_hours: str = ""
     liquid_hours: str = ""
+    local_symbol: str = ""
+    last_trade_date: str = ""  # futures: IB's lastTradeDateOrContractMonth, YYYYMMDD once qualified
+    multiplier: str = ""
+
+    @property
+    def label(self) -> str:
+        """IB's local symbol where it names the instrument better than the symbol (EUR.USD, ESM4)."""
+        return self.local_symbol or self.symbol
+
+    @property
+    def calendar(self) -> TradingCalendar:
+        return calendar_for(self)
 
     def ib_contract(self) -> Contract:
         return _ib_contract(self)
@@ -185,26 +197,41 @@ class IBSource:
     async def qualify(
         self, specs: Sequence[ContractSpec], *, batch_size: int = 50, timeout: float = 30.0
     ) -> QualifyResult:
-        """Contract details for each spec, `batch_size` at a time; unknown/ambiguous reported by symbol."""
-        contracts: dict[ContractSpec, ContractInfo] = {}
+        """Contract details for each spec, `batch_size` at a time; unknown/ambiguous reported by label.
+
+        A continuous future stands for its expiries up to IB's front month: its own details name the
+        front (CONTFUT qualifies to the front contract's conId), and a second round trip with
+        includeExpired lists the chain, expired contracts included."""
+        contracts: dict[ContractSpec, tuple[ContractInfo, ...]] = {}
         failures: dict[str, str] = {}
         for first in range(0, len(specs), batch_size):
             batch = specs[first : first + batch_size]
-            answers = await asyncio.gather(
-                *(asyncio.wait_for(self.ib.reqContractDetailsAsync(_ib_contract(s)), timeout) for s in batch),
-                return_exceptions=True,
-            )
+            answers = await asyncio.gather(*(self._details(s, timeout) for s in batch),
+                                           return_exceptions=True)
             for spec, details in zip(batch, answers, strict=True):
                 if isinstance(details, BaseException):
-                    failures[spec.symbol] = _describe_failure(details)
+                    failures[spec.label] = _describe_failure(details)
                 elif not details:
-                    failures[spec.symbol] = UNKNOWN_CONTRACT
-                elif len(details) > 1:
-                    where = ", ".join(sorted({d.contract.primaryExchange for d in details}))
-                    failures[spec.symbol] = f"ambiguous contract ({len(details)} matches: {where}); set primary_exchange"
+                    failures[spec.label] = UNKNOWN_CONTRACT
+                elif len(details) > 1 and not _chain(spec, details):
+                    where = ", ".join(sorted({d.contract.primaryExchange or d.contract.multiplier for d in details}))
+                    hint = "primary_exchange" if spec.sec_type == "STK" else "multiplier"
+                    failures[spec.label] = f"ambiguous contract ({len(details)} matches: {where}); set {hint}"
                 else:
-                    contracts[spec] = _contract_info(details[0], spec.exchange)
+                    contracts[spec] = tuple(_contract_info(d, spec.exchange) for d in details)
         return QualifyResult(contracts, failures)
+
+    async def _details(self, spec: ContractSpec, timeout: float) -> list:
+        details = await asyncio.wait_for(self.ib.reqContractDetailsAsync(_ib_contract(spec)), timeout)
+        if spec.sec_type != "CONTFUT" or len(details) != 1:
+            return details
+        front = details[0].contract
+        chain = Contract(symbol=spec.symbol, secType="FUT", exchange=front.exchange, currency=front.currency,
+                         multiplier=front.multiplier, includeExpired=True)
+        listed = await asyncio.wait_for(self.ib.reqContractDetailsAsync(chain), timeout)
+        last = front.lastTradeDateOrContractMonth
+        due = [d for d in listed if d.contract.lastTradeDateOrContractMonth <= last]
+        return sorted(due, key=lambda d: d.contract.lastTradeDateOrContractMonth) or details
 
     def send_head(self, contract: ContractInfo, what_to_show: str, use_rth: bool) -> Sent:
         """Put a reqHeadTimeStamp (formatDate=2 → UTC) on the wire now; finish it with `finish_head`.
@@ -246,8 +273,7 @@ class IBSource:
         future = self.ib.wrapper.startReq(req_id, contract.ib_contract())
         adjusted = series.what_to_show == "ADJUSTED_LAST"
         end = "" if adjusted else ib_end_time(request.end)
-        sent = Sent(req_id, future, time.monotonic(), series, TradingCalendar.for_exchange(contract.primary_exchange),
-                    request.end if adjusted else None)
+        sent = Sent(req_id, future, time.monotonic(), series, contract.calendar, request.end if adjusted else None)
         self._bar_fields[req_id] = []
         try:
             self.ib.client.reqHistoricalData(
@@ -320,30 +346,45 @@ class IBSource:
 
 
 def _ib_contract(c: ContractSpec | ContractInfo) -> Contract:
-    """The fields IB matches a contract on; a universe row and a qualified contract both carry them."""
+    """The fields IB matches a contract on; a universe row and a qualified contract both carry them.
+    Futures always ask with includeExpired: an expired contract's history is reachable for two years."""
     return Contract(
         conId=c.con_id,
         symbol=c.symbol,
         secType=c.sec_type,
+        lastTradeDateOrContractMonth=c.last_trade_date,
+        multiplier=c.multiplier,
         exchange=c.exchange,
         primaryExchange=c.primary_exchange,
         currency=c.currency,
+        includeExpired=c.sec_type == "FUT",
     )
 
 
+def _chain(spec: ContractSpec, details: list) -> bool:
+    """A continuous future's answer: its expiries (several are expected), not an ambiguous description."""
+    return spec.sec_type == "CONTFUT" and all(d.contract.secType == "FUT" for d in details)
+
+
 def _contract_info(details, exchange: str) -> ContractInfo:
+    """A contract from IB's details. A continuous future's details describe its front month, which is
+    harvested as the future it is; a SMART-routed stock keeps SMART."""
     c = details.contract
+    futures = c.secType in ("FUT", "CONTFUT")
     return ContractInfo(
         con_id=c.conId,
         symbol=c.symbol,
-        sec_type=c.secType,
-        exchange=exchange or c.exchange,
+        sec_type="FUT" if futures else c.secType,
+        exchange=c.exchange if futures or not exchange else exchange,
         primary_exchange=c.primaryExchange,
         currency=c.currency,
         long_name=details.longName,
         time_zone=details.timeZoneId,
         trading_hours=details.tradingHours,
         liquid_hours=details.liquidHours,
+        local_symbol=c.localSymbol,
+        last_trade_date=c.lastTradeDateOrContractMonth,
+        multiplier=c.multiplier,
     )
 
 

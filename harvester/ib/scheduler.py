@@ -44,7 +44,7 @@ class Work:
 
     @property
     def symbol(self) -> str:
-        return self.contract.symbol
+        return self.contract.label
 
     def paced(self) -> PacedRequest:
         s = self.series

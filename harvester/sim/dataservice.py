@@ -115,7 +115,7 @@ class DataService:
             return
         isin = request.sec_id if request.sec_id_type.upper() == "ISIN" else ""
         now = self.clock.now()
-        found = self.desk.candidates(spec, now, isin)
+        found = self.desk.candidates(spec, request.include_expired, now, isin)
         if not found:
             self._journal(entry, "unknown_contract", error_code=200)
             conn.error(request.req_id, 200, m.TEXT_UNKNOWN_CONTRACT)
@@ -151,9 +151,13 @@ class DataService:
         end = parse_end(request.end)
         if what == "ADJUSTED_LAST" and end.instant is not None:
             raise RequestRejected(162, m.HMDS + "End date not supported with adjusted last", "invalid")
+        continuous = spec.sec_type.upper() == "CONTFUT"
+        if continuous and end.instant is not None:
+            raise RequestRejected(10339, m.TEXT_CONTFUT_END, "invalid")
+        self.desk.check_what(inst, what, None if bar_size.kind in DAILY_OR_LONGER else bar_size.seconds)
         if end.implied_zone:
             conn.error(req_id, 2174, m.TEXT_NO_ZONE)
-        identity = (inst.con_id, spec.exchange, request.end, request.bar_size, request.duration,
+        identity = (inst.con_id, spec.sec_type, spec.exchange, request.end, request.bar_size, request.duration,
                     what, request.use_rth)  # fmt: skip
         claim.slot = self._admit(
             PacedRequest(identity, (inst.con_id, spec.exchange, what), what, bar_size.name)
@@ -161,9 +165,10 @@ class DataService:
         await self._faults(conn, spec, inst.primary_exchange, req_id, entry, forced=True)
         now = self.clock.now()
         window = self.desk.window(inst, end.instant or now, duration, request.use_rth)
-        bars = self.desk.bar_columns(inst, bar_size, what, request.use_rth, window, now)
+        serve = self.desk.continuous_bars if continuous else self.desk.bar_columns
+        bars = serve(inst, bar_size, what, request.use_rth, window, now)
         if not bars:
-            raise self.desk.no_data(spec, what)
+            raise self.desk.no_data(spec, what, inst)
         daily = bar_size.kind in DAILY_OR_LONGER
         if self.faults.breaks_bars(spec.label, now):
             bars, entry["broken"] = break_bars(bars, self.faults, (inst.con_id, bar_size.seconds, what),
@@ -206,6 +211,7 @@ class DataService:
         spec, req_id = request.contract, request.req_id
         what = parse_what_to_show(request.what_to_show)
         check_format_date(request.format_date)
+        self.desk.check_what(inst, what, None)
         identity = ("head", inst.con_id, spec.exchange, what, request.use_rth, request.format_date)
         claim.slot = self._admit(PacedRequest(identity, (inst.con_id, spec.exchange, what), what, None))
         await self._faults(conn, spec, inst.primary_exchange, req_id, entry, forced=False)
@@ -252,7 +258,7 @@ class DataService:
             return
         claim = Claim()
         try:
-            inst = self.desk.resolve(request.contract, self.clock.now())
+            inst = self.desk.resolve(request.contract, request.include_expired, self.clock.now())
             entry["con_id"] = inst.con_id
             await answer(conn, request, entry, inst, claim)
         except RequestRejected as rejected:

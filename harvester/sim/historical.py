@@ -3,12 +3,17 @@
 Windows (docs/ib-rules.md §2.2, §5.1): `S` = seconds back from the end; `D` = the last N sessions that
 start before the end; `W`/`M`/`Y` = calendar weeks/months/years back from the end. The end is
 clipped to "now"; bars of 30 s or less older than six months do not exist (IB's horizon).
+What an asset class cannot show is refused as IB refuses it (TRADES for forex, quotes for an index); a
+future expired more than two years ago has no history (166); a continuous future takes no end time
+(10339) and serves its front months' own bars, each expiry up to its last trade date (docs/markets.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+
+import numpy as np
 
 from harvester.sim.market.barcolumns import BarColumns
 from harvester.sim.market.barsizes import BarSize
@@ -27,6 +32,11 @@ WHAT_LABEL = {
     "BID_ASK": "Bid_Ask",
     "ADJUSTED_LAST": "Adjusted_Last",
 }
+# What each class cannot show, and the name IB's refusal gives it ("Last" is IB's word for trades).
+_NOT_SHOWN = {"CASH": {"TRADES", "ADJUSTED_LAST"}, "IND": {"MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUSTED_LAST"},
+              "FUT": {"ADJUSTED_LAST"}, "CONTFUT": {"ADJUSTED_LAST"}}
+_REFUSED_LABEL = {"TRADES": "Last", "ADJUSTED_LAST": "Adjusted_Last"}
+_EXPIRED_REACH_DAYS = 730  # IB keeps an expired future's history for two years
 
 
 class HistoricalDesk:
@@ -37,7 +47,8 @@ class HistoricalDesk:
         self.market_data = market_data
         self._calendars: dict[int, SessionCalendar] = {}
 
-    def candidates(self, spec: ContractSpec, now: datetime, isin: str = "") -> list[Instrument]:
+    def candidates(self, spec: ContractSpec, include_expired: bool, now: datetime, isin: str = ""
+                   ) -> list[Instrument]:
         """What the description matches at `now`: symbols as renamed by then (market/actions.py)."""
         return self.master.match(
             con_id=spec.con_id,
@@ -47,6 +58,11 @@ class HistoricalDesk:
             primary_exchange=spec.primary_exchange,
             currency=spec.currency,
             isin=isin,
+            last_trade_date=spec.last_trade_date,
+            multiplier=spec.multiplier,
+            local_symbol="" if spec.symbol else spec.local_symbol,
+            include_expired=include_expired,
+            today=now.date(),
             now=now,
         )
 
@@ -54,16 +70,51 @@ class HistoricalDesk:
     def named(inst: Instrument, now: datetime) -> Instrument:
         """The instrument as contract details show it at `now` (its symbol then)."""
         symbol = inst.symbol_on(now)
-        return inst if symbol == inst.symbol else replace(inst, symbol=symbol)
+        if symbol == inst.symbol:
+            return inst
+        return replace(inst, symbol=symbol, local_symbol=symbol if inst.local_symbol == inst.symbol else inst.local_symbol)
 
-    def resolve(self, spec: ContractSpec, now: datetime) -> Instrument:
-        """The one instrument a data request means at `now`, or IB's 200 (unknown or ambiguous)."""
-        found = self.candidates(spec, now)
+    def resolve(self, spec: ContractSpec, include_expired: bool, now: datetime) -> Instrument:
+        """The one instrument a data request means at `now`, or IB's 200 (unknown or ambiguous); 166 for a
+        future expired beyond IB's two years."""
+        today = now.date()
+        found = self.candidates(spec, include_expired, now)
         if not found:
+            gone = self.master.match(con_id=spec.con_id, include_expired=True) if spec.con_id else []
+            if include_expired and gone and gone[0].last_trade_date and \
+                    (today - gone[0].last_trade_date).days > _EXPIRED_REACH_DAYS:
+                raise RequestRejected(166, m.TEXT_EXPIRED, "no_data")
             raise RequestRejected(200, m.TEXT_UNKNOWN_CONTRACT, "unknown_contract")
         if len(found) > 1:
             raise RequestRejected(200, m.TEXT_AMBIGUOUS.format(symbol=spec.label), "unknown_contract")
         return found[0]
+
+    def check_what(self, inst: Instrument, what: str, bar_seconds: int | None) -> None:
+        """IB's 162 for a whatToShow the class has no data for (TRADES for forex, quotes for an index)."""
+        if what in _NOT_SHOWN.get(inst.sec_type, ()):
+            bar = "1d" if bar_seconds is None else str(bar_seconds)
+            label = _REFUSED_LABEL.get(what, WHAT_LABEL[what])
+            raise RequestRejected(162, m.TEXT_NOT_SHOWN.format(
+                symbol=inst.symbol, sec_type=inst.sec_type, exchange=inst.exchange, what=label, bar=bar),
+                "no_data")
+
+    def front_months(self, inst: Instrument, start: datetime, end: datetime, today: date
+                     ) -> list[tuple[Instrument, datetime, datetime]]:
+        """A continuous future's expiries over [start, end): each from the session after the one before
+        expired to its own last trade date's close (the simulator rolls at expiry)."""
+        chain = sorted(self.master.match(symbol=inst.symbol, sec_type="FUT", exchange=inst.exchange,
+                                         currency=inst.currency, multiplier=inst.multiplier,
+                                         include_expired=True, today=today), key=lambda i: i.last_trade_date)
+        out, previous_close = [], None
+        for contract in chain:
+            calendar = self.calendar(contract)
+            close = datetime.fromtimestamp(
+                int(calendar.ext_close[calendar.last_ordinal_on_or_before(contract.last_trade_date)]), start.tzinfo)
+            lo = start if previous_close is None else max(start, previous_close)
+            if lo < min(end, close):
+                out.append((contract, lo, min(end, close)))
+            previous_close = close
+        return out
 
     def calendar(self, inst: Instrument) -> SessionCalendar:
         if inst.con_id not in self._calendars:
@@ -102,8 +153,19 @@ class HistoricalDesk:
             return BarColumns.empty()
         return self.market_data.bar_columns(inst, bar_size.name, what, use_rth, start, end, now)
 
-    def no_data(self, spec: ContractSpec, what: str) -> RequestRejected:
+    def continuous_bars(self, inst: Instrument, bar_size: BarSize, what: str, use_rth: bool,
+                        window: tuple[datetime, datetime], now: datetime) -> BarColumns:
+        """A continuous future's bars: each front month's own, unadjusted, in order."""
+        parts = [self.bar_columns(c, bar_size, what, use_rth, (lo, hi), now)
+                 for c, lo, hi in self.front_months(inst, *window, now.date())]
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return BarColumns.empty()
+        return BarColumns(*(np.concatenate([getattr(p, f) for p in parts]) for f in BarColumns.__dataclass_fields__))
+
+    def no_data(self, spec: ContractSpec, what: str, inst: Instrument | None = None) -> RequestRejected:
         text = m.TEXT_NO_DATA.format(
-            symbol=spec.label, exchange=spec.exchange or "SMART", what=WHAT_LABEL.get(what, what)
+            symbol=inst.label if inst else spec.label, exchange=spec.exchange or "SMART",
+            what=WHAT_LABEL.get(what, what),
         )
         return RequestRejected(162, text, "no_data")

@@ -140,9 +140,12 @@ def read_files(files: Sequence[str], schema: pa.Schema, partition_columns: Seque
     if not files:
         return schema.empty_table()
     con = duckdb.connect()
+    source = parquet_source(files, schema, partition_columns)
     try:
-        columns = ", ".join(f'"{n}"' for n in schema.names)
-        result = con.sql(f"SELECT {columns} FROM {parquet_source(files, schema, partition_columns)}").to_arrow_table()
+        present = {row[0] for row in con.sql(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        columns = ", ".join(f'"{f.name}"' if f.name in present else f'NULL::{duckdb_type(f.type)} AS "{f.name}"'
+                            for f in schema)  # files written before a column was added read it as NULL
+        result = con.sql(f"SELECT {columns} FROM {source}").to_arrow_table()
     except duckdb.Error as exc:
         raise WarehouseError(f"cannot read {len(files)} data file(s) near {files[0]}: {str(exc).splitlines()[0]}") \
             from exc

@@ -81,6 +81,11 @@ CONTRACTS_SCHEMA = pa.schema(
         ("trading_hours", pa.string()),
         ("liquid_hours", pa.string()),
         ("qualified_at", _TS),
+        ("local_symbol", pa.string()),  # IB's name for it where the symbol is not enough: EUR.USD, ESM4
+        ("last_trade_date", pa.string()),  # futures: IB's lastTradeDateOrContractMonth (YYYYMMDD)
+        ("multiplier", pa.string()),
+        ("calendar", pa.string()),  # the exchange_calendars name its sessions come from, or "contract details"
+        ("calendar_from_details", pa.bool_()),  # no known calendar: sessions from IB's hours alone, no holidays
     ]
 )
 HEADS_SCHEMA = pa.schema(

@@ -29,7 +29,8 @@ async def _connected(gw, **kwargs) -> IBSource:
 
 async def _aapl(source: IBSource):
     result = await source.qualify([ContractSpec("AAPL")])
-    return result.contracts[ContractSpec("AAPL")]
+    (aapl,) = result.contracts[ContractSpec("AAPL")]
+    return aapl
 
 
 def _daily(info, end=END, duration="5 D") -> BarRequest:
@@ -68,7 +69,7 @@ def test_qualify_reports_unknown_and_ambiguous_by_name(sim_gateway):
 
     result = run(scenario())
     assert set(result.contracts) == {specs[0], specs[3]}
-    aapl = result.contracts[specs[0]]
+    (aapl,) = result.contracts[specs[0]]
     assert aapl.con_id > 0 and aapl.primary_exchange == "NASDAQ" and aapl.time_zone
     assert "unknown" in result.failures["NOPEX"]
     assert "ambiguous" in result.failures["DUAL"]

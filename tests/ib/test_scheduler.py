@@ -52,7 +52,7 @@ def harvest(gw, *, per_symbol=2, symbols=SYMBOLS, timeouts=FAST_TIMEOUTS, retry=
         await source.connect()
         try:
             qualified = await source.qualify([ContractSpec(s) for s in symbols])
-            contracts = list(qualified.contracts.values())
+            contracts = [info for (info,) in qualified.contracts.values()]
             window = PacingWindow(paced_limits(scale), time.monotonic)
 
             def record(answer: Answer) -> None:

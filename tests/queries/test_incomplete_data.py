@@ -16,8 +16,6 @@ import pandas as pd
 import pytest
 
 import queries
-from harvester import TradingCalendar
-from queries import connection
 from queries.plot import candle_positions, candles
 from tests.helpers.warehouses import contracts_rows, sessions, write_bars, write_table
 
@@ -139,11 +137,8 @@ def test_candles_break_where_sessions_are_missing(holed) -> None:
     assert max(np.diff(x)) == pytest.approx(april + 1)  # 03-31 → 05-01: the April sessions stay empty
 
 
-def test_the_calendar_comes_from_the_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_calendar_comes_from_the_contract(tmp_path: Path) -> None:
     """A London listing follows London's sessions: 2023-05-08 (a UK holiday, New York open) is no hole."""
-    london = TradingCalendar("XLON", "Europe/London")
-    chosen = connection.contract_calendar
-    monkeypatch.setattr(connection, "contract_calendar", lambda e: london if e == "LSE" else chosen(e))
     days = pd.DataFrame({"session_date": [date(2023, 5, 4), date(2023, 5, 5), date(2023, 5, 9)]})
     bars = days.assign(symbol="EEE", con_id=1000, ts=pd.to_datetime(days.session_date) + pd.Timedelta(hours=8),
                        open=[10.0, 10.0, 10.5], high=11.0, low=9.0, close=10.0, volume=1.0, wap=10.0, bar_count=1)

@@ -144,6 +144,7 @@ def test_sql_init_script_builds_the_same_views(tmp_path: Path) -> None:
     write_bars(tmp_path / "wh", df)
     start = datetime(2024, 6, 3)
     write_table(tmp_path / "wh", "coverage", [coverage_row(1000, "1 min", start, start + timedelta(days=2))])
+    write_table(tmp_path / "wh", "contracts", contracts_rows(["AAA"]))
     script = queries.connection.write_init_script(tmp_path / "init.sql", tmp_path / "wh")
     con = duckdb.connect()
     con.execute(script.read_text())

@@ -44,12 +44,17 @@ def off_tick(values: np.ndarray, tick: float) -> np.ndarray:
     return np.rint(values * q) / q != values
 
 
-def check_minutes(md, instruments, use_rth: bool) -> int:
+def us_stocks(master) -> list:
+    return [i for i in master if i.sec_type == "STK" and i.calendar_name == "XNYS"]
+
+
+def check_minutes(md, instruments, use_rth: bool, us: bool = True) -> int:
     checked = 0
     for inst in instruments:
         for what in sorted(WHAT_TO_SHOW):
             bars = md.bar_columns(inst, "1 min", what, use_rth, *WEEK, NOW)
-            assert len(bars) == 5 * (390 if use_rth else 960) or inst.listing_date > WEEK[0].date(), inst.symbol
+            assert not us or len(bars) == 5 * (390 if use_rth else 960) or inst.listing_date > WEEK[0].date(), \
+                inst.symbol
             assert not broken(bars).any(), (inst.symbol, what, np.flatnonzero(broken(bars))[:3])
             for field in ON_TICK[what]:
                 assert not off_tick(getattr(bars, field), inst.min_tick).any(), (inst.symbol, what, field)
@@ -58,18 +63,29 @@ def check_minutes(md, instruments, use_rth: bool) -> int:
 
 
 def test_a_week_of_regular_hours_minutes_for_every_instrument_and_what(md):
-    """The issue's S&P 500 week, for the whole master (the ETFs and DUAL too) and every whatToShow."""
-    assert check_minutes(md, md.master, use_rth=True) > 5_900_000
+    """The issue's S&P 500 week, for every US stock of the master (the ETFs and DUAL too) and every whatToShow."""
+    assert check_minutes(md, us_stocks(md.master), use_rth=True) > 5_900_000
 
 
 def test_a_week_of_extended_hours_minutes_for_a_sample(md):
     """Pre- and after-market minutes come from segments of their own."""
-    assert check_minutes(md, list(md.master)[::25], use_rth=False) > 500_000
+    assert check_minutes(md, us_stocks(md.master)[::25], use_rth=False) > 500_000
+
+
+def test_every_other_market_on_its_tick_and_in_ohlc_order(md):
+    """Stocks abroad, forex, indices and the futures front months (ES: 0.25 points, EUR.USD: 0.00005), in
+    both flavours; their sessions are counted elsewhere (tests/sim/test_markets.py)."""
+    today = WEEK[0].date()
+    world = [i for i in md.master if i.calendar_name != "XNYS" or i.sec_type != "STK"]
+    fronts = [i for i in world if i.last_trade_date is None or today <= i.last_trade_date <= today.replace(month=9)]
+    assert {i.sec_type for i in fronts} == {"STK", "CASH", "IND", "FUT"}
+    for use_rth in (True, False):
+        assert check_minutes(md, fronts, use_rth=use_rth, us=False) > 100_000
 
 
 def test_a_day_of_five_seconds_for_a_sample(md):
     day = (dt.datetime(2024, 6, 4, tzinfo=UTC), dt.datetime(2024, 6, 5, tzinfo=UTC))
-    for inst in list(md.master)[::100] + md.master.match(symbol="BRK B"):
+    for inst in us_stocks(md.master)[::100] + md.master.match(symbol="BRK B"):
         for what in sorted(WHAT_TO_SHOW):
             bars = md.bar_columns(inst, "5 secs", what, True, *day, NOW)
             assert len(bars) == 390 * 12 and not broken(bars).any(), (inst.symbol, what)

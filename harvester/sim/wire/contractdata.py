@@ -1,8 +1,10 @@
-"""reqContractDetails (message 9) in, contractData (10) out: the exact 42-field stock layout at 176.
+"""reqContractDetails (message 9) in, contractData (10) out: the exact 42-field layout at 176.
 
 IB answers an ambiguous description with one contractData per candidate (no error); only data requests
 on an ambiguous contract get 200 (docs/wire-protocol.md §5). tradingHours/liquidHours come from the
-instrument's calendar.
+instrument's calendar; a future carries its expiry (lastTradeDateOrContractMonth, contractMonth,
+realExpirationDate) and multiplier; a continuous future is described as its front month with secType
+CONTFUT and that contract's conId.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from harvester.sim.wire.framing import Field, FieldReader, java_double
 from harvester.sim.wire.messages import ContractSpec, Out
 
 VALID_EXCHANGES = "SMART,AMEX,NYSE,CBOE,PHLX,ISE,CHX,ARCA,ISLAND,NASDAQ,BATS,IEX,PEARL,LTSE"
+_MARKET_RULE = "26"  # IB's market rule id for US stocks; other classes send their own listing's
 ORDER_TYPES = (
     "ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,DAY,GAT,GTC,GTD,IOC,LIT,LMT,MIT,MKT,MOC,STP"
 )
@@ -44,16 +47,21 @@ def contract_data(
     req_id: int, inst: Instrument, requested_exchange: str, calendar: SessionCalendar, now: datetime
 ) -> list[Field]:
     """One contractData message; integer fields stay integer strings (ib_insync uses int())."""
-    trading_class = "NMS" if inst.primary_exchange == "NASDAQ" else inst.symbol
+    stock = inst.sec_type == "STK"
+    trading_class = ("NMS" if inst.primary_exchange == "NASDAQ" else inst.symbol) if stock else inst.symbol
+    if inst.sec_type == "CASH":
+        trading_class = inst.local_symbol
+    exchanges = VALID_EXCHANGES if stock else inst.exchange
     sec_ids: list[Field] = [1, "ISIN", inst.isin] if inst.isin else [0]
-    n_exchanges = len(VALID_EXCHANGES.split(","))
+    expiry = f"{inst.last_trade_date:%Y%m%d}" if inst.last_trade_date else ""
+    exchange = requested_exchange if stock and requested_exchange else inst.exchange
     return [
-        Out.CONTRACT_DATA, req_id, inst.symbol, inst.sec_type, "", "0", "",
-        requested_exchange or inst.primary_exchange, inst.currency, inst.symbol, trading_class,
-        trading_class, inst.con_id, java_double(inst.min_tick), "", ORDER_TYPES, VALID_EXCHANGES, 1, 0, inst.long_name,
-        inst.primary_exchange, "", "", "", "", inst.time_zone,
+        Out.CONTRACT_DATA, req_id, inst.symbol, inst.sec_type, expiry, "0", "",
+        exchange, inst.currency, inst.local_symbol, trading_class,
+        trading_class, inst.con_id, java_double(inst.min_tick), inst.multiplier, ORDER_TYPES, exchanges, 1, 0,
+        inst.long_name, inst.primary_exchange, expiry[:6], "", "", "", inst.time_zone,
         calendar.trading_hours(now), calendar.liquid_hours(now), "", "",
-        *sec_ids, 1, "", "", ",".join(["26"] * n_exchanges), "", inst.stock_type,
+        *sec_ids, 1, "", "", ",".join([_MARKET_RULE] * len(exchanges.split(","))), expiry, inst.stock_type,
         "0.0001", "0.0001", "100",
     ]  # fmt: skip
 

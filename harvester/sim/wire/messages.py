@@ -67,6 +67,10 @@ TEXT_TOO_MANY_OPEN = (
     "Error processing request:-'wd' : cause - Only 50 simultaneous API historical data requests allowed."
 )
 TEXT_UNKNOWN_CONTRACT = "No security definition has been found for the request"
+# TRADES asked for forex (ib-ruby#50: "...for EUR/CASH@IDEALPRO Last 60"); the same form for what an index lacks.
+TEXT_NOT_SHOWN = HMDS + "No historical market data for {symbol}/{sec_type}@{exchange} {what} {bar}"
+TEXT_EXPIRED = "HMDS Expired Contract Violation."
+TEXT_CONTFUT_END = "Setting end date/time for continuous future security type is not allowed."
 TEXT_AMBIGUOUS = "The contract description specified for {symbol} is ambiguous."
 TEXT_DUPLICATE_CLIENT = "Unable to connect as the client id is already in use. Retry with a unique client id."
 TEXT_NO_ZONE = (
