@@ -144,7 +144,7 @@ def _state(plan: RepairPlan, covered: list[tuple[datetime, datetime]]) -> Series
 
 
 def _calendar(plan: RepairPlan) -> TradingCalendar:
-    return TradingCalendar.for_exchange(plan.contract.primary_exchange)
+    return plan.contract.calendar
 
 
 def _naive(instant: datetime) -> pa.Scalar:
