@@ -32,9 +32,6 @@ def run_nightly_job(universe: Path, sim: bool, sim_now: str | None, **options) -
         except ClockError as exc:
             fail(Exit.BAD_INPUT, f"--sim-now {shorten(sim_now)}: {exc}")
     start, end, pacing_scale = options.pop("start"), options.pop("end"), options.pop("pacing_scale")
-    if pacing_scale is not None and pacing_scale < 1 and not sim:
-        fail(Exit.BAD_INPUT, f"--pacing-scale {pacing_scale:g}: below 1 a real gateway would see IB's pacing "
-                             "rules broken (error 162, then a ban); it is for the simulator (--sim)")
     plan_only = options.pop("plan_only")
     try:
         settings = resolve_settings(options)

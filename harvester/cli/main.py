@@ -76,7 +76,7 @@ class HarvestGroup(click.Group):
               help=f"Harvest from an in-process simulated gateway; its pacing runs {SIM_PACING_SCALE:g}× IB's windows "
                    "(600 s become 3 s) unless --pacing-scale says otherwise.")
 @click.option("--pacing-scale", type=click.FloatRange(min=0, min_open=True),
-              help="Scale IB's pacing windows (below 1 only with --sim: a real gateway enforces IB's).")
+              help="Scale IB's pacing windows (below 1 only for the simulator: a real gateway enforces IB's).")
 @click.option("--sim-now", help="With --sim: the simulated clock's start (ISO 8601; default: real time).")
 @click.option("--sim-journal", type=click.Path(dir_okay=False),
               help="With --sim: append the simulator's request journal (JSON lines) to this file.")

@@ -175,11 +175,6 @@ def test_dash_h_is_help_and_help_lists_every_exit_code_and_the_sim_scale():
     assert run("sim", "-h").exit_code == 0
 
 
-def test_a_pacing_scale_below_one_needs_the_simulator(tmp_path, universe):
-    message = one_line(run("--universe", str(universe), "--pacing-scale", "0.5", "--data-dir", str(tmp_path / "d")))
-    assert "--pacing-scale 0.5" in message and "--sim" in message
-
-
 def test_harvest_sim_defaults_to_a_port_no_ib_product_uses():
     option = next(p for p in main.commands["sim"].params if p.name == "port")
     assert option.default == SIM_PORT and SIM_PORT not in IB_PORTS
