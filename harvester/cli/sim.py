@@ -16,6 +16,7 @@ from harvester.cli.exits import Exit, fail
 from harvester.sim.clock import ClockError, parse_instant
 from harvester.sim.faults import ERRORS, ErrorSpec, FaultError, Faults
 from harvester.sim.gateway import SimGateway
+from harvester.sim.hmds import PROFILES, RULES
 from harvester.sim.options import SimConfig
 from harvester.sim.rules import SMALL_BAR_SIZES, PacingLimits
 
@@ -68,6 +69,13 @@ def _symbol_errors(items: tuple[str, ...]) -> dict[str, ErrorSpec]:
 @click.option("--pacing-scale", default=1.0, show_default=True, type=float, help="0.01 turns 600 s into 6 s.")
 @click.option("--latency-scale", type=float, help="Defaults to --pacing-scale.")
 @click.option("--pace-small-bars-only", is_flag=True, help="Hard pacing rules only for bars of 30 s or less.")
+@click.option("--rules", type=click.Choice(RULES), default="legacy", show_default=True,
+              help="legacy: the hard pacing rules for every bar size; current: for bars of 30 s or less, and a "
+                   "soft throttle (slower answers, then a disconnect) for 1 min and up (docs/sim-hmds.md).")
+@click.option("--hmds-profile", type=click.Choice(sorted(PROFILES)), default="quiet", show_default=True,
+              help="How HMDS answers: quiet (linear in bars) or busy (ib_insync #268: nothing over 2,000 bars).")
+@click.option("--hmds-max-bars", type=click.IntRange(min=1), metavar="N",
+              help="Leave intraday answers over N bars unanswered (the client times out and cancels).")
 @click.option(
     "--journal", "journal_path", type=click.Path(dir_okay=False), help="JSON-lines request journal."
 )
@@ -133,6 +141,8 @@ def sim_command(**opts) -> None:
             faults=faults,
             account=opts["account"],
             pacing=PacingLimits(bar_sizes=SMALL_BAR_SIZES if opts["pace_small_bars_only"] else None),
+            rules=opts["rules"],
+            hmds=PROFILES[opts["hmds_profile"]].with_max_bars(opts["hmds_max_bars"]),
         )
     except (FaultError, ValueError) as exc:
         fail(Exit.BAD_INPUT, str(exc))
