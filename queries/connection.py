@@ -79,7 +79,8 @@ def existing_warehouse(directory: Path | str) -> Path | str:
     if isinstance(directory, Path) and not directory.is_dir():
         what = "is not a folder" if directory.exists() else "does not exist"
         raise WarehouseError(f"{directory}: {what}, so there is no warehouse to read; check --data-dir "
-                             "(or HARVEST_DATA_DIR, harvest.toml); `harvest --universe FILE` creates one")
+                             "(or HARVEST_DATA_DIR, harvest.toml); for a new warehouse create the folder or run "
+                             "`harvest --universe FILE`")
     return directory
 
 
