@@ -29,6 +29,7 @@ _EXPORTS = {
     "harvester.warehouse.delta": ("DeltaTables", "duckdb_source", "duckdb_type", "parquet_source", "sql_file_list"),
     "harvester.warehouse.storage": ("Location", "StorageError"),
     "harvester.warehouse.store": ("read_meta",),
+    "harvester.warehouse.damage": ("DamagedFile", "damaged_file_in", "damaged_files"),
     "harvester.warehouse.migrate": ("MigrateStats", "OldLayoutError", "migrate", "needs_migration", "refuse_old_layout"),
     "harvester.warehouse.tables": ("tables",),
     "harvester.warehouse.files": ("write_bytes_atomic",),

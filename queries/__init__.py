@@ -8,6 +8,7 @@
 
 from queries.connection import (
     connect,
+    existing_warehouse,
     fence,
     refresh,
     resolve_data_dir,
@@ -19,5 +20,5 @@ from queries.readthrough import BarsRequestError, FetchBlocked, FetchError, bars
 from queries.scanners import Relation, ScannerError, scan
 from queries.status import warehouse_status
 
-__all__ = ["BarsRequestError", "FetchBlocked", "FetchError", "Relation", "ScannerError", "bars", "connect", "fence",
+__all__ = ["BarsRequestError", "FetchBlocked", "FetchError", "Relation", "ScannerError", "bars", "connect", "existing_warehouse", "fence",
            "refresh", "resolve_data_dir", "restrict", "scan", "sql_literal", "warehouse_status", "write_init_script"]

@@ -16,7 +16,9 @@ holds; both flavours' bounds per session. `contract_calendars` names each contra
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -34,6 +36,7 @@ from harvester import (
     TradingCalendar,
     WarehouseError,
     calendar_for,
+    damaged_file_in,
     duckdb_source,
     duckdb_type,
     layout,
@@ -365,14 +368,29 @@ def connect(data_dir: str | os.PathLike[str] | None = None,
     con.execute(f"INSERT INTO {SOURCE_TABLE} VALUES (?, ?, ?, NULL)",
                 [str(directory), as_of if isinstance(as_of, int) else None,
                  as_of if isinstance(as_of, datetime) else None])
-    _build(con, directory, as_of)
+    with naming_damage(directory):
+        _build(con, directory, as_of)
     return con
+
+
+@contextlib.contextmanager
+def naming_damage(directory: Path | str) -> Iterator[None]:
+    """A DuckDB read that failed on one of the warehouse's data files raises `DamagedFile` (a WarehouseError)
+    naming that file and the fix; any other error passes unchanged."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        damaged = damaged_file_in(exc, directory)
+        if damaged is None:
+            raise
+        raise damaged from exc
 
 
 def refresh(con: duckdb.DuckDBPyConnection) -> int | None:
     """Point `con`'s views at the latest snapshot (a pinned `as_of` stays pinned); returns the bars version."""
     directory, as_of = source_of(con)
-    return _build(con, directory, as_of)
+    with naming_damage(directory):
+        return _build(con, directory, as_of)
 
 
 def source_of(con: duckdb.DuckDBPyConnection) -> tuple[Path | str, int | datetime | None]:

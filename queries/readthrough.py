@@ -43,6 +43,7 @@ from harvester import bar_size as lookup_bar_size
 from queries.connection import (
     BARS_COLUMNS,
     existing_warehouse,
+    naming_damage,
     refresh,
     resolve_data_dir,
     snapshot_instant,
@@ -322,8 +323,9 @@ def bars(
             source = duckdb_source(db, store.location, files, tables.BARS_TABLE_SCHEMA, store.uri(layout.BARS),
                                    layout.PARTITIONS[layout.BARS])
         sql, params = bars_query(wanted, size, lo, hi, what, rth, files, source, ids, loose)
-        result = db.sql(sql, params=params)
-        found = result.pl() if as_ == "polars" else result.to_arrow_table()
+        with naming_damage(directory):
+            result = db.sql(sql, params=params)
+            found = result.pl() if as_ == "polars" else result.to_arrow_table()
         if as_ == "pandas":
             return found.to_pandas(date_as_object=False)  # faster than .df() (duckdb 2.0, pandas 3)
         return found

@@ -1,8 +1,9 @@
 """The exit codes every `harvest` verb uses, and the one-line failure that ends a verb.
 
   0  done (the nightly job: every series complete, or left to another harvest that holds it)
-  1  some series failed (the summary lists them by symbol with the reason)
-  2  bad input or configuration (option, universe file, harvest.toml, data directory, query) — nothing touched
+  1  some series failed (the summary lists them by symbol with the reason); verify, compact: damaged data files
+  2  bad input or configuration (option, universe file, harvest.toml, data directory, query), or a read verb
+     meeting a damaged data file (named, with the fix) — nothing touched
   3  no IB gateway reachable at host:port
   4  the warehouse lock is held (a migration is running)
   5  the client id is in use by another API client (IB error 326)
@@ -71,7 +72,7 @@ def interrupted(what: str = "") -> NoReturn:
     fail(code, f"{cause}{'; ' + what if what else ''}")
 
 
-MESSAGE_CHARS = 400  # a failure line is read by a human: a 5,000-character symbol is cut, not echoed whole
+MESSAGE_CHARS = 1000  # a failure line is read by a human: a 5,000-character symbol is cut, not echoed whole
 CULPRIT_CHARS = 60
 
 

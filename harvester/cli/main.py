@@ -22,6 +22,7 @@ from harvester.cli.query import query_command
 from harvester.cli.sim import sim_command
 from harvester.cli.sql_init import sql_init_command
 from harvester.cli.status import status_command
+from harvester.cli.verify import verify_command
 from harvester.simulated import SIM_PACING_SCALE
 
 
@@ -101,5 +102,5 @@ def main(ctx: click.Context, universe: Path | None, sim: bool, sim_now: str | No
 
 
 for command in (sim_command, compact_command, migrate_command, query_command, status_command, sql_init_command,
-                plot_command):
+                plot_command, verify_command):
     main.add_command(command)

@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 import queries
+from harvester import damaged_file_in
 from harvester.cli.exits import Exit, fail, warehouse_errors
 from harvester.cli.options import data_dir_option, settings_for
 from harvester.cli.outputs import checked_output, put_in_place
@@ -126,7 +127,7 @@ def query_command(ctx: click.Context, name_or_sql: str | None, list_scanners: bo
     except scanners.ScannerError as exc:
         _bad(str(exc))
     except duckdb.Error as exc:
-        _bad(str(exc).splitlines()[0])
+        _bad(str(damaged_file_in(exc, directory) or str(exc).splitlines()[0]))
     finally:
         con.close()
         shutil.rmtree(private, ignore_errors=True)

@@ -57,7 +57,7 @@ def damaged_files(root: Path | str | Location) -> tuple[int, list[Damage]]:
             try:
                 pq.read_table(opened, filesystem=fs)
             except (pa.ArrowException, OSError) as exc:
-                damaged.append(Damage(name, path, first_line(exc)))
+                damaged.append(Damage(name, path, _without_path(first_line(exc))))
     return checked, damaged
 
 
@@ -65,7 +65,16 @@ def first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def damaged_file_in(message: str, root: Path | str) -> str | None:
-    """The warehouse data file a reader's error names (DuckDB quotes the path it failed on), if any."""
-    match = _QUOTED_FILE.search(message)
-    return match.group(1) if match and str(root) in match.group(1) else None
+def _without_path(line: str) -> str:
+    """A reader's message without the quoted path (the caller names the file once) and its error class."""
+    text = re.sub(r"^[A-Z][A-Za-z ]*Error:\s*", "", _QUOTED_FILE.sub("", line))
+    return re.sub(r"\s+([:.,])", r"\1", " ".join(text.split())).strip(" :")
+
+
+def damaged_file_in(exc: BaseException, root: Path | str) -> DamagedFile | None:
+    """A reader's error (DuckDB quotes the file it failed on) as the DamagedFile of the warehouse it names."""
+    line = first_line(exc)
+    match = _QUOTED_FILE.search(line)
+    if match is None or str(root) not in match.group(1):
+        return None
+    return DamagedFile(match.group(1), _without_path(line))

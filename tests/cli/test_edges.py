@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,11 +18,13 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
+import queries
+from harvester import WarehouseError
 from harvester.cli import Exit, main
 from harvester.cli.sim import SIM_PORT
 from harvester.simulated import SIM_PACING_SCALE
 from tests.helpers.gateways import SIM_NOW
-from tests.helpers.warehouses import contracts_rows, minute_bars, write_bars, write_table
+from tests.helpers.warehouses import contracts_rows, minute_bars, snapshot_files, write_bars, write_table
 
 HARVEST = str(Path(sys.executable).with_name("harvest"))
 IB_PORTS = {7496, 7497, 4001, 4002}  # TWS live/paper, IB Gateway live/paper
@@ -209,3 +212,45 @@ def test_sql_init_script_keeps_duckdb_spilling_outside_the_working_directory(war
     ((spill,),) = cli.execute("SELECT current_setting('temp_directory')").fetchall()
     assert spill and not Path(spill).resolve().is_relative_to(tmp_path.resolve())
     assert sorted(os.listdir(tmp_path)) == ["harvest_init.sql", "harvest_init.sql.sessions.parquet"]
+
+
+# ---- item 11: a damaged data file is named, with the fix, by every verb; `harvest verify` lists them -----------
+
+@pytest.fixture
+def damaged(warehouse: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the warehouse with one bars data file cut in half: (data dir, the damaged file)."""
+    data = tmp_path / "damaged"
+    shutil.copytree(warehouse, data)
+    victim = Path(min(snapshot_files(data)))
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    return data, victim
+
+
+@pytest.mark.parametrize(("verb", "code"), [(("status",), Exit.BAD_INPUT),
+                                            (("query", "SELECT count(*) FROM bars"), Exit.BAD_INPUT),
+                                            (("compact",), Exit.FAILED)], ids=["status", "query", "compact"])
+def test_a_damaged_file_is_named_with_the_fix_by_every_reader(damaged, verb, code):
+    data, victim = damaged
+    result = run(*verb, "--data-dir", str(data))
+    assert result.exit_code == code, result.output + result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if str(victim) in x]
+    assert line.startswith(f"harvest: damaged data file {victim}") and "`harvest verify`" in line
+    assert "refetches its partition" in line and "left for `verify`" not in result.stderr
+
+
+def test_verify_lists_damaged_files_and_exits_1_and_0_when_clean(damaged, warehouse):
+    data, victim = damaged
+    result = run("verify", "--data-dir", str(data))
+    assert result.exit_code == Exit.FAILED, result.output
+    assert f"damaged: {victim} (bars table)" in result.output and ": 1 damaged" in result.output
+    clean = run("verify", "--data-dir", str(warehouse))
+    assert clean.exit_code == 0 and clean.output.strip().endswith(": 0 damaged"), clean.output
+    assert "does not exist" in one_line(run("verify", "--data-dir", str(data / "typo")))
+
+
+def test_bars_in_a_notebook_names_the_damaged_file(damaged):
+    data, victim = damaged
+    with pytest.raises(WarehouseError, match="damaged data file") as caught:
+        queries.bars("AAA", "1 min", data_dir=data)
+    assert str(victim) in str(caught.value)
