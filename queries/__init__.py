@@ -16,9 +16,9 @@ from queries.connection import (
     sql_literal,
     write_init_script,
 )
-from queries.readthrough import BarsRequestError, FetchBlocked, FetchError, bars
+from queries.readthrough import BarsRequestError, FetchBlocked, FetchError, FetchWarning, bars
 from queries.scanners import Relation, ScannerError, scan
 from queries.status import warehouse_status
 
-__all__ = ["BarsRequestError", "FetchBlocked", "FetchError", "Relation", "ScannerError", "bars", "connect", "existing_warehouse", "fence",
+__all__ = ["BarsRequestError", "FetchBlocked", "FetchError", "FetchWarning", "Relation", "ScannerError", "bars", "connect", "existing_warehouse", "fence",
            "refresh", "resolve_data_dir", "restrict", "scan", "sql_literal", "warehouse_status", "write_init_script"]

@@ -13,8 +13,9 @@ import concurrent.futures
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,17 @@ log = logging.getLogger(__name__)
 
 class FetchError(RuntimeError):
     """fetch='missing' could not complete: the harvest reported failed series (named in the message)."""
+
+
+class FetchWarning(UserWarning):
+    """fetch='missing' fetched what it could, but some symbols failed (unknown, no permission, gave up):
+    `bars()` returns what is stored and warns with this, naming each failed symbol and why (`failures`:
+    symbol → reasons), as pandas warns rather than raises when a result is usable but incomplete. To make it
+    an error: `warnings.simplefilter("error", queries.FetchWarning)`."""
+
+    def __init__(self, message: str, failures: dict[str, list[str]]) -> None:
+        super().__init__(message)
+        self.failures = failures
 
 
 class FetchBlocked(FetchError):
@@ -279,7 +291,8 @@ def bars(
     another harvest holds the lock, it waits up to `lock_timeout` seconds (saying who holds it), then raises
     FetchBlocked carrying the rows it could read. Afterwards `con` is refreshed, so it shows what was fetched
     (a connection pinned with `as_of` cannot: refused). `job_options` sets other HarvestJob fields (e.g.
-    {"sim": True, "pacing_scale": 0.01}). Raises FetchError when the harvest reports failures.
+    {"sim": True, "pacing_scale": 0.01}). Symbols that fail (unknown, no permission) warn with FetchWarning
+    naming them; the frame holds what was found. A range after the gateway's now is a BarsRequestError.
 
     A symbol means the conIds it named in the range (spelled as the universe loader reads it); two of them
     are an error unless `con_id` (one or a list) or `exchange` (exchange or primary exchange) chooses.
@@ -332,8 +345,11 @@ def bars(
 
     if fetch == "missing":
         connection_settings = {"host": host, "port": port, "client_id": client_id}
-        report = fetch_missing(names, size.ib_name, lo, hi, what, rth, connection_settings, directory,
-                               job_options or {}, lock_timeout, con_ids, venue)
+        try:
+            report = fetch_missing(names, size.ib_name, lo, hi, what, rth, connection_settings, directory,
+                                   job_options or {}, lock_timeout, con_ids, venue)
+        except harvester.HarvestConfigError as exc:  # e.g. a range after the gateway's now
+            raise BarsRequestError(f"fetch='missing': {exc}") from None
         if report is not None and report.left_to_others:
             held = dict(report.left_to_others)
             raise FetchBlocked(f"bars are missing but another harvest held {len(held)} of the series for "
@@ -393,18 +409,17 @@ def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end
     already covered costs no request). Series another live harvest holds (claims) are waited for, up to
     `lock_timeout` seconds, then asked for again, so a second notebook is served what the first fetched;
     the last report says which are still held (`left_to_others`). The harvest runs in a worker thread with
-    its own loop (Jupyter already runs one). Raises FetchError when series failed.
+    its own loop (Jupyter already runs one). Failed series warn (FetchWarning); the report is returned.
     """
     settings = resolve_settings(connection)
-    today = datetime.now(UTC).date()
     last_day = (end - timedelta(microseconds=1)).date() if end else None
     options = {"sim": _warehouse_is_simulated(data_dir), **job_options}
     job = harvester.HarvestJob(  # loaded on first use: the harvest's imports cost a second
         universe=[ContractSpec(symbol, primary_exchange=exchange or "", con_id=c)
                   for symbol in symbols for c in (con_ids or [0])], data_dir=data_dir, bar_sizes=(bar_size,),
         what_to_show=what_to_show, use_rth=use_rth, start=start.date() if start else None,
-        end=last_day if last_day is not None and last_day < today else None,  # None: the gateway's now
-        host=settings.host, port=settings.port, client_id=settings.client_id, **options,
+        end=last_day,  # past the gateway's now (not the local clock's) the harvest stops at its now
+        host=settings.host, port=settings.port, client_id=settings.client_id, local_clock_checks=False, **options,
     )
     deadline = time.monotonic() + lock_timeout
     while True:
@@ -413,7 +428,8 @@ def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end
         report = run_in_worker_thread(harvester.run_harvest, job)
         if report.failures:
             reasons = "; ".join(f"{sym}: {', '.join(why)}" for sym, why in sorted(report.failures.items()))
-            raise FetchError(f"harvest of the missing bars failed for {reasons}")
+            warnings.warn(FetchWarning(f"fetch='missing' failed for {reasons}; the frame holds what is stored",
+                                       dict(report.failures)), stacklevel=3)
         if not report.left_to_others or not _released(job, report.left_to_others, deadline, lock_timeout):
             return report
 

@@ -15,6 +15,7 @@ import pytest
 
 import queries
 from harvester import WarehouseError
+from tests.helpers.gateways import next_client_id
 from tests.helpers.reference import Span, reference_dir
 
 SPAN = Span(("AAPL", "MSFT"))
@@ -66,3 +67,27 @@ def test_connect_is_duckdbs_own_connection_and_its_tracebacks_are_duckdbs(tmp_pa
         con.sql("SELECT no_such_column FROM bars")
     frames = [f.filename for f in traceback.extract_tb(caught.value.__traceback__)]
     assert not [f for f in frames if f"{Path('queries')}" in f and "test_" not in f], frames
+
+
+def _fetch(gateway, data_dir: Path, symbols, start: str, end: str):
+    return queries.bars(symbols, "1 day", start, end, fetch="missing", host="127.0.0.1", port=gateway.port,
+                        client_id=next_client_id(), data_dir=data_dir,
+                        job_options={"sim": True, "pacing_scale": 0.01})
+
+
+def test_a_future_range_is_decided_by_the_gateways_now_and_says_so(tmp_path: Path, make_gateway) -> None:
+    """The simulator's now is 2024-06-14; the local clock's (2026) would call 2025 the past."""
+    gateway = make_gateway()
+    for start, end in (("2025-01-02", "2025-02-01"), ("2030-01-01", "2030-02-01")):
+        with pytest.raises(queries.BarsRequestError, match=r"2\d\d\d-01-0\d is in the future \(the gateway's now "
+                                                            r"is 2024-06-14 20:00 UTC\)"):
+            _fetch(gateway, tmp_path, ["AAPL"], start, end)
+
+
+def test_a_failed_symbol_warns_and_the_found_ones_come_back(tmp_path: Path, make_gateway) -> None:
+    gateway = make_gateway()
+    with pytest.warns(queries.FetchWarning, match="NOPE: unknown contract") as caught:
+        df = _fetch(gateway, tmp_path, ["NOPE", "AAPL"], "2024-06-03", "2024-06-08")
+    assert sorted(set(df.symbol)) == ["AAPL"] and len(df) == 5
+    (warning,) = [w.message for w in caught if isinstance(w.message, queries.FetchWarning)]
+    assert list(warning.failures) == ["NOPE"]
