@@ -36,6 +36,10 @@ def is_temp_file(path: Path) -> bool:
 
 
 def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new entry in `directory` durable. POSIX only: Windows cannot open a directory
+    (no O_DIRECTORY) and NTFS journals its metadata itself, so there it is a no-op."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

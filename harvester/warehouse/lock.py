@@ -1,12 +1,14 @@
-"""The single-writer lock: fcntl.flock on <data_dir>/.harvest.lock.
+"""The single-writer lock (`harvest migrate`): an OS file lock on <data_dir>/.harvest.lock.
 
-flock is released by the kernel when its holder dies, so a lock file left by a killed harvest is free
-again: we take it over and say so. The file's content (pid, host, start time) only feeds the messages.
+Taken with `filelock` rather than `fcntl` so it also works on Windows, where many TWS users run (filelock
+uses flock on Unix and msvcrt's byte-range lock on Windows). Either is released by the OS when its holder
+dies, so a lock left by a killed harvest is free again: we take it over and say so. Who holds it (pid, host,
+start time) is written beside it in `.harvest.lock.holder` (filelock owns the lock file's content); that
+only feeds the messages.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -15,7 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
-from harvester.warehouse.files import WarehouseError
+from filelock import FileLock, Timeout
+
+from harvester.warehouse.files import WarehouseError, write_bytes_atomic
 from harvester.warehouse.layout import LOCK_FILE
 
 log = logging.getLogger(__name__)
@@ -37,40 +41,36 @@ class WriterLock:
 
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / LOCK_FILE
-        self._fd: int | None = None
+        self.holder_path = self.path.with_name(self.path.name + ".holder")
+        self._lock: FileLock | None = None
         self.took_over: dict | None = None
 
     def acquire(self) -> None:
+        lock = FileLock(self.path, timeout=0, is_singleton=False, thread_local=False)
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            lock.acquire()
+        except Timeout:
+            holder = _read_holder(self.holder_path)
+            raise WarehouseLocked(self.path, holder.get("pid"), holder.get("started"), holder.get("host")) from None
         except OSError as exc:
             raise WarehouseError(f"cannot open lock file {self.path}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise WarehouseLocked(self.path, holder.get("pid"), holder.get("started"), holder.get("host")) from None
-        previous = _read_holder(fd)
+        previous = _read_holder(self.holder_path)
         if previous:
             self.took_over = previous
             log.warning("stale lock taken over: %s held by dead pid %s since %s",
                         self.path, previous.get("pid"), previous.get("started"))
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": datetime.now(UTC).isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
-        os.fsync(fd)
-        self._fd = fd
+        write_bytes_atomic(self.holder_path, json.dumps(me).encode())
+        self._lock = lock
 
     def release(self) -> None:
-        """Empty the file first, so the next holder knows this one ended cleanly."""
-        if self._fd is None:
+        """Empty the holder file first, so the next holder knows this one ended cleanly."""
+        if self._lock is None:
             return
-        os.ftruncate(self._fd, 0)
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
+        write_bytes_atomic(self.holder_path, b"")
+        self._lock.release()
+        self._lock = None
 
     def __enter__(self) -> Self:
         self.acquire()
@@ -80,8 +80,11 @@ class WriterLock:
         self.release()
 
 
-def _read_holder(fd: int) -> dict:
-    raw = os.pread(fd, 4096, 0)
+def _read_holder(path: Path) -> dict:
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return {}
     try:
         holder = json.loads(raw) if raw.strip() else {}
     except ValueError:

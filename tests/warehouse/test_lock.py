@@ -57,3 +57,15 @@ def test_clean_release_leaves_nothing_to_take_over(tmp_path):
         pass
     with WriterLock(tmp_path) as lock:
         assert lock.took_over is None
+
+
+def test_no_unix_only_call_is_left_the_lock_is_filelocks_and_directory_fsync_is_guarded(tmp_path, monkeypatch):
+    """Windows has no fcntl and cannot open a directory (O_DIRECTORY): neither may stop a harvest there."""
+    import harvester.warehouse.lock as lock_module
+    from harvester.warehouse.files import fsync_dir, write_bytes_atomic
+
+    assert "fcntl" not in vars(lock_module) and lock_module.FileLock.__module__.startswith("filelock")
+    monkeypatch.delattr(os, "O_DIRECTORY")
+    fsync_dir(tmp_path)  # a no-op where the OS has no O_DIRECTORY
+    write_bytes_atomic(tmp_path / "f.json", b"{}")
+    assert (tmp_path / "f.json").read_bytes() == b"{}"
