@@ -62,6 +62,8 @@ def _symbol_errors(items: tuple[str, ...]) -> dict[str, ErrorSpec]:
 @click.option("--pacing-scale", default=1.0, show_default=True, type=float, help="0.01 turns 600 s into 6 s.")
 @click.option("--latency-scale", type=float, help="Defaults to --pacing-scale.")
 @click.option("--pace-small-bars-only", is_flag=True, help="Hard pacing rules only for bars of 30 s or less.")
+@click.option("--stamp-lag", default=0.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Pacing stamps trail receipt by up to this (uniform, seeded, unscaled): IB's unseen queueing.")
 @click.option(
     "--journal", "journal_path", type=click.Path(dir_okay=False), help="JSON-lines request journal."
 )
@@ -127,6 +129,7 @@ def sim_command(**opts) -> None:
             faults=faults,
             account=opts["account"],
             pacing=PacingLimits(bar_sizes=SMALL_BAR_SIZES if opts["pace_small_bars_only"] else None),
+            stamp_lag_s=opts["stamp_lag"],
         )
     except (FaultError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None

@@ -44,12 +44,15 @@ class SimConfig:
     account: str = "DU0000001"
     pacing: PacingLimits = field(default_factory=PacingLimits)
     latency: LatencyModel = field(default_factory=LatencyModel)
+    stamp_lag_s: float = 0.0  # pacing stamps trail receipt by up to this, uniformly (rules.ArrivalStamps); unscaled
 
     def __post_init__(self) -> None:
         if self.pacing_scale <= 0:
             raise ValueError(f"pacing_scale must be positive, got {self.pacing_scale}")
         if self.latency_scale is not None and self.latency_scale < 0:
             raise ValueError(f"latency_scale must be >= 0, got {self.latency_scale}")
+        if self.stamp_lag_s < 0:
+            raise ValueError(f"stamp_lag_s must be >= 0, got {self.stamp_lag_s}")
         if not 0 <= self.revise_latest < 1:
             raise ValueError(f"revise_latest must be in [0, 1), got {self.revise_latest}")
         if not self.account or "," in self.account:
