@@ -3,12 +3,15 @@ one gateway's budget in one SQLite file, a dead process's open requests lapse, t
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
 
 import pytest
+from click.testing import CliRunner
 
+from harvester.cli import main
 from harvester.ib import ledger
 from harvester.ib.ledger import LedgerBudget, ProcessId, gateway_key, ledger_dir, ledger_usage
 from harvester.ibrules import PacingLimits
@@ -196,3 +199,25 @@ def test_margin_is_not_widened_past_a_tenth_of_the_window(tmp_path) -> None:
         first.finished(sent, violated=True)
         clock.now += 100
     assert first.margin_now() == pytest.approx(PacingLimits().window_s / 10)
+
+
+def test_harvest_status_pacing_shows_the_budget_and_who_holds_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(ledger.LEDGER_DIR_ENV, str(tmp_path))
+    me = ProcessId.current()
+    live = LedgerBudget("127.0.0.1:4002/DU1", EXACT, tmp_path / "pacing.sqlite", process=me)
+    for n in range(3):
+        assert take(live, req(con_id=n, what="BID_ASK"))
+    live.finished(req(con_id=0, what="BID_ASK"))
+    result = CliRunner().invoke(main, ["status", "--pacing"])
+    assert result.exit_code == 0, result.output
+    assert f"pacing ledger: {tmp_path / 'pacing.sqlite'}" in result.output
+    assert "127.0.0.1:4002/DU1: 6 weighted sends in the window, 2 open" in result.output
+    assert f"pid {me.pid}: 6 weighted, 2 open" in result.output
+    report = json.loads(CliRunner().invoke(main, ["status", "--pacing", "--json"]).output)
+    assert report["gateways"][0]["senders"][0]["pid"] == me.pid and report["gateways"][0]["open"] == 2
+
+
+def test_harvest_status_pacing_without_a_ledger(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(ledger.LEDGER_DIR_ENV, str(tmp_path / "none"))
+    result = CliRunner().invoke(main, ["status", "--pacing"])
+    assert result.exit_code == 0 and "no sends within any gateway's window" in result.output
