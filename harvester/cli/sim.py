@@ -14,6 +14,7 @@ import click
 from harvester.sim.clock import ClockError, parse_instant
 from harvester.sim.faults import ERRORS, ErrorSpec, FaultError, Faults
 from harvester.sim.gateway import SimGateway
+from harvester.sim.hmds import PROFILES, RULES
 from harvester.sim.options import SimConfig
 from harvester.sim.rules import SMALL_BAR_SIZES, PacingLimits
 
@@ -64,6 +65,13 @@ def _symbol_errors(items: tuple[str, ...]) -> dict[str, ErrorSpec]:
 @click.option("--pace-small-bars-only", is_flag=True, help="Hard pacing rules only for bars of 30 s or less.")
 @click.option("--stamp-lag", default=0.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
               help="Pacing stamps trail receipt by up to this (uniform, seeded, unscaled): IB's unseen queueing.")
+@click.option("--rules", type=click.Choice(RULES), default="legacy", show_default=True,
+              help="legacy: the hard pacing rules for every bar size; current: for bars of 30 s or less, and a "
+                   "soft throttle (slower answers, then a disconnect) for 1 min and up (docs/sim-hmds.md).")
+@click.option("--hmds-profile", type=click.Choice(sorted(PROFILES)), default="quiet", show_default=True,
+              help="How HMDS answers: quiet (linear in bars) or busy (ib_insync #268: nothing over 2,000 bars).")
+@click.option("--hmds-max-bars", type=click.IntRange(min=1), metavar="N",
+              help="Leave intraday answers over N bars unanswered (the client times out and cancels).")
 @click.option(
     "--journal", "journal_path", type=click.Path(dir_okay=False), help="JSON-lines request journal."
 )
@@ -130,6 +138,8 @@ def sim_command(**opts) -> None:
             account=opts["account"],
             pacing=PacingLimits(bar_sizes=SMALL_BAR_SIZES if opts["pace_small_bars_only"] else None),
             stamp_lag_s=opts["stamp_lag"],
+            rules=opts["rules"],
+            hmds=PROFILES[opts["hmds_profile"]].with_max_bars(opts["hmds_max_bars"]),
         )
     except (FaultError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None

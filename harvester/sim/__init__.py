@@ -2,7 +2,9 @@
 
 from harvester.sim.faults import Faults
 from harvester.sim.gateway import SimGateway
-from harvester.sim.options import LatencyModel, SimConfig
+from harvester.sim.hmds import BUSY, QUIET, HmdsProfile, SoftThrottle
+from harvester.sim.options import SimConfig
 from harvester.sim.rules import SMALL_BAR_SIZES, PacingLimits
 
-__all__ = ["SMALL_BAR_SIZES", "Faults", "LatencyModel", "PacingLimits", "SimConfig", "SimGateway"]
+__all__ = ["BUSY", "QUIET", "SMALL_BAR_SIZES", "Faults", "HmdsProfile", "PacingLimits", "SimConfig", "SimGateway",
+           "SoftThrottle"]

@@ -3,10 +3,11 @@
 Order of checks for a historical request, as a real gateway appears to apply them: faults that drop
 the socket; contract (200); parameters (321, 10314, 162 invalid step / ADJUSTED_LAST with an end);
 open-request cap (322); pacing (162); faults that silence or fail it; no data (162); else bars after
-the latency model's delay. Only admitted requests hold an open slot and count toward pacing; pacing judges
-a request at its arrival stamp, taken when its message is read (rules.ArrivalStamps). Bars are built and
-encoded on a thread of their own, so the event loop keeps reading (and stamping) requests meanwhile, as
-a gateway's socket side does while HMDS works.
+the HMDS model's delay (hmds.py: withheld past its size, late past its load, and under the current rules
+slowed, then disconnected, by the soft throttle). Only admitted requests hold an open slot and count
+toward pacing; pacing judges a request at its arrival stamp, taken when its message is read
+(rules.ArrivalStamps). Bars are built and encoded on a thread of their own, so the event loop keeps
+reading (and stamping) requests meanwhile, as a gateway's socket side does while HMDS works.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from harvester.sim.clock import SimClock
 from harvester.sim.connectivity import Connectivity
 from harvester.sim.faults import Faults, break_bars, resolve_error
 from harvester.sim.historical import HistoricalDesk
+from harvester.sim.hmds import HmdsLoad
 from harvester.sim.journal import Journal
 from harvester.sim.market.barsizes import DAILY_OR_LONGER
 from harvester.sim.market.securities import Instrument
@@ -62,6 +64,8 @@ class Requester(Protocol):
     def send_frame(self, frame: bytes) -> None: ...
 
     def error(self, req_id: int, code: int, text: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Slot:
@@ -110,9 +114,11 @@ class DataService:
         self.connectivity = connectivity
         self.faults: Faults = config.faults  # replaced as a whole by `gw.faults = ...`
         self.rng = random.Random(config.faults.seed)
-        self.pacing = PacingEngine(config.pacing, time.monotonic, config.pacing_scale)
+        self.pacing = PacingEngine(config.hard_limits, time.monotonic, config.pacing_scale)
         self.stamps = ArrivalStamps(time.monotonic, config.stamp_lag_s, config.faults.seed)
-        self.workers = asyncio.Semaphore(config.latency.workers)
+        self.hmds = HmdsLoad(config.hmds, time.monotonic, latency_scale=config.effective_latency_scale,
+                             pacing_scale=config.pacing_scale, throttle=config.soft_throttle)
+        self.workers = asyncio.Semaphore(config.hmds.workers)
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-hmds")
 
     def close(self) -> None:
@@ -193,7 +199,7 @@ class DataService:
                                                inst.min_tick, self.desk.calendar(inst).bounds(request.use_rth),
                                                intraday=not daily)
         started = time.monotonic()
-        await self._latency(len(bars))
+        await self._answer_time(conn, entry, len(bars), daily, bar_size.seconds)
         reply = await self._built(historical_data_frame, req_id, bars, window, daily, request.format_date,
                                   inst.time_zone)
         self._journal(entry, "bars", bars=len(bars), latency_s=round(time.monotonic() - started, 4))
@@ -236,7 +242,7 @@ class DataService:
         claim.slot = self._admit(PacedRequest(identity, (inst.con_id, spec.exchange, what), what, None), claim, entry)
         await self._faults(conn, spec, inst.primary_exchange, req_id, entry, forced=False)
         head = self.desk.market_data.head_timestamp(inst, what, request.use_rth)
-        await self._latency(0)
+        await self._sleep(self.config.hmds.base_s * self.config.effective_latency_scale)
         conn.open_heads[req_id] = claim.slot
         claim.slot = None  # IB keeps it open until cancelHeadTimeStamp
         self._journal(entry, "timestamp", bars=0)
@@ -342,9 +348,27 @@ class DataService:
             raise RequestRejected(code, text, spec_error if isinstance(spec_error, str) else "error")
         await self.connectivity.hmds_available()
 
-    async def _latency(self, bars: int) -> None:
-        config = self.config
-        delay = config.latency.seconds(bars, config.effective_latency_scale)
+    async def _answer_time(self, conn: Requester, entry: dict[str, Any], bars: int, daily: bool,
+                           bar_seconds: int) -> None:
+        """Wait as HMDS would before answering (hmds.py); a withheld answer waits for the cancel, a
+        disconnect closes the client's socket (the request ends with it)."""
+        soft = daily or bar_seconds >= 60
+        answer = self.hmds.plan(bars, intraday=not daily, soft=soft)
+        if answer.disconnect:
+            self._journal(entry, "disconnected", bars=bars)
+            conn.close()
+            await asyncio.Future()  # ends with the connection
+        try:
+            if answer.delay_s is None:
+                self._journal(entry, "unanswered", bars=bars, withheld=answer.withheld)
+                await asyncio.Future()  # never completes; the client's cancel or a disconnect ends it
+            if answer.late:
+                entry["late"] = True
+            await self._sleep(answer.delay_s)
+        finally:
+            self.hmds.done()
+
+    async def _sleep(self, delay: float) -> None:
         async with self.workers:
             if delay > 0:
                 await asyncio.sleep(delay)

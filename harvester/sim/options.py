@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from harvester.sim.faults import Faults
-from harvester.sim.rules import PacingLimits
-
-
-@dataclass(frozen=True)
-class LatencyModel:
-    """HMDS answer time = base + per_bar × bars, at most `workers` answers in progress at once.
-
-    Defaults are realistic for a healthy gateway (ib_insync #268 saw 1950 one-minute bars in ~8 s on a
-    busy day; a quiet HMDS answers a few thousand bars in 1-4 s). Times are multiplied by the scale.
-    """
-
-    base_s: float = 0.3
-    per_bar_s: float = 0.0015
-    workers: int = 4
-
-    def seconds(self, bars: int, scale: float) -> float:
-        return (self.base_s + self.per_bar_s * bars) * scale
+from harvester.sim.hmds import QUIET, RULES, HmdsProfile, SoftThrottle
+from harvester.sim.rules import SMALL_BAR_SIZES, PacingLimits
 
 
 @dataclass
@@ -43,7 +28,9 @@ class SimConfig:
     faults: Faults = field(default_factory=Faults)
     account: str = "DU0000001"
     pacing: PacingLimits = field(default_factory=PacingLimits)
-    latency: LatencyModel = field(default_factory=LatencyModel)
+    hmds: HmdsProfile = QUIET  # answer times and withheld answers (hmds.py, docs/sim-hmds.md)
+    rules: str = "legacy"  # legacy: hard rules for every bar size; current: for ≤ 30 s bars, soft above
+    throttle: SoftThrottle = field(default_factory=SoftThrottle)  # the soft slow-down under `current`
     stamp_lag_s: float = 0.0  # pacing stamps trail receipt by up to this, uniformly (rules.ArrivalStamps); unscaled
 
     def __post_init__(self) -> None:
@@ -55,9 +42,20 @@ class SimConfig:
             raise ValueError(f"stamp_lag_s must be >= 0, got {self.stamp_lag_s}")
         if not 0 <= self.revise_latest < 1:
             raise ValueError(f"revise_latest must be in [0, 1), got {self.revise_latest}")
+        if self.rules not in RULES:
+            raise ValueError(f"rules must be one of {', '.join(RULES)}, got {self.rules!r}")
         if not self.account or "," in self.account:
             raise ValueError(f"account must be one non-empty id, got {self.account!r}")
 
     @property
     def effective_latency_scale(self) -> float:
         return self.pacing_scale if self.latency_scale is None else self.latency_scale
+
+    @property
+    def hard_limits(self) -> PacingLimits:
+        """The hard pacing rules in force: under `current` rules only bars of 30 s or less are paced."""
+        return replace(self.pacing, bar_sizes=SMALL_BAR_SIZES) if self.rules == "current" else self.pacing
+
+    @property
+    def soft_throttle(self) -> SoftThrottle | None:
+        return self.throttle if self.rules == "current" else None
