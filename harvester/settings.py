@@ -98,13 +98,15 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             return value
         if key == "data_dir":
             text = str(value)
-            if not text.strip():
-                raise ValueError(value)
+            if not text.strip():  # never "the current directory" by accident
+                raise ConfigError(f"{origin}: data_dir is empty; name a folder or s3://bucket/prefix")
             return text if "://" in text else str(Path(text).expanduser())
         if kind == "tuple[str, ...]":
             items = [value] if isinstance(value, str) else list(value)
             return tuple(str(v) for v in items)
         return str(value)
+    except ConfigError:
+        raise
     except (TypeError, ValueError):
         raise ConfigError(f"{origin}: {key} = {value!r} is not a valid {kind}") from None
 

@@ -46,6 +46,12 @@ class UniverseError(ValueError):
         self.reason = reason
 
 
+def _shown(value: object, limit: int = 40) -> str:
+    """A cell as an error message quotes it: a 5,000-character symbol is cut, saying how long it was."""
+    text = str(value)
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
 def ib_symbol(raw: str) -> str:
     """Vendor ticker → IB symbol: IB spells share classes with a space (``BRK.B``/``BF/B`` → ``BRK B``)."""
     symbol = raw.strip().upper()
@@ -70,7 +76,7 @@ def load_universe(path: Path | str) -> list[ContractSpec]:
         if previous is None:
             specs[key] = spec
         elif previous.identity() != spec.identity():
-            raise UniverseError(path, line_no, f"symbol {spec.label!r} conflicts with line {previous.line}")
+            raise UniverseError(path, line_no, f"symbol {_shown(spec.label)} conflicts with line {previous.line}")
     if not specs:
         raise UniverseError(path, header_no, "no rows: the universe is empty")
     return list(specs.values())
@@ -78,9 +84,10 @@ def load_universe(path: Path | str) -> list[ContractSpec]:
 
 def _read_text(path: Path) -> str:
     try:
-        if path.stat().st_size > MAX_BYTES:
+        with path.open("rb") as f:  # read at most one byte past the cap: st_size is 0 for /dev/zero and pipes
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
             raise UniverseError(path, 0, f"file larger than {MAX_BYTES // 2**20} MiB; not a universe list")
-        data = path.read_bytes()
     except FileNotFoundError:
         raise UniverseError(path, 0, "file not found") from None
     except OSError as exc:
@@ -153,14 +160,14 @@ def _spec_from_row(path: Path, line_no: int, row: list[str], columns: dict[str, 
     sec_type = field("sec_type", "STK").upper()
     if sec_type not in SEC_TYPES:
         raise UniverseError(
-            path, line_no, f"unknown sec_type {sec_type!r} (one of {', '.join(sorted(SEC_TYPES))})"
+            path, line_no, f"unknown sec_type {_shown(sec_type)} (one of {', '.join(sorted(SEC_TYPES))})"
         )
     pair = _PAIR.fullmatch(raw.strip().upper()) if sec_type == "CASH" else None
     symbol = pair.group(1) if pair else ib_symbol(raw)
     if not raw.isascii() or len(symbol) > MAX_SYMBOL_LEN or not _SYMBOL_OK.fullmatch(symbol):
-        raise UniverseError(path, line_no, f"invalid symbol {raw!r} (allowed: A-Z 0-9 space . - / &, ≤12)")
+        raise UniverseError(path, line_no, f"invalid symbol {_shown(raw)} (allowed: A-Z 0-9 space . - / &, ≤12)")
     if sec_type in _EXCHANGE_NEEDED and not field("exchange", ""):
-        raise UniverseError(path, line_no, f"{sec_type} {raw!r} needs an exchange (IB does not route it SMART), "
+        raise UniverseError(path, line_no, f"{sec_type} {_shown(raw)} needs an exchange (IB does not route it SMART), "
                                            "e.g. CME, EUREX, CBOE")
     names = {
         name: field(name, default).upper()
@@ -169,20 +176,20 @@ def _spec_from_row(path: Path, line_no: int, row: list[str], columns: dict[str, 
     }
     for name, value in names.items():
         if len(value) > 16 or not _NAME_OK.fullmatch(value):
-            raise UniverseError(path, line_no, f"invalid {name} {value!r}")
+            raise UniverseError(path, line_no, f"invalid {name} {_shown(value)}")
     if pair and names["currency"] != pair.group(2):
-        raise UniverseError(path, line_no, f"pair {raw!r} is quoted in {pair.group(2)}, not {names['currency']}")
+        raise UniverseError(path, line_no, f"pair {_shown(raw)} is quoted in {pair.group(2)}, not {names['currency']}")
     expiry, multiplier = field("last_trade_date", ""), field("multiplier", "")
     if sec_type == "FUT" and not _EXPIRY.fullmatch(expiry):
-        raise UniverseError(path, line_no, f"FUT {raw!r} needs last_trade_date as YYYYMM or YYYYMMDD, "
-                                           f"got {expiry!r} (for a rolling series use sec_type CONTFUT)")
+        raise UniverseError(path, line_no, f"FUT {_shown(raw)} needs last_trade_date as YYYYMM or YYYYMMDD, "
+                                           f"got {_shown(expiry)} (for a rolling series use sec_type CONTFUT)")
     if expiry and sec_type != "FUT":
-        raise UniverseError(path, line_no, f"last_trade_date {expiry!r} only applies to FUT, not {sec_type}")
+        raise UniverseError(path, line_no, f"last_trade_date {_shown(expiry)} only applies to FUT, not {sec_type}")
     if multiplier and (sec_type not in _FUTURES or not _MULTIPLIER.fullmatch(multiplier)):
-        raise UniverseError(path, line_no, f"bad multiplier {multiplier!r}: a number, for FUT or CONTFUT only")
+        raise UniverseError(path, line_no, f"bad multiplier {_shown(multiplier)}: a number, for FUT or CONTFUT only")
     con_id_text = field("con_id", "0")
     if not _DIGITS.fullmatch(con_id_text):
-        raise UniverseError(path, line_no, f"bad con_id {con_id_text!r}: expected a positive integer")
+        raise UniverseError(path, line_no, f"bad con_id {_shown(con_id_text)}: expected a positive integer")
     return ContractSpec(
         symbol=symbol,
         sec_type=sec_type,

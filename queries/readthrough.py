@@ -42,6 +42,7 @@ from harvester import (
 from harvester import bar_size as lookup_bar_size
 from queries.connection import (
     BARS_COLUMNS,
+    existing_warehouse,
     refresh,
     resolve_data_dir,
     snapshot_instant,
@@ -301,6 +302,8 @@ def bars(
     if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout >= 0:
         raise BarsRequestError(f"lock_timeout={lock_timeout!r}; expected seconds, 0 or more")
     directory = resolve_data_dir(data_dir)
+    if con is None and fetch == "never":  # a typo is an error, never an empty frame; fetching creates it
+        existing_warehouse(directory)
     if con is not None:
         directory = _same_warehouse(con, directory if data_dir is not None else None)
         if fetch == "missing" and source_of(con)[1] is not None:

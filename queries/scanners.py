@@ -78,6 +78,9 @@ _EXPLAIN_PREFIX = re.compile(r"^\s*(?:--[^\n]*\n\s*)*EXPLAIN\s+(?:ANALYZE\s+)?(?
 
 
 _INSTALL = re.compile(r"^\s*(?:--[^\n]*\n\s*)*(?:FORCE\s+)?INSTALL\b", re.IGNORECASE)
+# DuckDB types a PIVOT whose columns come from the data as MULTI (it first reads the distinct values into an
+# enum type of the connection's memory, then selects): a read, however it is typed
+_PIVOT = re.compile(r"^\s*(?:--[^\n]*\n\s*)*PIVOT(?:_WIDER)?\b", re.IGNORECASE)
 
 
 def check_read_only(sql: str) -> None:
@@ -97,6 +100,8 @@ def check_read_only(sql: str) -> None:
             inner = _EXPLAIN_PREFIX.sub("", st.query, count=1)
             inner_statements = duckdb.extract_statements(inner) if inner.strip() else []
             kind = inner_statements[0].type if len(inner_statements) == 1 else duckdb.StatementType.INVALID
+        if kind == duckdb.StatementType.MULTI and _PIVOT.match(st.query):
+            kind = duckdb.StatementType.SELECT
         if kind != duckdb.StatementType.SELECT:
             name = "INSTALL" if _INSTALL.match(st.query) else kind.name  # DuckDB types INSTALL as LOAD
             raise ScannerError(f"refused {name} statement (only SELECT is allowed without --allow-writes)")

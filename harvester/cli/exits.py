@@ -7,12 +7,14 @@
   4  the warehouse lock is held (a migration is running)
   5  the client id is in use by another API client (IB error 326)
 130  interrupted (Ctrl-C); whatever was staged is committed by the next run
+143  terminated (SIGTERM, what systemd and cron wrappers send): handled as Ctrl-C, then 128 + 15
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import signal
 import sys
 from collections.abc import Iterator
 from typing import NoReturn
@@ -31,11 +33,58 @@ class Exit(enum.IntEnum):
     LOCKED = 4
     CLIENT_ID = 5
     INTERRUPTED = 130  # Ctrl-C, the shell's convention
+    TERMINATED = 143  # SIGTERM: 128 + 15, the shell's convention
+
+
+_terminated: list[int] = []
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM takes Ctrl-C's path (asyncio's runner cancels the harvest, staged answers stay staged)."""
+    _terminated.append(signum)
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside, SIGTERM interrupts like Ctrl-C and the verb ends with exit 143 (`interrupted`); the previous
+    handler comes back afterwards (verbs run inside other programs too: tests, notebooks)."""
+    _terminated.clear()
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: signals are not ours to take
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted(what: str = "") -> NoReturn:
+    """The end of an interrupted verb: 143 after SIGTERM, 130 after Ctrl-C."""
+    code, cause = (Exit.TERMINATED, "terminated (SIGTERM)") if _terminated else (Exit.INTERRUPTED, "interrupted")
+    fail(code, f"{cause}{'; ' + what if what else ''}")
+
+
+MESSAGE_CHARS = 400  # a failure line is read by a human: a 5,000-character symbol is cut, not echoed whole
+CULPRIT_CHARS = 60
+
+
+def shorten(text: object, limit: int = CULPRIT_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how much was cut (a culprit stays recognisable)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def fail(code: Exit, message: str) -> NoReturn:
     """One line on stderr naming the culprit, then the documented exit code; never a traceback."""
-    click.echo(f"harvest: {message}", err=True)
+    line = " ".join(str(message).split("\n"))
+    click.echo(f"harvest: {shorten(line, MESSAGE_CHARS)}", err=True)
     sys.exit(int(code))
 
 

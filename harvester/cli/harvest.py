@@ -11,19 +11,26 @@ from pathlib import Path
 
 import click
 
-from harvester.cli.exits import Exit, fail
+from harvester.cli.exits import Exit, fail, interrupted, shorten
 from harvester.ib.client import ClientIdInUse, GatewayUnreachable
 from harvester.job import HarvestConfigError, HarvestJob, run_harvest
 from harvester.settings import ConfigError, resolve_settings
+from harvester.sim.clock import ClockError, parse_instant
 from harvester.simulated import SIM_PACING_SCALE, SIM_SAFETY_S, simulated_gateway
 from harvester.universe import UniverseError, load_universe
 from harvester.warehouse import WarehouseError
 
 
 def run_nightly_job(universe: Path, sim: bool, sim_now: str | None, **options) -> int:
-
-    if sim_now and not sim:
-        fail(Exit.BAD_INPUT, "--sim-now needs --sim")
+    sim_journal = options.pop("sim_journal")
+    for flag, given in (("--sim-now", sim_now), ("--sim-journal", sim_journal)):
+        if given and not sim:
+            fail(Exit.BAD_INPUT, f"{flag} needs --sim")
+    if sim_now:
+        try:
+            parse_instant(sim_now)
+        except ClockError as exc:
+            fail(Exit.BAD_INPUT, f"--sim-now {shorten(sim_now)}: {exc}")
     start, end, pacing_scale = options.pop("start"), options.pop("end"), options.pop("pacing_scale")
     plan_only = options.pop("plan_only")
     try:
@@ -41,7 +48,7 @@ def run_nightly_job(universe: Path, sim: bool, sim_now: str | None, **options) -
     except HarvestConfigError as exc:
         fail(Exit.BAD_INPUT, str(exc))
     try:
-        with simulated_gateway(job, sim_now) if sim else contextlib.nullcontext(), _progress_bar() as progress:
+        with simulated_gateway(job, sim_now, sim_journal) if sim else contextlib.nullcontext(), _progress_bar() as progress:
             report = run_harvest(job, progress)
     except HarvestConfigError as exc:
         fail(Exit.BAD_INPUT, str(exc))
@@ -52,7 +59,7 @@ def run_nightly_job(universe: Path, sim: bool, sim_now: str | None, **options) -
     except ClientIdInUse as exc:
         fail(Exit.CLIENT_ID, str(exc))
     except KeyboardInterrupt:
-        fail(Exit.INTERRUPTED, "interrupted; answers already staged are committed by the next run")
+        interrupted("answers already staged are committed by the next run")
     _print_summary(report, plan_only)
     return Exit.FAILED if report.failures and not plan_only else Exit.OK
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from harvester.cli.compact import compact_command
-from harvester.cli.exits import Exit, fail
+from harvester.cli.exits import Exit, fail, interrupted, sigterm_as_interrupt
 from harvester.cli.harvest import run_nightly_job
 from harvester.cli.migrate import migrate_command
 from harvester.cli.options import group_options_for_subcommand
@@ -22,6 +22,7 @@ from harvester.cli.query import query_command
 from harvester.cli.sim import sim_command
 from harvester.cli.sql_init import sql_init_command
 from harvester.cli.status import status_command
+from harvester.simulated import SIM_PACING_SCALE
 
 
 class StartType(click.ParamType):
@@ -39,7 +40,8 @@ class StartType(click.ParamType):
 
 
 class HarvestGroup(click.Group):
-    """Usage errors of the group's own options print as one line (no usage block), exit 2."""
+    """Usage errors of the group's own options print as one line (no usage block), exit 2. SIGTERM is
+    handled as Ctrl-C by every verb: one line and exit 143 (130 for Ctrl-C), never a silent death."""
 
     def make_context(self, info_name, args, parent=None, **extra):
         try:
@@ -48,8 +50,15 @@ class HarvestGroup(click.Group):
             exc.ctx = None
             raise
 
+    def invoke(self, ctx):
+        try:
+            with sigterm_as_interrupt():
+                return super().invoke(ctx)
+        except KeyboardInterrupt:
+            interrupted()
 
-@click.group(cls=HarvestGroup, invoke_without_command=True)
+
+@click.group(cls=HarvestGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--universe", type=click.Path(dir_okay=False, path_type=Path), help="Universe CSV (symbol column).")
 @click.option("--bar-size", "bar_sizes", multiple=True, help="IB bar size, repeatable (default '1 day').")
 @click.option("--what", "what_to_show", help="whatToShow (default: each class's own, TRADES; MIDPOINT for CASH, CFD).")
@@ -63,15 +72,21 @@ class HarvestGroup(click.Group):
 @click.option("--client-id", type=click.IntRange(min=0), help="API client id (default 17).")
 @click.option("--data-dir", type=str, help="Warehouse: a folder or s3://bucket/prefix (default ./data).")
 @click.option("--plan", "plan_only", is_flag=True, help="Print the request count and ETA; fetch nothing.")
-@click.option("--sim", is_flag=True, help="Harvest from an in-process simulated gateway.")
-@click.option("--pacing-scale", type=click.FloatRange(min=0, min_open=True), help="Scale IB's pacing windows.")
+@click.option("--sim", is_flag=True,
+              help=f"Harvest from an in-process simulated gateway; its pacing runs {SIM_PACING_SCALE:g}× IB's windows "
+                   "(600 s become 3 s) unless --pacing-scale says otherwise.")
+@click.option("--pacing-scale", type=click.FloatRange(min=0, min_open=True),
+              help="Scale IB's pacing windows (below 1 only for the simulator: a real gateway enforces IB's).")
 @click.option("--sim-now", help="With --sim: the simulated clock's start (ISO 8601; default: real time).")
+@click.option("--sim-journal", type=click.Path(dir_okay=False),
+              help="With --sim: append the simulator's request journal (JSON lines) to this file.")
 @click.pass_context
 def main(ctx: click.Context, universe: Path | None, sim: bool, sim_now: str | None, **options) -> None:
     """Harvest historical bars from IB into a local Parquet warehouse.
 
     The nightly job: `harvest --universe universes/sp500.csv`. Exit codes: 0 success, 1 some series
-    failed, 2 bad input/config, 3 gateway unreachable, 4 warehouse locked (migrate), 5 client id in use.
+    failed, 2 bad input/config, 3 gateway unreachable, 4 warehouse locked (migrate), 5 client id in use,
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM); staged answers are committed by the next run.
     """
     if ctx.invoked_subcommand is not None:
         given = {"universe": universe, "sim": sim, "sim_now": sim_now, **options}

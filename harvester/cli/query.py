@@ -53,7 +53,11 @@ def _table(relation: queries.Relation) -> str:
     for name, column in zip(shown.column_names, shown.columns, strict=True):
         if pa.types.is_nested(column.type) or pa.types.is_decimal(column.type):
             frame[name] = column.to_pylist()  # Python lists and Decimals print as written
-    more = f"(first {TABLE_ROWS} rows; --format csv --output FILE writes them all)\n" if rows.num_rows > TABLE_ROWS else ""
+    more = ""
+    if rows.num_rows > TABLE_ROWS:  # counted only when cut: the whole result is read once more
+        ((total,),) = relation.aggregate("count(*)").fetchall()
+        more = (f"({TABLE_ROWS} of {total:,} rows shown, {total - TABLE_ROWS:,} cut; "
+                "--format csv --output FILE writes them all)\n")
     return frame.to_string(index=False) + "\n" + more
 
 
@@ -72,7 +76,7 @@ def _emit(con: duckdb.DuckDBPyConnection, relation: queries.Relation, fmt: str, 
     if twice:
         _bad(f"column {twice[0]!r} appears twice in the result; rename one (... AS other_name) for --format {fmt}")
     written = private / f"result.{fmt}"
-    relation.create_view("harvest_result")
+    con.register("harvest_result", relation)  # a view; a PIVOT's relation is already read, which create_view refuses
     con.execute(f"COPY (SELECT * FROM harvest_result) TO {queries.sql_literal(written)} ({COPY_OPTIONS[fmt]})")
     if output is not None:
         put_in_place(written, output)

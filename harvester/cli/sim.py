@@ -1,6 +1,7 @@
 """`harvest sim`: run a simulated IB Gateway until SIGINT/SIGTERM (exit code 0).
 
-Every option maps onto SimConfig / Faults; see `harvester.sim.faults` for the fault catalogue.
+Every option maps onto SimConfig / Faults; see `harvester.sim.faults` for the fault catalogue. A bad option
+or file, or a port already in use, is one line and exit 2.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from datetime import datetime
 
 import click
 
+from harvester.cli.exits import Exit, fail
 from harvester.sim.clock import ClockError, parse_instant
 from harvester.sim.faults import ERRORS, ErrorSpec, FaultError, Faults
 from harvester.sim.gateway import SimGateway
 from harvester.sim.hmds import PROFILES, RULES
 from harvester.sim.options import SimConfig
 from harvester.sim.rules import SMALL_BAR_SIZES, PacingLimits
+
+SIM_PORT = 7900
 
 
 def _instant(value: str | None) -> datetime | None:
@@ -25,7 +29,7 @@ def _instant(value: str | None) -> datetime | None:
     try:
         return parse_instant(value)
     except ClockError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise ValueError(str(exc)) from None
 
 
 def _error_spec(text: str) -> ErrorSpec:
@@ -34,7 +38,7 @@ def _error_spec(text: str) -> ErrorSpec:
         return text
     code, sep, message = text.partition(":")
     if not sep or not code.strip().isdigit():
-        raise click.BadParameter(f"{text!r} is neither an error kind ({', '.join(ERRORS)}) nor CODE:TEXT")
+        raise ValueError(f"{text!r} is neither an error kind ({', '.join(ERRORS)}) nor CODE:TEXT")
     return int(code), message
 
 
@@ -43,14 +47,16 @@ def _symbol_errors(items: tuple[str, ...]) -> dict[str, ErrorSpec]:
     for item in items:
         symbol, sep, spec = item.partition("=")
         if not sep or not symbol:
-            raise click.BadParameter(f"{item!r} is not SYMBOL=KIND or SYMBOL=CODE:TEXT")
+            raise ValueError(f"{item!r} is not SYMBOL=KIND or SYMBOL=CODE:TEXT")
         errors[symbol] = _error_spec(spec)
     return errors
 
 
 @click.command("sim")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=7497, show_default=True, type=int, help="0 picks a free port.")
+@click.option("--port", default=SIM_PORT, show_default=True, type=click.IntRange(0, 65535),
+              help="0 picks a free port. The default is no IB product's (TWS 7496/7497, Gateway 4001/4002), so a "
+                   "harvest meant for the simulator never reaches a running TWS instead.")
 @click.option("--now", help="Simulated start time (ISO 8601); it then advances in real time.")
 @click.option("--contracts", type=click.Path(exists=True, dir_okay=False), help="Securities master CSV.")
 @click.option("--replay", type=click.Path(exists=True), help="Serve bars from these files (traded prices).")
@@ -142,7 +148,7 @@ def sim_command(**opts) -> None:
             hmds=PROFILES[opts["hmds_profile"]].with_max_bars(opts["hmds_max_bars"]),
         )
     except (FaultError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from None
+        fail(Exit.BAD_INPUT, str(exc))
     asyncio.run(_serve(config))
 
 
@@ -156,7 +162,11 @@ async def _serve(config: SimConfig) -> None:
         await gateway.start()
     except ValueError as exc:  # a bad securities master, replay or corporate-actions file: one line, exit 2
         await gateway.stop()
-        raise click.UsageError(str(exc)) from None
+        fail(Exit.BAD_INPUT, str(exc))
+    except OSError as exc:  # the port is taken (errno 98) or the host is not ours
+        await gateway.stop()
+        fail(Exit.BAD_INPUT, f"--host {config.host} --port {config.port}: cannot listen ({exc.strerror or exc}); "
+                             "another program holds it: choose another port (0 picks a free one)")
     try:
         click.echo(f"simulated IB Gateway listening on {config.host}:{gateway.port} (server version 176)")
         await stop.wait()

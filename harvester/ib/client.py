@@ -30,8 +30,20 @@ UNKNOWN_CONTRACT = "unknown contract (no security definition)"
 HISTORICAL_DATA = 17  # incoming message id: reqId, start, end, count, then the bars' fields (server v176)
 
 # ib_insync logs every IB error at ERROR level (printed by logging's last-resort handler when the app
-# configures none); every one of them reaches the caller here as a typed outcome instead.
-logging.getLogger("ib_insync").setLevel(logging.CRITICAL)
+# configures none); every one of them reaches the caller here as a typed outcome instead. Only our own
+# clients are quietened: their loggers are swapped for children of this one, so a notebook's own ib_insync
+# clients (the "ib_insync" loggers) keep logging as their user set them.
+QUIET_LOGGER = logging.getLogger("harvester.ib.ib_insync")
+QUIET_LOGGER.setLevel(logging.CRITICAL)
+
+
+def _quieten(ib: IB) -> IB:
+    """`ib` logging through QUIET_LOGGER's children instead of the process-wide "ib_insync" loggers."""
+    ib._logger = QUIET_LOGGER.getChild("ib")
+    ib.wrapper._logger = QUIET_LOGGER.getChild("wrapper")
+    ib.client._logger = QUIET_LOGGER.getChild("client")
+    ib.client.decoder.logger = QUIET_LOGGER.getChild("decoder")
+    return ib
 
 
 class SourceError(Exception):
@@ -131,7 +143,7 @@ class IBSource:
     def __init__(self, host: str, port: int, client_id: int, *, connect_timeout: float = 10.0):
         self.host, self.port, self.client_id = host, port, client_id
         self.connect_timeout = connect_timeout
-        self.ib = IB()
+        self.ib = _quieten(IB())
         self.account = ""
         self._errors: dict[int, tuple[int, str]] = {}
         self._client_id_refused = asyncio.Event()

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harvester.warehouse.delta import DeltaTables, read_bars_file
-from harvester.warehouse.files import ROW_GROUP_ROWS
+from harvester.warehouse.files import ROW_GROUP_ROWS, WarehouseError
 from harvester.warehouse.layout import (
     BARS,
     PARTITIONS,
@@ -50,6 +50,8 @@ def compact(data_dir: str | Path | Location, retention_hours: float = 168.0) -> 
     """Compact every bars partition, then vacuum every table. Needs no lock: a harvest committing into a
     partition meanwhile makes the rewrite conflict, and it is rebuilt from the new snapshot's files."""
     loc = Location.parse(data_dir)
+    if loc.is_local and not Path(loc.root).is_dir():
+        raise WarehouseError(f"{loc.root}: no such folder, so there is no warehouse to compact; check --data-dir")
     if loc.is_local:
         refuse_old_layout(Path(loc.root))
     tables = DeltaTables(loc, PARTITIONS)

@@ -35,7 +35,16 @@ def universe(tmp_path: Path) -> Path:
 
 
 def invoke(*args: str, env: dict | None = None):
-    return CliRunner().invoke(main, list(args), env=env)
+    """`harvest ARGS` in this process; a --sim run keeps its simulator's journal beside the data dir."""
+    args = list(args)
+    if "--sim" in args and "--data-dir" in args and "--sim-journal" not in args:
+        args += ["--sim-journal", str(journal_file(Path(args[args.index("--data-dir") + 1])))]
+    return CliRunner().invoke(main, args, env=env)
+
+
+def journal_file(data_dir: Path) -> Path:
+    """Where these tests keep the in-process simulator's journal: beside the warehouse, never inside it."""
+    return data_dir.with_name(data_dir.name + ".sim-journal.jsonl")
 
 
 def one_line_error(result) -> str:
@@ -45,7 +54,7 @@ def one_line_error(result) -> str:
 
 
 def sim_journal(data_dir: Path) -> list[dict]:
-    path = data_dir / "sim-journal.jsonl"
+    path = journal_file(data_dir)
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -252,7 +261,8 @@ def test_sp500_daily_backfill_with_sim_then_nothing(tmp_path):
     """The README's demo: every qualified symbol gets daily bars, zero pacing violations; a rerun asks nothing."""
     universe = Path(__file__).resolve().parents[2] / "universes" / "sp500.csv"
     data = tmp_path / "data"
-    command = [HARVEST, "--universe", str(universe), "--sim", "--data-dir", str(data)]
+    command = [HARVEST, "--universe", str(universe), "--sim", "--data-dir", str(data), "--sim-journal",
+               str(journal_file(data))]
     first = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     symbols = len([line for line in universe.read_text().splitlines() if line and not line.startswith("#")]) - 1

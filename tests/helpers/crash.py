@@ -109,7 +109,12 @@ def run_victim(argv: list[str]) -> None:
 
 def harvest_args(data: Path) -> list[str]:
     return ["--universe", "u.csv", "--data-dir", str(data), *SPAN.cli_args(), "--sim", "--sim-now", SIM_NOW,
-            "--pacing-scale", str(PACING_SCALE)]
+            "--pacing-scale", str(PACING_SCALE), "--sim-journal", str(journal_file(data))]
+
+
+def journal_file(data: Path) -> Path:
+    """The in-process simulator's journal: beside the warehouse (nothing of the gateway's goes inside it)."""
+    return data.with_name("sim-journal.jsonl")
 
 
 def prepare(cwd: Path) -> Path:
@@ -149,7 +154,7 @@ def kill_when(proc: subprocess.Popen, condition: Callable[[], bool]) -> bool:
 
 def journal_lines(data: Path) -> int:
     try:
-        with (data / "sim-journal.jsonl").open("rb") as f:
+        with journal_file(data).open("rb") as f:
             return sum(1 for _ in f)
     except FileNotFoundError:
         return 0

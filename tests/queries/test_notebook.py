@@ -21,6 +21,7 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "quickstart.ipynb"
 def test_the_quickstart_notebook_runs_in_a_real_kernel(tmp_path: Path, make_gateway,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     gateway = make_gateway()
+    (tmp_path / "data").mkdir()  # as a clone's data/ (its .gitkeep): a folder that does not exist is a typo
     for name, value in {"HARVEST_PORT": gateway.port, "HARVEST_DATA_DIR": tmp_path / "data", "HARVEST_SIM": 1,
                         "HARVEST_CLIENT_ID": next_client_id()}.items():
         monkeypatch.setenv(name, str(value))  # the kernel inherits this process's environment

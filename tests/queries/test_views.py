@@ -26,11 +26,10 @@ BARS_COLUMNS = ["symbol", "con_id", "bar_size", "what_to_show", "use_rth", "ts",
                 "low", "close", "volume", "wap", "bar_count"]
 
 
-@pytest.mark.parametrize("exists", [True, False])
-def test_empty_warehouse_answers_zero_rows_everywhere(tmp_path: Path, exists: bool) -> None:
+@pytest.mark.parametrize("tables", [True, False])
+def test_empty_warehouse_answers_zero_rows_everywhere(tmp_path: Path, tables: bool) -> None:
     data_dir = tmp_path / "data"
-    if exists:
-        (data_dir / "bars").mkdir(parents=True)
+    (data_dir / "bars").mkdir(parents=True) if tables else data_dir.mkdir()
     con = queries.connect(data_dir)
     for view in VIEWS:
         assert con.execute(f"SELECT count(*) FROM {view}").fetchall() == [(0,)], view
@@ -185,6 +184,7 @@ def test_sql_init_is_one_snapshot_and_rereading_a_new_one_moves_every_view(tmp_p
     """Written on an empty warehouse it still has the calendar; re-run and `.read` again, bars and gaps
     move together (what a DuckDB CLI user does to see later commits)."""
     wh = tmp_path / "wh"
+    wh.mkdir()
     script = queries.write_init_script(tmp_path / "init.sql", wh)
     cli = duckdb.connect()
     cli.execute(script.read_text())

@@ -157,7 +157,10 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
         bad |= frame[column].isna()
     if bad.any():
         index = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ValueError(f"{where(path, index, column)} is not a number ({frame[column].iloc[index]!r})")
+        cell = frame[column].iloc[index]
+        if pd.isna(cell):
+            raise ValueError(f"{where(path, index, column)} is empty; give a number")
+        raise ValueError(f"{where(path, index, column)} is not a number ({str(cell)[:40]!r})")
     return values
 
 
