@@ -25,6 +25,7 @@ _EXPORTS = {
                       "missing_requests", "run_harvest"),
     "harvester.simulated": ("SIM_PACING_SCALE", "SIM_SAFETY_S", "simulated_gateway"),
     "harvester.ib.client": ("ClientIdInUse", "GatewayUnreachable"),
+    "harvester.ib.ledger": ("GatewayUsage", "ledger_path", "ledger_usage"),
     "harvester.warehouse": ("MixedWarehouseError", "Warehouse", "WarehouseError", "WarehouseLocked"),
     "harvester.warehouse.delta": ("DeltaTables", "duckdb_source", "duckdb_type", "parquet_source", "sql_file_list"),
     "harvester.warehouse.storage": ("Location", "StorageError"),

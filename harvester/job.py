@@ -18,8 +18,9 @@ from pathlib import Path
 
 from harvester.calendar import TradingCalendar
 from harvester.contracts import resolve_contracts, stored_contracts
-from harvester.ib.budget import gateway_window
+from harvester.ib.budget import gateway_budget, gateway_window
 from harvester.ib.client import ContractInfo, IBSource
+from harvester.ib.ledger import LedgerBudget
 from harvester.ib.pacing import PacingWindow, pacing_floor
 from harvester.ib.scheduler import (
     MIN_SAFETY_S,
@@ -217,7 +218,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
         limits = paced_limits(job.pacing_scale, job.min_safety_s)
         retry, timeouts = job.policies()
         scheduler = Scheduler(
-            source, pacing_budget(job, warehouse, limits), max_in_flight=job.max_in_flight, retry=retry,
+            source, pacing_budget(job, warehouse, limits, source.account), max_in_flight=job.max_in_flight, retry=retry,
             timeouts=timeouts, on_answer=recorder.on_answer, on_progress=progress,
         )
         start = _start_instant(job.start)
@@ -391,10 +392,14 @@ def claimed_by_others(job: HarvestJob, keys: Iterable[SeriesKey]) -> dict[Series
             if (key := SeriesKey(int(r.con_id), r.bar_size, r.what_to_show, bool(r.use_rth))) in wanted}
 
 
-def pacing_budget(job: HarvestJob, warehouse: Warehouse, limits: PacingLimits) -> PacingWindow:
-    """The process's one pacing window for the job's gateway (`ib.budget`); when first made, it is seeded
-    with the sends other processes journaled in this warehouse within the window, so a run started right
-    after another never gets what that one used up."""
+def pacing_budget(job: HarvestJob, warehouse: Warehouse, limits: PacingLimits, account: str = ""
+                  ) -> PacingWindow | LedgerBudget:
+    """The job's gateway's one pacing budget (`ib.budget`): the ledger every process shares, else this
+    process's window, seeded when first made with the sends other processes journaled in this warehouse
+    within the window, so a run started right after another never gets what that one used up."""
+    shared = gateway_budget(job.host, job.port, account, limits)
+    if shared is not None:
+        return shared
     window, new = gateway_window(job.host, job.port, limits, time.monotonic)
     if new and not job.plan_only:
         contracts = warehouse.contracts()

@@ -6,14 +6,26 @@ def test_y(make_gateway): gw = make_gateway(pacing_scale=1.0, faults=Faults(...)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from ib_insync import IB
 
+from harvester.ib.ledger import LEDGER_DIR_ENV
 from harvester.sim import SimConfig, SimGateway
 from tests.helpers.gateways import FAST, SIM_NOW, ensure_event_loop, next_client_id
+
+
+@pytest.fixture(autouse=True, scope="session")
+def pacing_ledger_dir(tmp_path_factory) -> Path:
+    """Every harvest of the suite, in this process or a child, shares one pacing ledger of its own, never
+    the user's (`ib.ledger`: per gateway, so tests' gateways on their own ports do not meet)."""
+    path = tmp_path_factory.mktemp("pacing-ledger")
+    os.environ[LEDGER_DIR_ENV] = str(path)
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -69,6 +69,8 @@ def _symbol_errors(items: tuple[str, ...]) -> dict[str, ErrorSpec]:
 @click.option("--pacing-scale", default=1.0, show_default=True, type=float, help="0.01 turns 600 s into 6 s.")
 @click.option("--latency-scale", type=float, help="Defaults to --pacing-scale.")
 @click.option("--pace-small-bars-only", is_flag=True, help="Hard pacing rules only for bars of 30 s or less.")
+@click.option("--stamp-lag", default=0.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Pacing stamps trail receipt by up to this (uniform, seeded, unscaled): IB's unseen queueing.")
 @click.option("--rules", type=click.Choice(RULES), default="legacy", show_default=True,
               help="legacy: the hard pacing rules for every bar size; current: for bars of 30 s or less, and a "
                    "soft throttle (slower answers, then a disconnect) for 1 min and up (docs/sim-hmds.md).")
@@ -141,6 +143,7 @@ def sim_command(**opts) -> None:
             faults=faults,
             account=opts["account"],
             pacing=PacingLimits(bar_sizes=SMALL_BAR_SIZES if opts["pace_small_bars_only"] else None),
+            stamp_lag_s=opts["stamp_lag"],
             rules=opts["rules"],
             hmds=PROFILES[opts["hmds_profile"]].with_max_bars(opts["hmds_max_bars"]),
         )

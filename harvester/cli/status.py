@@ -1,11 +1,15 @@
-"""`harvest status`: what the warehouse holds, per bar size, readable in five seconds."""
+"""`harvest status`: what the warehouse holds, per bar size, readable in five seconds; `--pacing`: each
+gateway's shared pacing budget (the ledger), in use and by whom."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from datetime import UTC, datetime
 
 import click
 
+from harvester import ledger_path, ledger_usage
 from harvester.cli.exits import warehouse_errors
 from harvester.cli.options import data_dir_option, settings_for
 from queries import warehouse_status
@@ -19,12 +23,35 @@ def _human_bytes(n: int) -> str:
     return f"{n:.1f} GB"
 
 
+def _pacing(as_json: bool) -> None:
+    usage = ledger_usage()
+    if as_json:
+        click.echo(json.dumps({"ledger": str(ledger_path()), "gateways": [dataclasses.asdict(u) for u in usage]},
+                              indent=1))
+        return
+    click.echo(f"pacing ledger: {ledger_path()}")
+    if not usage:
+        click.echo("no sends within any gateway's window")
+    for gateway in usage:
+        margin = "" if gateway.margin_peak_s is None else (
+            f"; margin widened to {gateway.margin_peak_s:.3g} s at "
+            f"{datetime.fromtimestamp(gateway.margin_since, UTC):%H:%M:%S} UTC")
+        click.echo(f"{gateway.gateway}: {gateway.weighted} weighted sends in the window, {gateway.open} open{margin}")
+        for sender in gateway.senders:
+            state = "" if sender.alive else " (exited)"
+            click.echo(f"  pid {sender.pid}{state}: {sender.weighted} weighted, {sender.open} open  {sender.command}")
+
+
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--pacing", is_flag=True, help="Each gateway's shared pacing budget: sends in use, and by whom.")
 @data_dir_option
 @click.pass_context
-def status_command(ctx: click.Context, as_json: bool, data_dir: str | None) -> None:
-    """What the warehouse holds, per bar size, readable in five seconds."""
+def status_command(ctx: click.Context, as_json: bool, pacing: bool, data_dir: str | None) -> None:
+    """What the warehouse holds, per bar size, readable in five seconds (--pacing: the pacing budget)."""
+    if pacing:
+        _pacing(as_json)
+        return
     with warehouse_errors():
         report = warehouse_status(settings_for(ctx, data_dir=data_dir).data_dir)
     if as_json:

@@ -1,19 +1,26 @@
-"""One pacing budget per gateway in a process: every harvest that talks to one gateway (the nightly job, each
-`queries.bars(fetch='missing')`, one after another or at once) draws on the same `PacingWindow`.
+"""One pacing budget per gateway: every harvest that talks to one gateway, in this process or another (the
+nightly job, each `queries.bars(fetch='missing')`, a second harvest into another warehouse), draws on it.
 
-IB paces per gateway at least (docs/ib-rules.md §1), so a second harvest started seconds after a first must
-see the first's sends; a window made for it empty drew 5 pacing violations where the first drew none. This
-module is the single seam a crash-safe per-gateway ledger shared across processes replaces; until then the
-window is seeded from the warehouse journal when first made (`job.pacing_budget`).
+IB paces per gateway at least (docs/ib-rules.md §1.6). Across processes the budget is the ledger
+(`ib.ledger`: one SQLite file in a per-user runtime directory); inside a process every harvest to one
+gateway shares one budget object. Where the ledger cannot be opened (no writable runtime or temp
+directory), or `HARVEST_PACING_DIR=off`, the budget falls back to one in-process window per gateway,
+which `job.pacing_budget` seeds from the warehouse journal.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
 import threading
 from collections.abc import Callable
 
+from harvester.ib.ledger import LEDGER_DIR_ENV, LedgerBudget, gateway_key
 from harvester.ib.pacing import PacedRequest, PacingWindow
 from harvester.ibrules import PacingLimits
+
+log = logging.getLogger(__name__)
 
 
 class SharedWindow(PacingWindow):
@@ -23,6 +30,9 @@ class SharedWindow(PacingWindow):
         super().__init__(limits, clock)
         self._mutex = threading.RLock()
 
+    def turn(self):
+        return _Locked(self, self._mutex)
+
     def wait_time(self, req: PacedRequest) -> float:
         with self._mutex:
             return super().wait_time(req)
@@ -31,31 +41,47 @@ class SharedWindow(PacingWindow):
         with self._mutex:
             return super().message_wait()
 
-    def sent(self, req: PacedRequest) -> None:
+    def sent(self, req: PacedRequest) -> float:
         with self._mutex:
-            super().sent(req)
+            return super().sent(req)
 
-    def remember(self, req: PacedRequest, at: float) -> None:
+    def remember(self, req: PacedRequest, at: float, still_open: bool = False, round_trip: float | None = None
+                 ) -> None:
         with self._mutex:
-            super().remember(req, at)
+            super().remember(req, at, still_open, round_trip)
 
-    def finished(self, req: PacedRequest) -> None:
+    def finished(self, req: PacedRequest, violated: bool = False) -> float | None:
         with self._mutex:
-            super().finished(req)
+            return super().finished(req, violated)
 
     def open_count(self) -> int:
         with self._mutex:
             return super().open_count()
 
 
+class _Locked:
+    """`with window.turn() as turn`: the shared window, held for one pick-send-record step."""
+
+    def __init__(self, window: SharedWindow, mutex: threading.RLock) -> None:
+        self._window, self._mutex = window, mutex
+
+    def __enter__(self) -> SharedWindow:
+        self._mutex.acquire()
+        return self._window
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._mutex.release()
+
+
 _windows: dict[tuple[str, int, PacingLimits], SharedWindow] = {}
+_ledgers: dict[tuple[str, PacingLimits], LedgerBudget] = {}
 _guard = threading.Lock()
 
 
 def gateway_window(host: str, port: int, limits: PacingLimits, clock: Callable[[], float]
                    ) -> tuple[SharedWindow, bool]:
-    """The process's window for the gateway at host:port under `limits`, and whether it was just made
-    (then the caller seeds it with sends it knows of)."""
+    """The process's in-process window for the gateway at host:port under `limits`, and whether it was just
+    made (then the caller seeds it with sends it knows of)."""
     key = (host, port, limits)
     with _guard:
         window = _windows.get(key)
@@ -63,3 +89,21 @@ def gateway_window(host: str, port: int, limits: PacingLimits, clock: Callable[[
             return window, False
         window = _windows[key] = SharedWindow(limits, clock)
         return window, True
+
+
+def gateway_budget(host: str, port: int, account: str, limits: PacingLimits) -> LedgerBudget | None:
+    """The ledger-backed budget of the gateway at host:port (and the account it reports), shared by every
+    process of this user; None when the ledger is switched off or cannot be opened (then use
+    `gateway_window`)."""
+    if os.environ.get(LEDGER_DIR_ENV, "").lower() == "off":
+        return None
+    key = (gateway_key(host, port, account), limits)
+    with _guard:
+        budget = _ledgers.get(key)
+        if budget is None:
+            try:
+                budget = _ledgers[key] = LedgerBudget(key[0], limits)
+            except (OSError, sqlite3.Error) as exc:
+                log.warning("pacing ledger unavailable (%s): pacing this process alone", exc)
+                return None
+        return budget

@@ -1,7 +1,7 @@
 """Run a list of requests against a Source: several in flight, paced, retried, resumed after outages.
 
 IB punishes bursts (pacing violations) and drops connections (nightly reset, 1100/1102, socket loss),
-and ib_insync retries nothing. So every send asks the PacingWindow first (head timestamps included),
+and ib_insync retries nothing. So every send asks the pacing budget first (head timestamps included),
 retryable outcomes go back to the queue with exponential backoff, permanent ones (no permission,
 invalid, unknown contract) are final at once, a 1100 pauses sending until 1102, and a lost socket is
 reconnected with bounded backoff before the queue resumes.
@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from itertools import zip_longest
 
 from harvester.ib.client import ContractInfo, FetchResult, HeadResult, IBSource, Sent, SourceError
+from harvester.ib.ledger import LedgerBudget
 from harvester.ib.pacing import PacedRequest, PacingWindow
 from harvester.ibrules import PacingLimits, request_weight
 from harvester.model import BarRequest, Outcome, SeriesKey, WorkKind
@@ -126,12 +127,13 @@ def interleave(groups: Sequence[Sequence[Work]]) -> list[Work]:
 
 
 class Scheduler:
-    """Sends queued Work through one IBSource under one PacingWindow. Reusable across `run` calls."""
+    """Sends queued Work through one IBSource under one pacing budget (a PacingWindow, or the gateway's
+    ledger shared with other processes). Reusable across `run` calls."""
 
     def __init__(
         self,
         source: IBSource,
-        window: PacingWindow,
+        window: PacingWindow | LedgerBudget,
         *,
         max_in_flight: int = 6,
         retry: RetryPolicy = RetryPolicy(),
@@ -178,14 +180,12 @@ class Scheduler:
                 failures += self._abandon(pending)
                 pending.clear()
                 continue
-            picked, wait = self._pick(pending) if len(in_flight) < self.max_in_flight and self._can_send() else (
-                None, self._pause_left())
+            picked, sent, wait = self._pick_and_send(pending) if (
+                len(in_flight) < self.max_in_flight and self._can_send()) else (None, None, self._pause_left())
             if picked is not None:
-                paced, sent = picked.paced(), self._send(picked)
                 sent_at = datetime.now(UTC)  # the journal's send time: the wire write's, not the task's start
-                if sent is not None:  # stamped right after the wire write: the pacer sees real send times
-                    self.window.sent(paced)
-                in_flight.add(asyncio.ensure_future(self._attempt(picked, paced, sent, sent_at, pending, failures)))
+                in_flight.add(asyncio.ensure_future(
+                    self._attempt(picked, picked.paced(), sent, sent_at, pending, failures)))
                 continue
             self._wake.clear()
             waiters = {asyncio.ensure_future(self._wake.wait()), *in_flight}
@@ -204,29 +204,36 @@ class Scheduler:
     def _pause_left(self) -> float | None:
         return None if self._paused is None else max(0.0, self._paused + self.retry.max_pause_s - self.clock())
 
-    def _pick(self, pending: list[Work]) -> tuple[Work | None, float | None]:
-        """The first of the next LOOKAHEAD items allowed now, else how long until one may be."""
+    def _pick_and_send(self, pending: list[Work]) -> tuple[Work | None, Sent | None, float | None]:
+        """In one turn of the budget (atomic across processes with a ledger): the first of the next LOOKAHEAD
+        items allowed now, put on the wire and recorded; else how long until one may be."""
         if self.source.is_throttling():
-            return None, 0.01
-        throttled = self.window.message_wait()
-        if throttled > 0:
-            return None, throttled
-        now = self.clock()
-        soonest: float | None = None
-        for index, work in enumerate(pending[:LOOKAHEAD]):
-            wait = max(work.not_before - now, self.window.wait_time(work.paced()))
-            if wait <= 0:
-                return pending.pop(index), None
-            soonest = wait if soonest is None else min(soonest, wait)
-        return None, soonest
+            return None, None, 0.01
+        with self.window.turn() as turn:
+            throttled = turn.message_wait()
+            if throttled > 0:
+                return None, None, throttled
+            now = self.clock()
+            soonest: float | None = None
+            for index, work in enumerate(pending[:LOOKAHEAD]):
+                wait = max(work.not_before - now, turn.wait_time(work.paced()))
+                if wait <= 0:
+                    picked = pending.pop(index)
+                    sent = self._send(picked)
+                    if sent is not None:  # stamped right after the wire write: the pacer sees real send times
+                        turn.sent(picked.paced())
+                    return picked, sent, None
+                soonest = wait if soonest is None else min(soonest, wait)
+            return None, None, soonest
 
     async def _attempt(self, work: Work, paced: PacedRequest, sent: Sent | None, sent_at: datetime,
                        pending: list[Work], failures: list[Answer]) -> None:
         work.attempt += 1
+        result: FetchResult | HeadResult | None = None
         try:
             result = await self._finish(work, sent)
-        finally:
-            self.window.finished(paced)
+        finally:  # a violation on a request that went out: the pacer's margin learns from it
+            self.window.finished(paced, sent is not None and result is not None and result.outcome is Outcome.PACING)
             self._wake.set()
         outcome = result.outcome
         retry = outcome in RETRYABLE and work.attempt < self.retry.max_attempts

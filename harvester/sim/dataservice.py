@@ -5,15 +5,19 @@ the socket; contract (200); parameters (321, 10314, 162 invalid step / ADJUSTED_
 open-request cap (322); pacing (162); faults that silence or fail it; no data (162); else bars after
 the HMDS model's delay (hmds.py: withheld past its size, late past its load, and under the current rules
 slowed, then disconnected, by the soft throttle). Only admitted requests hold an open slot and count
-toward pacing.
+toward pacing; pacing judges a request at its arrival stamp, taken when its message is read
+(rules.ArrivalStamps). Bars are built and encoded on a thread of their own, so the event loop keeps
+reading (and stamping) requests meanwhile, as a gateway's socket side does while HMDS works.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from harvester.sim.clients import ClientRegistry
@@ -35,7 +39,7 @@ from harvester.sim.requestchecks import (
     parse_end,
     parse_what_to_show,
 )
-from harvester.sim.rules import PacedRequest, PacingEngine, Verdict
+from harvester.sim.rules import ArrivalStamps, PacedRequest, PacingEngine, Verdict
 from harvester.sim.wire import messages as m
 from harvester.sim.wire.contractdata import ContractDetailsRequest, contract_data, contract_data_end
 from harvester.sim.wire.framing import Field, FieldReader
@@ -78,9 +82,11 @@ class Slot:
 
 
 class Claim:
-    """Where a request keeps its slot once admitted: freed when the request ends, unless handed on."""
+    """Where a request keeps its slot once admitted: freed when the request ends, unless handed on. It
+    carries the request's arrival stamp, taken when the message was read, for the pacing check."""
 
-    def __init__(self) -> None:
+    def __init__(self, received: float, stamp: float) -> None:
+        self.received, self.stamp = received, stamp
         self.slot: Slot | None = None
 
     def release(self) -> None:
@@ -109,9 +115,19 @@ class DataService:
         self.faults: Faults = config.faults  # replaced as a whole by `gw.faults = ...`
         self.rng = random.Random(config.faults.seed)
         self.pacing = PacingEngine(config.hard_limits, time.monotonic, config.pacing_scale)
+        self.stamps = ArrivalStamps(time.monotonic, config.stamp_lag_s, config.faults.seed)
         self.hmds = HmdsLoad(config.hmds, time.monotonic, latency_scale=config.effective_latency_scale,
                              pacing_scale=config.pacing_scale, throttle=config.soft_throttle)
         self.workers = asyncio.Semaphore(config.hmds.workers)
+        self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-hmds")
+
+    def close(self) -> None:
+        """Stop the bar-building thread (answers still in progress are cancelled with their connections)."""
+        self._builder.shutdown(wait=False, cancel_futures=True)
+
+    async def _built(self, build: Callable[..., Any], *args: Any) -> Any:
+        """`build(*args)` on the bar-building thread: CPU work that must not hold up reading the sockets."""
+        return await asyncio.get_running_loop().run_in_executor(self._builder, functools.partial(build, *args))
 
     # -- contract details ------------------------------------------------------------------
     def contract_details(self, conn: Requester, fields: FieldReader) -> None:
@@ -139,7 +155,8 @@ class DataService:
         entry = self._entry(conn, "historical", request.req_id, request.contract)
         entry.update(bar_size=request.bar_size, duration=request.duration, end=request.end,
                      what_to_show=request.what_to_show, use_rth=request.use_rth)  # fmt: skip
-        self._spawn(conn, request.req_id, lambda: self._paced(conn, request, entry, self._historical))
+        claim = self._arrived()
+        self._spawn(conn, request.req_id, lambda: self._paced(conn, request, entry, claim, self._historical))
 
     async def _historical(
         self,
@@ -167,13 +184,13 @@ class DataService:
         identity = (inst.con_id, spec.sec_type, spec.exchange, request.end, request.bar_size, request.duration,
                     what, request.use_rth)  # fmt: skip
         claim.slot = self._admit(
-            PacedRequest(identity, (inst.con_id, spec.exchange, what), what, bar_size.name)
+            PacedRequest(identity, (inst.con_id, spec.exchange, what), what, bar_size.name), claim, entry
         )
         await self._faults(conn, spec, inst.primary_exchange, req_id, entry, forced=True)
         now = self.clock.now()
-        window = self.desk.window(inst, end.instant or now, duration, request.use_rth)
+        window = await self._built(self.desk.window, inst, end.instant or now, duration, request.use_rth)
         serve = self.desk.continuous_bars if continuous else self.desk.bar_columns
-        bars = serve(inst, bar_size, what, request.use_rth, window, now)
+        bars = await self._built(serve, inst, bar_size, what, request.use_rth, window, now)
         if not bars:
             raise self.desk.no_data(spec, what, inst)
         daily = bar_size.kind in DAILY_OR_LONGER
@@ -183,7 +200,8 @@ class DataService:
                                                intraday=not daily)
         started = time.monotonic()
         await self._answer_time(conn, entry, len(bars), daily, bar_size.seconds)
-        reply = historical_data_frame(req_id, bars, window, daily, request.format_date, inst.time_zone)
+        reply = await self._built(historical_data_frame, req_id, bars, window, daily, request.format_date,
+                                  inst.time_zone)
         self._journal(entry, "bars", bars=len(bars), latency_s=round(time.monotonic() - started, 4))
         claim.release()  # before replying: a client that saw the answer must see the slot free
         conn.send_frame(reply)
@@ -203,8 +221,9 @@ class DataService:
         request = HeadTimestampRequest.read(fields)
         entry = self._entry(conn, "head_timestamp", request.req_id, request.contract)
         entry.update(what_to_show=request.what_to_show, use_rth=request.use_rth)
+        claim = self._arrived()
         self._spawn(
-            conn, request.req_id, lambda: self._paced(conn, request, entry, self._head_timestamp)
+            conn, request.req_id, lambda: self._paced(conn, request, entry, claim, self._head_timestamp)
         )
 
     async def _head_timestamp(
@@ -220,7 +239,7 @@ class DataService:
         check_format_date(request.format_date)
         self.desk.check_what(inst, what, None)
         identity = ("head", inst.con_id, spec.exchange, what, request.use_rth, request.format_date)
-        claim.slot = self._admit(PacedRequest(identity, (inst.con_id, spec.exchange, what), what, None))
+        claim.slot = self._admit(PacedRequest(identity, (inst.con_id, spec.exchange, what), what, None), claim, entry)
         await self._faults(conn, spec, inst.primary_exchange, req_id, entry, forced=False)
         head = self.desk.market_data.head_timestamp(inst, what, request.use_rth)
         await self._sleep(self.config.hmds.base_s * self.config.effective_latency_scale)
@@ -252,18 +271,22 @@ class DataService:
             lambda t: conn.pending.pop(req_id, None) if conn.pending.get(req_id) is t else None
         )
 
+    def _arrived(self) -> Claim:
+        """Stamp a paced request as it is read, before any other request's work can delay the stamp."""
+        return Claim(*self.stamps.stamp())
+
     async def _paced(
         self,
         conn: Requester,
         request: HistoricalRequest | HeadTimestampRequest,
         entry: dict[str, Any],
+        claim: Claim,
         answer: Callable[[Requester, Any, dict[str, Any], Instrument, Claim], Awaitable[None]],
     ) -> None:
         """Steps every paced request shares: socket-dropping faults, the contract (200), a rejection
         answered with its code once the slot is free, and the slot freed however the request ends."""
         if self._drop_or_silence(conn, request.contract, entry, silence=False):
             return
-        claim = Claim()
         try:
             inst = self.desk.resolve(request.contract, request.include_expired, self.clock.now())
             entry["con_id"] = inst.con_id
@@ -275,8 +298,10 @@ class DataService:
         finally:
             claim.release()
 
-    def _admit(self, request: PacedRequest) -> Slot:
-        verdict = self.pacing.admit(request)
+    def _admit(self, request: PacedRequest, claim: Claim, entry: dict[str, Any]) -> Slot:
+        """Judge `request` at its arrival stamp; the journal keeps how far that stamp trails the receipt."""
+        entry["stamp_lag_s"] = round(claim.stamp - claim.received, 6)
+        verdict = self.pacing.admit(request, claim.stamp)
         if verdict is Verdict.TOO_MANY_OPEN:
             raise RequestRejected(322, m.TEXT_TOO_MANY_OPEN, "too_many_open")
         if verdict is Verdict.PACING_VIOLATION:
@@ -357,7 +382,7 @@ class DataService:
             "con_id": spec.con_id if spec else None,
             "symbol": spec.label if spec else None,
             "bar_size": None, "duration": None, "end": None, "what_to_show": None, "use_rth": None,
-            "outcome": None, "error_code": None, "bars": 0, "latency_s": None,
+            "outcome": None, "error_code": None, "bars": 0, "latency_s": None, "stamp_lag_s": None,
         }  # fmt: skip
 
     def _journal(self, entry: dict[str, Any], outcome: str, **extra: Any) -> None:

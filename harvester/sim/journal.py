@@ -1,9 +1,10 @@
 """Request journal: every data request and its outcome, in memory (`gw.journal`) and as JSON lines.
 
 Entry keys: time (simulated, ISO), client_id, kind, req_id, con_id, symbol, bar_size, duration, end,
-what_to_show, use_rth, outcome, error_code, bars, latency_s, and broken (bars broken on purpose by the
-bad-bar fault) where it fired, withheld ("size": over the HMDS model's max_bars) and late where the model
-did that. Outcomes: bars, no_data, error, pacing, too_many_open, unanswered, cancelled, dropped,
+what_to_show, use_rth, outcome, error_code, bars, latency_s, stamp_lag_s (historical and head-timestamp
+requests: pacing judged them at `time` + stamp_lag_s, docs/ib-rules.md §1.9), and broken (bars broken on
+purpose by the bad-bar fault) where it fired, withheld ("size": over the HMDS model's max_bars) and late where
+the model did that. Outcomes: bars, no_data, error, pacing, too_many_open, unanswered, cancelled, dropped,
 disconnected (the soft throttle closed the client), details (contract details answered), timestamp (head
 timestamp answered), unknown (cancel of nothing).
 """

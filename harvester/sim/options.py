@@ -31,12 +31,15 @@ class SimConfig:
     hmds: HmdsProfile = QUIET  # answer times and withheld answers (hmds.py, docs/sim-hmds.md)
     rules: str = "legacy"  # legacy: hard rules for every bar size; current: for ≤ 30 s bars, soft above
     throttle: SoftThrottle = field(default_factory=SoftThrottle)  # the soft slow-down under `current`
+    stamp_lag_s: float = 0.0  # pacing stamps trail receipt by up to this, uniformly (rules.ArrivalStamps); unscaled
 
     def __post_init__(self) -> None:
         if self.pacing_scale <= 0:
             raise ValueError(f"pacing_scale must be positive, got {self.pacing_scale}")
         if self.latency_scale is not None and self.latency_scale < 0:
             raise ValueError(f"latency_scale must be >= 0, got {self.latency_scale}")
+        if self.stamp_lag_s < 0:
+            raise ValueError(f"stamp_lag_s must be >= 0, got {self.stamp_lag_s}")
         if not 0 <= self.revise_latest < 1:
             raise ValueError(f"revise_latest must be in [0, 1), got {self.revise_latest}")
         if self.rules not in RULES:

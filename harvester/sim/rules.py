@@ -9,6 +9,8 @@ Rules (all time constants × `scale`):
 BID_ASK weighs `bid_ask_weight` (2) in the 10-minute window (the other rules count requests).
 Violated requests are NOT recorded (they never reached HMDS), so a client that backs off is not
 punished twice.
+A request is judged at its arrival stamp (`ArrivalStamps`): the instant its message was read off the socket,
+plus an optional modelled lag, never the later moment its turn came to be checked (docs/ib-rules.md §1.9).
 The hard rules apply to the bar sizes in `bar_sizes` (None = all: the old guide's strict reading,
 which the harvester must survive, §1.4); head-timestamp requests are always paced (§1.5).
 """
@@ -16,6 +18,7 @@ which the harvester must survive, §1.4); head-timestamp requests are always pac
 from __future__ import annotations
 
 import enum
+import random
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -74,11 +77,12 @@ class PacingEngine:
     def weight(self, request: PacedRequest) -> int:
         return self.limits.bid_ask_weight if request.what_to_show == "BID_ASK" else 1
 
-    def admit(self, request: PacedRequest) -> Verdict:
-        """Decide one request; an admitted request is recorded and holds an open slot until `release`."""
+    def admit(self, request: PacedRequest, at: float | None = None) -> Verdict:
+        """Decide one request as of its stamp `at` (default: now); an admitted request is recorded and holds
+        an open slot until `release`. Stamps are taken in arrival order (`ArrivalStamps`)."""
         if self.open_requests >= self.limits.max_open:
             return Verdict.TOO_MANY_OPEN
-        now = self._clock()
+        now = self._clock() if at is None else at
         weight = self.weight(request)
         if self.limits.paces(request.bar_size):
             if self._violates(request, weight, now):
@@ -117,3 +121,29 @@ class PacingEngine:
         keep = max(self.limits.identical_s, self.limits.same_contract_s) * self._scale
         while self._recent and now - self._recent[0][0] >= keep:
             self._recent.popleft()
+
+
+class ArrivalStamps:
+    """Where the simulator stamps a request for pacing: when its message is read off the socket, plus a
+    modelled lag drawn uniformly from [0, `lag_s`] (seeded), never before the previous stamp.
+
+    Stamping when a request's turn to be checked came instead made the stamps trail the wire by the bar
+    building of every request read before it (six at once: the sixth ~0.1 s late). IB's own stamps trail a
+    client's send by network, gateway and HMDS queueing that no client sees; `lag_s` models that spread,
+    unscaled by the pacing scale because real delays do not shrink with it. HMDS takes requests in order.
+    """
+
+    def __init__(self, clock: Callable[[], float], lag_s: float = 0.0, seed: int = 0) -> None:
+        if lag_s < 0:
+            raise ValueError(f"stamp lag must be >= 0, got {lag_s}")
+        self._clock = clock
+        self.lag_s = lag_s
+        self._rng = random.Random(seed)
+        self._last = -float("inf")
+
+    def stamp(self) -> tuple[float, float]:
+        """(received, stamp) of a request read now: the receipt instant and its pacing stamp."""
+        received = self._clock()
+        lag = self._rng.uniform(0.0, self.lag_s) if self.lag_s else 0.0
+        self._last = max(self._last, received + lag)
+        return received, self._last

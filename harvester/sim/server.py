@@ -56,6 +56,7 @@ class SimServer:
         await self.clients.wait_until_empty(STOP_TIMEOUT_S)
         if self._server is not None:
             await self._server.wait_closed()
+        self.data.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = ClientConnection(self._context, reader, writer)

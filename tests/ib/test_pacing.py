@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from harvester.ib.pacing import PacedRequest, PacingWindow, pacing_floor
+from harvester.ib.pacing import Margin, PacedRequest, PacingWindow, pacing_floor
 from harvester.ibrules import PacingLimits, request_weight
 from harvester.model import WorkKind
 
@@ -215,7 +215,7 @@ def test_safety_margin_survives_arrival_jitter():
 def test_the_message_throttle_holds_requests_to_the_per_second_budget() -> None:
     """ib_insync queues beyond 45 messages/s; the pacer keeps a second's messages within its budget."""
     window, clock = pacer(PacingLimits(safety_s=0.0, max_weighted=10_000, same_contract_max=10_000))
-    window.messages_per_s = 10
+    window.throttle.per_s = 10
     for n in range(4):  # 4 head timestamps: 2 messages each
         assert window.message_wait() == 0.0
         window.sent(req(n=n, kind=WorkKind.HEAD))
@@ -225,3 +225,96 @@ def test_the_message_throttle_holds_requests_to_the_per_second_budget() -> None:
     assert wait == pytest.approx(1.0)  # full until the first second's messages age out
     clock.now += wait
     assert window.message_wait() == 0.0
+
+
+def test_a_violation_widens_the_margin_from_its_clearance_and_round_trip():
+    """IB said 162 to a send that cleared the window by 0.1 s on our clock and was answered in 0.3 s: its
+    stamps trail ours by more than 0.1 s, so the margin becomes at least 0.4 s (and at least doubles)."""
+    window, clock = pacer(PacingLimits(safety_s=0.1))
+    for i in range(60):
+        send(window, req(con_id=i))
+    clock.now += 600.1
+    assert window.wait_time(req(con_id=60)) == 0.0
+    window.sent(req(con_id=60))
+    clock.now += 0.3
+    assert window.finished(req(con_id=60), violated=True) == pytest.approx(0.3)
+    assert window.margin.at(clock.now) == pytest.approx(0.4)
+    assert window.wait_time(req(con_id=61)) == 0.0  # the second-oldest send + 600 + 0.4: now
+    clock.now -= 0.05
+    assert window.wait_time(req(con_id=61)) == pytest.approx(0.05)
+
+
+def test_a_violation_widens_the_margin_to_the_longest_round_trip_in_the_window():
+    """A stamp lies between its send and its answer: the slowest answer the window holds bounds the lag."""
+    window, clock = pacer(PacingLimits(safety_s=0.1))
+    window.sent(req(con_id=0))
+    clock.now += 2.5
+    window.finished(req(con_id=0))  # answered 2.5 s after its send
+    window.sent(req(con_id=1))
+    clock.now += 0.01
+    window.finished(req(con_id=1), violated=True)
+    assert window.margin.at(clock.now) == pytest.approx(2.5)
+
+
+def test_the_learned_margin_halves_back_for_every_clean_window():
+    margin = Margin(0.1, 600.0)
+    margin.widen(0.1, 1.5, 0.0, now=1000.0)
+    assert margin.at(1000.0) == pytest.approx(1.6)
+    assert margin.at(1599.0) == pytest.approx(1.6)  # kept for at least one whole window
+    assert margin.at(1600.0) == pytest.approx(0.1 + 1.5 / 2)
+    assert margin.at(1000.0 + 600 * 12) == pytest.approx(0.1, abs=1e-3)
+
+
+def test_an_unexplained_violation_doubles_the_margin_up_to_a_tenth_of_the_window():
+    margin = Margin(1.0, 600.0)
+    assert margin.widen(math.inf, 0.2, 0.0, now=10.0) == 2.0  # no rule bound the send: lag cannot say how much
+    assert margin.widen(math.inf, 0.2, 0.0, now=10.1) == 2.0  # sent before that widening: nothing new
+    for n in range(2, 12):
+        margin.widen(math.inf, 0.2, 0.0, now=10.0 * n)
+    assert margin.at(110.0) == 60.0
+
+
+def ib_with_lagging_stamps(window: PacingWindow, clock: FakeClock, requests: int, in_flight: int = 6,
+                           busy_s: float = 300.0, busy_lag: float = 0.35, answer_s: float = 0.01
+                           ) -> tuple[list[float], list[float]]:
+    """Event simulation of a scheduler (up to `in_flight` open) against a gateway whose stamps trail sends by
+    `busy_lag` for its first `busy_s`, then by up to 0.05 s; IB's window is checked by brute force on its
+    own stamps. Returns the send times of the requests IB answered with a violation (each is retried) and
+    the margin in force after each answer."""
+    limits, rng, start = window.limits, random.Random(3), clock.now
+    stamps: list[float] = []
+    answers: list[tuple[float, int, bool]] = []  # (answered at, request, violated)
+    queue, violated_sends, margins, last_stamp = list(range(requests)), [], [], -math.inf
+    while queue or answers:
+        wait = window.wait_time(req(con_id=queue[0])) if queue and len(answers) < in_flight else math.inf
+        if answers and answers[0][0] <= clock.now + wait:
+            clock.now, n, violated = max(clock.now, answers[0][0]), *heapq.heappop(answers)[1:]
+            window.finished(req(con_id=n), violated=violated)
+            margins.append(window.margin.at(clock.now))
+            if violated:
+                queue.insert(0, n)
+            continue
+        clock.now += wait
+        n = queue.pop(0)
+        window.sent(req(con_id=n))
+        lag = busy_lag if clock.now - start < busy_s else rng.uniform(0, 0.05)
+        last_stamp = stamp = max(last_stamp, clock.now + lag)
+        violated = sum(1 for s in stamps if s > stamp - limits.window_s) + 1 > limits.max_weighted
+        if violated:
+            violated_sends.append(clock.now)
+        else:
+            stamps.append(stamp)
+        heapq.heappush(answers, (stamp + answer_s, n, violated))
+    return violated_sends, margins
+
+
+def test_the_same_violation_is_not_repeated_once_learned():
+    """The first window's sends were stamped 0.35 s late, so the six sent 0.1 s past the window on our
+    clock all break IB's: they were on the wire before the first 162 came back. The margin learns from
+    those answers at least the window's slowest round trip (0.36 s); no send after them draws another in
+    400 requests, and once the stamps are prompt again the margin decays back to its base."""
+    window, clock = pacer(PacingLimits(safety_s=0.1))
+    violated, margins = ib_with_lagging_stamps(window, clock, 400)
+    assert len(violated) == 6 and max(violated) - min(violated) < 0.36  # one burst, before any 162 arrived
+    assert max(margins) >= 0.36
+    assert margins[-1] < 0.12

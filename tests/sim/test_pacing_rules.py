@@ -1,10 +1,21 @@
-"""Pacing rule engine with an injected clock (fast, exact)."""
+"""Pacing rule engine with an injected clock (fast, exact), and where the simulator stamps a request."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import itertools
 
-from harvester.sim.rules import SMALL_BAR_SIZES, PacedRequest, PacingEngine, PacingLimits, Verdict
+import pytest
+from ib_insync import Stock
+
+from harvester.sim.rules import (
+    SMALL_BAR_SIZES,
+    ArrivalStamps,
+    PacedRequest,
+    PacingEngine,
+    PacingLimits,
+    Verdict,
+)
 
 
 class FakeClock:
@@ -122,3 +133,64 @@ def test_scale_compresses_every_time_constant(clock):
 def test_bad_scale_is_rejected(clock):
     with pytest.raises(ValueError, match="scale"):
         engine(clock, scale=0)
+
+
+def test_a_request_is_judged_at_its_stamp_not_when_its_turn_comes(clock):
+    """Sixty stamped at t, checked later: the 61st stamped just after t + window is admitted."""
+    pacing = engine(clock)
+    for n in range(60):
+        assert admit_released(pacing, request(n)) is Verdict.ADMITTED
+    arrived = clock.now + 600.0
+    clock.now += 600.5  # its turn to be checked came half a second after it arrived
+    assert pacing.admit(request(60), at=arrived) is Verdict.ADMITTED
+
+
+def test_arrival_stamps_are_the_receipt_without_a_modelled_lag(clock):
+    stamps = ArrivalStamps(clock)
+    assert stamps.stamp() == (clock.now, clock.now)
+    clock.now += 0.25
+    assert stamps.stamp() == (clock.now, clock.now)
+
+
+def test_a_modelled_lag_stays_within_its_bound_keeps_arrival_order_and_is_seeded(clock):
+    def run(seed: int) -> list[tuple[float, float]]:
+        stamps, got = ArrivalStamps(clock, lag_s=0.05, seed=seed), []
+        for n in range(200):
+            clock.now = 1000.0 + n / 100
+            got.append(stamps.stamp())
+        return got
+
+    got = run(7)
+    lags = [stamp - received for received, stamp in got]
+    assert all(0 <= lag <= 0.05 + 1e-9 for lag in lags) and max(lags) > 0.04 and min(lags) < 0.01
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(got))  # HMDS takes requests in order
+    assert run(7) == got and run(8) != got
+    with pytest.raises(ValueError):
+        ArrivalStamps(clock, lag_s=-1)
+
+
+def test_requests_read_together_are_stamped_as_read_not_as_their_bars_get_built(make_gateway, connect):
+    """Issue 13: six requests read at once were stamped as each one's turn came, after the bars of those
+    before it were built (the sixth ~0.1 s late), so the 61st–66th drew 162 though the wire spaced them."""
+    gateway = make_gateway(latency_scale=0.01)
+    ib = connect(gateway)
+    symbols = ["AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA"]
+    contracts = ib.qualifyContracts(*[Stock(s, "SMART", "USD") for s in symbols])
+
+    async def burst() -> list:
+        return await asyncio.gather(*[ib.reqHistoricalDataAsync(c, "", "1 Y", "1 day", "TRADES", True)
+                                      for c in contracts])
+
+    assert all(ib.run(burst()))
+    asked = gateway.journal.matching(kind="historical")
+    assert len(asked) == 6 and [e["stamp_lag_s"] for e in asked] == [0.0] * 6
+
+
+def test_the_modelled_stamp_lag_reaches_the_journal(make_gateway, connect):
+    gateway = make_gateway(stamp_lag_s=0.05, latency_scale=0.0)
+    ib = connect(gateway)
+    contracts = ib.qualifyContracts(*[Stock(s, "SMART", "USD") for s in ["AAPL", "MSFT", "AMZN", "GOOGL"]])
+    for contract in contracts:
+        assert ib.reqHistoricalData(contract, "", "2 D", "1 day", "TRADES", True)
+    lags = [e["stamp_lag_s"] for e in gateway.journal.matching(kind="historical")]
+    assert len(lags) == 4 and all(0 <= lag <= 0.05 for lag in lags) and any(lag > 0 for lag in lags)
