@@ -10,11 +10,12 @@ which `job.pacing_budget` seeds from the warehouse journal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from harvester.ib.ledger import LEDGER_DIR_ENV, LedgerBudget, gateway_key
 from harvester.ib.pacing import PacedRequest, PacingWindow
@@ -30,8 +31,11 @@ class SharedWindow(PacingWindow):
         super().__init__(limits, clock)
         self._mutex = threading.RLock()
 
-    def turn(self):
-        return _Locked(self, self._mutex)
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[SharedWindow]:
+        """The window, held for one pick-send-record step."""
+        with self._mutex:
+            yield self
 
     def wait_time(self, req: PacedRequest) -> float:
         with self._mutex:
@@ -57,20 +61,6 @@ class SharedWindow(PacingWindow):
     def open_count(self) -> int:
         with self._mutex:
             return super().open_count()
-
-
-class _Locked:
-    """`with window.turn() as turn`: the shared window, held for one pick-send-record step."""
-
-    def __init__(self, window: SharedWindow, mutex: threading.RLock) -> None:
-        self._window, self._mutex = window, mutex
-
-    def __enter__(self) -> SharedWindow:
-        self._mutex.acquire()
-        return self._window
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._mutex.release()
 
 
 _windows: dict[tuple[str, int, PacingLimits], SharedWindow] = {}

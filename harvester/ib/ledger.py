@@ -157,7 +157,7 @@ class LedgerTurn:
 
 class LedgerBudget:
     """The pacing budget of one gateway shared by every process through the ledger; thread-safe. It has
-    PacingWindow's face (`turn`, `wait_time`, `sent`, `finished`), so the scheduler takes either."""
+    PacingWindow's face as the scheduler uses it (`turn`, then `finished`), so the scheduler takes either."""
 
     def __init__(self, gateway: str, limits: PacingLimits, path: Path | None = None,
                  clock: Callable[[], float] = time.time, process: ProcessId | None = None,
@@ -170,7 +170,6 @@ class LedgerBudget:
         self._mutex = threading.RLock()
         self.throttle = MessageThrottle(clock)  # ib_insync throttles per connection: this process's own
         self._rows: dict[PacedRequest, deque[tuple[int, float, float]]] = defaultdict(deque)  # (id, at, clearance)
-        self._margin = Margin(limits.safety_s, limits.window_s)
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[LedgerTurn]:
@@ -183,21 +182,6 @@ class LedgerBudget:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-
-    def wait_time(self, req: PacedRequest) -> float:
-        with self.turn() as turn:
-            return turn.wait_time(req)
-
-    def message_wait(self) -> float:
-        return self.throttle.wait()
-
-    def sent(self, req: PacedRequest) -> None:
-        with self.turn() as turn:
-            turn.sent(req)
-
-    def open_count(self) -> int:
-        with self.turn() as turn:
-            return turn.open_count()
 
     def record(self, req: PacedRequest, clearance: float) -> None:
         """Write a send just taken inside a turn (`clearance`: how far past its rules it went)."""
