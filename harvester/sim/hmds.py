@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-RULES = ("legacy", "current")
-DAILY_PER_BAR_S = 0.0015 / 10  # pre-built daily bars: 40 years (10,000 bars) in under 2 s, busy or not  # legacy: the hard rules for every bar size; current: small bars only + soft
+RULES = ("legacy", "current")  # legacy: the hard rules for every bar size; current: small bars only + soft
+DAILY_PER_BAR_S = 0.0015 / 10  # pre-built daily bars: 40 years (10,000 bars) in under 2 s, busy or not
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,9 @@ class HmdsLoad:
     def plan(self, bars: int, intraday: bool, soft: bool) -> Answer:
         """Decide one answer and count it as begun (call `done` when it ends, answered or not)."""
         p, now = self.profile, self._clock()
-        recent_soft = self._count_soft(now) if soft and self.throttle is not None else 0
-        if soft and self.throttle is not None and recent_soft > self.throttle.disconnect_at:
+        throttled = soft and self.throttle is not None
+        recent_soft = self._count_soft(now) if throttled else 0
+        if throttled and recent_soft > self.throttle.disconnect_at:
             self._soft.clear()  # the client is gone; its successor starts a fresh count
             return Answer(None, disconnect=True)
         pressure = self.pressure()
@@ -123,7 +124,7 @@ class HmdsLoad:
         if intraday and p.max_bars is not None and bars > p.max_bars:
             return Answer(None, withheld="size")
         factor = (1.0 + pressure) ** 2
-        if soft and self.throttle is not None:
+        if throttled:
             factor *= self.throttle.factor(recent_soft)
         seconds = p.size_s(bars, intraday) * factor
         if p.max_load is not None and pressure > p.max_load:
@@ -150,4 +151,3 @@ class HmdsLoad:
 def calibration_error(profile: HmdsProfile = BUSY) -> float:
     """Largest relative miss of #268's two answered requests (idle HMDS); a test keeps it small."""
     return max(abs(profile.size_s(bars) - seconds) / seconds for bars, seconds in ((390, 0.6), (1950, 8.3)))
-
