@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harvester.warehouse.delta import DeltaTables, read_bars_file
+from harvester.warehouse.delta import UNREADABLE, DeltaTables, read_bars_file
 from harvester.warehouse.files import ROW_GROUP_ROWS, WarehouseError
 from harvester.warehouse.layout import (
     BARS,
@@ -63,7 +63,7 @@ def compact(data_dir: str | Path | Location, retention_hours: float = 168.0) -> 
         try:
             if len(files) == 1 and _well_formed(files[0], read_bars_file(files[0], loc), loc):
                 continue
-        except (pa.ArrowException, OSError):
+        except UNREADABLE:
             stats.unreadable += [Path(f) for f in files]
             continue  # a damaged file must not be dropped by its neighbours' rewrite: verify() handles it
         rewritten: list[int] = []
@@ -76,7 +76,7 @@ def compact(data_dir: str | Path | Location, retention_hours: float = 168.0) -> 
 
         try:
             tables.transact(BARS, build, BARS_TABLE_SCHEMA)
-        except (pa.ArrowException, OSError):
+        except UNREADABLE:
             stats.unreadable += [Path(f) for f in files]
             continue
         stats.partitions_rewritten += 1

@@ -13,10 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harvester.warehouse.delta import DeltaTables
+from harvester.warehouse.delta import UNREADABLE, DeltaTables
 from harvester.warehouse.files import WarehouseError
 from harvester.warehouse.layout import PARTITIONS, TABLES
 from harvester.warehouse.storage import Location, filesystem, fs_paths
@@ -56,7 +55,7 @@ def damaged_files(root: Path | str | Location) -> tuple[int, list[Damage]]:
             checked += 1
             try:
                 pq.read_table(opened, filesystem=fs)
-            except (pa.ArrowException, OSError) as exc:
+            except UNREADABLE as exc:
                 damaged.append(Damage(name, path, _without_path(first_line(exc))))
     return checked, damaged
 

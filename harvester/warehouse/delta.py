@@ -165,6 +165,9 @@ def remote_dataset(loc: Location, files: Sequence[str], schema: pa.Schema, table
                       partition_base_dir=fs_paths([table_uri])[0])
 
 
+UNREADABLE = (pa.ArrowException, OSError)  # what reading a damaged, cut or vanished Parquet file raises
+
+
 def read_remote_files(loc: Location, files: Sequence[str], schema: pa.Schema, table_uri: str,
                       partition_columns: Sequence[str] = ()) -> pa.Table:
     """Data files on object storage → one table of `schema`."""
@@ -172,7 +175,7 @@ def read_remote_files(loc: Location, files: Sequence[str], schema: pa.Schema, ta
         return schema.empty_table()
     try:
         table = remote_dataset(loc, files, schema, table_uri, partition_columns).to_table()
-    except (pa.ArrowException, OSError) as exc:
+    except UNREADABLE as exc:
         raise WarehouseError(f"cannot read {len(files)} data file(s) near {files[0]}: {exc}") from exc
     return table.select(schema.names).cast(schema)
 

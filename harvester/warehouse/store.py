@@ -38,7 +38,8 @@ from harvester.warehouse.checks import CheckedBars, check_bars
 from harvester.warehouse.claims import Claims, Holder, Me
 from harvester.warehouse.compaction import merge_newest_wins
 from harvester.warehouse.coverage import CoverageIndex, dedupe_rows, naive_utc, trim_rows
-from harvester.warehouse.delta import DeltaTables, read_bars_file
+from harvester.warehouse.damage import DamagedFile
+from harvester.warehouse.delta import UNREADABLE, DeltaTables, read_bars_file
 from harvester.warehouse.files import WarehouseError, ensure_dir, write_json_atomic
 from harvester.warehouse.layout import (
     BARS,
@@ -106,11 +107,6 @@ _run_counter = itertools.count()
 class MixedWarehouseError(WarehouseError):
     """Simulated bars must never land in a real warehouse (or the reverse)."""
 
-
-class _DamagedFile(Exception):
-    def __init__(self, path: Path, error: str) -> None:
-        super().__init__(error)
-        self.path, self.error = path, error
 
 
 @dataclass(frozen=True)
@@ -415,12 +411,12 @@ class Warehouse:
                     touched.setdefault(key, []).append((position, entry))
         if not touched and not any(repair_partitions(self.tables, self.tables.open(BARS), e) for _, e in repairs):
             return
-        damaged: list[_DamagedFile] = []
+        damaged: list[DamagedFile] = []
 
         def read(files: list[str]) -> list[pa.Table]:
             try:
                 return self._read_partition(files)
-            except _DamagedFile as exc:
+            except DamagedFile as exc:
                 damaged.append(exc)
                 raise
 
@@ -459,10 +455,10 @@ class Warehouse:
             try:
                 self.tables.transact(BARS, build, BARS_TABLE_SCHEMA)
                 return
-            except (WarehouseError, _DamagedFile):
+            except WarehouseError:  # DamagedFile is one
                 if not damaged:
                     raise
-                stats.corrupt.append(self._drop_corrupt(damaged[0].path, damaged[0].error))
+                stats.corrupt.append(self._drop_corrupt(Path(damaged[0].path), damaged[0].error))
                 damaged.clear()  # dropped from its partition: the merge is built again
 
     def _partition_files(self, snapshot, key: PartitionKey) -> list[str]:
@@ -476,10 +472,10 @@ class Warehouse:
         for uri in files:
             try:
                 rows.append(read_bars_file(uri, self.location))
-            except (pa.ArrowException, OSError, KeyError) as exc:
+            except (*UNREADABLE, KeyError) as exc:
                 if not self.location.is_local:
                     raise WarehouseError(f"unreadable data file {uri}: {exc}") from exc
-                raise _DamagedFile(Path(uri), str(exc)) from exc
+                raise DamagedFile(uri, str(exc)) from exc
         return rows
 
     def _record_coverage(self, entries: list[StagedEntry]) -> int:
@@ -596,7 +592,7 @@ class Warehouse:
             if record.get(rel) != stamp:
                 try:
                     pq.read_table(path)
-                except (pa.ArrowException, OSError) as exc:
+                except UNREADABLE as exc:
                     corrupt.append(self._drop_corrupt(path, str(exc)))
                     continue
             seen[rel] = stamp
@@ -687,7 +683,7 @@ def _read_good(files: list[str]) -> pa.Table:
     for f in files:
         try:
             tables.append(read_bars_file(f))
-        except (pa.ArrowException, OSError):
+        except UNREADABLE:
             continue
     return pa.concat_tables(tables) if tables else BARS_SCHEMA.empty_table()
 
