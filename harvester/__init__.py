@@ -19,7 +19,7 @@ _EXPORTS = {
     "harvester.model": ("BarRequest", "ContractSpec", "HeadKey", "Outcome", "SeriesKey"),
     "harvester.ibrules": ("BAR_SIZES", "BY_LABEL", "WHAT_TO_SHOW", "BarSize", "bar_size"),
     "harvester.calendar": ("ContractListing", "TradingCalendar", "calendar_for"),
-    "harvester.settings": ("ConfigError", "Settings", "resolve_settings"),
+    "harvester.settings": ("ConfigError", "Settings", "resolve_settings", "user_temp_dir"),
     "harvester.universe": ("UniverseError", "ib_symbol", "load_universe"),
     "harvester.job": ("HarvestConfigError", "HarvestJob", "HarvestReport", "claimed_by_others", "harvest_async",
                       "missing_requests", "run_harvest"),

@@ -163,3 +163,11 @@ def resolve_settings(
         if value is not None and value != ():
             values[key] = _coerce(key, value, f"option {key}")
     return replace(Settings(), **values)
+
+
+def user_temp_dir(name: str) -> Path:
+    """`<system temp>/<name>-<uid>`: a folder of this user's scratch on this machine (Windows has no uid, and
+    its temp folder is the user's own already)."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"{name}-{os.getuid() if hasattr(os, 'getuid') else 'user'}"

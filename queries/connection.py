@@ -45,6 +45,7 @@ from harvester import (
     resolve_settings,
     sql_file_list,
     tables,
+    user_temp_dir,
     write_bytes_atomic,
 )
 
@@ -438,9 +439,7 @@ def sql_literal(text: object) -> str:
 
 def cli_temp_directory() -> Path:
     """Where the DuckDB CLI run with `harvest sql-init`'s script spills: the system temp directory, per user."""
-    import tempfile
-
-    return Path(tempfile.gettempdir()) / f"harvest-duckdb-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    return user_temp_dir("harvest-duckdb")
 
 
 def write_init_script(output: Path, data_dir: Path) -> Path:

@@ -19,7 +19,6 @@ import math
 import os
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict, deque
@@ -32,6 +31,7 @@ import psutil
 from harvester.ib.pacing import Margin, MessageThrottle, PacedRequest, PacingWindow
 from harvester.ibrules import PacingLimits
 from harvester.model import WorkKind
+from harvester.settings import user_temp_dir
 
 LEDGER_DIR_ENV = "HARVEST_PACING_DIR"  # overrides where the ledger lives (tests, shared setups)
 LEDGER_FILE = "pacing.sqlite"
@@ -76,7 +76,7 @@ def ledger_dir() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK):
         return Path(runtime) / "harvester"
-    return Path(tempfile.gettempdir()) / f"harvester-{os.getuid()}"
+    return user_temp_dir("harvester")
 
 
 def ledger_path() -> Path:
