@@ -176,6 +176,8 @@ def rows_in(data: Path) -> int:
 def reader_problems(data: Path) -> list[str]:
     """What a reader would meet right now: unreadable or temp files in its glob, or a failing query."""
     problems = reader_hazards(data)
+    if not data.is_dir():  # killed before the warehouse was made: a reader is rightly told there is none
+        return problems
     try:
         import queries
 
