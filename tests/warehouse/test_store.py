@@ -3,6 +3,7 @@ mixed warehouses, readers during commits. Real files in tmp_path, real DuckDB re
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
@@ -18,8 +19,9 @@ import pytest
 from harvester.contracts import _stored_contracts
 from harvester.model import BarRequest, HeadKey, Outcome, SeriesKey
 from harvester.warehouse import tables
+from harvester.warehouse.compaction import compact
 from harvester.warehouse.store import MixedWarehouseError, Warehouse, WarehouseError
-from tests.helpers.warehouses import snapshot_files
+from tests.helpers.warehouses import snapshot_files, split_partitions
 
 
 def data_files(data_dir, table: str = "bars") -> list[Path]:
@@ -423,10 +425,7 @@ def test_a_partition_bigger_than_one_batch_is_written_sorted_by_symbol_ts(tmp_pa
     row_groups = pq.ParquetFile(path).metadata
     ranges = [(row_groups.row_group(g).column(0).statistics.min, row_groups.row_group(g).column(0).statistics.max)
               for g in range(row_groups.num_row_groups)]
-    assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:]))  # one symbol's rows: in one or two row groups
-    from harvester.warehouse.compaction import compact
-    from tests.helpers.warehouses import split_partitions
-
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(ranges))  # one symbol's rows: in one or two row groups
     assert split_partitions(tmp_path) == 1  # two files: work for compaction, which merges them again
     assert compact(tmp_path).partitions_rewritten == 1
     (path,) = data_files(tmp_path)
