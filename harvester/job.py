@@ -38,7 +38,7 @@ from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_re
 from harvester.recorder import Recorder, recent_sends
 from harvester.repair import repair_splits
 from harvester.settings import QUARANTINE_NIGHTS, Settings
-from harvester.warehouse import Warehouse
+from harvester.warehouse import Warehouse, WarehouseError
 from harvester.warehouse.claims import CLAIM_TTL, live_claims
 from harvester.warehouse.coverage import CoverageIndex
 from harvester.warehouse.storage import Location
@@ -66,7 +66,6 @@ class HarvestJob:
     host: str = "127.0.0.1"
     port: int = 7497
     client_id: int = 17
-    sim: bool = False  # the warehouse is (to be) marked simulated
     pacing_scale: float = 1.0
     commit_every_s: float = 180.0
     target_bars: int = 5000
@@ -191,8 +190,7 @@ async def harvest_async(job: HarvestJob, progress: Callable[[Progress], None] | 
     """The harvest for callers already inside an event loop. Raises MixedWarehouseError, WarehouseError,
     GatewayUnreachable, ClientIdInUse; series failures are reported, series another job holds are left to it."""
     started = time.monotonic()
-    warehouse = Warehouse.open(job.data_dir, simulated=job.sim, gateway=f"{job.host}:{job.port}",
-                               quarantine_nights=job.quarantine_nights)
+    warehouse = Warehouse.open(job.data_dir, simulated=None, quarantine_nights=job.quarantine_nights)
     try:
         corrupt = [] if job.plan_only else warehouse.verify()  # damaged partitions: dropped, coverage forgotten
         report = await _harvest(job, warehouse, progress)
@@ -207,10 +205,25 @@ async def harvest_async(job: HarvestJob, progress: Callable[[Progress], None] | 
     return report
 
 
+def _know_the_gateway(job: HarvestJob, source: IBSource, warehouse: Warehouse) -> None:
+    """What the gateway says it is decides the warehouse's mark and whether compressed pacing is allowed:
+    below scale 1 a real gateway would see IB's rules broken (the simulator scales its own to match)."""
+    kind = "the simulator" if source.simulated else "a real IB gateway"
+    if job.pacing_scale < 1 and not source.simulated:
+        raise HarvestConfigError(f"pacing scale {job.pacing_scale}: {source.address} is {kind} (account "
+                                 f"{source.account or '?'}), which enforces IB's pacing at scale 1; drop --pacing-scale")
+    warehouse.mark_origin(source.simulated, source.address, source.account, write=not job.plan_only)
+
+
 async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestReport:
     report = HarvestReport()
     source = IBSource(job.host, job.port, job.client_id, connect_timeout=job.connect_timeout)
     await source.connect()
+    try:
+        _know_the_gateway(job, source, warehouse)
+    except (HarvestConfigError, WarehouseError):
+        source.disconnect()
+        raise
     recorder = Recorder(warehouse, job.commit_every_s, on_failure=report.fail, on_staged=report.staged)
     heartbeat = None
     try:
@@ -368,7 +381,7 @@ def missing_requests(job: HarvestJob, now: datetime | None = None) -> list[BarRe
     now = now or datetime.now(UTC)
     if read_meta(Location.parse(job.data_dir)) is None:
         return None
-    warehouse = Warehouse(job.data_dir, job.sim)  # reads only: nothing opened for writing, nothing claimed
+    warehouse = Warehouse(job.data_dir, None)  # reads only: nothing opened for writing, nothing claimed
     known, todo = stored_contracts(warehouse, job.universe, since=None)  # any age: conIds do not change
     if todo:
         return None
@@ -392,7 +405,7 @@ def missing_requests(job: HarvestJob, now: datetime | None = None) -> list[BarRe
 def claimed_by_others(job: HarvestJob, keys: Iterable[SeriesKey]) -> dict[SeriesKey, str]:
     """Which of `keys` another live harvest holds now, and by whom (the claims table, read only)."""
     wanted = set(keys)
-    rows = live_claims(Warehouse(job.data_dir, job.sim).tables)
+    rows = live_claims(Warehouse(job.data_dir, None).tables)
     return {key: f"held by run {r.run_id} (pid {r.pid} on {r.host})" for r in rows.itertuples(index=False)
             if (key := SeriesKey(int(r.con_id), r.bar_size, r.what_to_show, bool(r.use_rth))) in wanted}
 

@@ -21,7 +21,7 @@ SHORT_TIMEOUTS = TimeoutPolicy(base_s=1.0, per_bar_s=0.001, head_s=1.0)
 
 def harvest(gw, data_dir: Path, symbols, **job) -> HarvestReport:
     settings = {
-        "universe": [ContractSpec(s, line=i + 2) for i, s in enumerate(symbols)], "data_dir": data_dir, "sim": True,
+        "universe": [ContractSpec(s, line=i + 2) for i, s in enumerate(symbols)], "data_dir": data_dir,
         "port": gw.port, "client_id": next_client_id(), "pacing_scale": 0.01, "retry": FAST_RETRY,
     }
     return run_harvest(HarvestJob(**{**settings, **job}))
@@ -150,7 +150,7 @@ def test_outage_pauses_and_resumes(make_gateway, tmp_path):
             gw.fire_outage(0.3)
 
     report = run_harvest(
-        HarvestJob(universe=[ContractSpec(s) for s in SYMBOLS], data_dir=tmp_path / "data", sim=True, port=gw.port,
+        HarvestJob(universe=[ContractSpec(s) for s in SYMBOLS], data_dir=tmp_path / "data", port=gw.port,
                    client_id=next_client_id(), pacing_scale=0.01, retry=FAST_RETRY, timeouts=SHORT_TIMEOUTS,
                    **INTRADAY),
         progress,

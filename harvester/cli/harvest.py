@@ -40,7 +40,7 @@ def run_nightly_job(universe: Path, sim: bool, sim_now: str | None, **options) -
         fail(Exit.BAD_INPUT, str(exc))
     job = HarvestJob.from_settings(
         settings, specs, start=None if start == "head" else start, end=end.date() if end else None,
-        plan_only=plan_only, sim=sim, pacing_scale=pacing_scale or (SIM_PACING_SCALE if sim else 1.0),
+        plan_only=plan_only, pacing_scale=pacing_scale or (SIM_PACING_SCALE if sim else 1.0),
         **({"min_safety_s": SIM_SAFETY_S} if sim else {}),
     )
     try:
