@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -157,7 +157,10 @@ class HarvestReport:
     plan: list[BarRequest] = field(default_factory=list)
     plan_by_class: dict[str, int] = field(default_factory=dict)  # planned requests by asset class (sec_type)
     eta_s: float = 0.0
-    unplanned: int = 0  # --plan only: series whose window waits for a head timestamp
+    unplanned: int = 0  # --plan only: series whose window waits for a head timestamp (estimated)
+    estimated: int = 0  # --plan only: their requests, as if each had PLAN_ASSUMED_HISTORY
+    eta_ib_s: float = 0.0  # the plan's pacing floor at IB's own limits (eta_s is at the job's scale)
+    planned_offline: bool = False  # --plan only: worked out from the warehouse, no gateway asked
     gateway_now: datetime | None = None
     corrupt_files: list[str] = field(default_factory=list)  # quarantined at the start, refetched by this run
     left_to_others: dict[SeriesKey, str] = field(default_factory=dict)  # held by another live harvest
@@ -268,6 +271,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
                 warehouse.claims.release()
         weights = [request_weight(r.series.what_to_show) for r in report.plan] + [request_weight(w) for w in head_shows]
         report.eta_s = pacing_floor(weights, limits) if weights else 0.0
+        report.eta_ib_s = pacing_floor(weights, PacingLimits()) if weights else 0.0
         report.series_complete = sum(not recorder.failed_series(key) for _, key in series
                                      if key not in report.left_to_others)
         report.count_requests(scheduler.progress)
@@ -343,18 +347,25 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
         state = _series_state(info, key, heads, coverage, held)
         if state.head is None and key.head_key in recorder.no_data_heads:
             continue  # IB has no data at all for this series: nothing to fetch, nothing failed
-        if state.head is None and job.plan_only and needs_head_timestamp(key, start):
-            report.unplanned += 1  # its window starts at a head timestamp not fetched yet
-            continue
+        estimated = state.head is None and job.plan_only and needs_head_timestamp(key, start)
+        if estimated:  # its window starts at a head timestamp not fetched yet: estimate, said in the plan
+            state = replace(state, head=now - PLAN_ASSUMED_HISTORY)
         try:
             requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
         except PlanError as exc:
             recorder.mark_failed(key, info.symbol, f"{key.bar_size} bars: cannot plan ({exc})")
             continue
+        if estimated:
+            report.unplanned += 1
+            report.estimated += len(requests)
         report.plan.extend(requests)
         report.plan_by_class[info.sec_type] = report.plan_by_class.get(info.sec_type, 0) + len(requests)
         work_by_series.append([Work(WorkKind.BARS, info, key, r) for r in requests])
     return work_by_series
+
+
+# What `--plan` assumes for an intraday series whose head timestamp is not known yet (it says so).
+PLAN_ASSUMED_HISTORY = timedelta(days=365)
 
 
 def _expiry(info: ContractInfo, calendar: TradingCalendar, use_rth: bool) -> datetime | None:
@@ -378,6 +389,13 @@ def missing_requests(job: HarvestJob, now: datetime | None = None) -> list[BarRe
     """What `job` would ask IB for, worked out from the warehouse alone: no gateway, no lock, `now` from the
     local clock. [] when everything it asks for is covered; None when only the gateway can tell (nothing
     stored yet, a contract never qualified, a head timestamp not fetched). Read-through calls it first."""
+    report = plan_from_warehouse(job, now)
+    return None if report is None else report.plan
+
+
+def plan_from_warehouse(job: HarvestJob, now: datetime | None = None) -> HarvestReport | None:
+    """`job`'s plan from the warehouse alone (`missing_requests`, and `--plan` where it can: no gateway
+    needed), or None when only the gateway can tell."""
     now = now or datetime.now(UTC)
     if read_meta(Location.parse(job.data_dir)) is None:
         return None
@@ -388,7 +406,7 @@ def missing_requests(job: HarvestJob, now: datetime | None = None) -> list[BarRe
     heads, coverage, held = warehouse.heads(), warehouse.coverage(), warehouse.held_bars()
     start = _start_instant(job.start)
     end = min(now, _end_instant(job.end)) if job.end else now
-    requests: list[BarRequest] = []
+    report = HarvestReport(planned_offline=True, gateway_now=now)
     for info in {i.con_id: i for infos in known.values() for i in infos}.values():
         for size in job.bar_sizes:
             key = SeriesKey(info.con_id, size, what_to_show_for(info.sec_type, job.what_to_show), job.use_rth)
@@ -396,10 +414,16 @@ def missing_requests(job: HarvestJob, now: datetime | None = None) -> list[BarRe
             if state.head is None and needs_head_timestamp(key, start):
                 return None
             try:
-                requests += plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
+                requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
             except PlanError:
                 return None
-    return requests
+            report.series_total += 1
+            report.plan += requests
+            report.plan_by_class[info.sec_type] = report.plan_by_class.get(info.sec_type, 0) + len(requests)
+    weights = [request_weight(r.series.what_to_show) for r in report.plan]
+    limits = paced_limits(job.pacing_scale, job.min_safety_s)
+    report.eta_s, report.eta_ib_s = pacing_floor(weights, limits), pacing_floor(weights, PacingLimits())
+    return report
 
 
 def claimed_by_others(job: HarvestJob, keys: Iterable[SeriesKey]) -> dict[SeriesKey, str]:

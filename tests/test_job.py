@@ -9,7 +9,7 @@ import duckdb
 import pandas as pd
 
 from harvester.ib.scheduler import RetryPolicy, TimeoutPolicy
-from harvester.job import HarvestJob, HarvestReport, run_harvest
+from harvester.job import PLAN_ASSUMED_HISTORY, HarvestJob, HarvestReport, run_harvest
 from harvester.model import ContractSpec
 from harvester.sim import Faults
 from tests.helpers.gateways import next_client_id
@@ -179,11 +179,13 @@ def test_contracts_are_requalified_once_a_night(sim_gateway, tmp_path):
     assert sim_gateway.journal.count_where(kind="contract_details") == 4
 
 
-def test_plan_only_counts_heads_and_leaves_their_series_unplanned(sim_gateway, tmp_path):
+def test_plan_only_counts_heads_and_estimates_their_series_from_the_assumed_history(sim_gateway, tmp_path):
     report = harvest(sim_gateway, tmp_path / "data", ["KLAC", "GEHC"], bar_sizes=("1 hour", "30 mins"),
                      plan_only=True)
-    assert report.head_requests == 2 and report.unplanned == 4 and report.plan == []
-    assert report.eta_s == 0.0 and sim_gateway.journal.count_where(kind="head_timestamp") == 0
+    assert report.head_requests == 2 and report.unplanned == 4
+    assert report.estimated == len(report.plan) > 0, "an estimate, not '0 requests'"
+    assert min(r.start for r in report.plan) >= report.gateway_now - PLAN_ASSUMED_HISTORY
+    assert sim_gateway.journal.count_where(kind="head_timestamp") == 0
 
 
 def test_a_failed_head_fails_every_bar_size_of_its_series(make_gateway, tmp_path):
