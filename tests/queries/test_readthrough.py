@@ -51,10 +51,10 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame
 def test_bars_returns_exactly_the_stored_rows_in_range(stored, symbols, start, end) -> None:
     data_dir, minutes = stored
     got = queries.bars(symbols, "1 min", start, end, data_dir=data_dir)
-    want = minutes[
-        (minutes.symbol.isin(symbols or SYMBOLS))
-        & (minutes.ts >= pd.Timestamp(start or "1900-01-01")) & (minutes.ts < pd.Timestamp(end or "2100-01-01"))
-    ].sort_values(["symbol", "ts"])
+    day = pd.to_datetime(minutes.session_date)  # a date bound is an exchange date, an end date included
+    after = (day >= pd.Timestamp(start)) if start and len(start) == 10 else minutes.ts >= pd.Timestamp(start or "1900")
+    before = (day <= pd.Timestamp(end)) if end and len(end) == 10 else minutes.ts < pd.Timestamp(end or "2100")
+    want = minutes[minutes.symbol.isin(symbols or SYMBOLS) & after & before].sort_values(["symbol", "ts"])
     assert len(want) > 0
     assert list(got.columns[:7]) == ["symbol", "con_id", "bar_size", "what_to_show", "use_rth", "ts", "session_date"]
     assert (got.bar_size == "1 min").all() and got.use_rth.all()
@@ -156,12 +156,12 @@ def test_loose_arguments_are_refused_by_name(stored, kwargs, message) -> None:
 
 def test_what_to_show_is_case_insensitive_and_no_symbols_is_an_empty_typed_frame(stored) -> None:
     data_dir, _ = stored
-    lower = queries.bars("AAA", "1 min", "2024-06-03", "2024-06-04", what_to_show="trades", data_dir=data_dir)
+    lower = queries.bars("AAA", "1 min", "2024-06-03", "2024-06-03", what_to_show="trades", data_dir=data_dir)
     assert len(lower) == 390 and set(lower.what_to_show) == {"TRADES"}
-    none = queries.bars([], "1 min", "2024-06-03", "2024-06-04", data_dir=data_dir)
+    none = queries.bars([], "1 min", "2024-06-03", "2024-06-03", data_dir=data_dir)
     assert none.empty and list(none.columns) == list(lower.columns)
     assert list(none.dtypes) == list(lower.dtypes)
-    assert len(queries.bars(None, "1 min", "2024-06-03", "2024-06-04", data_dir=data_dir)) == 3 * 390
+    assert len(queries.bars(None, "1 min", "2024-06-03", "2024-06-03", data_dir=data_dir)) == 3 * 390
 
 
 def test_con_and_data_dir_must_name_one_warehouse(stored, tmp_path: Path) -> None:
