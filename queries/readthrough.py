@@ -15,7 +15,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ from queries.connection import (
     snapshot_version,
     source_of,
 )
-from queries.identity import BarsRequestError, Chosen, choose, normalise, symbol_rows
+from queries.identity import BarsRequestError, Chosen, as_instant, choose, normalise, symbol_rows
 
 FETCH_MODES = ("missing", "never")
 OUTPUT_KINDS = ("pandas", "arrow", "polars")
@@ -319,7 +319,7 @@ def bars(
     if as_ not in OUTPUT_KINDS:
         raise BarsRequestError(f"as_={as_!r}; expected one of {', '.join(OUTPUT_KINDS)}")
     first, last = to_bound(start, "start"), to_bound(end, "end")
-    lo, hi = _instant(first, 0), _instant(last, 1)  # instants holding the range: partitions and names
+    lo, hi = as_instant(first), as_instant(last, 1)  # instants holding the range: the partitions to read
     if lo is not None and hi is not None and lo >= hi:
         raise BarsRequestError(f"start {first} is not before end {last}"
                                + (" (an end date is included)" if not isinstance(last, datetime) else ""))
@@ -336,7 +336,7 @@ def bars(
             raise BarsRequestError("fetch='missing' cannot add bars to a connection pinned with as_of")
 
     def read() -> Any:
-        wanted, ids, loose = _chosen(directory, names, con_ids, venue, lo, hi, source_of(con)[1] if con else None)
+        wanted, ids, loose = _chosen(directory, names, con_ids, venue, first, last, source_of(con)[1] if con else None)
         if con is None:
             files = series_files(directory, size, what, rth, lo, hi)
         else:
@@ -372,15 +372,8 @@ def bars(
     return read()
 
 
-def _instant(bound: date | datetime | None, days_after: int) -> datetime | None:
-    """A bound as naive UTC: an instant as it is, a date's UTC midnight (`days_after` days later)."""
-    if bound is None or isinstance(bound, datetime):
-        return bound
-    return datetime(bound.year, bound.month, bound.day) + timedelta(days=days_after)
-
-
 def _chosen(directory: Path | str, names: list[str] | None, con_ids: list[int] | None, exchange: str | None,
-            start: datetime | None, end: datetime | None, as_of: int | datetime | None
+            start: date | datetime | None, end: date | datetime | None, as_of: int | datetime | None
             ) -> tuple[list[str] | None, list[int] | None, list[str]]:
     """(stored symbols, conIds, loose names) to read: every row when neither names nor conIds are given."""
     if names is None and con_ids is None:
