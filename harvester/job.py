@@ -86,6 +86,11 @@ class HarvestJob:
     # read-through leaves it to the gateway's now, which a simulator may set anywhere
     local_clock_checks: bool = True
 
+    def __post_init__(self) -> None:
+        # one name per bar size from here on: "1W" and "1 week" must be the same series, in the plan, the
+        # requests, the staging door and the warehouse (an alias slipped past once and was never stored)
+        self.bar_sizes = tuple(dict.fromkeys(_canonical_bar_size(name) for name in self.bar_sizes))
+
     @classmethod
     def from_settings(cls, settings: Settings, universe: Sequence[ContractSpec], **job: object) -> HarvestJob:
         """A job from resolved settings (`harvester.settings`); `job` sets what only a run has (start, sim, ...)."""
@@ -410,6 +415,14 @@ def pacing_budget(job: HarvestJob, warehouse: Warehouse, limits: PacingLimits, a
         for request, sent_at in recent_sends(warehouse.journal(), exchanges, now, horizon):
             window.remember(request, clock - (now - sent_at).total_seconds())
     return window
+
+
+def _canonical_bar_size(name: str) -> str:
+    """IB's spelling for a known bar size or alias; an unknown name as given, for validate() to refuse."""
+    try:
+        return bar_size(name).ib_name
+    except ValueError:
+        return name
 
 
 def span_bounds(job: HarvestJob, calendar: TradingCalendar, use_rth: bool, now: datetime

@@ -179,6 +179,7 @@ class DataService:
         if continuous and end.instant is not None:
             raise RequestRejected(10339, m.TEXT_CONTFUT_END, "invalid")
         self.desk.check_what(inst, what, None if bar_size.kind in DAILY_OR_LONGER else bar_size.seconds)
+        self.desk.check_replayed(inst, bar_size)
         if end.implied_zone:
             conn.error(req_id, 2174, m.TEXT_NO_ZONE)
         identity = (inst.con_id, spec.sec_type, spec.exchange, request.end, request.bar_size, request.duration,

@@ -49,8 +49,9 @@ class HistoricalDesk:
 
     def candidates(self, spec: ContractSpec, include_expired: bool, now: datetime, isin: str = ""
                    ) -> list[Instrument]:
-        """What the description matches at `now`: symbols as renamed by then (market/actions.py)."""
-        return self.master.match(
+        """What the description matches at `now`: symbols as renamed by then (market/actions.py); with a
+        replay, only what its file holds (a universe symbol it lacks is unknown, never generated)."""
+        found = self.master.match(
             con_id=spec.con_id,
             symbol=spec.symbol,
             sec_type=spec.sec_type,
@@ -65,6 +66,8 @@ class HistoricalDesk:
             today=now.date(),
             now=now,
         )
+        replay = self.market_data.replay
+        return found if replay is None else [i for i in found if replay.serves(i)]
 
     @staticmethod
     def named(inst: Instrument, now: datetime) -> Instrument:
@@ -88,6 +91,13 @@ class HistoricalDesk:
         if len(found) > 1:
             raise RequestRejected(200, m.TEXT_AMBIGUOUS.format(symbol=spec.label), "unknown_contract")
         return found[0]
+
+    def check_replayed(self, inst: Instrument, bar_size: BarSize) -> None:
+        """321 for a bar size a replay file neither holds nor derives exactly (market/replay.py)."""
+        replay = self.market_data.replay
+        if replay is not None and replay.serves(inst) and not replay.derives(bar_size):
+            raise RequestRejected(321, m.TEXT_NOT_REPLAYED.format(asked=bar_size.name, held=replay.bar_size.name),
+                                  "invalid")
 
     def check_what(self, inst: Instrument, what: str, bar_seconds: int | None) -> None:
         """IB's 162 for a whatToShow the class has no data for (TRADES for forex, quotes for an index)."""

@@ -8,6 +8,7 @@ import itertools
 import pandas as pd
 import pytest
 
+from harvester.sim.market.barsizes import parse_bar_size
 from harvester.sim.market.marketdata import Bar, MarketData, UnsupportedWhatToShow
 from harvester.sim.market.replay import ReplayBook
 from harvester.sim.market.securities import SecuritiesMaster
@@ -277,3 +278,28 @@ def test_replay_bad_file_names_line_and_column(tmp_path):
     path.write_text("symbol,open,high,low,close,volume\nA,1,2,1,1,5\n")
     with pytest.raises(ValueError, match="missing column"):
         ReplayBook.load(path)
+
+
+def test_replay_derives_weeks_and_months_from_its_days_and_nothing_finer(master, tmp_path, aapl):
+    days = pd.bdate_range("2024-05-27", "2024-06-14")  # Memorial Day (05-27) is no session
+    frame = pd.DataFrame({"symbol": "AAPL", "date": days.strftime("%Y-%m-%d"), "open": range(1, len(days) + 1),
+                          "high": 100.0, "low": 0.5, "close": range(2, len(days) + 2), "volume": 10.0})
+    frame.loc[frame.date == "2024-06-05", "high"] = 200.0
+    path = tmp_path / "days.csv"
+    frame.to_csv(path, index=False)
+    book = ReplayBook.load(path)
+    md = MarketData(master, book)
+    friday = utc(2024, 6, 14, 20)  # the last session in the file has just closed
+    weeks = md.bars(aapl, "1 week", "TRADES", True, utc(2024, 5, 1), friday, friday)
+    sessions = frame[frame.date != "2024-05-27"]
+    by_week = sessions.groupby(pd.to_datetime(sessions.date).dt.to_period("W"))
+    assert [b.session_date for b in weeks] == [dt.date(2024, 5, 28), dt.date(2024, 6, 3), dt.date(2024, 6, 10)]
+    assert [b.volume for b in weeks] == list(by_week.volume.sum())
+    assert [b.high for b in weeks] == list(by_week.high.max()) and weeks[1].high == 200.0
+    assert [(b.open, b.close) for b in weeks] == list(zip(by_week.open.first(), by_week.close.last()))
+    months = md.bars(aapl, "1 month", "TRADES", True, utc(2024, 5, 1), friday, friday)
+    may = sessions[sessions.date < "2024-06"]
+    assert [(b.session_date, b.volume) for b in months] == [(dt.date(2024, 5, 1), may.volume.sum())], \
+        "May as the file holds it, labelled by its first session as IB labels months; June is not over"
+    assert not book.derives(parse_bar_size("1 hour")) and not book.derives(parse_bar_size("30 secs"))
+    assert book.derives(parse_bar_size("1M")) and book.derives(parse_bar_size("1 day"))

@@ -112,6 +112,12 @@ class SessionCalendar:
         cut = np.minimum(closes, np.maximum(closes - early, exchange_close))
         return opens, np.where(early > 0, np.maximum(cut, opens), closes)
 
+    def period_ids(self, weekly: bool) -> np.ndarray:
+        """Week (Monday-based) or month number of every session: the groups of weekly and monthly bars."""
+        if weekly:
+            return (self.day_numbers - 1) // 7  # ordinal 1 (0001-01-01) is a Monday
+        return np.array([d.year * 12 + d.month for d in self.dates], dtype=np.int64)
+
     def bounds(self, use_rth: bool) -> tuple[np.ndarray, np.ndarray]:
         """(open, close) epoch seconds of every session in the flavour."""
         return (self.rth_open, self.rth_close) if use_rth else (self.ext_open, self.ext_close)

@@ -313,7 +313,7 @@ class MarketData:
     def _periods(hist: InstrumentHistory, use_rth: bool, window: tuple[int, int, int], kind: BarKind, adjust):
         start, end, now = window
         opens, closes = (a[hist.ordinals] for a in hist.calendar.bounds(use_rth))
-        period = _period_ids(hist.calendar, kind)
+        period = hist.calendar.period_ids(kind is BarKind.WEEK)
         group = period[hist.ordinals]
         firsts = np.flatnonzero(np.diff(group, prepend=group[0] - 1))
         lasts = np.append(firsts[1:], len(group)) - 1
@@ -370,13 +370,6 @@ def _minutes_per_session(hist: InstrumentHistory, rows: np.ndarray, use_rth: boo
     if use_rth:
         return hist.segment_minutes[1, rows]
     return hist.segment_minutes[:, rows].sum(axis=0)
-
-
-def _period_ids(calendar: SessionCalendar, kind: BarKind) -> np.ndarray:
-    """Week (Monday-based) or month number of every calendar session."""
-    if kind is BarKind.WEEK:
-        return (calendar.day_numbers - 1) // 7  # ordinal 1 (0001-01-01) is a Monday
-    return np.array([d.year * 12 + d.month for d in calendar.dates], dtype=np.int64)
 
 
 def _ranks(sizes: np.ndarray) -> np.ndarray:

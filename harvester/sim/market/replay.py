@@ -5,7 +5,11 @@ A `date` column means daily bars (each labelled with its session's open, as gene
 The `symbol` column names an instrument by IB's local symbol (EUR.USD, ESM4, VOD) or, where that is
 its symbol (stocks, indices), by symbol; an intraday bar takes the trading date of the session it is in.
 Naive `ts` values are read as UTC. Missing `wap` defaults to (high+low+close)/3, missing `bar_count`
-to 0. Other bar sizes get no bars (the gateway then answers "HMDS query returned no data").
+to 0. A replay serves only what its file holds: symbols the file lacks are unknown to the gateway (IB's
+200), and a bar size the file does not hold is derived where its bars are exact aggregates of the file's
+(coarser multiples of an intraday size, by the session's open as IB aligns them; days from intraday bars;
+weeks and months from days or intraday bars). Anything else is refused with IB's 321 (`derives`), never
+answered "no data", which a harvester would rightly record as verified empty.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from harvester.sim.market.barcolumns import Bar
-from harvester.sim.market.barsizes import BAR_SIZE_NAMES, BarKind, parse_bar_size
+from harvester.sim.market.barsizes import BAR_SIZE_NAMES, BarKind, BarSize, parse_bar_size
 from harvester.sim.market.calendar import SessionCalendar
 from harvester.sim.market.securities import Instrument
 from harvester.sim.market.tabular import read_table, where
@@ -27,6 +31,7 @@ _REQUIRED = ("symbol", "open", "high", "low", "close", "volume")
 _NUMERIC = ("open", "high", "low", "close", "volume", "wap", "bar_count")
 _TRADES_LIKE = frozenset({"TRADES", "ADJUSTED_LAST"})
 _UTC = datetime.UTC
+_INTRADAY = frozenset({BarKind.SECONDS, BarKind.MINUTES})
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,15 @@ class ReplayBook:
     def serves(self, inst: Instrument) -> bool:
         return inst.label in self._rows
 
+    def derives(self, asked: BarSize) -> bool:
+        """Whether bars of `asked` are the file's own or exact aggregates of them."""
+        held = self.bar_size
+        if (asked.seconds, asked.kind) == (held.seconds, held.kind):
+            return True
+        if held.kind in _INTRADAY:
+            return asked.kind not in _INTRADAY or (asked.seconds > held.seconds and asked.seconds % held.seconds == 0)
+        return held.kind is BarKind.DAY and asked.kind in (BarKind.WEEK, BarKind.MONTH)
+
     def bars(
         self,
         inst: Instrument,
@@ -88,21 +102,20 @@ class ReplayBook:
         end_utc: datetime.datetime,
         now_utc: datetime.datetime,
     ) -> list[Bar]:
-        """The file's bars starting in [start, end) and complete by now; useRTH 1 keeps regular-session bars."""
-        if bar_size != self.bar_size.name and parse_bar_size(bar_size) != self.bar_size:
-            return []
+        """The file's bars (or their aggregates, see `derives`) starting in [start, end) and complete by now;
+        useRTH 1 keeps regular-session bars."""
+        asked = parse_bar_size(bar_size)
         rows = self._rows.get(inst.label)
-        if rows is None:
+        if rows is None or not self.derives(asked):
             return []
         calendar = SessionCalendar.for_instrument(inst)
         start, end, now = start_utc.timestamp(), end_utc.timestamp(), now_utc.timestamp()
-        out = []
-        for key, values in zip(rows.keys, rows.values):
-            span = self._span(calendar, key, use_rth)
-            if span is None or not (start <= span[0] < end and span[1] <= now):
-                continue
-            out.append(_bar(span[0], span[2], values, what_to_show))
-        return out
+        spans = [(self._span(calendar, key, use_rth), values) for key, values in zip(rows.keys, rows.values)]
+        spans = [(span, values) for span, values in spans if span is not None]
+        if (asked.seconds, asked.kind) != (self.bar_size.seconds, self.bar_size.kind):
+            spans = _aggregated(spans, _Buckets(calendar, asked, use_rth))
+        return [_bar(span[0], span[2], values, what_to_show) for span, values in spans
+                if start <= span[0] < end and span[1] <= now]
 
     def head_timestamp(self, inst: Instrument, use_rth: bool) -> datetime.datetime:
         calendar = SessionCalendar.for_instrument(inst)
@@ -139,6 +152,49 @@ class ReplayBook:
             return None
         session_date = calendar.dates[k] if k is not None else datetime.datetime.fromtimestamp(key, calendar.zone).date()
         return key, key + self.bar_size.seconds, session_date
+
+
+class _Buckets:
+    """Which bar of `asked` a file bar falls in: (key, start, end, session date), laid out as the generator
+    lays IB's bars (intraday ones counted from the session's open, weeks and months by their sessions)."""
+
+    def __init__(self, calendar: SessionCalendar, asked: BarSize, use_rth: bool) -> None:
+        self.calendar, self.asked = calendar, asked
+        self.opens, self.closes = calendar.bounds(use_rth)
+        self.periods = None if asked.kind in _INTRADAY or asked.kind is BarKind.DAY else \
+            calendar.period_ids(asked.kind is BarKind.WEEK)
+
+    def of(self, span: tuple[int, int, datetime.date]) -> tuple[object, int, int, datetime.date] | None:
+        k = self.calendar.first_ordinal_on_or_after(span[2])
+        if k >= len(self.calendar.dates) or self.calendar.dates[k] != span[2]:
+            return None  # a bar outside every session belongs to no session's aggregate
+        opens, closes = self.opens, self.closes
+        if self.periods is not None:
+            first = int(np.searchsorted(self.periods, self.periods[k], side="left"))
+            last = int(np.searchsorted(self.periods, self.periods[k], side="right")) - 1
+            return self.periods[k], int(opens[first]), int(closes[last]), self.calendar.dates[first]
+        if self.asked.kind is BarKind.DAY:
+            return k, int(opens[k]), int(closes[k]), span[2]
+        number = (span[0] - int(opens[k])) // self.asked.seconds
+        bar_start = int(opens[k]) + number * self.asked.seconds
+        return (k, number), bar_start, min(bar_start + self.asked.seconds, int(closes[k])), span[2]
+
+
+def _aggregated(spans: list, buckets: _Buckets) -> list:
+    """The file's bars (oldest first) merged per bucket: open first, high max, low min, close last,
+    volume and trades summed, WAP volume-weighted (the mean price where no volume traded)."""
+    groups: dict[object, tuple[tuple[int, int, datetime.date], list[np.ndarray]]] = {}
+    for span, values in spans:
+        bucket = buckets.of(span)
+        if bucket is not None:
+            groups.setdefault(bucket[0], (bucket[1:], []))[1].append(values)
+    out = []
+    for span, parts in groups.values():
+        v = np.stack(parts)
+        volume = v[:, 4].sum()
+        wap = (v[:, 4] * v[:, 5]).sum() / volume if volume > 0 else v[:, 5].mean()
+        out.append((span, np.array([v[0, 0], v[:, 1].max(), v[:, 2].min(), v[-1, 3], volume, wap, v[:, 6].sum()])))
+    return out
 
 
 def _bar(start: int, session_date: datetime.date, values: np.ndarray, what: str) -> Bar:

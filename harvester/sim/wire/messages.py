@@ -68,6 +68,9 @@ TEXT_TOO_MANY_OPEN = (
 )
 TEXT_UNKNOWN_CONTRACT = "No security definition has been found for the request"
 # TRADES asked for forex (ib-ruby#50: "...for EUR/CASH@IDEALPRO Last 60"); the same form for what an index lacks.
+# The simulator's own wording under IB's 321 (validation) code: a replay cannot make up finer bars.
+TEXT_NOT_REPLAYED = ("Error validating request.-'bK' : cause - the replay file holds {held} bars; {asked} bars "
+                     "are neither held nor exact aggregates of them")
 TEXT_NOT_SHOWN = HMDS + "No historical market data for {symbol}/{sec_type}@{exchange} {what} {bar}"
 TEXT_EXPIRED = "HMDS Expired Contract Violation."
 TEXT_CONTFUT_END = "Setting end date/time for continuous future security type is not allowed."
