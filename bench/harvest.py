@@ -99,7 +99,7 @@ def main() -> None:
         gateway = start_gateway(port, args.pacing_scale, Path(tmp) / "sim.jsonl")
         try:
             job = HarvestJob(
-                universe=specs, data_dir=data_dir, bar_sizes=(args.bar_size,), port=port, client_id=31, sim=True,
+                universe=specs, data_dir=data_dir, bar_sizes=(args.bar_size,), port=port, client_id=31,
                 start=None if args.start == "head" else date.fromisoformat(args.start),
                 pacing_scale=args.pacing_scale, target_bars=args.target_bars, min_safety_s=args.min_safety,
             )

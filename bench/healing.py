@@ -31,7 +31,7 @@ def nightly(gateway: SimGateway, data: Path, symbols: list[str], start: date,
     gateway.clock.set(night)
     before = len(gateway.journal.matching(kind="historical"))
     job = HarvestJob(universe=[ContractSpec(s) for s in symbols], data_dir=data, bar_sizes=("1 min",),
-                     start=start, sim=True, port=gateway.port, client_id=7, pacing_scale=0.01)
+                     start=start, port=gateway.port, client_id=7, pacing_scale=0.01)
     report = run_harvest(job)
     if not report.ok:
         raise SystemExit(f"harvest failed: {report.failures}")

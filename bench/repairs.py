@@ -49,7 +49,7 @@ def measure(bar_size: str, start: date | None) -> dict:
     with SimGateway(SimConfig(now=FRIDAY, pacing_scale=SCALE, latency_scale=0.001)).running_in_thread() as gw:
         def harvest(client_id: int):
             job = HarvestJob(universe=[ContractSpec("NVDA")], data_dir=root / "data", bar_sizes=(bar_size,),
-                             start=start, sim=True, port=gw.port, client_id=client_id, pacing_scale=SCALE)
+                             start=start, port=gw.port, client_id=client_id, pacing_scale=SCALE)
             return run_harvest(job)
 
         assert harvest(1).ok

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_re
 from harvester.recorder import Recorder, recent_sends
 from harvester.repair import repair_splits
 from harvester.settings import QUARANTINE_NIGHTS, Settings
-from harvester.warehouse import Warehouse
+from harvester.warehouse import Warehouse, WarehouseError
 from harvester.warehouse.claims import CLAIM_TTL, live_claims
 from harvester.warehouse.coverage import CoverageIndex
 from harvester.warehouse.storage import Location
@@ -70,7 +70,6 @@ class HarvestJob:
     host: str = "127.0.0.1"
     port: int = 7497
     client_id: int = 17
-    sim: bool = False  # the warehouse is (to be) marked simulated
     pacing_scale: float = 1.0
     commit_every_s: float = 180.0
     target_bars: int = 5000
@@ -162,7 +161,10 @@ class HarvestReport:
     plan: list[BarRequest] = field(default_factory=list)
     plan_by_class: dict[str, int] = field(default_factory=dict)  # planned requests by asset class (sec_type)
     eta_s: float = 0.0
-    unplanned: int = 0  # --plan only: series whose window waits for a head timestamp
+    unplanned: int = 0  # --plan only: series whose window waits for a head timestamp (estimated)
+    estimated: int = 0  # --plan only: their requests, as if each had PLAN_ASSUMED_HISTORY
+    eta_ib_s: float = 0.0  # the plan's pacing floor at IB's own limits (eta_s is at the job's scale)
+    planned_offline: bool = False  # --plan only: worked out from the warehouse, no gateway asked
     gateway_now: datetime | None = None
     corrupt_files: list[str] = field(default_factory=list)  # quarantined at the start, refetched by this run
     left_to_others: dict[SeriesKey, str] = field(default_factory=dict)  # held by another live harvest
@@ -195,8 +197,7 @@ async def harvest_async(job: HarvestJob, progress: Callable[[Progress], None] | 
     """The harvest for callers already inside an event loop. Raises MixedWarehouseError, WarehouseError,
     GatewayUnreachable, ClientIdInUse; series failures are reported, series another job holds are left to it."""
     started = time.monotonic()
-    warehouse = Warehouse.open(job.data_dir, simulated=job.sim, gateway=f"{job.host}:{job.port}",
-                               quarantine_nights=job.quarantine_nights)
+    warehouse = Warehouse.open(job.data_dir, simulated=None, quarantine_nights=job.quarantine_nights)
     try:
         corrupt = [] if job.plan_only else warehouse.verify()  # damaged partitions: dropped, coverage forgotten
         report = await _harvest(job, warehouse, progress)
@@ -211,10 +212,25 @@ async def harvest_async(job: HarvestJob, progress: Callable[[Progress], None] | 
     return report
 
 
+def _know_the_gateway(job: HarvestJob, source: IBSource, warehouse: Warehouse) -> None:
+    """What the gateway says it is decides the warehouse's mark and whether compressed pacing is allowed:
+    below scale 1 a real gateway would see IB's rules broken (the simulator scales its own to match)."""
+    kind = "the simulator" if source.simulated else "a real IB gateway"
+    if job.pacing_scale < 1 and not source.simulated:
+        raise HarvestConfigError(f"pacing scale {job.pacing_scale}: {source.address} is {kind} (account "
+                                 f"{source.account or '?'}), which enforces IB's pacing at scale 1; drop --pacing-scale")
+    warehouse.mark_origin(source.simulated, source.address, source.account, write=not job.plan_only)
+
+
 async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestReport:
     report = HarvestReport()
     source = IBSource(job.host, job.port, job.client_id, connect_timeout=job.connect_timeout)
     await source.connect()
+    try:
+        _know_the_gateway(job, source, warehouse)
+    except (HarvestConfigError, WarehouseError):
+        source.disconnect()
+        raise
     recorder = Recorder(warehouse, job.commit_every_s, on_failure=report.fail, on_staged=report.staged)
     heartbeat = None
     try:
@@ -257,6 +273,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
                 warehouse.claims.release()
         weights = [request_weight(r.series.what_to_show) for r in report.plan] + [request_weight(w) for w in head_shows]
         report.eta_s = pacing_floor(weights, limits) if weights else 0.0
+        report.eta_ib_s = pacing_floor(weights, PacingLimits()) if weights else 0.0
         report.series_complete = sum(not recorder.failed_series(key) for _, key in series
                                      if key not in report.left_to_others)
         report.count_requests(scheduler.progress)
@@ -331,19 +348,26 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
         state = _series_state(info, key, heads, coverage, held)
         if state.head is None and key.head_key in recorder.no_data_heads:
             continue  # IB has no data at all for this series: nothing to fetch, nothing failed
-        if state.head is None and job.plan_only and needs_head_timestamp(key, job.start):
-            report.unplanned += 1  # its window starts at a head timestamp not fetched yet
-            continue
+        estimated = state.head is None and job.plan_only and needs_head_timestamp(key, job.start)
+        if estimated:  # its window starts at a head timestamp not fetched yet: estimate, said in the plan
+            state = replace(state, head=now - PLAN_ASSUMED_HISTORY)
         start, end = span_bounds(job, state.calendar, key.use_rth, now)
         try:
             requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
         except PlanError as exc:
             recorder.mark_failed(key, info.symbol, f"{key.bar_size} bars: cannot plan ({exc})")
             continue
+        if estimated:
+            report.unplanned += 1
+            report.estimated += len(requests)
         report.plan.extend(requests)
         report.plan_by_class[info.sec_type] = report.plan_by_class.get(info.sec_type, 0) + len(requests)
         work_by_series.append([Work(WorkKind.BARS, info, key, r) for r in requests])
     return work_by_series
+
+
+# What `--plan` assumes for an intraday series whose head timestamp is not known yet (it says so).
+PLAN_ASSUMED_HISTORY = timedelta(days=365)
 
 
 def _expiry(info: ContractInfo, calendar: TradingCalendar, use_rth: bool) -> datetime | None:
@@ -367,15 +391,22 @@ def missing_requests(job: HarvestJob, now: datetime | None = None) -> list[BarRe
     """What `job` would ask IB for, worked out from the warehouse alone: no gateway, no lock, `now` from the
     local clock. [] when everything it asks for is covered; None when only the gateway can tell (nothing
     stored yet, a contract never qualified, a head timestamp not fetched). Read-through calls it first."""
+    report = plan_from_warehouse(job, now)
+    return None if report is None else report.plan
+
+
+def plan_from_warehouse(job: HarvestJob, now: datetime | None = None) -> HarvestReport | None:
+    """`job`'s plan from the warehouse alone (`missing_requests`, and `--plan` where it can: no gateway
+    needed), or None when only the gateway can tell."""
     now = now or datetime.now(UTC)
     if read_meta(Location.parse(job.data_dir)) is None:
         return None
-    warehouse = Warehouse(job.data_dir, job.sim)  # reads only: nothing opened for writing, nothing claimed
+    warehouse = Warehouse(job.data_dir, None)  # reads only: nothing opened for writing, nothing claimed
     known, todo = stored_contracts(warehouse, job.universe, since=None)  # any age: conIds do not change
     if todo:
         return None
     heads, coverage, held = warehouse.heads(), warehouse.coverage(), warehouse.held_bars()
-    requests: list[BarRequest] = []
+    report = HarvestReport(planned_offline=True, gateway_now=now)
     for info in {i.con_id: i for infos in known.values() for i in infos}.values():
         for size in job.bar_sizes:
             key = SeriesKey(info.con_id, size, what_to_show_for(info.sec_type, job.what_to_show), job.use_rth)
@@ -384,16 +415,22 @@ def missing_requests(job: HarvestJob, now: datetime | None = None) -> list[BarRe
                 return None
             start, end = span_bounds(job, state.calendar, key.use_rth, now)
             try:
-                requests += plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
+                requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
             except PlanError:
                 return None
-    return requests
+            report.series_total += 1
+            report.plan += requests
+            report.plan_by_class[info.sec_type] = report.plan_by_class.get(info.sec_type, 0) + len(requests)
+    weights = [request_weight(r.series.what_to_show) for r in report.plan]
+    limits = paced_limits(job.pacing_scale, job.min_safety_s)
+    report.eta_s, report.eta_ib_s = pacing_floor(weights, limits), pacing_floor(weights, PacingLimits())
+    return report
 
 
 def claimed_by_others(job: HarvestJob, keys: Iterable[SeriesKey]) -> dict[SeriesKey, str]:
     """Which of `keys` another live harvest holds now, and by whom (the claims table, read only)."""
     wanted = set(keys)
-    rows = live_claims(Warehouse(job.data_dir, job.sim).tables)
+    rows = live_claims(Warehouse(job.data_dir, None).tables)
     return {key: f"held by run {r.run_id} (pid {r.pid} on {r.host})" for r in rows.itertuples(index=False)
             if (key := SeriesKey(int(r.con_id), r.bar_size, r.what_to_show, bool(r.use_rth))) in wanted}
 

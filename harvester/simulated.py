@@ -1,6 +1,6 @@
 """Harvest from the simulated gateway in this process (`harvest --sim`, demos, notebooks without IB).
 
-    job = HarvestJob(universe=..., sim=True, pacing_scale=SIM_PACING_SCALE, min_safety_s=SIM_SAFETY_S)
+    job = HarvestJob(universe=..., pacing_scale=SIM_PACING_SCALE, min_safety_s=SIM_SAFETY_S)
     with simulated_gateway(job, now="2024-06-14T20:00:00Z"):
         report = run_harvest(job)
 """

@@ -43,21 +43,30 @@ def coverage_grid(data_dir: str | os.PathLike[str] | None, bar_size: str,
                   symbol: str | None = None) -> tuple[list[str], list, np.ndarray]:
     """Rows = series labels, columns = sessions in the covered span, cells MISSING/EMPTY/COVERED.
 
-    A session counts as covered when any 'bars' interval overlaps it, verified-empty when only
-    'empty' intervals do, missing otherwise (the same sessions `gaps` lists, where it is sure).
+    A session is covered when it holds bars, verified empty when a fetch covered it and IB had none
+    there (years before a listing inside one long daily answer, or an 'empty' answer), missing
+    otherwise (the same sessions `gaps` lists, where it is sure). A label names its whatToShow only
+    where the grid holds more than one.
     """
     name = lookup_bar_size(bar_size).ib_name
     con = connect(data_dir)
     cells = con.execute(
-        """SELECT coalesce(c.symbol, c.con_id::VARCHAR) || ' ' || c.what_to_show || CASE WHEN c.use_rth
-                  THEN '' ELSE ' ext' END AS series, x.session_date,
-                  max(CASE c.kind WHEN 'bars' THEN 2 ELSE 1 END) AS state
+        """WITH held AS (SELECT con_id, what_to_show, use_rth, session_date, true AS has_bars FROM bars
+                         WHERE bar_size = $bar_size AND ($symbol IS NULL OR symbol = $symbol)
+                         GROUP BY ALL)
+           SELECT coalesce(c.symbol, c.con_id::VARCHAR) AS symbol, c.what_to_show, c.use_rth, x.session_date,
+                  CASE WHEN bool_or(held.has_bars) THEN 2 ELSE 1 END AS state
            FROM coverage c JOIN series USING (con_id, bar_size, what_to_show, use_rth)
            JOIN sessions x ON x.calendar = series.calendar AND x.open_ts < c.end_ts AND x.close_ts > c.start_ts
+           LEFT JOIN held ON held.con_id = c.con_id AND held.what_to_show = c.what_to_show
+                AND held.use_rth = c.use_rth AND held.session_date = x.session_date
            WHERE c.bar_size = $bar_size AND ($symbol IS NULL OR c.symbol = $symbol)
            GROUP BY ALL""",
         {"bar_size": name, "symbol": symbol},
     ).df()
+    shows = cells.what_to_show.nunique() > 1
+    cells["series"] = cells.symbol + (" " + cells.what_to_show if shows else "") + \
+        np.where(cells.use_rth, "", " ext")
     cells["session_date"] = pd.to_datetime(cells.session_date).dt.date
     if cells.empty:
         raise PlotError(f"no coverage recorded for bar size {name!r}" + (f" and {symbol}" if symbol else ""))
@@ -99,7 +108,10 @@ def coverage_map(output: Path | None, bar_size: str = "1 day", symbol: str | Non
     ax.set_yticks(range(0, len(labels), step), labels[::step], fontsize=8 if len(labels) < 40 else 6)
     ticks = np.linspace(0, len(days) - 1, min(len(days), 10)).astype(int)
     ax.set_xticks(ticks, [str(days[i]) for i in ticks], rotation=30, ha="right", fontsize=8)
-    ax.set_title(f"Coverage of {bar_size} bars by exchange session")
+    ax.set_xlabel("exchange session")
+    ax.set_ylabel("series (ext: all hours)" if any(label.endswith(" ext") for label in labels) else "series")
+    ax.set_title(f"Coverage of {bar_size} bars by exchange session"
+                 + (f" ({len(labels)} series, every {step}th named)" if step > 1 else ""))
     ax.legend(handles=[Patch(color=_COLOURS(COVERED), label="covered"),
                        Patch(color=_COLOURS(EMPTY), label="verified empty"),
                        Patch(color=_COLOURS(MISSING), label="missing")],
@@ -128,11 +140,13 @@ def candles(symbol: str, output: Path | None, bar_size: str = "1 day", start: st
             end: str | None = None, data_dir: str | os.PathLike[str] | None = None,
             max_bars: int = 400) -> Path | Figure:
     """Draw candlesticks (and volume) of `symbol` to `output` (PNG; None: return the Figure). Only the last
-    `max_bars` bars stay legible. Missing exchange sessions leave a shaded break."""
+    `max_bars` bars stay legible: a longer range is cut to them and the title says so. Missing exchange
+    sessions leave a shaded break."""
     con = connect(data_dir)
     frame = bars(symbol, bar_size, start, end, con=con)
     if frame.empty:
         raise PlotError(f"no {bar_size} bars stored for {symbol}")
+    total = len(frame)
     frame = frame.tail(max_bars).reset_index(drop=True)
     calendar = con.execute("SELECT calendar FROM contract_calendars WHERE con_id = ?",
                            [int(frame.con_id.iloc[0])]).fetchall()
@@ -158,7 +172,8 @@ def candles(symbol: str, output: Path | None, bar_size: str = "1 day", start: st
     body_low = np.minimum(frame["open"], frame["close"])
     body = np.maximum(np.abs(frame["close"] - frame["open"]), 1e-9)
     price.bar(x, body, bottom=body_low, color=colour, width=0.7)
-    price.set_title(f"{symbol} {bar_size} ({frame['ts'].iloc[0]:{stamp}} – {frame['ts'].iloc[-1]:{stamp}} UTC)")
+    cut = f"; the last {len(frame):,} of {total:,} bars in the range (--max-bars)" if total > len(frame) else ""
+    price.set_title(f"{symbol} {bar_size} ({frame['ts'].iloc[0]:{stamp}} – {frame['ts'].iloc[-1]:{stamp}} UTC{cut})")
     price.grid(alpha=0.3)
     volume.bar(x, frame["volume"].fillna(0), color=colour, width=0.7)
     volume.set_ylabel("volume")

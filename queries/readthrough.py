@@ -32,11 +32,9 @@ from harvester import (
     BarSize,
     ContractSpec,
     DeltaTables,
-    Location,
     duckdb_source,
     layout,
     parquet_source,
-    read_meta,
     resolve_settings,
     tables,
 )
@@ -301,7 +299,7 @@ def bars(
     another harvest holds the lock, it waits up to `lock_timeout` seconds (saying who holds it), then raises
     FetchBlocked carrying the rows it could read. Afterwards `con` is refreshed, so it shows what was fetched
     (a connection pinned with `as_of` cannot: refused). `job_options` sets other HarvestJob fields (e.g.
-    {"sim": True, "pacing_scale": 0.01}). Symbols that fail (unknown, no permission) warn with FetchWarning
+    {"pacing_scale": 0.01}). Symbols that fail (unknown, no permission) warn with FetchWarning
     naming them; the frame holds what was found. A range after the gateway's now is a BarsRequestError.
 
     A symbol means the conIds it named in the range (spelled as the universe loader reads it); two of them
@@ -424,13 +422,12 @@ def fetch_missing(symbols: list[str], bar_size: str, start: date | datetime | No
     its own loop (Jupyter already runs one). Failed series warn (FetchWarning); the report is returned.
     """
     settings = resolve_settings(connection)
-    options = {"sim": _warehouse_is_simulated(data_dir), **job_options}
     job = harvester.HarvestJob(  # loaded on first use: the harvest's imports cost a second
         universe=[ContractSpec(symbol, primary_exchange=exchange or "", con_id=c)
                   for symbol in symbols for c in (con_ids or [0])], data_dir=data_dir, bar_sizes=(bar_size,),
         what_to_show=what_to_show, use_rth=use_rth, start=_aware(start), end=_aware(end),  # past the gateway's
         # now (not the local clock's) the harvest stops at its now
-        host=settings.host, port=settings.port, client_id=settings.client_id, local_clock_checks=False, **options,
+        host=settings.host, port=settings.port, client_id=settings.client_id, local_clock_checks=False, **job_options,
     )
     deadline = time.monotonic() + lock_timeout
     while True:
@@ -463,7 +460,3 @@ def _released(job: Any, held: dict[Any, str], deadline: float, timeout: float) -
         pause = min(2 * pause, 1.0)
     return True
 
-
-def _warehouse_is_simulated(data_dir: Path | str) -> bool:
-    """Follow the warehouse's own marking; a new warehouse is a real one unless told otherwise."""
-    return bool((read_meta(Location.parse(data_dir)) or {}).get("simulated"))

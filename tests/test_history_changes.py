@@ -31,7 +31,7 @@ TUESDAY = "2024-06-11T21:00:00+00:00"
 def harvest(gw, data_dir: Path, symbols, **job) -> HarvestReport:
     settings = {
         "universe": [ContractSpec(s, line=i + 2) for i, s in enumerate(symbols)], "data_dir": data_dir,
-        "sim": True, "port": gw.port, "client_id": next_client_id(), "pacing_scale": PACING_SCALE,
+        "port": gw.port, "client_id": next_client_id(), "pacing_scale": PACING_SCALE,
         "retry": FAST_RETRY, "start": date(2024, 5, 1),
     }
     report = run_harvest(HarvestJob(**{**settings, **job}))

@@ -20,7 +20,7 @@ MSFT_CON_ID = 484775933
 
 def harvest(gw, data_dir, specs, **job):
     return run_harvest(HarvestJob(
-        universe=specs, data_dir=data_dir, sim=True, port=gw.port, client_id=next_client_id(),
+        universe=specs, data_dir=data_dir, port=gw.port, client_id=next_client_id(),
         pacing_scale=PACING_SCALE, retry=FAST_RETRY, start=date(2024, 5, 1), **job))
 
 

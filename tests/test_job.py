@@ -9,7 +9,7 @@ import duckdb
 import pandas as pd
 
 from harvester.ib.scheduler import RetryPolicy, TimeoutPolicy
-from harvester.job import HarvestJob, HarvestReport, run_harvest
+from harvester.job import PLAN_ASSUMED_HISTORY, HarvestJob, HarvestReport, run_harvest
 from harvester.model import ContractSpec
 from harvester.sim import Faults
 from tests.helpers.gateways import next_client_id
@@ -21,7 +21,7 @@ SHORT_TIMEOUTS = TimeoutPolicy(base_s=1.0, per_bar_s=0.001, head_s=1.0)
 
 def harvest(gw, data_dir: Path, symbols, **job) -> HarvestReport:
     settings = {
-        "universe": [ContractSpec(s, line=i + 2) for i, s in enumerate(symbols)], "data_dir": data_dir, "sim": True,
+        "universe": [ContractSpec(s, line=i + 2) for i, s in enumerate(symbols)], "data_dir": data_dir,
         "port": gw.port, "client_id": next_client_id(), "pacing_scale": 0.01, "retry": FAST_RETRY,
     }
     return run_harvest(HarvestJob(**{**settings, **job}))
@@ -150,7 +150,7 @@ def test_outage_pauses_and_resumes(make_gateway, tmp_path):
             gw.fire_outage(0.3)
 
     report = run_harvest(
-        HarvestJob(universe=[ContractSpec(s) for s in SYMBOLS], data_dir=tmp_path / "data", sim=True, port=gw.port,
+        HarvestJob(universe=[ContractSpec(s) for s in SYMBOLS], data_dir=tmp_path / "data", port=gw.port,
                    client_id=next_client_id(), pacing_scale=0.01, retry=FAST_RETRY, timeouts=SHORT_TIMEOUTS,
                    **INTRADAY),
         progress,
@@ -179,11 +179,13 @@ def test_contracts_are_requalified_once_a_night(sim_gateway, tmp_path):
     assert sim_gateway.journal.count_where(kind="contract_details") == 4
 
 
-def test_plan_only_counts_heads_and_leaves_their_series_unplanned(sim_gateway, tmp_path):
+def test_plan_only_counts_heads_and_estimates_their_series_from_the_assumed_history(sim_gateway, tmp_path):
     report = harvest(sim_gateway, tmp_path / "data", ["KLAC", "GEHC"], bar_sizes=("1 hour", "30 mins"),
                      plan_only=True)
-    assert report.head_requests == 2 and report.unplanned == 4 and report.plan == []
-    assert report.eta_s == 0.0 and sim_gateway.journal.count_where(kind="head_timestamp") == 0
+    assert report.head_requests == 2 and report.unplanned == 4
+    assert report.estimated == len(report.plan) > 0, "an estimate, not '0 requests'"
+    assert min(r.start for r in report.plan) >= report.gateway_now - PLAN_ASSUMED_HISTORY
+    assert sim_gateway.journal.count_where(kind="head_timestamp") == 0
 
 
 def test_a_failed_head_fails_every_bar_size_of_its_series(make_gateway, tmp_path):

@@ -33,7 +33,7 @@ SESSIONS = {"VOD": 8, "7203": 10, "PKN": 8, "SPX": 9, "DAX": 8, "EUR.USD": 10, "
 
 
 def harvest(gw, data_dir, universe, **job):
-    return run_harvest(HarvestJob(universe=universe, data_dir=data_dir, sim=True, port=gw.port,
+    return run_harvest(HarvestJob(universe=universe, data_dir=data_dir, port=gw.port,
                                   client_id=next_client_id(), pacing_scale=0.01, retry=FAST_RETRY, **job))
 
 

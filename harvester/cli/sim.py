@@ -65,7 +65,8 @@ def _symbol_errors(items: tuple[str, ...]) -> dict[str, ErrorSpec]:
 @click.option("--no-actions", is_flag=True, help="No corporate actions: history never changes.")
 @click.option("--revise-latest", default=0.0, type=click.FloatRange(0, 1, max_open=True), metavar="FRACTION",
               help="Serve the latest session this fraction short (volume, wicks) until the next one closes.")
-@click.option("--account", default="DU0000001", show_default=True)
+@click.option("--account", default=SimConfig.account, show_default=True,
+              help="The account managedAccounts lists; one starting DUSIM tells a harvest it is the simulator.")
 @click.option("--pacing-scale", default=1.0, show_default=True, type=float, help="0.01 turns 600 s into 6 s.")
 @click.option("--latency-scale", type=float, help="Defaults to --pacing-scale.")
 @click.option("--pace-small-bars-only", is_flag=True, help="Hard pacing rules only for bars of 30 s or less.")

@@ -137,6 +137,11 @@ def ib_end_time(end: datetime) -> str:
     return end.astimezone(UTC).strftime("%Y%m%d-%H:%M:%S")
 
 
+# How the simulator names its account (harvester/sim/options.py; docs/wire-protocol.md): a protocol fact
+# both sides state, as they both state IB's error codes, so the simulator imports nothing of the harvester.
+SIMULATOR_ACCOUNT_PREFIX = "DUSIM"
+
+
 class IBSource:
     """One API connection to a gateway. Not thread-safe: use it from one event loop."""
 
@@ -157,6 +162,11 @@ class IBSource:
         self._bar_fields: dict[int, list[str]] = {}
         self._decode_bars = self.ib.client.decoder.handlers[HISTORICAL_DATA]
         self.ib.client.decoder.handlers[HISTORICAL_DATA] = self._on_historical_data
+
+    @property
+    def simulated(self) -> bool:
+        """The gateway is harvester's simulator: its account says so (IB's paper accounts are DU + digits)."""
+        return self.account.startswith(SIMULATOR_ACCOUNT_PREFIX)
 
     @property
     def address(self) -> str:

@@ -261,3 +261,21 @@ def pacing_floor(weights: Sequence[int], limits: PacingLimits) -> float:
     if total <= 0:
         return 0.0
     return (math.ceil(total / limits.max_weighted) - 1) * limits.window_s
+
+
+def time_left(remaining: int, recent: Sequence[float], now: float, limits: PacingLimits) -> float:
+    """When the last of `remaining` requests can go out under IB's window, seconds from `now`, given when
+    the `recent` ones went (any order; those older than the window no longer count).
+
+    The progress bar's ETA: under pacing a rate guess is wrong by the window (28 % done said 8 s left
+    when 40 remained). Send j of the remaining waits for the send `max_weighted` places before it to
+    leave the window, so it goes one window after that one: O(1), called after every answer."""
+    if remaining <= 0:
+        return 0.0
+    w, span = limits.max_weighted, limits.window_s + limits.safety_s
+    past = sorted(t for t in recent if t > now - span)[-w:]
+    j = remaining - 1
+    rounds, j = divmod(j, w)
+    position = len(past) + j - w  # the send this one waits for, among the past ones (< 0: none)
+    first = now if position < 0 else max(now, past[position] + span)
+    return first - now + rounds * span

@@ -26,7 +26,7 @@ class SimConfig:
     latency_scale: float | None = None  # None → pacing_scale
     journal_path: str | Path | None = None  # JSON lines, one per request
     faults: Faults = field(default_factory=Faults)
-    account: str = "DU0000001"
+    account: str = "DUSIM0001"  # DU: a paper account, as IB numbers them; SIM: a client can tell (docs/wire-protocol.md)
     pacing: PacingLimits = field(default_factory=PacingLimits)
     hmds: HmdsProfile = QUIET  # answer times and withheld answers (hmds.py, docs/sim-hmds.md)
     rules: str = "legacy"  # legacy: hard rules for every bar size; current: for ≤ 30 s bars, soft above

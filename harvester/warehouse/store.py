@@ -145,7 +145,7 @@ def new_run_id() -> str:
 
 
 class Warehouse:
-    def __init__(self, location: Location | str | Path, simulated: bool,
+    def __init__(self, location: Location | str | Path, simulated: bool | None,
                  quarantine_nights: int = QUARANTINE_NIGHTS) -> None:
         """Use `Warehouse.open`, which checks the location first."""
         self.location = location = Location.parse(location)
@@ -170,10 +170,11 @@ class Warehouse:
         return f"{self.run_id}-b{next(self._batches):06d}"
 
     @classmethod
-    def open(cls, data_dir: str | Path | Location, *, simulated: bool, gateway: str = "",
+    def open(cls, data_dir: str | Path | Location, *, simulated: bool | None, gateway: str = "",
              account: str = "", quarantine_nights: int = QUARANTINE_NIGHTS) -> Warehouse:
         """A local folder (created if missing) or `s3://bucket/prefix` (probed: reachable, writable, and
-        honouring conditional writes, or refused in one line)."""
+        honouring conditional writes, or refused in one line). `simulated=None`: not known yet; a harvest
+        learns it from the gateway and calls `mark_origin` once connected."""
         try:
             loc = Location.parse(data_dir)
             check_writable(loc)
@@ -184,17 +185,30 @@ class Warehouse:
             if not os.access(path, os.W_OK | os.X_OK):
                 raise WarehouseError(f"data directory {path} is not writable")
             refuse_old_layout(path)
-        meta = read_meta(loc)
-        if meta is not None:
-            if bool(meta.get("simulated")) != simulated:
-                theirs, mine = ("simulated", "real") if meta.get("simulated") else ("real", "simulated")
-                raise MixedWarehouseError(f"{loc} holds {theirs} bars; refusing to add {mine} ones")
-        else:
-            _write_meta(loc, {
+        warehouse = cls(loc, simulated, quarantine_nights)
+        if simulated is not None:
+            warehouse.mark_origin(simulated, gateway, account)
+        return warehouse
+
+    def mark_origin(self, simulated: bool, gateway: str = "", account: str = "", write: bool = True) -> None:
+        """Refuse to mix simulated and real bars; a new warehouse is marked with what it will hold.
+
+        Called once a gateway has answered (it says what it is), so a run that never connected, or a
+        `--plan` (`write=False`), leaves no mark behind to refuse the next run with."""
+        meta = read_meta(self.location)
+        if meta is not None and "simulated" in meta and bool(meta["simulated"]) != simulated:
+            theirs, mine = ("simulated", "real") if meta["simulated"] else ("real", "simulated")
+            source = f" from {meta['gateway']}" if meta.get("gateway") else ""
+            raise MixedWarehouseError(
+                f"{self.location} holds {theirs} bars{source}; the gateway at {gateway or 'this port'} is "
+                f"{'the simulator' if simulated else 'a real IB gateway'} (account {account or '?'}), whose "
+                f"{mine} bars must not mix with them: give this run its own --data-dir")
+        self.simulated = simulated
+        if meta is None and write:
+            _write_meta(self.location, {
                 "format": FORMAT, "simulated": simulated, "gateway": gateway, "account": account,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             })
-        return cls(loc, simulated, quarantine_nights)
 
     def claim(self, keys: list[SeriesKey]) -> dict[SeriesKey, Holder]:
         """Claim these series for this run (see `claims`); returns those another live job holds. From the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -18,6 +19,9 @@ from click.testing import CliRunner
 from ib_insync import IB
 
 from harvester.cli import main
+from harvester.cli.harvest import ProgressReport
+from harvester.ib.scheduler import Progress
+from harvester.ibrules import PacingLimits
 from harvester.model import SeriesKey
 from harvester.warehouse.claims import Claims, Me
 from harvester.warehouse.store import Warehouse
@@ -197,6 +201,35 @@ def test_plan_prints_count_and_eta_and_fetches_nothing(tmp_path, universe):
     assert not [e for e in sim_journal(data) if e["kind"] == "historical"]
 
 
+def test_plan_from_head_estimates_says_its_assumption_the_scale_and_the_small_bar_horizon(tmp_path, universe):
+    """Issue 11 item 15: no more "0 requests, ETA 0" for intraday bars from their head."""
+    result = invoke("--universe", str(universe), "--sim", "--sim-now", SIM_NOW, "--data-dir", str(tmp_path / "d"),
+                    "--bar-size", "1 min", "--bar-size", "5 secs", "--plan")
+    assert result.exit_code == 0, result.stderr
+    planned = int(result.output.split("plan: ")[1].split()[0])
+    assert planned > 0, result.output
+    assert "assuming 365 days of history" in result.output
+    assert "at pacing scale 0.005" in result.output and "under IB's own limits" in result.output
+    assert "six months" in result.output
+
+
+def test_plan_needs_no_gateway_once_the_warehouse_knows_the_contracts(tmp_path, universe):
+    data = tmp_path / "data"
+    first = invoke("--universe", str(universe), "--sim", "--sim-now", SIM_NOW, "--data-dir", str(data),
+                   "--start", "2024-06-03")
+    assert first.exit_code == 0, first.stderr
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    plan = invoke("--universe", str(universe), "--data-dir", str(data), "--port", str(port), "--plan",
+                  "--start", "2024-06-03")
+    assert plan.exit_code == 0, plan.output + plan.stderr
+    assert "from the warehouse alone" in plan.output and "ETA under IB's pacing limits" in plan.output
+    assert int(plan.output.split("plan: ")[1].split()[0]) >= 1, "the sessions since the sim's now are missing"
+    unknown = invoke("--universe", str(universe), "--data-dir", str(tmp_path / "new"), "--port", str(port), "--plan")
+    assert unknown.exit_code == 3, "contracts never qualified: only the gateway can tell"
+
+
 def test_simulated_bars_never_enter_a_real_warehouse(tmp_path, universe):
     data = tmp_path / "data"
     Warehouse.open(data, simulated=False).close()
@@ -275,3 +308,43 @@ def test_sp500_daily_backfill_with_sim_then_nothing(tmp_path):
     again = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert len([e for e in sim_journal(data) if e["kind"] == "historical"]) == symbols
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+def test_progress_off_a_terminal_is_a_line_per_tenth_of_the_plan_with_the_window_s_time_left():
+    """Issue 11 item 15: cron sees progress lines, and the time left is what the pacing window allows."""
+    clock = iter(float(t) for t in range(1000)).__next__
+    limits = PacingLimits(safety_s=0.0)
+    out = _Stream(tty=False)
+    report = ProgressReport(limits, stream=out, clock=clock, every_s=10_000)
+    for done in range(1, 131):  # 130 requests answered one a second
+        report(Progress(planned=130, done=done, bars=done * 10))
+    lines = out.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == [f"{n}/130" for n in (1, *range(13, 131, 13))]
+    assert all(line.startswith("progress: ") for line in lines), "not a one-line error's 'harvest: '"
+    assert lines[-1].endswith("0m00s left")
+    fresh = ProgressReport(limits, stream=_Stream(tty=False), clock=iter([0.0, 1.0, 2.0]).__next__)
+    fresh(Progress(planned=130, done=60))  # a full window answered at t = 1, 70 to go
+    assert fresh.left_s(120, 60, 2.0) == 601.0 - 2.0, "the window, not the 1 s the first 60 took"
+    assert fresh.left_s(130, 60, 2.0) == 1201.0 - 2.0, "ten more than a window wait for a second one"
+
+
+def test_a_harvest_under_cron_prints_progress_lines(tmp_path):
+    universe = tmp_path / "u.csv"
+    universe.write_text("symbol\nAAPL\nMSFT\n")
+    result = CliRunner().invoke(main, ["--universe", str(universe), "--sim", "--sim-now", SIM_NOW,
+                                       "--data-dir", str(tmp_path / "data"), "--start", "2024-04-01",
+                                       "--bar-size", "1 min"])
+    assert result.exit_code == 0, result.output + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("progress: ")]
+    counts = [tuple(map(int, line.split()[1].split("/"))) for line in lines]
+    assert len(counts) >= 3 and counts[-1][0] == counts[-1][1], lines
+    assert [done for done, _ in counts] == sorted({done for done, _ in counts}), "each line further on"

@@ -143,7 +143,7 @@ def test_coverage_grid_marks_the_missing_session(warehouse: Path) -> None:
     from queries.plot import COVERED, MISSING, coverage_grid
 
     labels, days, grid = coverage_grid(warehouse, "1 day")
-    assert labels == ["AAA TRADES", "BBB TRADES"]
+    assert labels == ["AAA", "BBB"], "one whatToShow in the grid: not repeated on every label"
     assert (grid[0] == COVERED).all()
     assert [str(d) for d, state in zip(days, grid[1]) if state == MISSING] == [str(
         sessions("2024-06-03", "2024-06-14").session_date.iloc[4])]

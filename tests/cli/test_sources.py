@@ -5,6 +5,7 @@ serves only what its file holds, and a warehouse learns that it holds simulated 
 from __future__ import annotations
 
 import json
+import socket
 from datetime import date
 from pathlib import Path
 
@@ -14,13 +15,27 @@ import pytest
 from click.testing import CliRunner
 
 import queries
-from harvester.cli import main
+from harvester.cli import Exit, main
 from tests.helpers.gateways import SIM_NOW, next_client_id
 from tests.helpers.reference import Span, harvest_with
 
 
 def run(*args: str):
     return CliRunner().invoke(main, list(args))
+
+
+def one_line(result, code: int = Exit.BAD_INPUT) -> str:
+    """The run ended with `code` and one stderr line, no traceback; that line."""
+    assert result.exit_code == code, (result.exit_code, result.output, result.stderr)
+    message = result.stderr.strip()
+    assert message.startswith("harvest: ") and "\n" not in message and "Traceback" not in message, message
+    return message
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def historical(journal: Path) -> list[dict]:
@@ -96,3 +111,49 @@ def test_a_replay_serves_what_its_file_holds_derives_exact_aggregates_and_refuse
     assert minutes and {e["error_code"] for e in minutes} == {321}, "finer bars than the file's are refused"
     assert con.execute("SELECT count(*) FROM coverage WHERE bar_size = '1 min'").fetchone() == (0,), \
         "a refusal is never recorded as verified-empty coverage"
+
+
+# ---- item 7: the simulated/real mark comes from the gateway, once it has answered -----------------------------
+
+def origin(data: Path) -> bool | None:
+    meta = data / "warehouse.json"
+    return json.loads(meta.read_text())["simulated"] if meta.exists() else None
+
+
+def test_a_run_that_never_connected_or_only_planned_leaves_no_mark(tmp_path, universe):
+    data = tmp_path / "data"
+    unreachable = run("--universe", str(universe), "--data-dir", str(data), "--port", str(free_port()))
+    assert unreachable.exit_code == Exit.UNREACHABLE, unreachable.output + unreachable.stderr
+    planned = run("--universe", str(universe), "--sim", "--sim-now", SIM_NOW, "--data-dir", str(data), "--plan")
+    assert planned.exit_code == 0, planned.output + planned.stderr
+    assert origin(data) is None
+    harvested = run("--universe", str(universe), "--sim", "--sim-now", SIM_NOW, "--data-dir", str(data),
+                    "--start", "2024-06-03")
+    assert harvested.exit_code == 0, harvested.output + harvested.stderr
+    assert origin(data) is True
+
+
+def test_a_standalone_simulator_marks_its_bars_simulated_and_a_real_gateway_real(make_gateway, tmp_path, universe):
+    sim, paper = make_gateway(), make_gateway(account="DU7654321")  # the second answers as a paper account does
+    from_sim, from_paper = tmp_path / "sim", tmp_path / "paper"
+    first = run("--universe", str(universe), "--port", str(sim.port), "--pacing-scale", "0.01",
+                "--data-dir", str(from_sim), "--start", "2024-06-03")
+    assert first.exit_code == 0, first.output + first.stderr
+    assert origin(from_sim) is True
+    second = run("--universe", str(universe), "--port", str(paper.port), "--data-dir", str(from_paper),
+                 "--start", "2024-06-03")
+    assert second.exit_code == 0, second.output + second.stderr
+    assert origin(from_paper) is False
+
+    mixed = run("--universe", str(universe), "--sim", "--sim-now", SIM_NOW, "--data-dir", str(from_paper))
+    message = one_line(mixed)
+    assert str(from_paper) in message and "real" in message and "--data-dir" in message, message
+    assert len(queries.bars("AAPL", data_dir=from_paper)) > 0, "the refused run touched nothing"
+
+
+def test_compressed_pacing_against_a_real_gateway_is_refused(make_gateway, tmp_path, universe):
+    paper = make_gateway(account="DU7654321")
+    message = one_line(run("--universe", str(universe), "--port", str(paper.port), "--pacing-scale", "0.01",
+                           "--data-dir", str(tmp_path / "data")))
+    assert "pacing scale 0.01" in message and "real IB gateway" in message, message
+    assert origin(tmp_path / "data") is None

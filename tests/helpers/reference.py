@@ -50,7 +50,7 @@ class Span:
         settings = {
             "universe": [ContractSpec(s, line=i + 2) for i, s in enumerate(self.symbols)],
             "data_dir": data_dir, "bar_sizes": (self.bar_size,), "start": self.start, "end": self.end,
-            "target_bars": self.target_bars, "sim": True, "port": port, "client_id": client_id,
+            "target_bars": self.target_bars, "port": port, "client_id": client_id,
             "pacing_scale": PACING_SCALE, "retry": FAST_RETRY, "commit_every_s": 0.2,
         }
         return HarvestJob(**{**settings, **overrides})

@@ -57,7 +57,7 @@ def test_back_to_back_fetches_share_one_budget(tmp_path, make_gateway) -> None:
     gateway = make_gateway()
     symbols = pd.read_csv("universes/sp500.csv", comment="#").symbol.tolist()[:32]
     options = {"data_dir": tmp_path, "fetch": "missing", "port": gateway.port, "what_to_show": "BID_ASK",
-               "job_options": {"sim": True, "pacing_scale": 0.01}}
+               "job_options": {"pacing_scale": 0.01}}
     for half in (symbols[:16], symbols[16:]):
         got = queries.bars(half, "1 day", "2024-06-10", "2024-06-13", client_id=next_client_id(), **options)
         assert sorted(set(got.symbol)) == sorted(half)

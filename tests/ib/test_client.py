@@ -46,12 +46,12 @@ def test_connect_and_now_comes_from_the_gateway(sim_gateway):
     async def scenario():
         source = await _connected(sim_gateway)
         try:
-            return source.account, await source.current_time()
+            return (source.account, source.simulated), await source.current_time()
         finally:
             source.disconnect()
 
     account, now = run(scenario())
-    assert account == "DU0000001"
+    assert account == ("DUSIM0001", True), "the simulator says what it is by its account"
     assert now.tzinfo is not None
     assert abs((now - datetime.fromisoformat(SIM_NOW)).total_seconds()) < 60
 

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from harvester.ib.pacing import Margin, PacedRequest, PacingWindow, pacing_floor
+from harvester.ib.pacing import Margin, PacedRequest, PacingWindow, pacing_floor, time_left
 from harvester.ibrules import PacingLimits, request_weight
 from harvester.model import WorkKind
 
@@ -318,3 +318,21 @@ def test_the_same_violation_is_not_repeated_once_learned():
     assert len(violated) == 6 and max(violated) - min(violated) < 0.36  # one burst, before any 162 arrived
     assert max(margins) >= 0.36
     assert margins[-1] < 0.12
+
+
+@pytest.mark.parametrize("n", [1, 59, 60, 61, 130, 600])
+def test_time_left_with_an_empty_window_is_the_pacing_floor(n):
+    limits = PacingLimits(safety_s=0.0)
+    assert time_left(n, [], 1000.0, limits) == pacing_floor([1] * n, limits)
+
+
+def test_time_left_waits_for_the_window_the_past_sends_filled():
+    limits = PacingLimits(safety_s=0.0)
+    full = [100.0 + i for i in range(60)]  # 60 sends at t = 100 … 159
+    assert time_left(1, full, 200.0, limits) == 700.0 - 200.0, "the 61st waits for the first to leave"
+    assert time_left(3, full, 200.0, limits) == 702.0 - 200.0
+    assert time_left(61, full, 200.0, limits) == 1300.0 - 200.0, "the 121st waits two windows"
+    assert time_left(1, full[:30], 200.0, limits) == 0.0, "room in the window: it goes now"
+    assert time_left(31, full[:30], 200.0, limits) == 700.0 - 200.0
+    assert time_left(5, full, 800.0, limits) == 0.0, "sends older than the window no longer count"
+    assert time_left(0, full, 200.0, limits) == 0.0

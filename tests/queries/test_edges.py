@@ -72,7 +72,7 @@ def test_connect_is_duckdbs_own_connection_and_its_tracebacks_are_duckdbs(tmp_pa
 def _fetch(gateway, data_dir: Path, symbols, start: str, end: str):
     return queries.bars(symbols, "1 day", start, end, fetch="missing", host="127.0.0.1", port=gateway.port,
                         client_id=next_client_id(), data_dir=data_dir,
-                        job_options={"sim": True, "pacing_scale": 0.01})
+                        job_options={"pacing_scale": 0.01})
 
 
 def test_a_future_range_is_decided_by_the_gateways_now_and_says_so(tmp_path: Path, make_gateway) -> None:

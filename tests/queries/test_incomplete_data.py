@@ -148,3 +148,36 @@ def test_the_calendar_comes_from_the_contract(tmp_path: Path) -> None:
     rows = {str(d)[:10]: r for d, r in zip(got.session_date, got.itertuples(), strict=True)}
     assert rows["2023-05-09"].complete and rows["2023-05-09"].gap == pytest.approx(0.05)
     assert not rows["2023-05-04"].complete  # 05-03 has no bar: the series' first stored day
+
+
+def test_candles_say_when_the_range_is_cut_to_the_last_bars(holed) -> None:
+    """Issue 11 item 17: `--start 1990-01-01` drew the last 400 bars and said nothing."""
+    data_dir, _, stored = holed
+    held = len(stored[stored.symbol == "AAA"])
+    title = candles("AAA", None, start="1990-01-01", data_dir=data_dir, max_bars=50).axes[0].get_title()
+    assert f"the last 50 of {held:,} bars" in title, title
+    assert "of" not in candles("AAA", None, data_dir=data_dir, max_bars=held).axes[0].get_title().split("UTC")[1]
+
+
+def test_the_coverage_map_draws_years_before_the_listing_as_verified_empty(tmp_path: Path) -> None:
+    """One daily request from 40 years back covers the years before the first bar: IB had nothing there."""
+    from click.testing import CliRunner
+
+    from harvester.cli import main
+    from queries.plot import COVERED, EMPTY, coverage_grid, coverage_map
+
+    universe = tmp_path / "u.csv"
+    universe.write_text("symbol\nAAPL\n")
+    result = CliRunner().invoke(main, ["--universe", str(universe), "--sim", "--sim-now", "2024-06-14T20:00:00Z",
+                                       "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output + result.stderr
+    labels, days, grid = coverage_grid(tmp_path / "data", "1 day")
+    first = queries.bars("AAPL", data_dir=tmp_path / "data").session_date.min()
+    first = first.date() if hasattr(first, "date") else first
+    before = [state for day, state in zip(days, grid[0]) if day < first]
+    after = [state for day, state in zip(days, grid[0]) if day >= first]
+    assert before and set(before) == {EMPTY}, "sessions before the first bar are not covered bars"
+    assert set(after) == {COVERED}
+    assert labels == ["AAPL"]
+    ax = coverage_map(None, data_dir=tmp_path / "data").axes[0]
+    assert ax.get_xlabel() == "exchange session" and ax.get_ylabel() == "series"

@@ -22,7 +22,7 @@ def test_the_quickstart_notebook_runs_in_a_real_kernel(tmp_path: Path, make_gate
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     gateway = make_gateway()
     (tmp_path / "data").mkdir()  # as a clone's data/ (its .gitkeep): a folder that does not exist is a typo
-    for name, value in {"HARVEST_PORT": gateway.port, "HARVEST_DATA_DIR": tmp_path / "data", "HARVEST_SIM": 1,
+    for name, value in {"HARVEST_PORT": gateway.port, "HARVEST_DATA_DIR": tmp_path / "data",
                         "HARVEST_CLIENT_ID": next_client_id()}.items():
         monkeypatch.setenv(name, str(value))  # the kernel inherits this process's environment
     monkeypatch.delenv("HARVEST_CONFIG", raising=False)  # the kernel runs in tmp_path: no harvest.toml there

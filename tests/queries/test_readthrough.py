@@ -100,7 +100,7 @@ def test_worker_thread_runs_blocking_code_under_a_running_loop() -> None:
 
 def test_fetch_missing_harvests_from_the_simulator_then_reads(tmp_path: Path, make_gateway) -> None:
     gateway = make_gateway()
-    options = {"sim": True, "pacing_scale": 0.01}
+    options = {"pacing_scale": 0.01}
     kwargs = {"fetch": "missing", "host": "127.0.0.1", "port": gateway.port, "data_dir": tmp_path,
               "job_options": options}
     first = queries.bars(["AAPL", "MSFT"], "1 day", "2024-06-03", "2024-06-08", client_id=next_client_id(),
@@ -213,7 +213,7 @@ def hold(data_dir: Path, symbols: list[str]) -> Warehouse:
 
 def test_a_covered_read_needs_no_gateway_nor_claim_and_a_held_one_says_who(tmp_path: Path, make_gateway) -> None:
     gateway = make_gateway()
-    options = {"job_options": {"sim": True, "pacing_scale": 0.01}, "data_dir": tmp_path, "fetch": "missing"}
+    options = {"job_options": {"pacing_scale": 0.01}, "data_dir": tmp_path, "fetch": "missing"}
     first = queries.bars(["AAPL", "MSFT"], "1 day", "2024-06-03", "2024-06-08", port=gateway.port,
                          client_id=next_client_id(), **options)
     assert len(first) == 10
@@ -235,7 +235,7 @@ def test_a_covered_read_needs_no_gateway_nor_claim_and_a_held_one_says_who(tmp_p
 
 def test_two_notebooks_fetching_at_once_both_end_with_their_data(tmp_path: Path, make_gateway, waits) -> None:
     gateway = make_gateway()
-    options = {"job_options": {"sim": True, "pacing_scale": 0.01}, "data_dir": tmp_path, "fetch": "missing",
+    options = {"job_options": {"pacing_scale": 0.01}, "data_dir": tmp_path, "fetch": "missing",
                "port": gateway.port, "lock_timeout": 60}
     queries.bars(["AAPL", "MSFT", "JPM"], "1 day", "2024-06-03", "2024-06-04", client_id=next_client_id(),
                  **options)  # the contracts are known

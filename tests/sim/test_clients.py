@@ -24,7 +24,7 @@ def test_ib_insync_connects_with_every_start_up_request_answered(sim_gateway, ne
         # A start-up reply left out makes ib_insync wait out its timeout and log it, not fail.
         assert not [r.getMessage() for r in caplog.records if "timed out" in r.getMessage()]
         assert ib.client.serverVersion() == 176
-        assert ib.managedAccounts() == ["DU0000001"]
+        assert ib.managedAccounts() == ["DUSIM0001"]
         assert ib.reqCurrentTime() == sim_now
         assert ib.client.clientId in sim_gateway.connected_clients
     finally:

@@ -74,7 +74,7 @@ def test_handshake_then_nothing_until_start_api_then_the_greeting(raw, sim_gatew
     client = raw()
     assert client.frame()[0] == "176"
     client.send(71, 2, 5, "")  # startApi: the very next frame must be the greeting
-    assert client.frame() == ["15", "1", "DU0000001"]
+    assert client.frame() == ["15", "1", "DUSIM0001"]
     assert client.frame() == ["9", "1", "1"]
     notices = [client.frame() for _ in range(3)]
     assert [n[3] for n in notices] == ["2104", "2106", "2158"]
@@ -114,7 +114,7 @@ def test_start_up_sync_replies(raw):
     assert client.frame() == ["102"]
     client.send(7, 3, 42, 0, "", "", "", "", "", "")
     assert client.frame() == ["55", "1", "42"]
-    client.send(76, 1, 43, "DU0000001", "", 0)
+    client.send(76, 1, 43, "DUSIM0001", "", 0)
     assert client.frame() == ["74", "1", "43"]
     client.send(12345)  # an unknown message is ignored, the connection carries on
     client.send(49, 1)

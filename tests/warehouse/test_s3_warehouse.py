@@ -99,7 +99,7 @@ def test_fetch_missing_into_s3(job_dir, s3: S3Server, make_gateway, monkeypatch)
     gateway = make_gateway()
     uri = f"s3://{s3.bucket}/notebook"
     kwargs = {"fetch": "missing", "host": "127.0.0.1", "port": gateway.port, "data_dir": uri,
-              "job_options": {"sim": True, "pacing_scale": 0.01}}
+              "job_options": {"pacing_scale": 0.01}}
     first = queries.bars(["AAPL"], "1 day", "2024-06-03", "2024-06-08", client_id=next_client_id(), **kwargs)
     assert sorted(first.session_date.astype(str)) == [f"2024-06-0{d}" for d in range(3, 8)]
     requests = len(journal_of(uri, env))
