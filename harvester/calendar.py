@@ -266,6 +266,24 @@ class TradingCalendar:
         local = pd.to_datetime(epochs, unit="s", utc=True).tz_convert(self.time_zone).tz_localize(None)
         return np.where(inside, dated, local.to_numpy().astype("datetime64[D]"))
 
+    def day_bound(self, day: date, side: str, use_rth: bool) -> int:
+        """Where an exchange date given by a user bounds a span (epoch): as a `start`, the open of the first
+        session dated `day` or later; as an `end` (inclusive), the close of the last session dated `day` or
+        earlier, so `--end` in winter with extended hours reaches the 01:00 UTC close of US stocks' evening.
+        A day outside the calendar's years falls back to its UTC midnight (start) or the next one (end)."""
+        number = day.toordinal()
+        days = self.day_numbers
+        if side not in ("start", "end"):
+            raise ValueError(f"side must be 'start' or 'end', got {side!r}")
+        opens, closes = self.bounds(use_rth)
+        if side == "start":
+            k = int(np.searchsorted(days, number, side="left"))
+            inside = number >= days[0] and k < len(days)
+            return int(opens[k]) if inside else (number - _ORDINAL_EPOCH) * 86_400
+        k = int(np.searchsorted(days, number, side="right")) - 1
+        inside = number <= days[-1] and k >= 0
+        return int(closes[k]) if inside else (number + 1 - _ORDINAL_EPOCH) * 86_400
+
     def last_closed_index(self, now: int, use_rth: bool) -> int:
         """Index of the latest session closed by `now` (epoch), -1 if none."""
         _, closes = self.bounds(use_rth)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from harvester.calendar import TradingCalendar
+from harvester.calendar import TradingCalendar, from_epoch
 from harvester.contracts import resolve_contracts, stored_contracts
 from harvester.ib.budget import gateway_budget, gateway_window
 from harvester.ib.client import ContractInfo, IBSource
@@ -53,14 +53,18 @@ class HarvestConfigError(ValueError):
 
 @dataclass
 class HarvestJob:
-    """Everything one harvest needs. `start=None` means "from the head" (earliest available)."""
+    """Everything one harvest needs. `start=None` means "from the head" (earliest available).
+
+    `start` and `end` are exchange dates (a session's trading date, `end` inclusive), turned into instants by
+    each series' own calendar and flavour (`TradingCalendar.day_bound`); an aware datetime is an instant as
+    it is (a naive one is taken as UTC)."""
 
     universe: Sequence[ContractSpec]
     data_dir: str | Path = "data"  # a folder or s3://bucket/prefix
     bar_sizes: tuple[str, ...] = ("1 day",)
     what_to_show: str | None = None  # None: each asset class's default (ibrules; CASH: MIDPOINT)
-    start: date | None = None
-    end: date | None = None  # None: the gateway's now
+    start: date | datetime | None = None
+    end: date | datetime | None = None  # None: the gateway's now
     use_rth: bool = True
     adjusted: bool = False  # + one ADJUSTED_LAST daily series per contract, refreshed whole each night
     host: str = "127.0.0.1"
@@ -111,11 +115,11 @@ class HarvestJob:
                 what_to_show_for(spec.sec_type, self.what_to_show)
             except ValueError as exc:
                 raise HarvestConfigError(f"what: {spec.label} (line {spec.line}): {exc}") from None
-        if self.local_clock_checks and self.end is not None and self.end > today:
+        if self.local_clock_checks and self.end is not None and _day(self.end) > today:
             raise HarvestConfigError(f"end: {self.end} is in the future (today is {today})")
-        if self.start is not None and self.end is not None and self.start > self.end:
+        if self.start is not None and self.end is not None and _day(self.start) > _day(self.end):
             raise HarvestConfigError(f"start: {self.start} is after the end {self.end}")
-        if self.local_clock_checks and self.start is not None and self.start > today:
+        if self.local_clock_checks and self.start is not None and _day(self.start) > today:
             raise HarvestConfigError(f"start: {self.start} is after the end {today}")
         for name in ("pacing_scale", "commit_every_s", "connect_timeout"):
             if getattr(self, name) <= 0:
@@ -232,7 +236,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
     try:
         now = await source.current_time()
         report.gateway_now = recorder.gateway_now = now
-        if job.start is not None and _start_instant(job.start) >= now:
+        if job.start is not None and _instant(job.start) >= now:
             raise HarvestConfigError(f"start: {job.start} is in the future (the gateway's now is "
                                      f"{now:%Y-%m-%d %H:%M} UTC): nothing to fetch yet")
         series = await _series(job, source, warehouse, now, report)
@@ -242,25 +246,23 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
             source, pacing_budget(job, warehouse, limits, source.account), max_in_flight=job.max_in_flight, retry=retry,
             timeouts=timeouts, on_answer=recorder.on_answer, on_progress=progress,
         )
-        start = _start_instant(job.start)
-        end = min(now, _end_instant(job.end)) if job.end else now
         head_shows: list[str] = []  # whatToShow of every head-timestamp request: BID_ASK weighs double
         if job.plan_only:
-            head_work = _head_work(series, warehouse.heads(), start)
+            head_work = _head_work(series, warehouse.heads(), job.start)
             report.head_requests = len(head_work)
             head_shows += [w.series.what_to_show for w in head_work]
-            _plan(job, series, warehouse, recorder, report, start, end, now)
+            _plan(job, series, warehouse, recorder, report, now)
         else:
             heartbeat = asyncio.create_task(_renew_claims(warehouse))
             contracts = {k: i for i, k in series}
             for batch in _claimed_batches(warehouse, series, job.claim_batch, report):
                 warehouse.commit()  # answers a dead run staged for these series: stored and covered first
-                head_work = _head_work(batch, warehouse.heads(), start)
+                head_work = _head_work(batch, warehouse.heads(), job.start)
                 report.head_requests += len(head_work)
                 head_shows += [w.series.what_to_show for w in head_work]
                 await _run(scheduler, recorder, head_work)
                 await recorder.settle()
-                work_by_series = _plan(job, batch, warehouse, recorder, report, start, end, now)
+                work_by_series = _plan(job, batch, warehouse, recorder, report, now)
                 recorder.expect_checks([w.request for works in work_by_series for w in works])
                 await _run(scheduler, recorder, interleave(work_by_series))
                 await recorder.settle()
@@ -334,8 +336,7 @@ async def _run(scheduler: Scheduler, recorder: Recorder, work: list[Work]) -> No
 
 
 def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehouse: Warehouse,
-          recorder: Recorder, report: HarvestReport, start: datetime | None, end: datetime,
-          now: datetime) -> list[list[Work]]:
+          recorder: Recorder, report: HarvestReport, now: datetime) -> list[list[Work]]:
     """The requests that cover what each series is missing, against the coverage stored now."""
     heads = warehouse.heads()
     coverage = warehouse.coverage()
@@ -347,9 +348,10 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
         state = _series_state(info, key, heads, coverage, held)
         if state.head is None and key.head_key in recorder.no_data_heads:
             continue  # IB has no data at all for this series: nothing to fetch, nothing failed
-        estimated = state.head is None and job.plan_only and needs_head_timestamp(key, start)
+        estimated = state.head is None and job.plan_only and needs_head_timestamp(key, job.start)
         if estimated:  # its window starts at a head timestamp not fetched yet: estimate, said in the plan
             state = replace(state, head=now - PLAN_ASSUMED_HISTORY)
+        start, end = span_bounds(job, state.calendar, key.use_rth, now)
         try:
             requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
         except PlanError as exc:
@@ -404,15 +406,14 @@ def plan_from_warehouse(job: HarvestJob, now: datetime | None = None) -> Harvest
     if todo:
         return None
     heads, coverage, held = warehouse.heads(), warehouse.coverage(), warehouse.held_bars()
-    start = _start_instant(job.start)
-    end = min(now, _end_instant(job.end)) if job.end else now
     report = HarvestReport(planned_offline=True, gateway_now=now)
     for info in {i.con_id: i for infos in known.values() for i in infos}.values():
         for size in job.bar_sizes:
             key = SeriesKey(info.con_id, size, what_to_show_for(info.sec_type, job.what_to_show), job.use_rth)
             state = _series_state(info, key, heads, coverage, held)
-            if state.head is None and needs_head_timestamp(key, start):
+            if state.head is None and needs_head_timestamp(key, job.start):
                 return None
+            start, end = span_bounds(job, state.calendar, key.use_rth, now)
             try:
                 requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
             except PlanError:
@@ -461,17 +462,33 @@ def _canonical_bar_size(name: str) -> str:
         return name
 
 
-def _start_instant(start: date | None) -> datetime | None:
-    return None if start is None else datetime(start.year, start.month, start.day, tzinfo=UTC)
+def span_bounds(job: HarvestJob, calendar: TradingCalendar, use_rth: bool, now: datetime
+                ) -> tuple[datetime | None, datetime]:
+    """The instants one series' span runs between: the job's dates as that series' exchange dates, its
+    instants as they are; the end at most the gateway's now."""
+    start = None if job.start is None else _bound(job.start, "start", calendar, use_rth)
+    return start, now if job.end is None else min(now, _bound(job.end, "end", calendar, use_rth))
 
 
-def _end_instant(end: date) -> datetime:
-    """An end date includes that whole day."""
-    return datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
+def _bound(when: date | datetime, side: str, calendar: TradingCalendar, use_rth: bool) -> datetime:
+    if isinstance(when, datetime):
+        return _instant(when)
+    return from_epoch(calendar.day_bound(when, side, use_rth))
+
+
+def _instant(when: date | datetime) -> datetime:
+    """An instant as given (naive: UTC); a date's UTC midnight (a rough guard only: spans use `_bound`)."""
+    if isinstance(when, datetime):
+        return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return datetime(when.year, when.month, when.day, tzinfo=UTC)
+
+
+def _day(when: date | datetime) -> date:
+    return _instant(when).astimezone(UTC).date() if isinstance(when, datetime) else when
 
 
 def _head_work(series: list[tuple[ContractInfo, SeriesKey]], heads: dict[HeadKey, datetime],
-               start: datetime | None) -> list[Work]:
+               start: date | datetime | None) -> list[Work]:
     """One head-timestamp request per (conId, whatToShow, RTH) not stored yet, only where it saves requests."""
     wanted: dict[HeadKey, Work] = {}
     for info, key in series:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 
 import numpy as np
 
@@ -59,7 +59,7 @@ class _Window:
     expected: int
 
 
-def needs_head_timestamp(series: SeriesKey, start: datetime | None) -> bool:
+def needs_head_timestamp(series: SeriesKey, start: date | datetime | None) -> bool:
     """Head timestamps only where they save requests: intraday backfills "from the beginning".
 
     A daily request reaching 40 years back already starts at the listing, so daily+ never needs one.

@@ -22,7 +22,7 @@ import os
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from urllib.parse import unquote
@@ -54,6 +54,7 @@ from harvester import (
     user_temp_dir,
     write_bytes_atomic,
 )
+from queries.identity import as_instant
 
 # bars: the stored columns, with the partition's bar size, whatToShow and RTH flag after con_id
 BARS_COLUMNS = ", ".join(tables.BAR_COLUMNS[:2] + list(tables.BARS_PARTITION_COLUMNS) + tables.BAR_COLUMNS[2:])
@@ -446,51 +447,60 @@ def _build(con: duckdb.DuckDBPyConnection, directory: Path | str, as_of: int | d
 
 @dataclass(frozen=True)
 class BarsFile:
-    """One bars data file of a snapshot: its partition's period and its bars' first and last start, from
-    the Delta log's column statistics (None: not recorded), so a read skips the neighbouring months that
-    `layout.periods_for` must name (a session date is within a day of its bars) but that hold none."""
+    """One bars data file of a snapshot: its partition's period and the range of its bars' starts and session
+    dates, from the Delta log's column statistics (None: not recorded), so a read skips the neighbouring
+    months `layout.periods_for` must name (a session date is within a day of its bars) that hold none."""
 
     period: str
     path: str
     first_ts: datetime | None
     last_ts: datetime | None
+    first_session: date | None
+    last_session: date | None
 
-    def may_hold(self, periods: set[str] | None, start: datetime | None, end: datetime | None) -> bool:
+    def may_hold(self, periods: set[str] | None, start: date | datetime | None, end: date | datetime | None) -> bool:
+        """Whether bars of `bars()`'s range can be here: an instant bounds `ts` ([start, end)), a date
+        `session_date` (both included)."""
         if periods is not None and self.period not in periods:
             return False
-        # The log keeps timestamps to the millisecond: a last bar a fraction of one later still counts.
-        if start is not None and self.last_ts is not None and self.last_ts + _STATS_GRAIN < start:
+        if isinstance(start, datetime):  # the log keeps timestamps to the millisecond: allow for one
+            if self.last_ts is not None and self.last_ts + _STATS_GRAIN < start:
+                return False
+        elif start is not None and self.last_session is not None and self.last_session < start:
             return False
-        return end is None or self.first_ts is None or self.first_ts < end
+        if isinstance(end, datetime):
+            return self.first_ts is None or self.first_ts < end
+        return end is None or self.first_session is None or self.first_session <= end
 
 
 _STATS_GRAIN = timedelta(milliseconds=1)
+_STATS = ("min.ts", "max.ts", "min.session_date", "max.session_date")
 FileIndex = dict[tuple[str, str, bool], list[BarsFile]]  # (label, whatToShow, RTH) -> its files
 
 
 def bars_file_index(store: DeltaTables, bars: DeltaTable | None) -> FileIndex:
-    """The snapshot's bars files by series family, with their `ts` range."""
+    """The snapshot's bars files by series family, with their ranges."""
     if bars is None:
         return {}
     actions = pa.table(bars.get_add_actions(flatten=True))
-    names = actions.column_names
-    stats = dict(zip([unquote(p) for p in actions.column("path").to_pylist()],
-                     zip(*(actions.column(c).to_pylist() if c in names else [None] * actions.num_rows
-                           for c in ("min.ts", "max.ts")), strict=True), strict=True))
+    columns = [actions.column(c).to_pylist() if c in actions.column_names else [None] * actions.num_rows
+               for c in _STATS]
+    stats = dict(zip([unquote(p) for p in actions.column("path").to_pylist()], zip(*columns, strict=True),
+                     strict=True))
     root = store.uri(layout.BARS)
     index: FileIndex = {}
     for path in store.files(layout.BARS, bars):
         key = layout.partition_of(root, path)
-        first, last = stats.get(path[len(root) + 1:], (None, None))
-        index.setdefault((key.label, key.what_to_show, key.use_rth), []).append(BarsFile(key.period, path, first, last))
+        ranges = stats.get(path[len(root) + 1:], (None,) * len(_STATS))
+        index.setdefault((key.label, key.what_to_show, key.use_rth), []).append(BarsFile(key.period, path, *ranges))
     return index
 
 
-def series_files(index: FileIndex, size: BarSize, what_to_show: str, use_rth: bool, start: datetime | None,
-                 end: datetime | None) -> list[BarsFile]:
-    """The series' data files that may hold bars starting in [start, end) (a bound may be None: open),
-    oldest first."""
-    periods = set(layout.periods_for(size, start, end)) if start is not None and end is not None else None
+def series_files(index: FileIndex, size: BarSize, what_to_show: str, use_rth: bool, start: date | datetime | None,
+                 end: date | datetime | None) -> list[BarsFile]:
+    """The series' data files that may hold bars of `bars()`'s range (a bound may be None: open), oldest first."""
+    lo, hi = as_instant(start), as_instant(end, 1)
+    periods = set(layout.periods_for(size, lo, hi)) if lo is not None and hi is not None else None
     found = [f for f in index.get((size.label, what_to_show, use_rth), []) if f.may_hold(periods, start, end)]
     return sorted(found, key=lambda f: (f.first_ts is None, f.first_ts or datetime.min, f.period))
 

@@ -11,7 +11,7 @@ universe loader's (`BRK.B`, `BF/B` → `BRK B`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 import pandas as pd
 
@@ -45,7 +45,7 @@ def symbol_rows(symbols: pd.DataFrame, contracts: pd.DataFrame) -> pd.DataFrame:
     return rows.sort_values(["con_id", "valid_from"], kind="stable").reset_index(drop=True)
 
 
-def choose(rows: pd.DataFrame, names: list[str], start: datetime | None, end: datetime | None,
+def choose(rows: pd.DataFrame, names: list[str], start: date | datetime | None, end: date | datetime | None,
            con_id: list[int] | None = None, exchange: str | None = None) -> Chosen | None:
     """The conIds `names` mean in [start, end), from `symbol_rows` (None: no symbol history stored, read by
     stored symbol)."""
@@ -73,9 +73,19 @@ def choose(rows: pd.DataFrame, names: list[str], start: datetime | None, end: da
     return Chosen(chosen, stored, loose)
 
 
-def _named_during(history: pd.DataFrame, name: str, start: datetime | None, end: datetime | None) -> bool:
-    """Whether the conId had the name during [start, end). Qualification sees a change the night after the
-    ex-date's session, so validity counts from that day (a nightly harvest: exactly the ex-date)."""
+def as_instant(bound: date | datetime | None, days_after: int = 0) -> datetime | None:
+    """A `bars()` bound as naive UTC: an instant as it is, a date's UTC midnight (`days_after` days later)."""
+    if bound is None or isinstance(bound, datetime):
+        return bound
+    return datetime(bound.year, bound.month, bound.day) + timedelta(days=days_after)
+
+
+def _named_during(history: pd.DataFrame, name: str, start: date | datetime | None, end: date | datetime | None
+                  ) -> bool:
+    """Whether the conId had the name during the range (dates: exchange dates, the end included). Qualification
+    sees a change the night after the ex-date's session, so validity counts from that day (a nightly harvest:
+    exactly the ex-date)."""
+    start, end = as_instant(start), as_instant(end, 1)
     first = history["valid_from"].min()
     for row in history[history["symbol"] == name].itertuples(index=False):
         lo = None if row.valid_from == first else row.valid_from.normalize()
@@ -92,7 +102,9 @@ def _ambiguous(name: str, rows: pd.DataFrame, candidates: list[int], start, end)
     return f"{name} names {len(candidates)} contracts{span}: {listed}; choose one with con_id= or exchange="
 
 
-def _when(instant: datetime | None) -> str:
+def _when(instant: date | datetime | None) -> str:
     if instant is None:
         return "…"
+    if not isinstance(instant, datetime):
+        return instant.isoformat()
     return instant.date().isoformat() if instant.time() == datetime.min.time() else instant.isoformat()

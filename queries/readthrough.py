@@ -16,7 +16,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from queries.connection import (
     snapshot_instant,
     snapshot_of,
 )
-from queries.identity import BarsRequestError, Chosen, choose, normalise, symbol_rows
+from queries.identity import BarsRequestError, Chosen, as_instant, choose, normalise, symbol_rows
 
 FETCH_MODES = ("missing", "never")
 OUTPUT_KINDS = ("pandas", "arrow", "polars")
@@ -87,15 +87,22 @@ class FetchBlocked(FetchError):
         self.bars, self.held = bars, held
 
 
-def to_utc_naive(value: str | date | datetime | pd.Timestamp | np.datetime64 | None, name: str) -> datetime | None:
-    """An instant as naive UTC (how `ts` is stored); naive inputs are taken as UTC, dates as midnight UTC.
+def to_bound(value: str | date | datetime | pd.Timestamp | np.datetime64 | None, name: str
+             ) -> date | datetime | None:
+    """A bound of `bars()`: a date (a `date`, or an ISO string with no time: '2024-06-03') is an exchange date,
+    the `session_date` of the series' bars; anything with a time is an instant, as naive UTC (how `ts` is
+    stored; naive inputs are taken as UTC).
 
     Only unambiguous values pass: dates, datetimes, Timestamps, datetime64 and ISO 8601 strings. A number
     (is 20230703 a date or epoch nanoseconds?) or another spelling ("07/03/2023") is refused."""
     if value is None:
         return None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
     if isinstance(value, str):
         try:
+            if len(value.strip()) == 10:
+                return date.fromisoformat(value.strip())
             value = datetime.fromisoformat(value.strip())
         except ValueError:
             raise BarsRequestError(f"{name}={value!r} is not an ISO 8601 date or time (e.g. '2024-06-03' or "
@@ -125,14 +132,15 @@ def _use_rth(value: object) -> bool:
     return bool(value)
 
 
-def bars_query(symbols: list[str] | None, size: BarSize, start: datetime | None, end: datetime | None,
+def bars_query(symbols: list[str] | None, size: BarSize, start: date | datetime | None, end: date | datetime | None,
                what_to_show: str, use_rth: bool, files: list[str], source: str | None = None,
                con_ids: list[int] | None = None, loose: list[str] = (), files_in_ts_order: bool = False
                ) -> tuple[str, list[Any]]:
     """SQL + parameters for `bars()` over the series' data files `files` (already pruned to the range),
     read through `source` when given (an S3 warehouse's registered dataset): rows stored under `symbols`
     (None: any, []: none; row groups are pruned by it) of `con_ids` when given, and rows stored under the
-    `loose` names whatever their conId."""
+    `loose` names whatever their conId. A date bound is a session date (both ends included), an instant
+    bounds `ts` ([start, end))."""
     where: list[str] = []
     params: list[Any] = [size.ib_name, what_to_show, use_rth]
     chosen, chosen_params = [], []
@@ -149,10 +157,10 @@ def bars_query(symbols: list[str] | None, size: BarSize, start: datetime | None,
         where += chosen
         params += chosen_params
     if start is not None:
-        where.append("ts >= ?")
+        where.append("ts >= ?" if isinstance(start, datetime) else "session_date >= ?")
         params.append(start)
     if end is not None:
-        where.append("ts < ?")
+        where.append("ts < ?" if isinstance(end, datetime) else "session_date <= ?")
         params.append(end)
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     columns = BARS_COLUMNS.replace("bar_size", "? AS bar_size").replace("what_to_show", "? AS what_to_show")
@@ -171,9 +179,9 @@ def bars_query(symbols: list[str] | None, size: BarSize, start: datetime | None,
 _indexes: dict[tuple[str, int], FileIndex] = {}
 
 
-def latest_files(directory: Path | str, size: BarSize, what_to_show: str, use_rth: bool, start: datetime | None,
-                 end: datetime | None) -> list[BarsFile]:
-    """The series' data files in the latest snapshot that may hold bars starting in [start, end)."""
+def latest_files(directory: Path | str, size: BarSize, what_to_show: str, use_rth: bool,
+                 start: date | datetime | None, end: date | datetime | None) -> list[BarsFile]:
+    """The series' data files in the latest snapshot that may hold bars of `bars()`'s range."""
     store = DeltaTables(directory, layout.PARTITIONS)
     snapshot = _latest(store)
     if snapshot is None:
@@ -287,8 +295,10 @@ def bars(
     con_id: int | Iterable[int] | None = None,
     exchange: str | None = None,
 ) -> Any:
-    """Bars of `symbols` (None: all; []: none) starting in [start, end) UTC; columns as the `bars` view, sorted
-    (symbol, ts). Bounds are dates, datetimes or ISO 8601 strings (naive = UTC).
+    """Bars of `symbols` (None: all; []: none) between `start` and `end`; columns as the `bars` view, sorted
+    (symbol, ts). A date (`date(2024, 6, 3)`, '2024-06-03') is an exchange date, as `harvest --start/--end`
+    take them: the sessions dated `start` to `end`, both included. A datetime (or an ISO string with a time)
+    is an instant: bars starting in [start, end); naive ones are UTC.
 
     Without `con` every call reads the latest snapshot; with `con` (a `queries.connect()` connection) it reads
     that connection's warehouse and snapshot, so its rows agree with the connection's views (gaps included).
@@ -317,9 +327,11 @@ def bars(
         raise BarsRequestError(f"fetch={fetch!r}; expected one of {', '.join(FETCH_MODES)}")
     if as_ not in OUTPUT_KINDS:
         raise BarsRequestError(f"as_={as_!r}; expected one of {', '.join(OUTPUT_KINDS)}")
-    lo, hi = to_utc_naive(start, "start"), to_utc_naive(end, "end")
+    first, last = to_bound(start, "start"), to_bound(end, "end")
+    lo, hi = as_instant(first), as_instant(last, 1)  # instants holding the range: the partitions to read
     if lo is not None and hi is not None and lo >= hi:
-        raise BarsRequestError(f"start {lo} is not before end {hi}")
+        raise BarsRequestError(f"start {first} is not before end {last}"
+                               + (" (an end date is included)" if not isinstance(last, datetime) else ""))
     if fetch == "missing" and not names:
         raise BarsRequestError("fetch='missing' needs explicit symbols")
     if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout >= 0:
@@ -334,11 +346,11 @@ def bars(
             raise BarsRequestError("fetch='missing' cannot add bars to a connection pinned with as_of")
 
     def read() -> Any:
-        wanted, ids, loose = _chosen(directory, names, con_ids, venue, lo, hi, pinned)
+        wanted, ids, loose = _chosen(directory, names, con_ids, venue, first, last, pinned)
         if con is None:
-            found = latest_files(directory, size, what, rth, lo, hi)
+            found = latest_files(directory, size, what, rth, first, last)
         else:
-            found = series_files(snapshot_of(con).files, size, what, rth, lo, hi)
+            found = series_files(snapshot_of(con).files, size, what, rth, first, last)
         files = [f.path for f in found]
         db = con if con is not None else _reader.cursor()
         source = None
@@ -346,7 +358,7 @@ def bars(
             store = DeltaTables(directory, layout.PARTITIONS)
             source = duckdb_source(db, store.location, files, tables.BARS_TABLE_SCHEMA, store.uri(layout.BARS),
                                    layout.PARTITIONS[layout.BARS])
-        sql, params = bars_query(wanted, size, lo, hi, what, rth, files, source, ids, loose,
+        sql, params = bars_query(wanted, size, first, last, what, rth, files, source, ids, loose,
                                  files_in_ts_order=source is None and one_after_another(found))
         with naming_damage(directory):
             result = db.sql(sql, params=params)
@@ -358,7 +370,7 @@ def bars(
     if fetch == "missing":
         connection_settings = {"host": host, "port": port, "client_id": client_id}
         try:
-            report = fetch_missing(names, size.ib_name, lo, hi, what, rth, connection_settings, directory,
+            report = fetch_missing(names, size.ib_name, first, last, what, rth, connection_settings, directory,
                                    job_options or {}, lock_timeout, con_ids, venue)
         except harvester.HarvestConfigError as exc:  # e.g. a range after the gateway's now
             raise BarsRequestError(f"fetch='missing': {exc}") from None
@@ -373,7 +385,7 @@ def bars(
 
 
 def _chosen(directory: Path | str, names: list[str] | None, con_ids: list[int] | None, exchange: str | None,
-            start: datetime | None, end: datetime | None, as_of: int | datetime | None
+            start: date | datetime | None, end: date | datetime | None, as_of: int | datetime | None
             ) -> tuple[list[str] | None, list[int] | None, list[str]]:
     """(stored symbols, conIds, loose names) to read: every row when neither names nor conIds are given."""
     if names is None and con_ids is None:
@@ -411,27 +423,26 @@ def run_in_worker_thread(fn: Any, *args: Any) -> Any:
         return pool.submit(call).result()
 
 
-def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end: datetime | None,
+def fetch_missing(symbols: list[str], bar_size: str, start: date | datetime | None, end: date | datetime | None,
                   what_to_show: str, use_rth: bool, connection: dict[str, Any], data_dir: Path | str,
                   job_options: dict[str, Any], lock_timeout: float = LOCK_TIMEOUT_S,
                   con_ids: list[int] | None = None, exchange: str | None = None) -> Any:
-    """Harvest the uncovered part of [start, end) through `harvester.run_harvest`; None when nothing is.
+    """Harvest what the range lacks through `harvester.run_harvest`; None when nothing is. Dates are exchange
+    dates (end included) and instants naive UTC, as `bars()` takes them; the job takes both as they are.
 
     First the warehouse alone is asked (`harvester.missing_requests`): a covered range needs no gateway and
     no claim. Otherwise the harvester's planner subtracts stored coverage, so only missing windows are
-    requested; its HarvestJob takes whole days (end inclusive), so the range is widened to days (a day
-    already covered costs no request). Series another live harvest holds (claims) are waited for, up to
+    requested. Series another live harvest holds (claims) are waited for, up to
     `lock_timeout` seconds, then asked for again, so a second notebook is served what the first fetched;
     the last report says which are still held (`left_to_others`). The harvest runs in a worker thread with
     its own loop (Jupyter already runs one). Failed series warn (FetchWarning); the report is returned.
     """
     settings = resolve_settings(connection)
-    last_day = (end - timedelta(microseconds=1)).date() if end else None
     job = harvester.HarvestJob(  # loaded on first use: the harvest's imports cost a second
         universe=[ContractSpec(symbol, primary_exchange=exchange or "", con_id=c)
                   for symbol in symbols for c in (con_ids or [0])], data_dir=data_dir, bar_sizes=(bar_size,),
-        what_to_show=what_to_show, use_rth=use_rth, start=start.date() if start else None,
-        end=last_day,  # past the gateway's now (not the local clock's) the harvest stops at its now
+        what_to_show=what_to_show, use_rth=use_rth, start=_aware(start), end=_aware(end),  # past the gateway's
+        # now (not the local clock's) the harvest stops at its now
         host=settings.host, port=settings.port, client_id=settings.client_id, local_clock_checks=False, **job_options,
     )
     deadline = time.monotonic() + lock_timeout
@@ -445,6 +456,11 @@ def fetch_missing(symbols: list[str], bar_size: str, start: datetime | None, end
                                        dict(report.failures)), stacklevel=3)
         if not report.left_to_others or not _released(job, report.left_to_others, deadline, lock_timeout):
             return report
+
+
+def _aware(bound: date | datetime | None) -> date | datetime | None:
+    """An instant (naive UTC here) as the aware one HarvestJob takes; a date stays an exchange date."""
+    return bound.replace(tzinfo=UTC) if isinstance(bound, datetime) else bound
 
 
 def _released(job: Any, held: dict[Any, str], deadline: float, timeout: float) -> bool:

@@ -63,8 +63,8 @@ class HarvestGroup(click.Group):
 @click.option("--universe", type=click.Path(dir_okay=False, path_type=Path), help="Universe CSV (symbol column).")
 @click.option("--bar-size", "bar_sizes", multiple=True, help="IB bar size, repeatable (default '1 day').")
 @click.option("--what", "what_to_show", help="whatToShow (default: each class's own, TRADES; MIDPOINT for CASH, CFD).")
-@click.option("--start", type=StartType(), default="head", show_default=True, help="'head' or YYYY-MM-DD.")
-@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), help="Last day (default: the gateway's now).")
+@click.option("--start", type=StartType(), default="head", show_default=True, help="'head' or YYYY-MM-DD: the exchange date of the first session.")
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), help="Exchange date of the last session, included (default: the gateway's now).")
 @click.option("--rth/--all-hours", "use_rth", default=None, help="Regular trading hours only (default).")
 @click.option("--adjusted", is_flag=True, default=None,
               help="Also keep a split- and dividend-adjusted (ADJUSTED_LAST) daily series: the adjusted_bars view.")

@@ -7,7 +7,7 @@ import logging
 import os
 import re
 import threading
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -51,10 +51,10 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame
 def test_bars_returns_exactly_the_stored_rows_in_range(stored, symbols, start, end) -> None:
     data_dir, minutes = stored
     got = queries.bars(symbols, "1 min", start, end, data_dir=data_dir)
-    want = minutes[
-        (minutes.symbol.isin(symbols or SYMBOLS))
-        & (minutes.ts >= pd.Timestamp(start or "1900-01-01")) & (minutes.ts < pd.Timestamp(end or "2100-01-01"))
-    ].sort_values(["symbol", "ts"])
+    day = pd.to_datetime(minutes.session_date)  # a date bound is an exchange date, an end date included
+    after = (day >= pd.Timestamp(start)) if start and len(start) == 10 else minutes.ts >= pd.Timestamp(start or "1900")
+    before = (day <= pd.Timestamp(end)) if end and len(end) == 10 else minutes.ts < pd.Timestamp(end or "2100")
+    want = minutes[minutes.symbol.isin(symbols or SYMBOLS) & after & before].sort_values(["symbol", "ts"])
     assert len(want) > 0
     assert list(got.columns[:7]) == ["symbol", "con_id", "bar_size", "what_to_show", "use_rth", "ts", "session_date"]
     assert (got.bar_size == "1 min").all() and got.use_rth.all()
@@ -156,12 +156,12 @@ def test_loose_arguments_are_refused_by_name(stored, kwargs, message) -> None:
 
 def test_what_to_show_is_case_insensitive_and_no_symbols_is_an_empty_typed_frame(stored) -> None:
     data_dir, _ = stored
-    lower = queries.bars("AAA", "1 min", "2024-06-03", "2024-06-04", what_to_show="trades", data_dir=data_dir)
+    lower = queries.bars("AAA", "1 min", "2024-06-03", "2024-06-03", what_to_show="trades", data_dir=data_dir)
     assert len(lower) == 390 and set(lower.what_to_show) == {"TRADES"}
-    none = queries.bars([], "1 min", "2024-06-03", "2024-06-04", data_dir=data_dir)
+    none = queries.bars([], "1 min", "2024-06-03", "2024-06-03", data_dir=data_dir)
     assert none.empty and list(none.columns) == list(lower.columns)
     assert list(none.dtypes) == list(lower.dtypes)
-    assert len(queries.bars(None, "1 min", "2024-06-03", "2024-06-04", data_dir=data_dir)) == 3 * 390
+    assert len(queries.bars(None, "1 min", "2024-06-03", "2024-06-03", data_dir=data_dir)) == 3 * 390
 
 
 def test_con_and_data_dir_must_name_one_warehouse(stored, tmp_path: Path) -> None:
@@ -275,9 +275,13 @@ def test_a_read_names_only_the_files_whose_bars_reach_into_its_range(stored) -> 
     both = series_files(index, BAR_SIZES["1 min"], "TRADES", True, datetime(2024, 5, 29), datetime(2024, 6, 4))
     assert [f.period for f in both] == ["2024-05", "2024-06"] and one_after_another(both)
     assert not one_after_another(both[::-1])
-    unknown = BarsFile("2024-05", "x.parquet", None, None)  # a file written without statistics is always read
+    unknown = BarsFile("2024-05", "x.parquet", None, None, None, None)  # a file written without statistics is always read
     assert unknown.may_hold({"2024-05"}, datetime(2024, 6, 1), datetime(2024, 6, 2))
     assert not one_after_another([both[0], unknown])
-    got = queries.bars("BBB", "1 min", "2024-05-29", "2024-06-04", data_dir=data_dir)
+    by_dates = series_files(index, BAR_SIZES["1 min"], "TRADES", True, date(2024, 6, 1), date(2024, 6, 3))
+    assert [f.period for f in by_dates] == ["2024-06"]  # exchange dates: by the files' session dates
+    assert [f.period for f in series_files(index, BAR_SIZES["1 min"], "TRADES", True, date(2024, 5, 31),
+                                           date(2024, 6, 3))] == ["2024-05", "2024-06"]
+    got = queries.bars("BBB", "1 min", "2024-05-29T00:00", "2024-06-04T00:00", data_dir=data_dir)
     want = minutes[(minutes.symbol == "BBB") & (minutes.ts >= "2024-05-29") & (minutes.ts < "2024-06-04")]
     assert len(want) > 0 and list(got.ts) == sorted(want.ts)
