@@ -548,6 +548,16 @@ def cli_temp_directory() -> Path:
     return user_temp_dir("harvest-duckdb")
 
 
+READ_MEMORY_LIMIT = "128MB"  # what a read verb lets DuckDB hold before it spills (bench/memory.py)
+
+
+def limit_memory(con: duckdb.DuckDBPyConnection) -> None:
+    """Cap DuckDB's memory on a read verb's connection, spilling to the per-user temp folder: unbounded, the
+    `gaps` view of the S&P 500's daily history (5 M series × session rows) took a 1.2 GB process."""
+    con.execute(f"SET temp_directory = {sql_literal(cli_temp_directory())}")
+    con.execute(f"SET memory_limit = '{READ_MEMORY_LIMIT}'")
+
+
 def write_init_script(output: Path, data_dir: Path) -> Path:
     """Write `output` (for `duckdb -init`) creating the same views over the latest snapshot, and its
     calendar beside it (`<output>.sessions.parquet`). The script is that snapshot, gaps included: run
