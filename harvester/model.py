@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TypeVar
 
@@ -89,6 +89,13 @@ class BarRequest:
     expected_bars: int  # upper estimate, drives the timeout and the latency budget
     symbol: str = field(default="", compare=False)  # label for progress and errors
     check_until: datetime | None = None  # [start, check_until) is stored already: compare it (history changes)
+    # A window reaching back into the middle of a session before the span it serves: bars before this (that
+    # session's tail) are not kept, so what is stored outside a span is whole sessions or nothing.
+    keep_from: datetime | None = None
+
+    def kept(self) -> BarRequest:
+        """The window as its answer is kept (and covered): from `keep_from`."""
+        return self if self.keep_from is None else replace(self, start=self.keep_from, keep_from=None)
 
 
 @dataclass(frozen=True)

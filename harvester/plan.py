@@ -186,17 +186,17 @@ def _wanted_span(
 
 def _complete_until(calendar: TradingCalendar, bar: BarSize, use_rth: bool, now: int) -> int:
     """Where the first bar not complete by `now` may begin: we only ask for finished sessions, and for
-    weekly/monthly bars only for periods before the one holding the latest started session."""
+    weekly/monthly bars for the periods whose last session has closed (a Saturday run gets the week just
+    ended, a run on the 1st before the open last month)."""
     opens, closes = calendar.bounds(use_rth)
-    if bar.ib_name not in ("1 week", "1 month"):
-        last = calendar.last_closed_index(now, use_rth)
+    last = calendar.last_closed_index(now, use_rth)
+    if last < 0 or bar.ib_name not in ("1 week", "1 month"):
         return int(closes[last]) if last >= 0 else 0
-    started = int(np.searchsorted(opens, now, side="right")) - 1
-    if started < 0:
-        return 0
     days = calendar.day_numbers
-    key = _period_key(bar, int(days[started]))
-    first = started
+    key = _period_key(bar, int(days[last]))
+    if last + 1 == len(days) or _period_key(bar, int(days[last + 1])) != key:
+        return int(closes[last])  # its period's last session has closed
+    first = last
     while first > 0 and _period_key(bar, int(days[first - 1])) == key:
         first -= 1
     return int(opens[first])
@@ -287,11 +287,19 @@ class _Chunker:
             window = self.best_window(a, end)
             if window is None:
                 break
-            requests.append(self.request(window, end))
+            requests.append(self.request(window, end, self._keep_from(window.start, a)))
             end = self._session_end_at_or_before(window.start)
         return requests
 
-    def request(self, window: _Window, end: int) -> BarRequest:
+    def _keep_from(self, start: int, a: int) -> datetime | None:
+        """Where a window reaching back past the gap `a` starts being kept: a window of weeks or seconds may
+        begin inside a session before the gap, whose tail alone would be stored; the next open (or `a`) then."""
+        k = self._last_open_before(start)
+        if start >= a or k < 0 or start >= int(self.closes[k]) or k + 1 >= len(self.opens):
+            return None
+        return from_epoch(min(a, int(self.opens[k + 1])))
+
+    def request(self, window: _Window, end: int, keep_from: datetime | None = None) -> BarRequest:
         return BarRequest(
             series=self.state.series,
             start=from_epoch(window.start),
@@ -299,6 +307,7 @@ class _Chunker:
             duration=f"{window.count} {window.unit}",
             expected_bars=window.expected,
             symbol=self.state.symbol,
+            keep_from=keep_from,
         )
 
     def best_window(self, a: int, end: int) -> _Window | None:

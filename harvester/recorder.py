@@ -134,16 +134,18 @@ class Recorder:
                 self.no_data_heads.add(work.series.head_key)
         elif result.outcome.covers:
             key = work.series
-            checked = self.warehouse.check(work.request, result.bars, symbol=work.symbol,
-                                           calendar=work.contract.calendar)
-            answer_rows = Checked(work.request, result.outcome, checked, work.symbol)
+            request, bars = work.request.kept(), result.bars
+            if request is not work.request and bars is not None:  # a partial session before the span: not kept
+                bars = bars[bars["ts"] >= request.start]
+            checked = self.warehouse.check(request, bars, symbol=work.symbol, calendar=work.contract.calendar)
+            answer_rows = Checked(request, result.outcome, checked, work.symbol)
             self._on_staged(checked.kept.num_rows, checked.quarantined.num_rows)
             held = self.series_held.get(key)
             if key in self.repairing:
                 held.repair.append(answer_rows)
             elif held is None:
                 self._stage(answer_rows)
-            elif work.request.check_until is not None:
+            elif request.check_until is not None:
                 self._checked(key, held, answer_rows)
             else:
                 held.answers.append(answer_rows)

@@ -61,3 +61,32 @@ def test_a_date_bound_is_its_sessions_open_or_close_by_the_calendar():
     assert from_epoch(nyse.day_bound(date(2024, 11, 10), "end", True)) == datetime(2024, 11, 8, 21, tzinfo=UTC)
     assert from_epoch(nyse.day_bound(date(2024, 11, 8), "end", False)) == datetime(2024, 11, 9, 1, tzinfo=UTC)
     assert from_epoch(nyse.day_bound(date(2024, 7, 3), "end", True)) == datetime(2024, 7, 3, 17, tzinfo=UTC)  # half day
+
+
+def test_a_window_starting_mid_session_stores_no_partial_session_before_the_start(tmp_path, aapl):
+    data = tmp_path / "data"
+    args = ("--sim-now", "2024-07-03T22:00:00Z", "--bar-size", "3 hours", "--start", "2024-07-01")
+    harvest(aapl, data, *args)
+    (sent,) = historical(data)
+    assert sent["duration"] == "1 W"  # one request, reaching back into the middle of 2024-06-26
+    con = queries.connect(data)
+    per_session = dict(con.sql("SELECT session_date, count(*) FROM bars GROUP BY 1").fetchall())
+    # three bars a regular session (09:30, 12:30, 15:30 New York), two on the 07-03 half day; 06-26 had
+    # only its last bar in the window: not kept, and coverage does not claim it
+    assert date(2024, 6, 26) not in per_session and per_session[date(2024, 7, 3)] == 2
+    assert {n for d, n in per_session.items() if d != date(2024, 7, 3)} == {3}
+    assert con.execute("SELECT min(start_ts) FROM coverage").fetchone()[0] == datetime(2024, 6, 27, 13, 30)
+    assert con.execute("SELECT count(*) FROM gaps").fetchone()[0] == 0
+    harvest(aapl, data, *args)
+    assert len(historical(data)) == 1  # the rerun asks for nothing
+
+
+@pytest.mark.parametrize(("size", "now", "last_period"), [
+    ("1 week", "2024-06-15T12:00:00Z", date(2024, 6, 10)),  # a Saturday: the week that closed Friday
+    ("1 month", "2024-07-01T12:00:00Z", date(2024, 6, 3)),  # the 1st, before the open: June
+])
+def test_a_week_or_month_is_fetched_once_its_last_session_has_closed(tmp_path, aapl, size, now, last_period):
+    data = tmp_path / "data"
+    harvest(aapl, data, "--sim-now", now, "--bar-size", size, "--start", "2024-01-01")
+    con = queries.connect(data)
+    assert con.execute("SELECT max(session_date) FROM bars").fetchone()[0] == last_period
