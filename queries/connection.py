@@ -260,7 +260,8 @@ def _expected(size: str, opens: str, closes: str) -> str:
 # never fetched is missing wherever it lies; a series recorded before that table, its first to last covered
 # instant). A session cut by a span's end was not asked for in full: not missing. Reasons: `never fetched`
 # (no answer covers it whole), `fetched, no bars` (covered, none stored: from the series' head timestamp or
-# first bar on; before it IB has nothing), `bars missing inside a session` (fewer bars than the session's
+# first bar on; before it IB has nothing; not on a calendar from contract details, which knows no holidays),
+# `bars missing inside a session` (fewer bars than the session's
 # length holds: `bars` of `expected_bars`; weekly and monthly bars count per period, on each of its sessions),
 # and for a bar refused at the door and still missing `quarantined: <check>` or `quarantined, given up`
 # (quarantine.py). Computed from the connection's snapshot: it moves with the bars at `refresh`.
@@ -283,8 +284,11 @@ listed AS (
   FROM stored b LEFT JOIN heads h USING (con_id, what_to_show, use_rth) GROUP BY ALL),
 expected AS (
   SELECT sp.con_id, sp.bar_size, sp.what_to_show, sp.use_rth, x.session_date, x.open_ts, x.close_ts,
-         coalesce(b.bars, 0) AS bars, {_expected('sp.bar_size', 'x.open_ts', 'x.close_ts')} AS expected_bars, l.listed_ts
+         coalesce(b.bars, 0) AS bars, {_expected('sp.bar_size', 'x.open_ts', 'x.close_ts')} AS expected_bars,
+         l.listed_ts, coalesce(d.calendar_from_details, false) AS guessed
   FROM spans sp LEFT JOIN contract_calendars k USING (con_id)
+  LEFT JOIN (SELECT con_id, bool_or(calendar_from_details) AS calendar_from_details FROM contracts GROUP BY 1) d
+    USING (con_id)
   JOIN x ON x.calendar = coalesce(k.calendar, $default_calendar) AND x.use_rth = sp.use_rth
     AND x.open_ts >= sp.start_ts AND x.close_ts <= sp.end_ts
   LEFT JOIN stored b ON b.con_id = sp.con_id AND b.bar_size = sp.bar_size AND b.what_to_show = sp.what_to_show
@@ -292,13 +296,14 @@ expected AS (
   LEFT JOIN listed l ON l.con_id = sp.con_id AND l.bar_size = sp.bar_size AND l.what_to_show = sp.what_to_show
     AND l.use_rth = sp.use_rth),
 missing AS (
-  SELECT e.* EXCLUDE (listed_ts),
+  SELECT e.* EXCLUDE (listed_ts, guessed),
          CASE WHEN NOT EXISTS (
                 SELECT 1 FROM covered c
                 WHERE c.con_id = e.con_id AND c.bar_size = e.bar_size AND c.what_to_show = e.what_to_show
                   AND c.use_rth = e.use_rth AND c.start_ts <= e.open_ts AND c.end_ts >= e.close_ts)
               THEN 'never fetched'
               WHEN e.bars >= e.expected_bars OR e.listed_ts IS NULL OR e.close_ts <= e.listed_ts THEN NULL
+              WHEN e.bars = 0 AND e.guessed THEN NULL
               WHEN e.bars = 0 THEN 'fetched, no bars'
               ELSE 'bars missing inside a session' END AS reason
   FROM expected e),

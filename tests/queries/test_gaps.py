@@ -83,3 +83,15 @@ def test_status_from_and_to_are_the_first_and_last_stored_session(sim_gateway, t
     daily = status(data)["1 day"]
     assert (daily["first_day"][:10], daily["last_day"][:10]) == (first.isoformat(), last.isoformat())
     assert daily["missing_sessions"] == 0
+
+
+def test_all_hours_gaps_show_the_pre_and_post_market_a_replay_lacks(make_gateway, tmp_path):
+    """Regular-hours bars only, harvested with all hours: each session lacks its pre- and post-market."""
+    replay = tmp_path / "msft.csv"
+    five_minute_rows(["2024-06-10", "2024-06-11"]).to_csv(replay, index=False)
+    gw = make_gateway(replay=str(replay), now="2024-06-17T12:00:00Z")
+    data = tmp_path / "data"
+    span = Span(("MSFT",), bar_size="5 mins", start=date(2024, 6, 10), end=date(2024, 6, 11), target_bars=5000)
+    assert harvest_with(gw, data, span, next_client_id(), use_rth=False).ok
+    assert gaps(data) == [("MSFT", date(2024, 6, 10), "bars missing inside a session", 78, 192),
+                          ("MSFT", date(2024, 6, 11), "bars missing inside a session", 78, 192)]
