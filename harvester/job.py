@@ -19,11 +19,12 @@ from pathlib import Path
 from harvester.calendar import TradingCalendar, from_epoch
 from harvester.contracts import resolve_contracts, stored_contracts
 from harvester.ib.budget import gateway_budget, gateway_window
-from harvester.ib.client import ContractInfo, IBSource
+from harvester.ib.client import ContractInfo, FetchResult, IBSource
 from harvester.ib.ledger import LedgerBudget
 from harvester.ib.pacing import PacingWindow, pacing_floor
 from harvester.ib.scheduler import (
     MIN_SAFETY_S,
+    Answer,
     Progress,
     RetryPolicy,
     Scheduler,
@@ -32,9 +33,17 @@ from harvester.ib.scheduler import (
     interleave,
     paced_limits,
 )
+from harvester.ib.windows import WindowSizes
 from harvester.ibrules import WHAT_TO_SHOW, PacingLimits, bar_size, request_weight, what_to_show_for
 from harvester.model import BarRequest, ContractSpec, HeadKey, HeldBar, SeriesKey, WorkKind
-from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_requests, wanted_span
+from harvester.plan import (
+    PlanError,
+    SeriesState,
+    needs_head_timestamp,
+    plan_requests,
+    split_request,
+    wanted_span,
+)
 from harvester.recorder import Recorder, recent_sends
 from harvester.repair import repair_splits
 from harvester.settings import QUARANTINE_NIGHTS, Settings
@@ -157,6 +166,7 @@ class HarvestReport:
     violations: int = 0
     retries: int = 0
     reconnects: int = 0
+    windows_split: int = 0  # windows that timed out or were cancelled, sent again as smaller ones
     wall_s: float = 0.0
     plan: list[BarRequest] = field(default_factory=list)
     plan_by_class: dict[str, int] = field(default_factory=dict)  # planned requests by asset class (sec_type)
@@ -185,6 +195,7 @@ class HarvestReport:
     def count_requests(self, progress: Progress) -> None:
         self.requests_by_outcome = dict(progress.by_outcome)
         self.violations, self.retries, self.reconnects = progress.violations, progress.retries, progress.reconnects
+        self.windows_split = progress.splits
 
 
 def run_harvest(job: HarvestJob, progress: Callable[[Progress], None] | None = None) -> HarvestReport:
@@ -242,16 +253,25 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
         series = await _series(job, source, warehouse, now, report)
         limits = paced_limits(job.pacing_scale, job.min_safety_s)
         retry, timeouts = job.policies()
+        sizes = WindowSizes(job.target_bars, warehouse.window_sizes())
+
+        def learn_and_record(answer: Answer) -> None:
+            work, result = answer.work, answer.result
+            if work.kind is WorkKind.BARS and isinstance(result, FetchResult):
+                sizes.answered(work.series.bar_size, work.request, result.outcome, result.latency_s,
+                               timeouts.for_work(work), answer.final)
+            recorder.on_answer(answer)
+
         scheduler = Scheduler(
             source, pacing_budget(job, warehouse, limits, source.account), max_in_flight=job.max_in_flight, retry=retry,
-            timeouts=timeouts, on_answer=recorder.on_answer, on_progress=progress,
+            timeouts=timeouts, on_answer=learn_and_record, on_progress=progress, split=lambda w, t: _smaller(w, t, sizes, timeouts.for_work(w)),
         )
         head_shows: list[str] = []  # whatToShow of every head-timestamp request: BID_ASK weighs double
         if job.plan_only:
             head_work = _head_work(series, warehouse.heads(), job.start)
             report.head_requests = len(head_work)
             head_shows += [w.series.what_to_show for w in head_work]
-            _plan(job, series, warehouse, recorder, report, now)
+            _plan(job, series, warehouse, recorder, report, now, sizes)
         else:
             heartbeat = asyncio.create_task(_renew_claims(warehouse))
             contracts = {k: i for i, k in series}
@@ -262,7 +282,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
                 head_shows += [w.series.what_to_show for w in head_work]
                 await _run(scheduler, recorder, head_work)
                 await recorder.settle()
-                work_by_series = _plan(job, batch, warehouse, recorder, report, now)
+                work_by_series = _plan(job, batch, warehouse, recorder, report, now, sizes)
                 recorder.expect_checks([w.request for works in work_by_series for w in works])
                 await _run(scheduler, recorder, interleave(work_by_series))
                 await recorder.settle()
@@ -271,6 +291,9 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
                                                           job.target_bars)
                 await recorder.finish()
                 warehouse.claims.release()
+            worked = sizes.worked()
+            if worked and worked != warehouse.window_sizes():  # the next run (and --plan) starts from it
+                warehouse.save_window_sizes(worked)
         weights = [request_weight(r.series.what_to_show) for r in report.plan] + [request_weight(w) for w in head_shows]
         report.eta_s = pacing_floor(weights, limits) if weights else 0.0
         report.eta_ib_s = pacing_floor(weights, PacingLimits()) if weights else 0.0
@@ -336,7 +359,7 @@ async def _run(scheduler: Scheduler, recorder: Recorder, work: list[Work]) -> No
 
 
 def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehouse: Warehouse,
-          recorder: Recorder, report: HarvestReport, now: datetime) -> list[list[Work]]:
+          recorder: Recorder, report: HarvestReport, now: datetime, sizes: WindowSizes) -> list[list[Work]]:
     """The requests that cover what each series is missing, against the coverage stored now."""
     heads = warehouse.heads()
     coverage = warehouse.coverage()
@@ -354,7 +377,7 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
             state = replace(state, head=now - PLAN_ASSUMED_HISTORY)
         start, end = span_bounds(job, state.calendar, key.use_rth, now)
         try:
-            requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
+            requests = plan_requests(state, start=start, end=end, now=now, target_bars=sizes.target(key.bar_size))
             span = None if estimated else wanted_span(state, start=start, end=end, now=now)
         except PlanError as exc:
             recorder.mark_failed(key, info.symbol, f"{key.bar_size} bars: cannot plan ({exc})")
@@ -374,6 +397,25 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
 
 # What `--plan` assumes for an intraday series whose head timestamp is not known yet (it says so).
 PLAN_ASSUMED_HISTORY = timedelta(days=365)
+
+
+PROBE_WAIT_S = 0.05  # how often a window held for its size's probe looks again (an answer also wakes it)
+
+
+def _smaller(work: Work, timed_out: bool, sizes: WindowSizes, timeout_s: float) -> list[Work] | None:
+    """The scheduler's `split`: after a timeout, halves; before a send, a window cut to what may go now, or
+    held a moment while the probe of its size is out (`WindowSizes.allowed`)."""
+    target = None
+    if not timed_out:
+        now = time.monotonic()  # the scheduler's clock: `not_before` is read on it
+        target = sizes.allowed(work.series.bar_size, work.request, now, now + 2 * timeout_s)
+        if target is None:
+            work.not_before = max(work.not_before, now + PROBE_WAIT_S)
+            return None
+        if work.request.expected_bars <= target:
+            return None
+    parts = split_request(work.request, work.contract.calendar, target)
+    return None if parts is None else [Work(WorkKind.BARS, work.contract, work.series, p) for p in parts]
 
 
 def _expiry(info: ContractInfo, calendar: TradingCalendar, use_rth: bool) -> datetime | None:
@@ -413,6 +455,7 @@ def plan_from_warehouse(job: HarvestJob, now: datetime | None = None) -> Harvest
         return None
     heads, coverage, held = warehouse.heads(), warehouse.coverage(), warehouse.held_bars()
     report = HarvestReport(planned_offline=True, gateway_now=now)
+    sizes = WindowSizes(job.target_bars, warehouse.window_sizes())
     for info in {i.con_id: i for infos in known.values() for i in infos}.values():
         for size in job.bar_sizes:
             key = SeriesKey(info.con_id, size, what_to_show_for(info.sec_type, job.what_to_show), job.use_rth)
@@ -421,7 +464,7 @@ def plan_from_warehouse(job: HarvestJob, now: datetime | None = None) -> Harvest
                 return None
             start, end = span_bounds(job, state.calendar, key.use_rth, now)
             try:
-                requests = plan_requests(state, start=start, end=end, now=now, target_bars=job.target_bars)
+                requests = plan_requests(state, start=start, end=end, now=now, target_bars=sizes.target(size))
             except PlanError:
                 return None
             report.series_total += 1

@@ -418,3 +418,29 @@ class _Chunker:
         """`t` if it lies in a session, else the close of the latest session before it (skips closed time)."""
         k = self._last_open_before(t)
         return None if k < 0 else min(t, int(self.closes[k]))
+
+
+def split_request(request: BarRequest, calendar: TradingCalendar, target_bars: int | None = None
+                  ) -> list[BarRequest] | None:
+    """Windows covering an intraday request's [start, end) with at most `target_bars` each (default: half
+    its bars, after a timeout), cut at session boundaries, newest first; None when it spans one session or
+    less (never below a session: it is retried as it is) or is daily or longer. The oldest part keeps the
+    request's re-read of stored bars (`check_until`)."""
+    bar = bar_size(request.series.bar_size)
+    if not bar.intraday:
+        return None
+    a, b = to_epoch(request.keep_from or request.start), to_epoch(request.end)  # what the request keeps
+    first, stop = calendar.index_range(a, b, request.series.use_rth)
+    if stop - first < 2:
+        return None
+    state = SeriesState(request.series, request.symbol, calendar, head=None, coverage=())
+    target = max(1, request.expected_bars // 2 if target_bars is None else target_bars)
+    chunker = _Chunker(state, bar, target_bars=target, floor=a)
+    chunker.units = [u for u in chunker.units if u == "D"] or chunker.units  # whole sessions where IB allows
+    parts = chunker.cover(a, b)
+    if len(parts) < 2:
+        return None
+    oldest = parts[-1]
+    if request.check_until is not None:
+        parts[-1] = replace(oldest, check_until=min(request.check_until, oldest.end))
+    return parts

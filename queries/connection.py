@@ -64,6 +64,7 @@ _SCHEMAS = {
     layout.REVISIONS: tables.REVISIONS_SCHEMA,
     layout.CORPORATE_ACTIONS: tables.CORPORATE_ACTIONS_SCHEMA,
     layout.WANTED: tables.WANTED_SCHEMA,
+    layout.WINDOW_SIZES: tables.WINDOW_SIZES_SCHEMA,
 }
 SOURCE_TABLE = "harvest_source"  # one row in every connection: which warehouse, pinned where
 
@@ -163,6 +164,8 @@ def view_statements(files: dict[str, list[str]], sources: dict[str, str] | None 
         f"CREATE OR REPLACE VIEW revisions AS SELECT * FROM {read_source(files[layout.REVISIONS], layout.REVISIONS)}",
         ("CREATE OR REPLACE VIEW corporate_actions AS SELECT * FROM "
          f"{read_source(files[layout.CORPORATE_ACTIONS], layout.CORPORATE_ACTIONS)}"),
+        ("CREATE OR REPLACE VIEW window_sizes AS SELECT * FROM "
+         f"{read_source(files[layout.WINDOW_SIZES], layout.WINDOW_SIZES)}"),
         _COVERED_SQL,
         _ROLLS_SQL,
         _CONTINUOUS_SQL,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pytest
 
 from harvester.ib.scheduler import RetryPolicy, TimeoutPolicy
 from harvester.job import PLAN_ASSUMED_HISTORY, HarvestJob, HarvestReport, run_harvest
-from harvester.model import ContractSpec
-from harvester.sim import Faults
+from harvester.model import BarRequest, ContractSpec, Outcome, SeriesKey
+from harvester.sim import BUSY, QUIET, Faults
+from harvester.warehouse import Warehouse
 from tests.helpers.gateways import next_client_id
 from tests.helpers.warehouses import snapshot_files
 
@@ -111,13 +113,17 @@ INTRADAY = {"bar_sizes": ("1 hour",), "start": date(2023, 6, 1), "target_bars": 
 SYMBOLS = ["AAPL", "MSFT", "JPM"]
 
 
-def test_timeout_is_retried_and_never_recorded_as_empty(make_gateway, tmp_path):
+def test_timeout_is_split_never_resent_unchanged_and_never_recorded_as_empty(make_gateway, tmp_path):
     expected = reference(make_gateway, tmp_path, SYMBOLS, **INTRADAY)
     gw = make_gateway()
     gw.faults.never_answer_nth = len(SYMBOLS) + 2  # the second historical request (after qualification)
     report = harvest(gw, tmp_path / "data", SYMBOLS, timeouts=SHORT_TIMEOUTS, **INTRADAY)
-    assert report.ok and report.requests_by_outcome.get("timeout") == 1 and report.retries >= 1
+    assert report.ok and report.requests_by_outcome.get("timeout") == 1 and report.windows_split == 1
     assert "empty" not in report.requests_by_outcome
+    sent = historical(gw)
+    (silent,) = [i for i, e in enumerate(sent) if e["outcome"] not in ("bars", "no_data")]
+    window = lambda e: (e["symbol"], e["end"], e["duration"])
+    assert window(sent[silent]) not in {window(e) for e in sent[silent + 1:]}, "the same window sent again"
     pd.testing.assert_frame_equal(stored(tmp_path / "data"), expected)
 
 
@@ -192,3 +198,62 @@ def test_a_failed_head_fails_every_bar_size_of_its_series(make_gateway, tmp_path
     gw = make_gateway(faults=Faults(error_symbols={"GEHC": "no_permissions"}))
     report = harvest(gw, tmp_path / "data", ["GEHC", "KLAC"], bar_sizes=("1 hour", "30 mins"))
     assert set(report.failures) == {"GEHC"} and report.series_complete == 2 and report.series_total == 4
+
+
+# ---- issue 14 item 2: windows sized from what IB answers --------------------------------------------------------
+
+MINUTES = {"bar_sizes": ("1 min",), "start": date(2024, 5, 20),
+           "timeouts": TimeoutPolicy(base_s=1.0, per_bar_s=0.0001, head_s=1.0)}  # an unanswered window: 1.5 s
+
+
+@pytest.mark.parametrize("hmds", [QUIET.with_max_bars(2000), QUIET.with_max_bars(700), BUSY],
+                         ids=["withheld-over-2000", "withheld-over-700", "busy"])
+def test_a_gateway_leaving_big_answers_unanswered_still_gets_the_whole_backfill(make_gateway, tmp_path, hmds):
+    """Done when: what an unhindered harvest stores, exit 0, a few unanswered windows per bar size and run
+    (not per series), 0 violations, the rerun asks nothing, and the next night plans what answered."""
+    symbols = ["AAPL", "MSFT", "JPM"]
+    expected = reference(make_gateway, tmp_path, symbols, **MINUTES)
+    gw = make_gateway(hmds=hmds)
+    report = harvest(gw, tmp_path / "data", symbols, **MINUTES)
+    assert report.ok, report.failures
+    pd.testing.assert_frame_equal(stored(tmp_path / "data"), expected)
+    unanswered = [e for e in historical(gw) if e["outcome"] not in ("bars", "no_data")]
+    assert 1 <= len(unanswered) <= 3, [(e["symbol"], e["duration"], e["outcome"]) for e in unanswered]
+    assert report.violations == 0 and report.windows_split >= 1
+    learned = Warehouse(tmp_path / "data", None).window_sizes()["1 min"]
+    assert learned <= hmds.max_bars
+
+    again = harvest(gw, tmp_path / "data", symbols, **MINUTES)
+    assert again.ok and again.requests_by_outcome == {}, "the rerun asks nothing"
+    plan = harvest(gw, tmp_path / "fresh", symbols, plan_only=True, **MINUTES)
+    assert plan.plan, "a new warehouse plans from the default target"
+    replanned = harvest(gw, tmp_path / "data", symbols, plan_only=True, **{**MINUTES, "start": date(2023, 10, 2)})
+    assert max(r.expected_bars for r in replanned.plan) <= learned, "--plan uses the learned target"
+
+
+def test_window_sizes_learn_grow_shrink_and_probe_one_at_a_time():
+    from harvester.ib.windows import MIN_TARGET, WindowSizes
+
+    def request(bars: int, day: int = 1) -> BarRequest:
+        return BarRequest(SeriesKey(1, "1 min", "TRADES", True), datetime(2024, 6, day, tzinfo=UTC),
+                          datetime(2024, 6, day + 1, tzinfo=UTC), "1 D", bars)
+
+    sizes = WindowSizes(ceiling=5000)
+    probe, other = request(5000, 1), request(5000, 2)
+    assert sizes.allowed("1 min", probe, 0.0, 30.0) == 5000, "the first window probes the target"
+    assert sizes.allowed("1 min", other, 0.0, 30.0) is None, "the others wait while nothing has answered"
+    assert sizes.allowed("1 min", other, 31.0, 61.0) == 5000, "a probe never answered frees its turn"
+    sizes.answered("1 min", other, Outcome.TIMEOUT, 30.0, 30.0)
+    assert sizes.target("1 min") == 1250 and sizes.allowed("1 min", probe, 32.0, 62.0) == 1250
+    sizes.answered("1 min", request(1250), Outcome.BARS, 1.0, 30.0)  # quick: grows
+    assert sizes.target("1 min") == round(1250 * 1.25) and sizes.worked() == {"1 min": 1250}
+    sizes.answered("1 min", request(1562), Outcome.BARS, 20.0, 30.0)  # slow: shrinks
+    assert sizes.target("1 min") == round(1562 * 0.7) and sizes.worked() == {"1 min": sizes.target("1 min")}
+    sizes.answered("1 min", request(50), Outcome.BARS, 0.01, 30.0)
+    assert sizes.target("1 min") == round(1562 * 0.7), "a small window says nothing about the target"
+    for _ in range(10):
+        sizes.answered("1 min", request(sizes.target("1 min")), Outcome.TIMEOUT, 30.0, 30.0)
+    assert sizes.target("1 min") == MIN_TARGET
+    daily = WindowSizes(ceiling=5000)
+    daily.answered("1 day", request(9000), Outcome.TIMEOUT, 30.0, 30.0)
+    assert daily.target("1 day") == 5000 and daily.allowed("1 day", request(9000), 0.0, 1.0) == 5000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -267,3 +268,27 @@ def test_a_calendar_from_contract_details_is_paged_in_time_units_not_sessions():
     assert [r.duration for r in plan_requests(daily, start=utc(2024, 6, 3), end=now, now=now)] == ["1 Y"]
     hourly = SeriesState(SeriesKey(12, "1 hour", "TRADES", True), "PKN", unknown, None, ())
     assert all(not r.duration.endswith(" D") for r in plan_requests(hourly, start=utc(2024, 1, 2), end=now, now=now))
+
+
+def test_split_request_halves_along_sessions_and_keeps_the_check_on_the_oldest_part():
+    """Issue 14 item 2: a timed-out window is asked again as smaller ones that cover exactly the same."""
+    from harvester.plan import split_request
+
+    cal = TradingCalendar.for_exchange("NASDAQ")
+    series = SeriesKey(1, "1 min", "TRADES", True)
+    state = SeriesState(series, "AAPL", cal, head=None, coverage=())
+    start, end = datetime(2024, 6, 3, 13, 30, tzinfo=UTC), datetime(2024, 6, 14, 20, tzinfo=UTC)
+    (whole,) = plan_requests(state, start=start, end=end, now=end, target_bars=10_000)
+    whole = replace(whole, check_until=datetime(2024, 6, 3, 20, tzinfo=UTC))
+    parts = split_request(whole, cal)
+    assert parts is not None and len(parts) >= 2
+    assert all(p.expected_bars <= whole.expected_bars // 2 + 391 for p in parts)
+    assert all(p.duration.endswith(" D") for p in parts), "whole sessions"
+    assert parts[0].end == whole.end and min(p.start for p in parts) == whole.start
+    spans = sorted((p.start, p.end) for p in parts)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), "no overlap"
+    assert [p.check_until for p in parts] == [None] * (len(parts) - 1) + [whole.check_until]
+    one_session = plan_requests(state, start=datetime(2024, 6, 14, 13, 30, tzinfo=UTC), end=end, now=end)[0]
+    assert split_request(one_session, cal) is None, "never below one session"
+    daily = replace(whole, series=SeriesKey(1, "1 day", "TRADES", True))
+    assert split_request(daily, cal) is None

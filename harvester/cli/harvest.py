@@ -185,6 +185,9 @@ def _print_summary(report, job: HarvestJob) -> None:
             echo(f"repaired {line} (see the corporate_actions view)")
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report.requests_by_outcome.items())) or "none"
         echo(f"requests by outcome: {outcomes}")
+        if report.windows_split:
+            echo(f"windows split after IB left them unanswered: {report.windows_split} (smaller windows asked "
+                 "instead; the next run starts from the size that answered)")
         echo(f"pacing violations: {report.violations}, retries: {report.retries}, "
              f"reconnects: {report.reconnects}, wall time: {_duration(report.wall_s)}")
     if report.failures:

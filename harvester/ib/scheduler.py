@@ -104,6 +104,7 @@ class Progress:
     retries: int = 0
     failed: int = 0
     reconnects: int = 0
+    splits: int = 0  # timed-out or cancelled windows sent again as smaller ones
     by_outcome: dict[str, int] = field(default_factory=dict)
 
 
@@ -141,12 +142,16 @@ class Scheduler:
         on_answer: Callable[[Answer], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        split: Callable[[Work, bool], list[Work] | None] | None = None,
     ):
+        """`split(work, timed_out)`: smaller windows covering a bars window (None: keep it), asked before
+        each send (a window planned before IB slowed down is cut to what answers now) and after a timeout
+        or a cancelled query, when they are sent instead of the same window again."""
         if not 1 <= max_in_flight < 50:
             raise ValueError(f"max_in_flight must be within 1..49 (IB allows 50 open), got {max_in_flight}")
         self.source, self.window = source, window
         self.max_in_flight, self.retry, self.timeouts = max_in_flight, retry, timeouts
-        self.on_answer, self.on_progress, self.clock = on_answer, on_progress, clock
+        self.on_answer, self.on_progress, self.clock, self.split = on_answer, on_progress, clock, split
         self.progress = Progress()
         self._wake = asyncio.Event()
         self._online = asyncio.Event()
@@ -209,6 +214,7 @@ class Scheduler:
         items allowed now, put on the wire and recorded; else how long until one may be."""
         if self.source.is_throttling():
             return None, None, 0.01
+        self._resize(pending)
         with self.window.turn() as turn:
             throttled = turn.message_wait()
             if throttled > 0:
@@ -236,14 +242,21 @@ class Scheduler:
             self.window.finished(paced, sent is not None and result is not None and result.outcome is Outcome.PACING)
             self._wake.set()
         outcome = result.outcome
-        retry = outcome in RETRYABLE and work.attempt < self.retry.max_attempts
+        parts = self._split(work, outcome)
+        if parts:  # never the same window again after a timeout: the parts take its place in the queue
+            pending[0:0] = parts
+            self.progress.planned += len(parts) - 1
+            self.progress.splits += 1
+            result = replace(result, error_text="; ".join(filter(None, [result.error_text, "split into " + " + ".join(
+                p.request.duration for p in reversed(parts))])))
+        retry = not parts and outcome in RETRYABLE and work.attempt < self.retry.max_attempts
         if retry:
             delay = self.retry.delay(work.attempt)
             work.not_before = self.clock() + delay
             pending.insert(0, work)
             self.progress.retries += 1
-        answer = Answer(work, result, sent_at, work.attempt, final=not retry)
-        if not retry and not outcome.covers:
+        answer = Answer(work, result, sent_at, work.attempt, final=not retry and not parts)
+        if answer.final and not outcome.covers:
             failures.append(answer)
             self.progress.failed += 1
         self._count(answer)
@@ -252,6 +265,25 @@ class Scheduler:
         if self.on_answer is not None:
             self.on_answer(answer)
         self._notify()
+
+    def _split(self, work: Work, outcome: Outcome) -> list[Work] | None:
+        if self.split is None or work.kind is not WorkKind.BARS or outcome not in (Outcome.TIMEOUT, Outcome.CANCELLED):
+            return None
+        return self.split(work, True)
+
+    def _resize(self, pending: list[Work]) -> None:
+        """Windows about to be considered, cut to the size IB answers now (`split`)."""
+        if self.split is None:
+            return
+        index = 0
+        while index < min(len(pending), LOOKAHEAD):
+            work = pending[index]
+            parts = self.split(work, False) if work.kind is WorkKind.BARS else None
+            if parts:
+                pending[index:index + 1] = parts
+                self.progress.planned += len(parts) - 1
+            else:
+                index += 1
 
     def _send(self, work: Work) -> Sent | None:
         """Put the request on the wire now (synchronously); None when the socket is gone."""

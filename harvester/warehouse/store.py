@@ -57,6 +57,7 @@ from harvester.warehouse.layout import (
     SYMBOLS,
     VERIFIED_FILE,
     WANTED,
+    WINDOW_SIZES,
     PartitionKey,
     family_filters,
     local_state_dir,
@@ -95,6 +96,7 @@ from harvester.warehouse.tables import (
     REVISIONS_SCHEMA,
     SYMBOLS_SCHEMA,
     WANTED_SCHEMA,
+    WINDOW_SIZES_SCHEMA,
     frame_to_table,
     rows_to_table,
     utc_now_naive,
@@ -263,6 +265,18 @@ class Warehouse:
         row = {"con_id": key.con_id, "what_to_show": key.what_to_show, "use_rth": key.use_rth,
                "head_ts": naive_utc(head_ts).to_pydatetime(), "fetched_at": utc_now_naive()}
         self._upsert(HEADS, HEADS_SCHEMA, rows_to_table([row], HEADS_SCHEMA, "head"), ["con_id", "what_to_show", "use_rth"])
+
+    def window_sizes(self) -> dict[str, int]:
+        """The learned bars target per IB bar size name (`ib.windows`)."""
+        frame = self._read(WINDOW_SIZES, WINDOW_SIZES_SCHEMA).to_pandas()
+        return {str(r.bar_size): int(r.target_bars) for r in frame.itertuples(index=False)}
+
+    def save_window_sizes(self, targets: dict[str, int]) -> None:
+        rows = [{"bar_size": name, "target_bars": int(bars), "learned_at": utc_now_naive()}
+                for name, bars in sorted(targets.items()) if name in BAR_SIZES]
+        if rows:
+            self._upsert(WINDOW_SIZES, WINDOW_SIZES_SCHEMA, rows_to_table(rows, WINDOW_SIZES_SCHEMA, "window size"),
+                         ["bar_size"])
 
     def contracts(self) -> pd.DataFrame:
         return self._read(CONTRACTS, CONTRACTS_SCHEMA).to_pandas()

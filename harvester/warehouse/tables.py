@@ -109,6 +109,8 @@ HEADS_SCHEMA = pa.schema(
         ("fetched_at", _TS),
     ]
 )
+# The bars an intraday window asks for, per IB bar size, as learned from IB's answer times (ib.windows).
+WINDOW_SIZES_SCHEMA = pa.schema([("bar_size", pa.string()), ("target_bars", pa.int64()), ("learned_at", _TS)])
 # One row per qualification that saw a conId's symbol or exchanges change (identity is the conId; a symbol is
 # an attribute with a validity range, docs/history-changes.md §4). valid_to NULL: still current.
 SYMBOLS_SCHEMA = pa.schema(
