@@ -37,7 +37,14 @@ from harvester.ib.scheduler import (
 from harvester.ib.windows import WindowSizes
 from harvester.ibrules import WHAT_TO_SHOW, PacingLimits, bar_size, request_weight, what_to_show_for
 from harvester.model import BarRequest, ContractSpec, HeadKey, HeldBar, SeriesKey, WorkKind
-from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_requests, split_request
+from harvester.plan import (
+    PlanError,
+    SeriesState,
+    needs_head_timestamp,
+    plan_requests,
+    split_request,
+    wanted_span,
+)
 from harvester.recorder import Recorder, recent_sends
 from harvester.repair import repair_splits
 from harvester.settings import PACINGS, QUARANTINE_NIGHTS, Settings
@@ -365,6 +372,7 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
     coverage = warehouse.coverage()
     held = warehouse.held_bars()
     work_by_series = []
+    wanted = {}
     for info, key in series:
         if recorder.failed_series(key):
             continue
@@ -377,15 +385,20 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
         start, end = span_bounds(job, state.calendar, key.use_rth, now)
         try:
             requests = plan_requests(state, start=start, end=end, now=now, target_bars=sizes.target(key.bar_size))
+            span = None if estimated else wanted_span(state, start=start, end=end, now=now)
         except PlanError as exc:
             recorder.mark_failed(key, info.symbol, f"{key.bar_size} bars: cannot plan ({exc})")
             continue
+        if span is not None:
+            wanted[key] = span
         if estimated:
             report.unplanned += 1
             report.estimated += len(requests)
         report.plan.extend(requests)
         report.plan_by_class[info.sec_type] = report.plan_by_class.get(info.sec_type, 0) + len(requests)
         work_by_series.append([Work(WorkKind.BARS, info, key, r) for r in requests])
+    if not job.plan_only:
+        warehouse.want(wanted)  # before anything is sent: an interrupted run still shows what it lacks
     return work_by_series
 
 
