@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harvester.calendar import TradingCalendar, from_epoch
 from harvester.contracts import resolve_contracts, stored_contracts
+from harvester.ib.adaptive import AdaptivePace
 from harvester.ib.budget import gateway_budget, gateway_window
 from harvester.ib.client import ContractInfo, FetchResult, IBSource
 from harvester.ib.ledger import LedgerBudget
@@ -36,10 +37,17 @@ from harvester.ib.scheduler import (
 from harvester.ib.windows import WindowSizes
 from harvester.ibrules import WHAT_TO_SHOW, PacingLimits, bar_size, request_weight, what_to_show_for
 from harvester.model import BarRequest, ContractSpec, HeadKey, HeldBar, SeriesKey, WorkKind
-from harvester.plan import PlanError, SeriesState, needs_head_timestamp, plan_requests, split_request
+from harvester.plan import (
+    PlanError,
+    SeriesState,
+    needs_head_timestamp,
+    plan_requests,
+    split_request,
+    wanted_span,
+)
 from harvester.recorder import Recorder, recent_sends
 from harvester.repair import repair_splits
-from harvester.settings import QUARANTINE_NIGHTS, Settings
+from harvester.settings import PACINGS, QUARANTINE_NIGHTS, Settings
 from harvester.warehouse import Warehouse, WarehouseError
 from harvester.warehouse.claims import CLAIM_TTL, live_claims
 from harvester.warehouse.coverage import CoverageIndex
@@ -77,6 +85,7 @@ class HarvestJob:
     target_bars: int = 5000
     plan_only: bool = False
     max_in_flight: int = 6
+    pacing: str = "strict"  # "adaptive": bars of 1 min and up paced by answer times (ib.adaptive)
     claim_batch: int = 25  # series claimed at a time (settings.claim_batch)
     quarantine_nights: int = QUARANTINE_NIGHTS  # a refused bar bad this many nights is no longer asked for
     connect_timeout: float = 10.0
@@ -129,6 +138,8 @@ class HarvestJob:
         for name in ("target_bars", "max_in_flight", "claim_batch", "quarantine_nights"):
             if getattr(self, name) <= 0:
                 raise HarvestConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.pacing not in PACINGS:
+            raise HarvestConfigError(f"pacing: must be one of {', '.join(PACINGS)}, got {self.pacing!r}")
         if self.max_in_flight >= 50:
             raise HarvestConfigError(f"max_in_flight: IB allows 50 open requests, got {self.max_in_flight}")
         if not 0 <= self.port < 65536 or self.client_id < 0:
@@ -160,6 +171,7 @@ class HarvestReport:
     retries: int = 0
     reconnects: int = 0
     windows_split: int = 0  # windows that timed out or were cancelled, sent again as smaller ones
+    pacing_fell_back: str = ""  # adaptive pacing went back to strict during the run, and why
     wall_s: float = 0.0
     plan: list[BarRequest] = field(default_factory=list)
     plan_by_class: dict[str, int] = field(default_factory=dict)  # planned requests by asset class (sec_type)
@@ -258,6 +270,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
         scheduler = Scheduler(
             source, pacing_budget(job, warehouse, limits, source.account), max_in_flight=job.max_in_flight, retry=retry,
             timeouts=timeouts, on_answer=learn_and_record, on_progress=progress, split=lambda w, t: _smaller(w, t, sizes, timeouts.for_work(w)),
+            adaptive=AdaptivePace(limits, time.monotonic, job.max_in_flight) if job.pacing == "adaptive" else None,
         )
         head_shows: list[str] = []  # whatToShow of every head-timestamp request: BID_ASK weighs double
         if job.plan_only:
@@ -293,6 +306,7 @@ async def _harvest(job: HarvestJob, warehouse: Warehouse, progress) -> HarvestRe
         report.series_complete = sum(not recorder.failed_series(key) for _, key in series
                                      if key not in report.left_to_others)
         report.count_requests(scheduler.progress)
+        report.pacing_fell_back = scheduler.adaptive.fell_back if scheduler.adaptive is not None else ""
     finally:
         if heartbeat is not None:
             heartbeat.cancel()
@@ -358,6 +372,7 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
     coverage = warehouse.coverage()
     held = warehouse.held_bars()
     work_by_series = []
+    wanted = {}
     for info, key in series:
         if recorder.failed_series(key):
             continue
@@ -370,15 +385,20 @@ def _plan(job: HarvestJob, series: list[tuple[ContractInfo, SeriesKey]], warehou
         start, end = span_bounds(job, state.calendar, key.use_rth, now)
         try:
             requests = plan_requests(state, start=start, end=end, now=now, target_bars=sizes.target(key.bar_size))
+            span = None if estimated else wanted_span(state, start=start, end=end, now=now)
         except PlanError as exc:
             recorder.mark_failed(key, info.symbol, f"{key.bar_size} bars: cannot plan ({exc})")
             continue
+        if span is not None:
+            wanted[key] = span
         if estimated:
             report.unplanned += 1
             report.estimated += len(requests)
         report.plan.extend(requests)
         report.plan_by_class[info.sec_type] = report.plan_by_class.get(info.sec_type, 0) + len(requests)
         work_by_series.append([Work(WorkKind.BARS, info, key, r) for r in requests])
+    if not job.plan_only:
+        warehouse.want(wanted)  # before anything is sent: an interrupted run still shows what it lacks
     return work_by_series
 
 

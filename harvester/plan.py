@@ -129,6 +129,13 @@ def _overlap(state: SeriesState, gap_start: int, sessions: int) -> tuple[int, in
     return window[0], gap_start
 
 
+def wanted_span(state: SeriesState, *, start: datetime | None, end: datetime, now: datetime
+                ) -> tuple[datetime, datetime] | None:
+    """The span `plan_requests` covers for the series (None: nothing yet): what `gaps` measures against."""
+    span = _wanted_span(state, bar_size(state.series.bar_size), start, end, now)
+    return None if span is None else (from_epoch(span[0]), from_epoch(span[1]))
+
+
 def _ask_again(planner: _Chunker, requests: list[BarRequest], again: list[tuple[int, int]]) -> list[BarRequest]:
     """Held bars' sessions asked for once more, at most one extra request a series: the newest request (the
     nightly increment) reaches back over as many of them as one window holds, and one request of its own

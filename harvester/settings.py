@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+PACINGS = ("strict", "adaptive")  # --pacing: IB's hard rules for every request, or answer times for >= 1 min
 QUARANTINE_NIGHTS = 3  # a bar refused at the door this many nights in a row is no longer asked for
 CONFIG_ENV = "HARVEST_CONFIG"
 CONFIG_FILE = "harvest.toml"
@@ -53,6 +54,7 @@ class Settings:
     claim_batch: int = 25  # series a job claims at a time; jobs sharing a warehouse split the work by it
     vacuum_retention_hours: float = 168.0  # `harvest compact` keeps files a week-old snapshot still reads
     quarantine_nights: int = QUARANTINE_NIGHTS  # nights a refused bar is asked for again before giving up
+    pacing: str = "strict"  # or "adaptive": bars of 1 min and up paced by answer times (ib.adaptive)
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -71,6 +73,8 @@ class Settings:
             raise ConfigError(f"vacuum_retention_hours: must be >= 0, got {self.vacuum_retention_hours}")
         if self.quarantine_nights < 1:
             raise ConfigError(f"quarantine_nights: must be >= 1, got {self.quarantine_nights}")
+        if self.pacing not in PACINGS:
+            raise ConfigError(f"pacing: must be one of {', '.join(PACINGS)}, got {self.pacing!r}")
         if not 1 <= self.max_in_flight < 50:
             raise ConfigError(f"max_in_flight: must be within 1..49, got {self.max_in_flight}")
 

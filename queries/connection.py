@@ -70,6 +70,7 @@ _SCHEMAS = {
     layout.SYMBOLS: tables.SYMBOLS_SCHEMA,
     layout.REVISIONS: tables.REVISIONS_SCHEMA,
     layout.CORPORATE_ACTIONS: tables.CORPORATE_ACTIONS_SCHEMA,
+    layout.WANTED: tables.WANTED_SCHEMA,
     layout.WINDOW_SIZES: tables.WINDOW_SIZES_SCHEMA,
 }
 SOURCE_TABLE = "harvest_source"  # one row in every connection: which warehouse, pinned where
@@ -169,9 +170,8 @@ def view_statements(files: dict[str, list[str]], sources: dict[str, str] | None 
          f"{symbols_source(read_source(files[layout.SYMBOLS], layout.SYMBOLS), 'contracts')}"),
         ("CREATE OR REPLACE VIEW coverage AS SELECT c.con_id, s.symbol, c.bar_size, c.what_to_show, "
          "c.use_rth, c.start_ts, c.end_ts, c.kind, c.bars, c.recorded_at "
-         f"FROM {read_source(files[layout.COVERAGE], layout.COVERAGE)} c LEFT JOIN "
-         "(SELECT s.con_id, coalesce(nullif(any_value(k.local_symbol), ''), arg_max(s.symbol, s.valid_from)) AS symbol "
-         "FROM symbols s LEFT JOIN contracts k USING (con_id) GROUP BY s.con_id) s USING (con_id)"),
+         f"FROM {read_source(files[layout.COVERAGE], layout.COVERAGE)} c LEFT JOIN {_SYMBOL_OF} s USING (con_id)"),
+        f"CREATE OR REPLACE VIEW wanted AS SELECT * FROM {read_source(files[layout.WANTED], layout.WANTED)}",
         f"CREATE OR REPLACE VIEW revisions AS SELECT * FROM {read_source(files[layout.REVISIONS], layout.REVISIONS)}",
         ("CREATE OR REPLACE VIEW corporate_actions AS SELECT * FROM "
          f"{read_source(files[layout.CORPORATE_ACTIONS], layout.CORPORATE_ACTIONS)}"),
@@ -251,37 +251,95 @@ SELECT con_id, any_value(symbol) AS symbol, bar_size, what_to_show, use_rth,
        coalesce(any_value(k.calendar), $default_calendar) AS calendar
 FROM coverage LEFT JOIN contract_calendars k USING (con_id) GROUP BY con_id, bar_size, what_to_show, use_rth"""
 
-# Sessions of the series' own calendar and flavour inside its first and last covered instant that no island
-# spans, and sessions holding a bar refused at the door and still missing (quarantine.py), each with its
-# reason. A session cut by either end of the covered span was not asked for in full (a window starting
-# mid-session, before a listing, or at a date's UTC midnight inside a forex session): not missing. A future's
-# coverage ends at its expiry: no gap after it. Computed from the connection's snapshot of coverage: it moves
-# with the bars at `refresh`.
-_GAPS_SQL = """CREATE OR REPLACE VIEW gaps AS
+# Each conId's symbol as views show it: IB's local symbol when it has one (EUR.USD, ESM4), else its latest.
+_SYMBOL_OF = ("(SELECT s.con_id, coalesce(nullif(any_value(k.local_symbol), ''), arg_max(s.symbol, s.valid_from)) "
+              "AS symbol FROM symbols s LEFT JOIN contracts k USING (con_id) GROUP BY s.con_id)")
+
+def _slot(size: str, day: str) -> str:
+    """SQL: the period a session's bars are counted in: the session, or for weekly and monthly bars its week or
+    month (a weekly bar is dated by its week's first session)."""
+    return (f"CASE {size} WHEN '1 week' THEN date_trunc('week', {day})::DATE "
+            f"WHEN '1 month' THEN date_trunc('month', {day})::DATE ELSE {day} END")
+
+
+def _expected(size: str, opens: str, closes: str) -> str:
+    """SQL: the bars a whole session holds: its length in bars for intraday sizes (as IB cuts them from the
+    open), one for daily and longer."""
+    whens = " ".join(f"WHEN '{b.ib_name}' THEN {b.seconds}" for b in BY_LABEL.values() if b.intraday)
+    return f"coalesce(ceil(date_diff('second', {opens}, {closes}) / CASE {size} {whens} END), 1)"
+
+
+# Sessions a series should have bars for and lacks, with the reason, for its own calendar and flavour. What it
+# should have: the sessions inside its wanted spans (the `wanted` table: what harvests asked for, so a session
+# never fetched is missing wherever it lies; a series recorded before that table, its first to last covered
+# instant). A session cut by a span's end was not asked for in full: not missing. Reasons: `never fetched`
+# (no answer covers it whole), `fetched, no bars` (covered, none stored: from the series' head timestamp or
+# first bar on; before it IB has nothing; not on a calendar from contract details, which knows no holidays),
+# `bars missing inside a session` (fewer bars than the session's
+# length holds: `bars` of `expected_bars`; weekly and monthly bars count per period, on each of its sessions),
+# and for a bar refused at the door and still missing `quarantined: <check>` or `quarantined, given up`
+# (quarantine.py). Computed from the connection's snapshot: it moves with the bars at `refresh`.
+_GAPS_SQL = f"""CREATE OR REPLACE VIEW gaps AS
 WITH x AS (
   SELECT calendar, session_date, true AS use_rth, open_ts, close_ts FROM sessions
   UNION ALL SELECT calendar, session_date, false, ext_open_ts, ext_close_ts FROM sessions),
+spans AS (
+  SELECT con_id, bar_size, what_to_show, use_rth, start_ts, end_ts FROM wanted
+  UNION ALL
+  SELECT con_id, bar_size, what_to_show, use_rth, covered_from, covered_to FROM series s
+  WHERE NOT EXISTS (SELECT 1 FROM wanted w WHERE w.con_id = s.con_id AND w.bar_size = s.bar_size
+                    AND w.what_to_show = s.what_to_show AND w.use_rth = s.use_rth)),
+stored AS (
+  SELECT con_id, bar_size, what_to_show, use_rth, {_slot('bar_size', 'session_date')} AS slot, count(*) AS bars,
+         min(ts) AS first_ts
+  FROM bars GROUP BY ALL),
+listed AS (
+  SELECT con_id, bar_size, what_to_show, use_rth, coalesce(any_value(h.head_ts), min(b.first_ts)) AS listed_ts
+  FROM stored b LEFT JOIN heads h USING (con_id, what_to_show, use_rth) GROUP BY ALL),
+expected AS (
+  SELECT sp.con_id, sp.bar_size, sp.what_to_show, sp.use_rth, x.session_date, x.open_ts, x.close_ts,
+         coalesce(b.bars, 0) AS bars, {_expected('sp.bar_size', 'x.open_ts', 'x.close_ts')} AS expected_bars,
+         l.listed_ts, coalesce(d.calendar_from_details, false) AS guessed
+  FROM spans sp LEFT JOIN contract_calendars k USING (con_id)
+  LEFT JOIN (SELECT con_id, bool_or(calendar_from_details) AS calendar_from_details FROM contracts GROUP BY 1) d
+    USING (con_id)
+  JOIN x ON x.calendar = coalesce(k.calendar, $default_calendar) AND x.use_rth = sp.use_rth
+    AND x.open_ts >= sp.start_ts AND x.close_ts <= sp.end_ts
+  LEFT JOIN stored b ON b.con_id = sp.con_id AND b.bar_size = sp.bar_size AND b.what_to_show = sp.what_to_show
+    AND b.use_rth = sp.use_rth AND b.slot = {_slot('sp.bar_size', 'x.session_date')}
+  LEFT JOIN listed l ON l.con_id = sp.con_id AND l.bar_size = sp.bar_size AND l.what_to_show = sp.what_to_show
+    AND l.use_rth = sp.use_rth),
 missing AS (
-  SELECT s.con_id, s.symbol, s.bar_size, s.what_to_show, s.use_rth, x.session_date, x.open_ts, x.close_ts
-  FROM series s JOIN x ON x.calendar = s.calendar AND x.use_rth = s.use_rth
-    AND x.open_ts >= s.covered_from AND x.close_ts <= s.covered_to
-  WHERE NOT EXISTS (
-    SELECT 1 FROM covered c
-    WHERE c.con_id = s.con_id AND c.bar_size = s.bar_size AND c.what_to_show = s.what_to_show
-      AND c.use_rth = s.use_rth AND c.start_ts <= x.open_ts AND c.end_ts >= x.close_ts)),
+  SELECT e.* EXCLUDE (listed_ts, guessed),
+         CASE WHEN NOT EXISTS (
+                SELECT 1 FROM covered c
+                WHERE c.con_id = e.con_id AND c.bar_size = e.bar_size AND c.what_to_show = e.what_to_show
+                  AND c.use_rth = e.use_rth AND c.start_ts <= e.open_ts AND c.end_ts >= e.close_ts)
+              THEN 'never fetched'
+              WHEN e.bars >= e.expected_bars OR e.listed_ts IS NULL OR e.close_ts <= e.listed_ts THEN NULL
+              WHEN e.bars = 0 AND e.guessed THEN NULL
+              WHEN e.bars = 0 THEN 'fetched, no bars'
+              ELSE 'bars missing inside a session' END AS reason
+  FROM expected e),
 held AS (
   SELECT con_id, any_value(symbol) AS symbol, bar_size, what_to_show, use_rth, session_date,
          CASE WHEN bool_and(coalesce(given_up, false)) THEN 'quarantined, given up'
               ELSE 'quarantined: ' || min(reason) FILTER (WHERE NOT coalesce(given_up, false)) END AS reason
   FROM quarantine WHERE resolved_at IS NULL AND ts IS NOT NULL
   GROUP BY con_id, bar_size, what_to_show, use_rth, session_date)
-SELECT con_id, coalesce(m.symbol, h.symbol) AS symbol, bar_size, what_to_show, use_rth, session_date,
+SELECT con_id, coalesce(n.symbol, h.symbol) AS symbol, bar_size, what_to_show, use_rth, session_date,
        coalesce(m.open_ts, x.open_ts) AS open_ts, coalesce(m.close_ts, x.close_ts) AS close_ts,
-       coalesce(h.reason, 'missing') AS reason
-FROM missing m FULL JOIN held h USING (con_id, bar_size, what_to_show, use_rth, session_date)
+       coalesce(h.reason, m.reason) AS reason, coalesce(m.bars, b.bars, 0)::BIGINT AS bars,
+       coalesce(m.expected_bars, {_expected('h.bar_size', 'x.open_ts', 'x.close_ts')})::BIGINT AS expected_bars
+FROM (SELECT * FROM missing WHERE reason IS NOT NULL) m
+FULL JOIN held h USING (con_id, bar_size, what_to_show, use_rth, session_date)
+LEFT JOIN {_SYMBOL_OF} n USING (con_id)
 LEFT JOIN contract_calendars k USING (con_id)
 LEFT JOIN x ON m.con_id IS NULL AND x.calendar = coalesce(k.calendar, $default_calendar)
-  AND x.session_date = h.session_date AND x.use_rth = h.use_rth"""
+  AND x.session_date = h.session_date AND x.use_rth = h.use_rth
+LEFT JOIN stored b ON m.con_id IS NULL AND b.con_id = h.con_id AND b.bar_size = h.bar_size
+  AND b.what_to_show = h.what_to_show AND b.use_rth = h.use_rth AND b.slot = {_slot('h.bar_size', 'h.session_date')}"""
+
 
 # Each futures chain (symbol, exchange, currency, multiplier) in expiry order: the continuous series rolls
 # from one contract to the next after the earlier one's last trade date.

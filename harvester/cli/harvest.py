@@ -188,6 +188,9 @@ def _print_summary(report, job: HarvestJob) -> None:
         if report.windows_split:
             echo(f"windows split after IB left them unanswered: {report.windows_split} (smaller windows asked "
                  "instead; the next run starts from the size that answered)")
+        if job.pacing == "adaptive":
+            echo(f"pacing: adaptive, fell back to strict ({report.pacing_fell_back})" if report.pacing_fell_back
+                 else "pacing: adaptive for bars of 1 min and up")
         echo(f"pacing violations: {report.violations}, retries: {report.retries}, "
              f"reconnects: {report.reconnects}, wall time: {_duration(report.wall_s)}")
     if report.failures:

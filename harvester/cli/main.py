@@ -78,6 +78,9 @@ class HarvestGroup(click.Group):
                    "(600 s become 3 s) unless --pacing-scale says otherwise.")
 @click.option("--pacing-scale", type=click.FloatRange(min=0, min_open=True),
               help="Scale IB's pacing windows (below 1 only for the simulator: a real gateway enforces IB's).")
+@click.option("--pacing", type=click.Choice(["strict", "adaptive"]),
+              help="strict (default): IB's hard rules for every request; adaptive: bars of 1 min and up at a rate "
+                   "that follows IB's answer times (back to strict on a pacing violation).")
 @click.option("--sim-now", help="With --sim: the simulated clock's start (ISO 8601; default: real time).")
 @click.option("--sim-journal", type=click.Path(dir_okay=False),
               help="With --sim: append the simulator's request journal (JSON lines) to this file.")

@@ -16,7 +16,7 @@ import contextlib
 import math
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harvester.ibrules import PacingLimits
 from harvester.model import WorkKind
@@ -34,6 +34,9 @@ class PacedRequest:
     identity: tuple[Hashable, ...]  # equal identities are "identical requests" for IB's 15 s rule
     weight: int  # ibrules.request_weight(what_to_show)
     kind: WorkKind = WorkKind.BARS  # head timestamps are paced like bars (docs/ib-rules.md §1)
+    # paced by `ib.adaptive` instead of the 60-per-10-minutes window (bars of 1 min and up, --pacing adaptive);
+    # counted in the window all the same, so strict requests and other processes see it
+    soft: bool = field(default=False, compare=False)
 
     @property
     def contract_key(self) -> tuple[int, str, str]:
@@ -204,8 +207,8 @@ class PacingWindow:
 
     def _ready(self, req: PacedRequest, margin: float) -> float:
         """When `req` clears every rule with `margin` added to each span (-inf: no rule binds it)."""
-        return max(self._weighted_ready(req.weight, margin), self._identical_ready(req, margin),
-                   self._contract_ready(req, margin))
+        weighted = -math.inf if req.soft else self._weighted_ready(req.weight, margin)
+        return max(weighted, self._identical_ready(req, margin), self._contract_ready(req, margin))
 
     def _weighted_ready(self, weight: int, margin: float) -> float:
         span = self.limits.window_s + margin

@@ -10,16 +10,18 @@ reconnected with bounded backoff before the queue resumes.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import zip_longest
 
+from harvester.ib.adaptive import AdaptivePace
 from harvester.ib.client import ContractInfo, FetchResult, HeadResult, IBSource, Sent, SourceError
 from harvester.ib.ledger import LedgerBudget
 from harvester.ib.pacing import PacedRequest, PacingWindow
-from harvester.ibrules import PacingLimits, request_weight
+from harvester.ibrules import PacingLimits, bar_size, request_weight
 from harvester.model import BarRequest, Outcome, SeriesKey, WorkKind
 
 LOOKAHEAD = 64  # queued requests scanned for one the pacer lets go now (avoids head-of-line blocking)
@@ -143,6 +145,7 @@ class Scheduler:
         on_progress: Callable[[Progress], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         split: Callable[[Work, bool], list[Work] | None] | None = None,
+        adaptive: AdaptivePace | None = None,
     ):
         """`split(work, timed_out)`: smaller windows covering a bars window (None: keep it), asked before
         each send (a window planned before IB slowed down is cut to what answers now) and after a timeout
@@ -152,6 +155,7 @@ class Scheduler:
         self.source, self.window = source, window
         self.max_in_flight, self.retry, self.timeouts = max_in_flight, retry, timeouts
         self.on_answer, self.on_progress, self.clock, self.split = on_answer, on_progress, clock, split
+        self.adaptive = adaptive  # --pacing adaptive: bars of 1 min and up paced by answer times
         self.progress = Progress()
         self._wake = asyncio.Event()
         self._online = asyncio.Event()
@@ -190,7 +194,7 @@ class Scheduler:
             if picked is not None:
                 sent_at = datetime.now(UTC)  # the journal's send time: the wire write's, not the task's start
                 in_flight.add(asyncio.ensure_future(
-                    self._attempt(picked, picked.paced(), sent, sent_at, pending, failures)))
+                    self._attempt(picked, self._paced(picked), sent, sent_at, pending, failures)))
                 continue
             self._wake.clear()
             waiters = {asyncio.ensure_future(self._wake.wait()), *in_flight}
@@ -222,15 +226,20 @@ class Scheduler:
             now = self.clock()
             soonest: float | None = None
             for index, work in enumerate(pending[:LOOKAHEAD]):
-                wait = max(work.not_before - now, turn.wait_time(work.paced()))
+                paced = self._paced(work)
+                wait = max(work.not_before - now, turn.wait_time(paced))
+                if paced.soft:
+                    wait = max(wait, self.adaptive.wait_time())
                 if wait <= 0:
                     picked = pending.pop(index)
                     sent = self._send(picked)
                     if sent is not None:  # stamped right after the wire write: the pacer sees real send times
-                        turn.sent(picked.paced())
+                        turn.sent(paced)
+                        if paced.soft:
+                            self.adaptive.sent()
                     return picked, sent, None
                 soonest = wait if soonest is None else min(soonest, wait)
-            return None, None, soonest
+            return None, None, None if soonest is not None and math.isinf(soonest) else soonest  # inf: an answer
 
     async def _attempt(self, work: Work, paced: PacedRequest, sent: Sent | None, sent_at: datetime,
                        pending: list[Work], failures: list[Answer]) -> None:
@@ -242,6 +251,8 @@ class Scheduler:
             self.window.finished(paced, sent is not None and result is not None and result.outcome is Outcome.PACING)
             self._wake.set()
         outcome = result.outcome
+        if paced.soft and sent is not None:
+            self._adapt(work, result)
         parts = self._split(work, outcome)
         if parts:  # never the same window again after a timeout: the parts take its place in the queue
             pending[0:0] = parts
@@ -265,6 +276,25 @@ class Scheduler:
         if self.on_answer is not None:
             self.on_answer(answer)
         self._notify()
+
+    def _paced(self, work: Work) -> PacedRequest:
+        """The work as the pacer sees it: soft (`ib.adaptive`) for bars of 1 min and up under adaptive pacing."""
+        paced = work.paced()
+        if (self.adaptive is not None and self.adaptive.active and work.kind is WorkKind.BARS
+                and not bar_size(work.series.bar_size).small):
+            return replace(paced, soft=True)
+        return paced
+
+    def _adapt(self, work: Work, result: FetchResult | HeadResult) -> None:
+        outcome = result.outcome
+        if outcome is Outcome.PACING:
+            self.adaptive.violation()
+        if outcome.covers:
+            self.adaptive.answered(result.latency_s, work.request.expected_bars if work.request else 1)
+        else:
+            self.adaptive.ended()
+        if outcome is Outcome.DISCONNECTED:
+            self.adaptive.disconnected()
 
     def _split(self, work: Work, outcome: Outcome) -> list[Work] | None:
         if self.split is None or work.kind is not WorkKind.BARS or outcome not in (Outcome.TIMEOUT, Outcome.CANCELLED):

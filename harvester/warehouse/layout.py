@@ -40,8 +40,9 @@ SYMBOLS = "symbols"  # each conId's symbols and exchanges over time
 REVISIONS = "revisions"  # stored bars a later fetch changed
 CORPORATE_ACTIONS = "corporate_actions"  # splits found in the overlap of a fetch with stored bars, and repairs
 WINDOW_SIZES = "window_sizes"
+WANTED = "wanted"  # the span each series was asked for: what gaps and status measure against
 TABLES = (BARS, CONTRACTS, HEADS, COVERAGE, JOURNAL, QUARANTINE, CLAIMS, SYMBOLS, REVISIONS, CORPORATE_ACTIONS,
-          WINDOW_SIZES)
+          WINDOW_SIZES, WANTED)
 BARS_PARTITION_BY = ("bar_size", "what_to_show", "use_rth", "period")
 PARTITIONS = {BARS: BARS_PARTITION_BY}  # the other tables are small and unpartitioned
 

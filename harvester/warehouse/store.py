@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from harvester.calendar import TradingCalendar
 from harvester.ibrules import BAR_SIZES, WHAT_TO_SHOW
-from harvester.model import BarRequest, HeadKey, HeldBar, Outcome, SeriesKey, subtract_intervals
+from harvester.model import BarRequest, HeadKey, HeldBar, Interval, Outcome, SeriesKey, subtract_intervals
 from harvester.settings import QUARANTINE_NIGHTS
 from harvester.warehouse import quarantine
 from harvester.warehouse.checks import CheckedBars, check_bars
@@ -56,6 +56,7 @@ from harvester.warehouse.layout import (
     REVISIONS,
     SYMBOLS,
     VERIFIED_FILE,
+    WANTED,
     WINDOW_SIZES,
     PartitionKey,
     family_filters,
@@ -94,11 +95,13 @@ from harvester.warehouse.tables import (
     REVISIONS_IDENTITY,
     REVISIONS_SCHEMA,
     SYMBOLS_SCHEMA,
+    WANTED_SCHEMA,
     WINDOW_SIZES_SCHEMA,
     frame_to_table,
     rows_to_table,
     utc_now_naive,
 )
+from harvester.warehouse.wanted import spans_of, with_spans
 
 __all__ = ["CommitStats", "MixedWarehouseError", "StageResult", "Warehouse", "WarehouseError",
            "WarehouseLocked"]
@@ -225,6 +228,24 @@ class Warehouse:
 
     def coverage(self) -> CoverageIndex:
         return CoverageIndex.from_frame(self._read(COVERAGE, COVERAGE_SCHEMA).to_pandas())
+
+    def wanted(self) -> dict[SeriesKey, list[Interval]]:
+        """The spans each series was asked for (wanted.py), merged, UTC-aware."""
+        return spans_of(self._read(WANTED, WANTED_SCHEMA).to_pandas())
+
+    def want(self, spans: dict[SeriesKey, Interval]) -> None:
+        """Record the spans these series are asked for, joined to what they were (nothing written when they add
+        nothing): before anything is fetched, so an interrupted run still shows what it left missing."""
+        if not spans or with_spans(self._read(WANTED, WANTED_SCHEMA).to_pandas(), spans, datetime.now(UTC)) is None:
+            return
+
+        def build(snapshot) -> tuple[pa.Table, str]:
+            old = self.tables.read(WANTED, WANTED_SCHEMA, snapshot).to_pandas()
+            rows = with_spans(old, spans, datetime.now(UTC))
+            return pa.Table.from_pandas(old if rows is None else rows, schema=WANTED_SCHEMA,
+                                        preserve_index=False), "true"
+
+        self.tables.transact(WANTED, build, WANTED_SCHEMA)
 
     def journal(self) -> pd.DataFrame:
         """Every request attempt committed so far (the pacing budget's seed)."""

@@ -68,6 +68,18 @@ COVERAGE_SCHEMA = pa.schema(
     ]
 )
 COVERAGE_IDENTITY = ["con_id", "bar_size", "what_to_show", "use_rth", "start_ts", "end_ts", "kind"]
+# The span each series was asked for (wanted.py): the union per series, one row per merged span.
+WANTED_SCHEMA = pa.schema(
+    [
+        ("con_id", pa.int64()),
+        ("bar_size", pa.string()),
+        ("what_to_show", pa.string()),
+        ("use_rth", pa.bool_()),
+        ("start_ts", _TS),
+        ("end_ts", _TS),
+        ("recorded_at", _TS),  # when the table last changed
+    ]
+)
 CONTRACTS_SCHEMA = pa.schema(
     [
         ("con_id", pa.int64()),

@@ -1,5 +1,5 @@
 -- coverage_report: per series, what is stored and what is missing: covered span, intervals with bars,
--- verified-empty intervals, bars recorded, and exchange sessions missing inside the covered span.
+-- verified-empty intervals, bars recorded, and the sessions its wanted spans lack (the gaps view).
 -- Parameters:
 --   $bar_size = NULL         IB bar size to report ('1 min', '1 day', ...); NULL = all
 --   $symbol = NULL           one symbol; NULL = all

@@ -20,7 +20,7 @@ from tests.helpers.warehouses import (
     write_table,
 )
 
-VIEWS = ["bars", "bar_files", "contracts", "heads", "coverage", "covered", "series", "journal", "quarantine",
+VIEWS = ["bars", "bar_files", "contracts", "heads", "coverage", "covered", "series", "wanted", "journal", "quarantine",
          "gaps", "session_bars", "contract_calendars"]
 BARS_COLUMNS = ["symbol", "con_id", "bar_size", "what_to_show", "use_rth", "ts", "session_date", "open", "high",
                 "low", "close", "volume", "wap", "bar_count"]
