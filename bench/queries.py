@@ -7,9 +7,13 @@ then times, as warm medians in one run:
   all symbols, the year       (d) one symbol, the year
 plus (a), (b), (d) through the `bars` view with a `period` partition predicate ("filters") or with only
 the `ts` filter ("none") instead of `bars()`'s default of naming the snapshot's partition files.
-ArcticDB pins pandas<3, so it runs in its own venv (--arctic-python), in a child process of this run:
+Side by side in the same run: the previous file layout (commit PREVIOUS, extracted with `git archive`, its
+own writer, queries and cases in a child process) and ArcticDB, which pins pandas<3, so it runs in its own
+venv (--arctic-python), also in a child process:
   python3 -m venv /tmp/arctic-venv && /tmp/arctic-venv/bin/pip install arcticdb pyarrow
   python bench/queries.py --arctic-python /tmp/arctic-venv/bin/python
+The children time one case when asked, so every round runs each case once in every process, interleaved:
+the ratios hold under a machine's changing load.
 """
 
 from __future__ import annotations
@@ -31,16 +35,7 @@ YEAR_RANGE = (f"{YEAR}-01-01", f"{YEAR + 1}-01-01")
 MINUTES = "bars/bar_size=1min"  # the benchmark's one series family (one commit: no stale files beside it)
 CASES = ("(a) one symbol, one month", "(b) all symbols, one day", "(c) daily from minutes, all, year",
          "(d) one symbol, the year")
-
-
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t) * 1000)
-    return statistics.median(samples)
+PREVIOUS = "c9adb3c"  # the last commit of the previous layout (Parquet files replaced in place)
 
 
 def universe() -> list:
@@ -88,8 +83,9 @@ def build(data_dir: Path) -> int:
     return rows
 
 
-def time_queries(data_dir: Path, repeat: int, one: str) -> dict[str, tuple[float, float]]:
-    """(queries ms, hand-written ms) per case, plus the no-partition-predicate variants."""
+def time_queries(data_dir: Path, one: str) -> dict[str, Callable[[], object]]:
+    """Each case through `queries` ("<case>|queries") and hand-written ("<case>|hand"), plus the
+    no-partition-predicate variants."""
     import duckdb
     from deltalake import DeltaTable
 
@@ -143,15 +139,20 @@ def time_queries(data_dir: Path, repeat: int, one: str) -> dict[str, tuple[float
                    hand_sql(hand_bars + daily_sql, daily_params)),
         CASES[3]: (lambda: queries.bars(one, "1 min", *YEAR_RANGE, con=con, data_dir=data_dir),
                    hand_sql(f"SELECT * FROM read_parquet({all_files}) WHERE symbol = '{one}' ORDER BY symbol, ts")),
-        **{f"{case[:3]} pruning={how}": (pruned_by(how, symbols, *span), lambda: None)
+        **{f"{case[:3]} pruning={how}": (pruned_by(how, symbols, *span), None)
            for case, symbols, span in ((CASES[0], [one], MONTH), (CASES[1], [], DAY), (CASES[3], [one], YEAR_RANGE))
            for how in ("filters", "none")},
     }
-    return {name: (median_ms(ours, repeat), median_ms(ref, repeat)) for name, (ours, ref) in cases.items()}
+    timed = {}
+    for name, (through_queries, by_hand) in cases.items():
+        timed[f"{name}|queries"] = through_queries
+        if by_hand is not None:
+            timed[f"{name}|hand"] = by_hand
+    return timed
 
 
-def arctic_child(data_dir: Path, repeat: int, one: str) -> None:
-    """Runs under the ArcticDB venv: load the same bars into LMDB once, time the same reads, print JSON."""
+def arctic_cases(data_dir: Path, one: str) -> dict[str, Callable[[], object]]:
+    """Runs under the ArcticDB venv: the same bars loaded into LMDB once, the same reads."""
     import pandas as pd
     import pyarrow.parquet as pq
     from arcticdb import Arctic, QueryBuilder
@@ -170,47 +171,163 @@ def arctic_child(data_dir: Path, repeat: int, one: str) -> None:
     before = pd.Timedelta(microseconds=1)
     q = QueryBuilder().resample("1D").agg({"open": "first", "high": "max", "low": "min", "close": "last",
                                            "volume": "sum"})
-    cases = {
-        CASES[0]: lambda: lib.read(one, date_range=(stamp(MONTH[0]), stamp(MONTH[1]) - before)).data,
-        CASES[1]: lambda: pd.concat([r.data for r in lib.read_batch(
+    return {
+        f"{CASES[0]}|arcticdb": lambda: lib.read(one, date_range=(stamp(MONTH[0]), stamp(MONTH[1]) - before)).data,
+        f"{CASES[1]}|arcticdb": lambda: pd.concat([r.data for r in lib.read_batch(
             [ReadRequest(s, date_range=(stamp(DAY[0]), stamp(DAY[1]) - before)) for s in symbols])]),
-        CASES[2]: lambda: pd.concat([r.data for r in lib.read_batch(symbols, query_builder=q)]),
-        CASES[3]: lambda: lib.read(one).data,
+        f"{CASES[2]}|arcticdb": lambda: pd.concat([r.data for r in lib.read_batch(symbols, query_builder=q)]),
+        f"{CASES[3]}|arcticdb": lambda: lib.read(one).data,
     }
-    print(json.dumps({name: median_ms(fn, repeat) for name, fn in cases.items()}))
+
+
+def previous_cases(source: Path, data_dir: Path) -> dict[str, Callable[[], object]]:
+    """Runs in a child whose `harvester` and `queries` are the previous layout's tree (`source`): its own
+    benchmark builds its warehouse with its own writer, and its own cases are taken, not re-written."""
+    import importlib.util
+
+    sys.path.insert(0, str(source))
+    spec = importlib.util.spec_from_file_location("previous_bench", source / "bench" / "queries.py")
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+    if not (data_dir / old.SERIES).exists():
+        t = time.perf_counter()
+        rows = old.build(data_dir)
+        print(f"previous layout: built {rows:,} rows in {time.perf_counter() - t:.1f} s under {data_dir}",
+              file=sys.stderr)
+    timed: list[Callable[[], object]] = []
+    old.median_ms = lambda fn, repeat: timed.append(fn) or 1.0  # collect each case's callable, in order
+    names = list(old.time_queries(data_dir, 1, old.universe()[42].symbol))
+    pairs = iter(timed)
+    cases = {}
+    for name in names:
+        ours, hand = next(pairs), next(pairs)
+        cases[f"{name}|queries"] = ours
+        if name in old.CASES:
+            cases[f"{name}|hand"] = hand
+    return cases
+
+
+def serve(cases: dict[str, Callable[[], object]]) -> None:
+    """A child's side: say which cases it has, then run each one named on stdin and answer its ms."""
+    print(json.dumps(list(cases)), flush=True)
+    for line in sys.stdin:
+        fn = cases[line.rstrip("\n")]
+        t = time.perf_counter()
+        fn()
+        print((time.perf_counter() - t) * 1000, flush=True)
+
+
+class Child:
+    """Cases timed in another process (another venv or another tree), one at a time when asked, so its
+    samples interleave with ours under the same load."""
+
+    def __init__(self, argv: list[str], **popen: object) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **popen)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"{argv[0]}: the child benchmark exited ({self.proc.wait()})")
+        self.cases = set(json.loads(line))
+
+    def time(self, key: str) -> float:
+        self.proc.stdin.write(key + "\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def previous_tree(rev: str, into: Path) -> Path | None:
+    """The previous layout's source tree (`git archive` of `rev` from this checkout), extracted once."""
+    source = into / "src"
+    if (source / "bench" / "queries.py").exists():
+        return source
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", rev], capture_output=True,
+                             check=False)
+    if archive.returncode:
+        print(f"previous layout skipped: git archive {rev}: {archive.stderr.decode().strip()}", file=sys.stderr)
+        return None
+    source.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+    return source
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", type=Path, default=Path("/tmp/harvest-bench-queries"))
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--previous", default=PREVIOUS, help="commit of the previous file layout ('' to skip)")
     ap.add_argument("--arctic-python", help="python of a venv with arcticdb (it pins pandas<3)")
-    ap.add_argument("--arctic-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=("arctic", "previous"), help=argparse.SUPPRESS)
+    ap.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     data_dir = args.dir.resolve()
-    if args.arctic_child:
-        arctic_child(data_dir, args.repeat, args.one)
-        return
     # This file is named like the package it measures: drop its own folder from the path first.
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+    if args.child == "arctic":
+        serve(arctic_cases(data_dir, args.one))
+        return
+    if args.child == "previous":
+        serve(previous_cases(args.source, data_dir))
+        return
     if not (data_dir / MINUTES).exists():
         t = time.perf_counter()
         rows = build(data_dir)
         print(f"built {rows:,} rows in {time.perf_counter() - t:.1f} s under {data_dir}")
     one = universe()[42].symbol
-    arctic: dict[str, float] = {}
+    children: dict[str, Child] = {}
+    source = previous_tree(args.previous, data_dir.parent / f"{data_dir.name}-previous-{args.previous}") \
+        if args.previous else None
+    if source is not None:
+        children["previous"] = Child([sys.executable, __file__, "--child", "previous", "--source", str(source),
+                                      "--dir", str(source.parent / "data")])
     if args.arctic_python:
-        child = subprocess.run([args.arctic_python, __file__, "--arctic-child", "--dir", str(data_dir),
-                                "--repeat", str(args.repeat), "--one", one], capture_output=True, text=True, check=True)
-        arctic = json.loads(child.stdout.strip().splitlines()[-1])
-    results = time_queries(data_dir, args.repeat, one)
-    print(f"{'query (warm medians, ms)':34} {'queries':>8} {'hand':>8} {'q/hand':>6} {'arcticdb':>9} {'q/arctic':>8}")
-    for name, (q, h) in results.items():
-        a = arctic.get(name)
-        hand = f"{h:8.1f} {q / h:6.2f}" if name in CASES else f"{'':8} {'':6}"
-        vs = f"{a:9.1f} {q / a:8.2f}" if a else ""
-        print(f"{name:34} {q:8.1f} {hand} {vs}")
+        children["arcticdb"] = Child([args.arctic_python, __file__, "--child", "arctic", "--dir", str(data_dir),
+                                      "--one", one])
+    ours = time_queries(data_dir, one)
+    names = list(dict.fromkeys(k.split("|")[0] for k in ours))
+    runs: list[tuple[str, Callable[[], float]]] = []  # (label, one timed run) in the order of a round
+    for name in names:
+        for side in ("queries", "hand", "arcticdb"):
+            key = f"{name}|{side}"
+            if key in ours:
+                runs.append((key, lambda fn=ours[key]: timed_ms(fn)))
+            for label, child in children.items():
+                if key in child.cases:
+                    runs.append((key if label == "arcticdb" else f"{label} {key}", lambda c=child, k=key: c.time(k)))
+    samples: dict[str, list[float]] = {}
+    for round_ in range(args.repeat + 1):  # round 0 warms every case up; then each round runs every case once
+        for label, run in runs:
+            ms = run()
+            if round_:
+                samples.setdefault(label, []).append(ms)
+    for child in children.values():
+        child.close()
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    print(f"warm medians of {args.repeat} interleaved rounds, ms; previous layout = commit {args.previous} "
+          "(its own writer, queries and cases, in a child process)")
+    print(f"{'query':34} {'delta q':>8} {'hand':>8} {'prev q':>8} {'hand':>8} {'d/prev':>6} {'arcticdb':>9} "
+          f"{'d/arctic':>8}")
+    for name in names:
+        q, h = med.get(f"{name}|queries"), med.get(f"{name}|hand")
+        pq_, ph = med.get(f"previous {name}|queries"), med.get(f"previous {name}|hand")
+        a = med.get(f"{name}|arcticdb")
+        cells = [cell(q), cell(h), cell(pq_), cell(ph), cell(q / pq_ if q and pq_ else None, 6, 2),
+                 cell(a, 9), cell(q / a if q and a else None, 8, 2)]
+        print(f"{name:34} {' '.join(cells)}")
+
+
+def timed_ms(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1000
+
+
+def cell(value: float | None, width: int = 8, digits: int = 1) -> str:
+    return f"{value:{width}.{digits}f}" if value is not None else " " * width
 
 
 if __name__ == "__main__":

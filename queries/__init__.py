@@ -10,6 +10,7 @@ from queries.connection import (
     connect,
     existing_warehouse,
     fence,
+    limit_memory,
     refresh,
     resolve_data_dir,
     restrict,
@@ -21,4 +22,4 @@ from queries.scanners import Relation, ScannerError, scan
 from queries.status import warehouse_status
 
 __all__ = ["BarsRequestError", "FetchBlocked", "FetchError", "FetchWarning", "Relation", "ScannerError", "bars", "connect", "existing_warehouse", "fence",
-           "refresh", "resolve_data_dir", "restrict", "scan", "sql_literal", "warehouse_status", "write_init_script"]
+           "limit_memory", "refresh", "resolve_data_dir", "restrict", "scan", "sql_literal", "warehouse_status", "write_init_script"]

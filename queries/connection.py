@@ -17,19 +17,25 @@ holds; both flavours' bounds per session. `contract_calendars` names each contra
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import weakref
 from collections.abc import Iterator
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
+from urllib.parse import unquote
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
 from harvester import (
     BY_LABEL,
+    BarSize,
     ContractListing,
     DeltaTables,
     Location,
@@ -48,6 +54,7 @@ from harvester import (
     user_temp_dir,
     write_bytes_atomic,
 )
+from queries.identity import as_instant
 
 # bars: the stored columns, with the partition's bar size, whatToShow and RTH flag after con_id
 BARS_COLUMNS = ", ".join(tables.BAR_COLUMNS[:2] + list(tables.BARS_PARTITION_COLUMNS) + tables.BAR_COLUMNS[2:])
@@ -119,16 +126,20 @@ def snapshot_instant(store: DeltaTables, as_of: int | datetime | None, bars=None
 
 def snapshot_files(directory: Path | str, as_of: int | datetime | None = None) -> tuple[dict[str, list[str]], int | None]:
     """Every table's data files at one snapshot, and the bars table's version there."""
-    store = DeltaTables(directory, layout.PARTITIONS)
+    files, bars = _snapshot_tables(DeltaTables(directory, layout.PARTITIONS), as_of)
+    return files, None if bars is None else bars.version()
+
+
+def _snapshot_tables(store: DeltaTables, as_of: int | datetime | None) -> tuple[dict[str, list[str]], DeltaTable | None]:
+    """Every table's data files at one snapshot, and the bars table opened there."""
     bars = store.open(layout.BARS, as_of)
-    version = None if bars is None else bars.version()
     instant = snapshot_instant(store, as_of, bars)
     files = {layout.BARS: store.files(layout.BARS, bars) if bars is not None else []}
     for name in layout.TABLES:
         if name != layout.BARS:
             table = store.open(name, instant)
             files[name] = store.files(name, table) if table is not None else []
-    return files, version
+    return files, bars
 
 
 def view_statements(files: dict[str, list[str]], sources: dict[str, str] | None = None,
@@ -473,10 +484,11 @@ def snapshot_version(con: duckdb.DuckDBPyConnection) -> int | None:
 
 
 def _build(con: duckdb.DuckDBPyConnection, directory: Path | str, as_of: int | datetime | None) -> int | None:
-    files, version = snapshot_files(directory, as_of)
+    store = DeltaTables(directory, layout.PARTITIONS)
+    files, bars = _snapshot_tables(store, as_of)
+    version = None if bars is None else bars.version()
     sources = None
     if not isinstance(directory, Path):  # S3: each table through a pyarrow dataset registered on `con`
-        store = DeltaTables(directory, layout.PARTITIONS)
         sources = {name: duckdb_source(con, store.location, files[name], _SCHEMAS[name], store.uri(name),
                                        layout.PARTITIONS.get(name, ())) for name in _SCHEMAS}
     contracts = sources[layout.CONTRACTS] if sources else read_files_source(files[layout.CONTRACTS], layout.CONTRACTS)
@@ -490,7 +502,101 @@ def _build(con: duckdb.DuckDBPyConnection, directory: Path | str, as_of: int | d
     for sql in over_calendars:
         con.execute(sql)
     con.execute(f"UPDATE {SOURCE_TABLE} SET version = ?", [version])
+    _snapshots[con] = Snapshot(directory, as_of, version, bars_file_index(store, bars))
     return version
+
+
+@dataclass(frozen=True)
+class BarsFile:
+    """One bars data file of a snapshot: its partition's period and the range of its bars' starts and session
+    dates, from the Delta log's column statistics (None: not recorded), so a read skips the neighbouring
+    months `layout.periods_for` must name (a session date is within a day of its bars) that hold none."""
+
+    period: str
+    path: str
+    first_ts: datetime | None
+    last_ts: datetime | None
+    first_session: date | None
+    last_session: date | None
+
+    def may_hold(self, periods: set[str] | None, start: date | datetime | None, end: date | datetime | None) -> bool:
+        """Whether bars of `bars()`'s range can be here: an instant bounds `ts` ([start, end)), a date
+        `session_date` (both included)."""
+        if periods is not None and self.period not in periods:
+            return False
+        if isinstance(start, datetime):  # the log keeps timestamps to the millisecond: allow for one
+            if self.last_ts is not None and self.last_ts + _STATS_GRAIN < start:
+                return False
+        elif start is not None and self.last_session is not None and self.last_session < start:
+            return False
+        if isinstance(end, datetime):
+            return self.first_ts is None or self.first_ts < end
+        return end is None or self.first_session is None or self.first_session <= end
+
+
+_STATS_GRAIN = timedelta(milliseconds=1)
+_STATS = ("min.ts", "max.ts", "min.session_date", "max.session_date")
+FileIndex = dict[tuple[str, str, bool], list[BarsFile]]  # (label, whatToShow, RTH) -> its files
+
+
+def bars_file_index(store: DeltaTables, bars: DeltaTable | None) -> FileIndex:
+    """The snapshot's bars files by series family, with their ranges."""
+    if bars is None:
+        return {}
+    actions = pa.table(bars.get_add_actions(flatten=True))
+    columns = [actions.column(c).to_pylist() if c in actions.column_names else [None] * actions.num_rows
+               for c in _STATS]
+    stats = dict(zip([unquote(p) for p in actions.column("path").to_pylist()], zip(*columns, strict=True),
+                     strict=True))
+    root = store.uri(layout.BARS)
+    index: FileIndex = {}
+    for path in store.files(layout.BARS, bars):
+        key = layout.partition_of(root, path)
+        ranges = stats.get(path[len(root) + 1:], (None,) * len(_STATS))
+        index.setdefault((key.label, key.what_to_show, key.use_rth), []).append(BarsFile(key.period, path, *ranges))
+    return index
+
+
+def series_files(index: FileIndex, size: BarSize, what_to_show: str, use_rth: bool, start: date | datetime | None,
+                 end: date | datetime | None) -> list[BarsFile]:
+    """The series' data files that may hold bars of `bars()`'s range (a bound may be None: open), oldest first."""
+    lo, hi = as_instant(start), as_instant(end, 1)
+    periods = set(layout.periods_for(size, lo, hi)) if lo is not None and hi is not None else None
+    found = [f for f in index.get((size.label, what_to_show, use_rth), []) if f.may_hold(periods, start, end)]
+    return sorted(found, key=lambda f: (f.first_ts is None, f.first_ts or datetime.min, f.period))
+
+
+def one_after_another(files: list[BarsFile]) -> bool:
+    """Every bar of each file starts before the first of the next (by the log's statistics): one symbol's
+    rows read file after file are then already in `ts` order."""
+    return all(a.last_ts is not None and b.first_ts is not None and a.last_ts + _STATS_GRAIN <= b.first_ts
+               for a, b in itertools.pairwise(files))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a `connect()` connection's views read, kept beside it in Python so `bars(con=...)` needs no round
+    trip to DuckDB or the Delta log to find its files (a one-symbol read takes a few ms; each trip ~0.5 ms)."""
+
+    directory: Path | str
+    as_of: int | datetime | None
+    version: int | None
+    files: FileIndex
+
+
+_snapshots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> its Snapshot
+
+
+def snapshot_of(con: duckdb.DuckDBPyConnection) -> Snapshot:
+    """The snapshot a `connect()` connection reads (a cursor of one: rebuilt from its source row)."""
+    snapshot = _snapshots.get(con)
+    if snapshot is None:
+        directory, as_of = source_of(con)
+        version = snapshot_version(con)
+        store = DeltaTables(directory, layout.PARTITIONS)
+        bars = None if version is None else store.open(layout.BARS, version)
+        snapshot = _snapshots[con] = Snapshot(directory, as_of, version, bars_file_index(store, bars))
+    return snapshot
 
 
 def sql_literal(text: object) -> str:
@@ -501,6 +607,16 @@ def sql_literal(text: object) -> str:
 def cli_temp_directory() -> Path:
     """Where the DuckDB CLI run with `harvest sql-init`'s script spills: the system temp directory, per user."""
     return user_temp_dir("harvest-duckdb")
+
+
+READ_MEMORY_LIMIT = "128MB"  # what a read verb lets DuckDB hold before it spills (bench/memory.py)
+
+
+def limit_memory(con: duckdb.DuckDBPyConnection) -> None:
+    """Cap DuckDB's memory on a read verb's connection, spilling to the per-user temp folder: unbounded, the
+    `gaps` view of the S&P 500's daily history (5 M series × session rows) took a 1.2 GB process."""
+    con.execute(f"SET temp_directory = {sql_literal(cli_temp_directory())}")
+    con.execute(f"SET memory_limit = '{READ_MEMORY_LIMIT}'")
 
 
 def write_init_script(output: Path, data_dir: Path) -> Path:

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from harvester import bar_size as lookup_bar_size
-from queries.connection import connect, default_calendar
+from queries.connection import connect, default_calendar, limit_memory
 from queries.readthrough import bars
 
 MISSING, EMPTY, COVERED, CLOSED = 0, 1, 2, 3
@@ -50,12 +50,16 @@ def coverage_grid(data_dir: str | os.PathLike[str] | None, bar_size: str,
     """
     name = lookup_bar_size(bar_size).ib_name
     con = connect(data_dir)
-    cells = con.execute(
-        """WITH held AS (SELECT con_id, what_to_show, use_rth, session_date, true AS has_bars FROM bars
+    limit_memory(con)
+    # Cells as integers (row, column, state) in DuckDB, never a frame of (symbol, date) rows: a universe's
+    # daily history is millions of cells (the frame took 1 GB for the S&P 500).
+    con.execute(
+        """CREATE TEMP TABLE cells AS
+           WITH held AS (SELECT con_id, what_to_show, use_rth, session_date, true AS has_bars FROM bars
                          WHERE bar_size = $bar_size AND ($symbol IS NULL OR symbol = $symbol)
                          GROUP BY ALL)
            SELECT coalesce(c.symbol, c.con_id::VARCHAR) AS symbol, c.what_to_show, c.use_rth, x.session_date,
-                  CASE WHEN bool_or(held.has_bars) THEN 2 ELSE 1 END AS state
+                  CASE WHEN bool_or(held.has_bars) THEN 2 ELSE 1 END::TINYINT AS state
            FROM coverage c JOIN series USING (con_id, bar_size, what_to_show, use_rth)
            JOIN sessions x ON x.calendar = series.calendar AND x.open_ts < c.end_ts AND x.close_ts > c.start_ts
            LEFT JOIN held ON held.con_id = c.con_id AND held.what_to_show = c.what_to_show
@@ -63,28 +67,43 @@ def coverage_grid(data_dir: str | os.PathLike[str] | None, bar_size: str,
            WHERE c.bar_size = $bar_size AND ($symbol IS NULL OR c.symbol = $symbol)
            GROUP BY ALL""",
         {"bar_size": name, "symbol": symbol},
-    ).df()
-    shows = cells.what_to_show.nunique() > 1
-    cells["series"] = cells.symbol + (" " + cells.what_to_show if shows else "") + \
-        np.where(cells.use_rth, "", " ext")
-    cells["session_date"] = pd.to_datetime(cells.session_date).dt.date
-    if cells.empty:
+    )
+    ((count, first, last, shows),) = con.execute(
+        "SELECT count(*), min(session_date), max(session_date), count(DISTINCT what_to_show) > 1 FROM cells"
+    ).fetchall()
+    if not count:
         raise PlotError(f"no coverage recorded for bar size {name!r}" + (f" and {symbol}" if symbol else ""))
-    days = con.execute(
-        "SELECT DISTINCT session_date FROM sessions WHERE calendar IN (SELECT calendar FROM series) "
-        "AND session_date BETWEEN ? AND ? ORDER BY 1",
-        [cells.session_date.min(), cells.session_date.max()],
-    ).df().session_date.dt.date.tolist()
-    labels = sorted(cells.series.unique())
-    grid = np.full((len(labels), len(days)), MISSING)
-    row = {label: i for i, label in enumerate(labels)}
-    col = {d: j for j, d in enumerate(days)}
-    for r in cells.itertuples():
-        grid[row[r.series], col[r.session_date]] = r.state
+    what = "' ' || what_to_show" if shows else "''"  # a label names its whatToShow only where several are
+    label = f"symbol || {what} || CASE WHEN use_rth THEN '' ELSE ' ext' END"
+    con.execute(f"CREATE TEMP TABLE labelled AS SELECT {label} AS series, session_date, state FROM cells")
+    labels = [r[0] for r in con.execute("SELECT DISTINCT series FROM labelled ORDER BY series").fetchall()]
+    con.execute("CREATE TEMP TABLE days AS SELECT DISTINCT session_date FROM sessions WHERE calendar IN "
+                "(SELECT calendar FROM series) AND session_date BETWEEN ? AND ? ORDER BY 1", [first, last])
+    days = [r[0] for r in con.execute("SELECT session_date FROM days ORDER BY 1").fetchall()]
+    at = con.execute(
+        """WITH r AS (SELECT series, row_number() OVER (ORDER BY series) - 1 AS i FROM (
+                      SELECT DISTINCT series FROM labelled)),
+                d AS (SELECT session_date, row_number() OVER (ORDER BY session_date) - 1 AS j FROM days)
+           SELECT r.i::INTEGER AS i, d.j::INTEGER AS j, l.state FROM labelled l JOIN r USING (series)
+           JOIN d USING (session_date)""").fetchnumpy()
+    grid = np.full((len(labels), len(days)), MISSING, dtype=np.int8)
+    grid[at["i"], at["j"]] = at["state"]
     return labels, days, grid
 
 
 MAX_LABELLED_ROWS = 60
+MAX_DRAWN_SESSIONS = 2400  # twice the picture's pixels across: more columns than that only cost memory
+
+
+def fit_columns(grid: np.ndarray, width: int) -> tuple[np.ndarray, int]:
+    """The grid cut to at most `width` columns, each the worst state of the `step` sessions it stands for
+    (a missing session stays visible however long the span), and `step`. imshow of the S&P 500's whole daily
+    history (503 × 10,000 cells) held 300 MB of colour arrays."""
+    step = max(1, -(-grid.shape[1] // width))
+    if step == 1:
+        return grid, 1
+    padded = np.pad(grid, ((0, 0), (0, -grid.shape[1] % step)), constant_values=np.iinfo(grid.dtype).max)
+    return padded.reshape(grid.shape[0], -1, step).min(axis=2), step
 
 
 def _finish(fig: Figure, output: Path | None) -> Path | Figure:
@@ -103,11 +122,12 @@ def coverage_map(output: Path | None, bar_size: str = "1 day", symbol: str | Non
     height = min(0.25 * len(labels) + 1.5, 0.25 * MAX_LABELLED_ROWS + 1.5)
     fig = Picture(figsize=(12, max(2.5, height)), dpi=100)
     ax = fig.subplots()
-    ax.imshow(grid, aspect="auto", cmap=_COLOURS, vmin=0, vmax=3, interpolation="nearest")
+    shown, per_column = fit_columns(grid, MAX_DRAWN_SESSIONS)
+    ax.imshow(shown, aspect="auto", cmap=_COLOURS, vmin=0, vmax=3, interpolation="nearest")
     step = max(1, -(-len(labels) // MAX_LABELLED_ROWS))
     ax.set_yticks(range(0, len(labels), step), labels[::step], fontsize=8 if len(labels) < 40 else 6)
-    ticks = np.linspace(0, len(days) - 1, min(len(days), 10)).astype(int)
-    ax.set_xticks(ticks, [str(days[i]) for i in ticks], rotation=30, ha="right", fontsize=8)
+    ticks = np.linspace(0, shown.shape[1] - 1, min(shown.shape[1], 10)).astype(int)
+    ax.set_xticks(ticks, [str(days[i * per_column]) for i in ticks], rotation=30, ha="right", fontsize=8)
     ax.set_xlabel("exchange session")
     ax.set_ylabel("series (ext: all hours)" if any(label.endswith(" ext") for label in labels) else "series")
     ax.set_title(f"Coverage of {bar_size} bars by exchange session"

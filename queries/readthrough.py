@@ -1,8 +1,9 @@
 """`bars()`: the stored bars of some symbols as a DataFrame, fetching only what is missing when allowed.
 
-DuckDB cannot derive the partition from a filter on `ts`, so this helper asks the latest snapshot (or the
-connection's pinned one) for the data files of the series' partitions in the range (`layout.periods_for`)
-and hands DuckDB exactly those (measured fastest; see bench/queries.py). Symbols mean conIds
+DuckDB cannot derive the partition from a filter on `ts`, so this helper takes from the latest snapshot (or
+the connection's pinned one, indexed when it was opened) the data files of the series' partitions in the
+range (`layout.periods_for`) whose bars, by the Delta log's statistics, reach into it, and hands DuckDB
+exactly those (measured fastest; see bench/queries.py). Symbols mean conIds
 (queries/identity.py): a renamed conId's whole history comes back, two conIds under one name never mix.
 """
 
@@ -41,13 +42,17 @@ from harvester import (
 from harvester import bar_size as lookup_bar_size
 from queries.connection import (
     BARS_COLUMNS,
+    BarsFile,
+    FileIndex,
+    bars_file_index,
     existing_warehouse,
     naming_damage,
+    one_after_another,
     refresh,
     resolve_data_dir,
+    series_files,
     snapshot_instant,
-    snapshot_version,
-    source_of,
+    snapshot_of,
 )
 from queries.identity import BarsRequestError, Chosen, as_instant, choose, normalise, symbol_rows
 
@@ -129,7 +134,8 @@ def _use_rth(value: object) -> bool:
 
 def bars_query(symbols: list[str] | None, size: BarSize, start: date | datetime | None, end: date | datetime | None,
                what_to_show: str, use_rth: bool, files: list[str], source: str | None = None,
-               con_ids: list[int] | None = None, loose: list[str] = ()) -> tuple[str, list[Any]]:
+               con_ids: list[int] | None = None, loose: list[str] = (), files_in_ts_order: bool = False
+               ) -> tuple[str, list[Any]]:
     """SQL + parameters for `bars()` over the series' data files `files` (already pruned to the range),
     read through `source` when given (an S3 warehouse's registered dataset): rows stored under `symbols`
     (None: any, []: none; row groups are pruned by it) of `con_ids` when given, and rows stored under the
@@ -160,30 +166,35 @@ def bars_query(symbols: list[str] | None, size: BarSize, start: date | datetime 
     columns = BARS_COLUMNS.replace("bar_size", "? AS bar_size").replace("what_to_show", "? AS what_to_show")
     columns = columns.replace("use_rth", "?::BOOLEAN AS use_rth")
     # One data file is already sorted by (symbol, ts) (a layout invariant) and DuckDB keeps file order
-    # through a filter (preserve_insertion_order); sorting again cost ~20 % of a symbol-month read.
-    order = "" if len(files) == 1 and len(symbols or ()) + len(loose) <= 1 else " ORDER BY symbol, ts"
+    # through a filter (preserve_insertion_order); sorting again cost ~20 % of a symbol-month read. One
+    # symbol's rows from `files_in_ts_order` (each file's bars before the next's) are sorted too: ~25 % of a year.
+    one_name = symbols is not None and len(symbols) + len(loose) == 1
+    ordered = (len(files) == 1 and len(symbols or ()) + len(loose) <= 1) or (files_in_ts_order and one_name)
+    order = "" if ordered else " ORDER BY symbol, ts"
     # One series' files share their partition values and schema: no hive parsing, no footer union needed.
     source = source or parquet_source(files, tables.BARS_TABLE_SCHEMA, union=False)
     return f"SELECT {columns} FROM {source}{clause}{order}", params
 
 
-def series_files(directory: Path | str, size: BarSize, what_to_show: str, use_rth: bool, start: datetime | None,
-                 end: datetime | None, version: int | None = None, latest: bool = True) -> list[str]:
-    """The series' data files in one snapshot (the latest, or bars `version`; none when the table had no
-    version), pruned to the partitions that can hold [start, end)."""
-    periods = layout.periods_for(size, start, end) if start is not None and end is not None else None
+_indexes: dict[tuple[str, int], FileIndex] = {}
+
+
+def latest_files(directory: Path | str, size: BarSize, what_to_show: str, use_rth: bool,
+                 start: date | datetime | None, end: date | datetime | None) -> list[BarsFile]:
+    """The series' data files in the latest snapshot that may hold bars of `bars()`'s range."""
     store = DeltaTables(directory, layout.PARTITIONS)
-    if latest:
-        snapshot = _latest(store)
-    elif version is None:
-        return []
-    else:
-        snapshot = _latest(store)
-        if snapshot is not None and snapshot.version() != version:
-            snapshot = store.open(layout.BARS, version)
+    snapshot = _latest(store)
     if snapshot is None:
         return []
-    return store.files(layout.BARS, snapshot, layout.family_filters(size.label, what_to_show, use_rth, periods))
+    key = (store.uri(layout.BARS), snapshot.version())
+    if key not in _indexes:
+        if len(_indexes) > 16:
+            _indexes.clear()
+        _indexes[key] = bars_file_index(store, snapshot)
+    return series_files(_indexes[key], size, what_to_show, use_rth, start, end)
+
+
+_reader = duckdb.connect()  # what bars() without a connection reads through: a new database costs 20-70 ms
 
 
 _open_tables: dict[str, DeltaTable] = {}
@@ -328,24 +339,27 @@ def bars(
     directory = resolve_data_dir(data_dir)
     if con is None and fetch == "never":  # a typo is an error, never an empty frame; fetching creates it
         existing_warehouse(directory)
+    pinned = None
     if con is not None:
-        directory = _same_warehouse(con, directory if data_dir is not None else None)
-        if fetch == "missing" and source_of(con)[1] is not None:
+        directory, pinned = _same_warehouse(con, directory if data_dir is not None else None)
+        if fetch == "missing" and pinned is not None:
             raise BarsRequestError("fetch='missing' cannot add bars to a connection pinned with as_of")
 
     def read() -> Any:
-        wanted, ids, loose = _chosen(directory, names, con_ids, venue, first, last, source_of(con)[1] if con else None)
+        wanted, ids, loose = _chosen(directory, names, con_ids, venue, first, last, pinned)
         if con is None:
-            files = series_files(directory, size, what, rth, lo, hi)
+            found = latest_files(directory, size, what, rth, first, last)
         else:
-            files = series_files(directory, size, what, rth, lo, hi, snapshot_version(con), latest=False)
-        db = con if con is not None else duckdb.connect()
+            found = series_files(snapshot_of(con).files, size, what, rth, first, last)
+        files = [f.path for f in found]
+        db = con if con is not None else _reader.cursor()
         source = None
         if not isinstance(directory, Path):  # S3: through a pyarrow dataset registered on `db`
             store = DeltaTables(directory, layout.PARTITIONS)
             source = duckdb_source(db, store.location, files, tables.BARS_TABLE_SCHEMA, store.uri(layout.BARS),
                                    layout.PARTITIONS[layout.BARS])
-        sql, params = bars_query(wanted, size, first, last, what, rth, files, source, ids, loose)
+        sql, params = bars_query(wanted, size, first, last, what, rth, files, source, ids, loose,
+                                 files_in_ts_order=source is None and one_after_another(found))
         with naming_damage(directory):
             result = db.sql(sql, params=params)
             found = result.pl() if as_ == "polars" else result.to_arrow_table()
@@ -384,12 +398,14 @@ def _chosen(directory: Path | str, names: list[str] | None, con_ids: list[int] |
     return (chosen.stored_names if names else None), chosen.con_ids, chosen.loose
 
 
-def _same_warehouse(con: duckdb.DuckDBPyConnection, directory: Path | str | None) -> Path | str:
-    """The warehouse `con` reads; `directory`, when given, must be that one."""
-    theirs = source_of(con)[0]
+def _same_warehouse(con: duckdb.DuckDBPyConnection, directory: Path | str | None
+                    ) -> tuple[Path | str, int | datetime | None]:
+    """The warehouse `con` reads and where it is pinned; `directory`, when given, must be that warehouse."""
+    snapshot = snapshot_of(con)
+    theirs, as_of = snapshot.directory, snapshot.as_of
     if directory is not None and directory != theirs:
         raise BarsRequestError(f"con reads the warehouse {theirs} but data_dir names {directory}; give one of them")
-    return theirs
+    return theirs, as_of
 
 
 def run_in_worker_thread(fn: Any, *args: Any) -> Any:

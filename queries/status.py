@@ -7,7 +7,7 @@ import os
 
 from harvester import Location, read_meta
 from queries import scanners
-from queries.connection import SOURCE_TABLE, connect, naming_damage, resolve_data_dir
+from queries.connection import SOURCE_TABLE, connect, limit_memory, naming_damage, resolve_data_dir
 
 
 def warehouse_status(data_dir: str | os.PathLike[str] | None = None) -> dict:
@@ -15,6 +15,7 @@ def warehouse_status(data_dir: str | os.PathLike[str] | None = None) -> dict:
     directory = resolve_data_dir(data_dir)
     meta = read_meta(Location.parse(directory)) or {}
     con = connect(directory)
+    limit_memory(con)
     with naming_damage(directory):
         rows = scanners.run(con, "status").df()
     ((version,),) = con.execute(f"SELECT version FROM {SOURCE_TABLE}").fetchall()

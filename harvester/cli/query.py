@@ -120,6 +120,7 @@ def query_command(ctx: click.Context, name_or_sql: str | None, list_scanners: bo
         # rows stream to the writer instead of being held to keep an order no ORDER BY asked for (measured:
         # 3 M rows to CSV peaked 200 MB above the interpreter with it on, 15 MB with it off; bench/query_output.py)
         con.execute("SET preserve_insertion_order = false")
+        queries.limit_memory(con)
         queries.fence(con, directory, private, lock_down=not allow_writes)
         relation = scanners.run(con, name_or_sql, dict(map(_param, params)), allow_writes=allow_writes)
         if relation is not None:

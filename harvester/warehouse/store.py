@@ -39,7 +39,7 @@ from harvester.warehouse.claims import Claims, Holder, Me
 from harvester.warehouse.compaction import merge_newest_wins
 from harvester.warehouse.coverage import CoverageIndex, dedupe_rows, naive_utc, trim_rows
 from harvester.warehouse.damage import DamagedFile
-from harvester.warehouse.delta import UNREADABLE, DeltaTables, read_bars_file
+from harvester.warehouse.delta import UNREADABLE, DeltaTables, one_batch, read_bars_file
 from harvester.warehouse.files import WarehouseError, ensure_dir, write_json_atomic
 from harvester.warehouse.layout import (
     BARS,
@@ -487,7 +487,7 @@ class Warehouse:
                 out = with_partition(key, out).cast(BARS_TABLE_SCHEMA)
                 stats.partitions_written += 1
                 stats.rows_in_written_files += out.num_rows
-                yield from out.to_batches()
+                yield from one_batch(out).to_batches()
 
         def build(snapshot) -> tuple[pa.RecordBatchReader, str]:
             spans = {p: repair_partitions(self.tables, snapshot, e) for p, e in repairs}

@@ -150,6 +150,21 @@ def test_coverage_grid_marks_the_missing_session(warehouse: Path) -> None:
     assert len(days) == 10
 
 
+def test_a_long_coverage_map_is_drawn_narrower_but_never_hides_a_missing_session() -> None:
+    import numpy as np
+
+    from queries.plot import COVERED, EMPTY, MISSING, fit_columns
+
+    grid = np.full((2, 10_001), COVERED, dtype=np.int8)
+    grid[0, 5_000], grid[1, 10_000] = MISSING, EMPTY
+    shown, step = fit_columns(grid, 2_400)
+    assert step == 5 and shown.shape == (2, 2_001)
+    assert list(np.flatnonzero(shown[0] != COVERED)) == [1_000] and shown[0, 1_000] == MISSING
+    assert list(np.flatnonzero(shown[1] != COVERED)) == [2_000] and shown[1, 2_000] == EMPTY
+    same, one = fit_columns(grid[:, :2_400], 2_400)
+    assert one == 1 and (same == grid[:, :2_400]).all()
+
+
 def test_query_list_shows_every_scanner_with_its_parameters() -> None:
     code, out, _ = run("query", "--list")
     assert code == 0

@@ -104,16 +104,18 @@ def split_partitions(data_dir: Path) -> int:
 
 def write_bars(data_dir: Path, df: pd.DataFrame, bar_size: str = "1 min", what: str = "TRADES",
                use_rth: bool = True) -> list[str]:
-    """Append `df` (bars columns) to the bars table, one data file per partition, sorted (symbol, ts);
+    """Append `df` (bars columns) to the bars table, one data file per partition, sorted (symbol, ts) (one
+    write per partition: delta-rs keeps the rows' order within a partition only when handed it alone);
     returns the table's data files afterwards."""
     b = BAR_SIZES[bar_size]
     sd = pd.to_datetime(df["session_date"])
     period = {"year": sd.dt.strftime("%Y"), "month": sd.dt.strftime("%Y-%m"), "day": sd.dt.strftime("%Y-%m-%d")}
     frame = df.assign(bar_size=b.label, what_to_show=what, use_rth=use_rth, period=period[b.partition])
     frame = frame.sort_values(["symbol", "ts"])[tables.BARS_TABLE_SCHEMA.names]
-    table = pa.Table.from_pandas(frame, preserve_index=False).cast(tables.BARS_TABLE_SCHEMA)
     uri = str(data_dir / "bars")
-    write_deltalake(uri, table, mode="append", partition_by=["bar_size", "what_to_show", "use_rth", "period"])
+    for _, part in frame.groupby("period", sort=True):
+        table = pa.Table.from_pandas(part, preserve_index=False).cast(tables.BARS_TABLE_SCHEMA)
+        write_deltalake(uri, table, mode="append", partition_by=["bar_size", "what_to_show", "use_rth", "period"])
     return DeltaTable(uri).file_uris()
 
 

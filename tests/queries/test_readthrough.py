@@ -7,7 +7,7 @@ import logging
 import os
 import re
 import threading
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -259,3 +259,29 @@ def test_two_notebooks_fetching_at_once_both_end_with_their_data(tmp_path: Path,
     assert all(f"held by run {holder.run_id}" in m for m in waits.messages[:2])
     for name, symbols in asks.items():
         assert sorted(set(results[name].symbol)) == symbols and len(results[name]) == 10
+
+
+def test_a_read_names_only_the_files_whose_bars_reach_into_its_range(stored) -> None:
+    """A session date is within a day of its bars, so the periods of June 1-4 include May; the Delta log's
+    `ts` statistics tell that the May file ends before June and it is not read. One symbol's rows from the
+    files of both months come back in ts order without a sort: each file's bars end before the next's."""
+    from harvester import BAR_SIZES
+    from queries.connection import BarsFile, one_after_another, series_files, snapshot_of
+
+    data_dir, minutes = stored
+    index = snapshot_of(queries.connect(data_dir)).files
+    june = series_files(index, BAR_SIZES["1 min"], "TRADES", True, datetime(2024, 6, 1), datetime(2024, 6, 4))
+    assert [f.period for f in june] == ["2024-06"]
+    both = series_files(index, BAR_SIZES["1 min"], "TRADES", True, datetime(2024, 5, 29), datetime(2024, 6, 4))
+    assert [f.period for f in both] == ["2024-05", "2024-06"] and one_after_another(both)
+    assert not one_after_another(both[::-1])
+    unknown = BarsFile("2024-05", "x.parquet", None, None, None, None)  # a file written without statistics is always read
+    assert unknown.may_hold({"2024-05"}, datetime(2024, 6, 1), datetime(2024, 6, 2))
+    assert not one_after_another([both[0], unknown])
+    by_dates = series_files(index, BAR_SIZES["1 min"], "TRADES", True, date(2024, 6, 1), date(2024, 6, 3))
+    assert [f.period for f in by_dates] == ["2024-06"]  # exchange dates: by the files' session dates
+    assert [f.period for f in series_files(index, BAR_SIZES["1 min"], "TRADES", True, date(2024, 5, 31),
+                                           date(2024, 6, 3))] == ["2024-05", "2024-06"]
+    got = queries.bars("BBB", "1 min", "2024-05-29T00:00", "2024-06-04T00:00", data_dir=data_dir)
+    want = minutes[(minutes.symbol == "BBB") & (minutes.ts >= "2024-05-29") & (minutes.ts < "2024-06-04")]
+    assert len(want) > 0 and list(got.ts) == sorted(want.ts)

@@ -303,3 +303,20 @@ def test_replay_derives_weeks_and_months_from_its_days_and_nothing_finer(master,
         "May as the file holds it, labelled by its first session as IB labels months; June is not over"
     assert not book.derives(parse_bar_size("1 hour")) and not book.derives(parse_bar_size("30 secs"))
     assert book.derives(parse_bar_size("1M")) and book.derives(parse_bar_size("1 day"))
+
+
+def test_the_history_cache_keeps_the_most_recently_asked_instruments_only(master) -> None:
+    """A universe's histories all cached held 684 MB for the S&P 500; the cache is bounded, and an evicted
+    instrument is generated again to the same bars (the generator is deterministic)."""
+    from harvester.sim.market.marketdata import HISTORIES_KEPT
+
+    md = MarketData(master)
+    stocks = [i for i in master if i.sec_type == "STK" and i.listing_date.year < 2024][: HISTORIES_KEPT + 5]
+    first = md.bars(stocks[0], "1 day", "TRADES", True, utc(2024, 6, 3), utc(2024, 6, 8), NOW)
+    kept = md.history(stocks[1])
+    for inst in stocks[2:]:
+        md.history(inst)
+        assert md.history(stocks[1]) is kept  # asked again each time: stays
+    assert len(md._histories) == HISTORIES_KEPT
+    assert stocks[0].con_id not in md._histories  # the least recently asked went
+    assert md.bars(stocks[0], "1 day", "TRADES", True, utc(2024, 6, 3), utc(2024, 6, 8), NOW) == first

@@ -3,6 +3,7 @@ mixed warehouses, readers during commits. Real files in tmp_path, real DuckDB re
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
@@ -18,8 +19,9 @@ import pytest
 from harvester.contracts import _stored_contracts
 from harvester.model import BarRequest, HeadKey, Outcome, SeriesKey
 from harvester.warehouse import tables
+from harvester.warehouse.compaction import compact
 from harvester.warehouse.store import MixedWarehouseError, Warehouse, WarehouseError
-from tests.helpers.warehouses import snapshot_files
+from tests.helpers.warehouses import snapshot_files, split_partitions
 
 
 def data_files(data_dir, table: str = "bars") -> list[Path]:
@@ -400,3 +402,54 @@ except WarehouseError as exc:
     assert not wh.coverage().covers(big.series, big.start, big.end)
     wh.commit()
     assert len(read_bars(tmp_path)) == 30 + 600
+
+
+def sorted_by_symbol_ts(path) -> bool:
+    rows = pq.read_table(path, columns=["symbol", "ts"]).to_pandas()
+    return rows.equals(rows.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True))
+
+
+def test_a_partition_bigger_than_one_batch_is_written_sorted_by_symbol_ts(tmp_path):
+    """delta-rs writes the batches of one write concurrently: a partition's rows handed over as several
+    batches (DuckDB's merge returns ~100 k-row chunks) came out of (symbol, ts) order, so a one-symbol
+    read opened most row groups. Committed and compacted files are both checked."""
+    wh = Warehouse.open(tmp_path, simulated=True)
+    symbols = 40
+    for i in range(symbols):  # conIds in the reverse order of the symbols: only a real sort orders them
+        req = request(symbols - i, date(2024, 6, 3), minutes=8_000)
+        wh.stage(req, Outcome.BARS, bars_for(req, price=10.0 + i), symbol=f"S{i:02d}")
+    wh.commit()
+    (path,) = data_files(tmp_path)
+    assert pq.ParquetFile(path).metadata.num_rows == symbols * 8_000  # 320 k rows: several merge chunks
+    assert sorted_by_symbol_ts(path)
+    row_groups = pq.ParquetFile(path).metadata
+    ranges = [(row_groups.row_group(g).column(0).statistics.min, row_groups.row_group(g).column(0).statistics.max)
+              for g in range(row_groups.num_row_groups)]
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(ranges))  # one symbol's rows: in one or two row groups
+    assert split_partitions(tmp_path) == 1  # two files: work for compaction, which merges them again
+    assert compact(tmp_path).partitions_rewritten == 1
+    (path,) = data_files(tmp_path)
+    assert sorted_by_symbol_ts(path)
+
+
+def test_rows_handed_to_delta_in_many_chunks_keep_their_order_in_the_file(tmp_path):
+    """The same through `DeltaTables.transact` directly, with a table of 8 k-row chunks (what reordered
+    most: a month file written from them held each symbol in about two runs)."""
+    from harvester.warehouse.delta import DeltaTables
+    from harvester.warehouse.layout import BARS, PARTITIONS, PartitionKey, with_partition
+
+    n, symbols = 300_000, 40
+    day = pd.Timestamp("2024-06-03 13:30")
+    frame = pd.DataFrame({
+        "symbol": [f"S{i * symbols // n:02d}" for i in range(n)], "con_id": [1 + i * symbols // n for i in range(n)],
+        "ts": day + pd.to_timedelta([i % (n // symbols) for i in range(n)], unit="min"),
+        "session_date": date(2024, 6, 3), "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 10.0,
+        "wap": 1.2, "bar_count": 3,
+    })
+    rows = pa.Table.from_pandas(frame, schema=tables.BARS_SCHEMA, preserve_index=False)
+    rows = pa.Table.from_batches(rows.to_batches(max_chunksize=8_192))
+    key = PartitionKey("1min", "TRADES", True, "2024-06")
+    DeltaTables(tmp_path, PARTITIONS).transact(BARS, lambda _: (with_partition(key, rows), None),
+                                               tables.BARS_TABLE_SCHEMA)
+    (path,) = data_files(tmp_path)
+    assert sorted_by_symbol_ts(path)
