@@ -1,0 +1,160 @@
+"""Benchmark: strict vs adaptive pacing vs the ib_insync recipe loop, side by side in one run (issue 14 item 4).
+
+Two workloads, each against a fresh simulated gateway (`harvest sim`, its own process) with the `busy`
+HMDS profile (ib_insync #268's answer times; intraday answers over 2,000 bars never come) on the
+`current` rules (hard pacing for bars of 30 s and less, IB's soft throttle above), all at one pacing scale
+(answer times scaled alike):
+  1-min: a year of 1-min bars (RTH) for the first `--names` symbols of universes/sp500.csv;
+  daily: the daily backfill from the listing for the first `--daily-names` symbols.
+Runners: `harvest` with `--pacing strict`, with `--pacing adaptive`, and the loop of ib_insync's
+recipe: per symbol, pages of `10 D` (1-min) back from now with a 10 s pause between requests (scaled), a
+page's start the next page's end, until the wanted start or an empty answer; for daily bars one `30 Y`
+page per symbol. Reported from the gateway's journal: requests, timeouts (unanswered), disconnects,
+pacing violations; from the runner: wall, splits, bars. Full size takes long on 2 cores; `--size small`
+(6 names x 120 days, 100 daily names) is what the README's figures use.
+
+    python bench/pacing_profiles.py --size small            # the README's figures
+    python bench/pacing_profiles.py --names 50 --daily-names 503 --pacing-scale 0.01   # full size
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from ib_insync import IB, Stock
+
+from harvester.job import HarvestJob, run_harvest
+from harvester.universe import load_universe
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = "2024-06-14T20:00:00+00:00"
+SIZES = {"small": (6, 120, 100), "full": (50, 365, 503)}  # 1-min names, days back, daily names
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_gateway(port: int, scale: float, journal: Path, rules: str) -> subprocess.Popen:
+    """`harvest sim` (busy HMDS) in its own process; returns once it accepts connections."""
+    harvest = str(Path(sys.executable).with_name("harvest"))
+    proc = subprocess.Popen([harvest, "sim", "--port", str(port), "--now", NOW, "--pacing-scale", str(scale),
+                             "--hmds-profile", "busy", "--rules", rules, "--journal", str(journal)],
+                            stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the simulated gateway did not start within 60 s")
+
+
+def harvester(specs, port: int, scale: float, data_dir: Path, bar: str, start: date | None, pacing: str) -> dict:
+    job = HarvestJob(universe=specs, data_dir=data_dir, bar_sizes=(bar,), port=port, client_id=41, start=start,
+                     pacing_scale=scale, pacing=pacing, min_safety_s=0.05)
+    began = time.monotonic()
+    report = run_harvest(job)
+    note = f"fell back: {report.pacing_fell_back}" if report.pacing_fell_back else ""
+    return {"wall": time.monotonic() - began, "splits": report.windows_split, "bars": report.bars_written,
+            "ok": report.ok, "note": note}
+
+
+def recipe(specs, port: int, scale: float, bar: str, start: date | None) -> dict:
+    """ib_insync's recipe loop: pages back from now, a pause between requests (both scaled)."""
+    asyncio.set_event_loop(asyncio.new_event_loop())  # run_harvest's asyncio.run left none
+    ib = IB()
+    ib.connect("127.0.0.1", port, clientId=42, timeout=20)
+    began, bars = time.monotonic(), 0
+    stop = datetime(start.year, start.month, start.day, tzinfo=UTC) if start else None
+    try:
+        for spec in specs:
+            contract = Stock(spec.symbol, spec.exchange, spec.currency, primaryExchange=spec.primary_exchange)
+            if not ib.qualifyContracts(contract):
+                continue
+            end = ""
+            while True:
+                page = ib.reqHistoricalData(contract, endDateTime=end, durationStr="10 D" if bar == "1 min" else "30 Y",
+                                            barSizeSetting=bar, whatToShow="TRADES", useRTH=True, formatDate=2,
+                                            timeout=max(5.0, 60 * scale))
+                ib.sleep(10 * scale)
+                if not page or bar != "1 min":
+                    break
+                bars += len(page)
+                first = page[0].date
+                if stop is not None and first <= stop:
+                    break
+                end = first
+            if page and bar != "1 min":
+                bars += len(page)
+    finally:
+        ib.disconnect()
+    return {"wall": time.monotonic() - began, "splits": 0, "bars": bars, "ok": True, "note": ""}
+
+
+def journal_counts(path: Path) -> dict:
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    historical = [e for e in entries if e.get("kind") == "historical"]
+    return {"requests": len(historical),
+            "timeouts": sum(e["outcome"] == "unanswered" for e in historical),
+            "disconnects": sum(e["outcome"] == "disconnected" for e in historical),
+            "violations": sum(e["outcome"] == "pacing" for e in historical)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), help="preset: small (the README's) or full (the issue's)")
+    parser.add_argument("--names", type=int, help="1-min workload: symbols")
+    parser.add_argument("--days", type=int, help="1-min workload: calendar days back from the simulated now")
+    parser.add_argument("--daily-names", type=int, help="daily workload: symbols")
+    parser.add_argument("--pacing-scale", type=float, default=0.02)
+    parser.add_argument("--rules", choices=["current", "legacy"], default="current")
+    parser.add_argument("--runners", default="strict,adaptive,recipe")
+    args = parser.parse_args()
+    names, days, daily_names = SIZES[args.size or "small"]
+    names, days, daily_names = args.names or names, args.days or days, args.daily_names or daily_names
+    universe = load_universe(ROOT / "universes" / "sp500.csv")
+    now = datetime.fromisoformat(NOW)
+    workloads = [("1-min", universe[:names], "1 min", (now - timedelta(days=days)).date()),
+                 ("daily", universe[:daily_names], "1 day", None)]
+    print(f"busy HMDS, {args.rules} rules, pacing and answer times x{args.pacing_scale:g}; "
+          f"1-min: {names} names x {days} days; daily: {daily_names} names from the listing")
+    print(f"{'workload':8} {'runner':9} {'requests':>8} {'wall s':>8} {'timeouts':>8} {'splits':>6} "
+          f"{'disconn.':>8} {'violat.':>7} {'bars':>10} {'vs strict':>9}")
+    for label, specs, bar, start in workloads:
+        strict_wall = None
+        for runner in args.runners.split(","):
+            with tempfile.TemporaryDirectory() as tmp:
+                port, journal = free_port(), Path(tmp) / "sim.jsonl"
+                gateway = start_gateway(port, args.pacing_scale, journal, args.rules)
+                try:
+                    if runner == "recipe":
+                        result = recipe(specs, port, args.pacing_scale, bar, start)
+                    else:
+                        result = harvester(specs, port, args.pacing_scale, Path(tmp) / "data", bar, start, runner)
+                finally:
+                    gateway.terminate()
+                    gateway.wait(timeout=30)
+                counts = journal_counts(journal)
+            strict_wall = result["wall"] if runner == "strict" else strict_wall
+            ratio = f"{strict_wall / result['wall']:.2f}x" if strict_wall else ""
+            print(f"{label:8} {runner:9} {counts['requests']:>8} {result['wall']:>8.1f} {counts['timeouts']:>8} "
+                  f"{result['splits']:>6} {counts['disconnects']:>8} {counts['violations']:>7} {result['bars']:>10,} "
+                  f"{ratio:>9} {'' if result['ok'] else 'FAILED '}{result['note']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
