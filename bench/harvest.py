@@ -44,11 +44,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_gateway(port: int, scale: float, journal: Path) -> subprocess.Popen:
-    """`harvest sim` in its own process; returns once it accepts connections."""
+def start_gateway(port: int, scale: float, journal: Path, *options: str) -> subprocess.Popen:
+    """`harvest sim` (with `options`) in its own process; returns once it accepts connections."""
     harvest = str(Path(sys.executable).with_name("harvest"))
     proc = subprocess.Popen([harvest, "sim", "--port", str(port), "--now", NOW, "--pacing-scale", str(scale),
-                             "--journal", str(journal)], stdout=subprocess.DEVNULL)
+                             "--journal", str(journal), *options], stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,9 @@ from ib_insync import IB, Stock
 from harvester.job import HarvestJob, run_harvest
 from harvester.universe import load_universe
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harvest import start_gateway
+
 ROOT = Path(__file__).resolve().parents[1]
 NOW = "2024-06-14T20:00:00+00:00"
 SIZES = {"small": (6, 120, 100), "full": (50, 365, 503)}  # 1-min names, days back, daily names
@@ -44,23 +46,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def start_gateway(port: int, scale: float, journal: Path, rules: str) -> subprocess.Popen:
-    """`harvest sim` (busy HMDS) in its own process; returns once it accepts connections."""
-    harvest = str(Path(sys.executable).with_name("harvest"))
-    proc = subprocess.Popen([harvest, "sim", "--port", str(port), "--now", NOW, "--pacing-scale", str(scale),
-                             "--hmds-profile", "busy", "--rules", rules, "--journal", str(journal)],
-                            stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the simulated gateway did not start within 60 s")
 
 
 def harvester(specs, port: int, scale: float, data_dir: Path, bar: str, start: date | None, pacing: str) -> dict:
@@ -139,7 +124,7 @@ def main() -> None:
         for runner in args.runners.split(","):
             with tempfile.TemporaryDirectory() as tmp:
                 port, journal = free_port(), Path(tmp) / "sim.jsonl"
-                gateway = start_gateway(port, args.pacing_scale, journal, args.rules)
+                gateway = start_gateway(port, args.pacing_scale, journal, "--hmds-profile", "busy", "--rules", args.rules)
                 try:
                     if runner == "recipe":
                         result = recipe(specs, port, args.pacing_scale, bar, start)

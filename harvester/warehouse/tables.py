@@ -53,13 +53,11 @@ QUARANTINE_SCHEMA = pa.schema(
        ("given_up", pa.bool_()),  # bad on `quarantine_nights` nights: no longer asked for, still a gap
        ("last_answer", pa.string())]  # the staged answer applied last (a commit replayed after a crash skips it)
 )
+# One series: its conId and bar size, whatToShow and RTH flag (the first columns of every per-series table).
+_SERIES = [("con_id", pa.int64()), ("bar_size", pa.string()), ("what_to_show", pa.string()), ("use_rth", pa.bool_())]
 QUARANTINE_KEY = ["con_id", "bar_size", "what_to_show", "use_rth", "ts"]
 COVERAGE_SCHEMA = pa.schema(
-    [
-        ("con_id", pa.int64()),
-        ("bar_size", pa.string()),
-        ("what_to_show", pa.string()),
-        ("use_rth", pa.bool_()),
+    _SERIES + [
         ("start_ts", _TS),
         ("end_ts", _TS),
         ("kind", pa.string()),  # "bars" | "empty" (IB said there are none)
@@ -70,11 +68,7 @@ COVERAGE_SCHEMA = pa.schema(
 COVERAGE_IDENTITY = ["con_id", "bar_size", "what_to_show", "use_rth", "start_ts", "end_ts", "kind"]
 # The span each series was asked for (wanted.py): the union per series, one row per merged span.
 WANTED_SCHEMA = pa.schema(
-    [
-        ("con_id", pa.int64()),
-        ("bar_size", pa.string()),
-        ("what_to_show", pa.string()),
-        ("use_rth", pa.bool_()),
+    _SERIES + [
         ("start_ts", _TS),
         ("end_ts", _TS),
         ("recorded_at", _TS),  # when the table last changed
@@ -173,11 +167,7 @@ JOURNAL_SCHEMA = pa.schema(
     ]
 )
 CLAIMS_SCHEMA = pa.schema(
-    [
-        ("con_id", pa.int64()),
-        ("bar_size", pa.string()),
-        ("what_to_show", pa.string()),
-        ("use_rth", pa.bool_()),
+    _SERIES + [
         ("run_id", pa.string()),
         ("host", pa.string()),
         ("pid", pa.int64()),
