@@ -85,6 +85,7 @@ def split_partitions(data_dir: Path) -> int:
 
     table_dir = data_dir / "bars"
     snapshot = DeltaTable(str(table_dir))
+    version = snapshot.version()
     actions = []
     for n, path in enumerate(snapshot.file_uris()):
         key = partition_of(table_dir, Path(path))
@@ -93,7 +94,8 @@ def split_partitions(data_dir: Path) -> int:
                   "period": key.period}
         half = (rows.num_rows + 1) // 2
         for k, part in enumerate((rows.slice(0, half), rows.slice(half))):
-            target = Path(path).with_name(f"split-{n}-{k}.parquet")
+            # a name of its own each call: an earlier call's file may still be read through an older snapshot
+            target = Path(path).with_name(f"split-{version}-{n}-{k}.parquet")
             pq.write_table(part, target)
             actions.append(AddAction(str(target.relative_to(table_dir)), target.stat().st_size, values,
                                      int(time.time() * 1000), True, json.dumps({"numRecords": part.num_rows})))
