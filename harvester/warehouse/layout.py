@@ -22,7 +22,8 @@ from harvester.ibrules import BAR_SIZES, BY_LABEL, WHAT_TO_SHOW, BarSize
 from harvester.warehouse.files import WarehouseError
 
 META_FILE = "warehouse.json"  # simulated or real, gateway, account, format
-FORMAT = 2  # 1: Parquet files replaced in place (`harvest migrate` converts it); 2: Delta tables
+FORMAT = 3  # 1: Parquet files replaced in place; 2: Delta tables, bar times naive; 3: bar times UTC-aware
+# (`harvest migrate` converts 1 and 2 in place)
 VERIFIED_FILE = "verified.json"  # the bars data files read back whole since they were written
 LOCK_FILE = ".harvest.lock"
 STAGING_DIR = "_staging"  # answers fetched, not yet committed
@@ -155,10 +156,11 @@ def split_by_partition(table: pa.Table, label: str, what_to_show: str, use_rth: 
 
 
 def partitions_of(session_dates: pa.Array | pa.ChunkedArray, label: str, what_to_show: str, use_rth: bool
-                  ) -> list[PartitionKey]:
-    """The partitions rows of these session dates go to (as `split_by_partition` files them)."""
-    return [PartitionKey(label, what_to_show, use_rth, slot)
-            for slot in pc.unique(_slots(session_dates, label)).to_pylist()]
+                  ) -> dict[PartitionKey, int]:
+    """The partitions rows of these session dates go to (as `split_by_partition` files them), with how many."""
+    counts = pc.value_counts(_slots(session_dates, label))
+    return {PartitionKey(label, what_to_show, use_rth, slot): n
+            for slot, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)}
 
 
 def with_partition(key: PartitionKey, rows: pa.Table) -> pa.Table:
