@@ -37,12 +37,12 @@ def test_adaptive_on_the_current_rules_goes_past_the_hard_window_without_a_disco
 
 
 def test_adaptive_on_the_legacy_rules_falls_back_to_strict_at_the_first_violation(make_gateway, tmp_path):
-    """Whether the climb reaches the hard window before the run ends depends on answer times: either no
-    violation, or the first one sends the run back to strict, with at most what was in flight violated."""
+    """Past the hard window, the first request goes alone: one violation at most, and it sends the run back
+    to strict (whether the run reaches the window depends on how many requests it needs)."""
     expected = reference(make_gateway, tmp_path, SYMBOLS, **MANY)
     gw = make_gateway(rules="legacy")
     report = harvest(gw, tmp_path / "data", SYMBOLS, pacing="adaptive", **MANY)
-    assert report.ok and report.violations <= 6  # max_in_flight
+    assert report.ok and report.violations <= 1  # the first request past the window goes alone
     assert bool(report.pacing_fell_back) == (report.violations > 0)
     pd.testing.assert_frame_equal(stored(tmp_path / "data"), expected)
 
@@ -78,16 +78,22 @@ def test_the_pace_is_never_slower_than_strict_and_does_not_judge_strict_s_burst(
     clock = Clock()
     limits = PacingLimits()
     pace = AdaptivePace(limits, clock, max_open=6)
-    for _ in range(limits.max_weighted):  # strict's whole window at once, six open at a time
+    for sent in range(1, limits.max_weighted + 1):  # strict's whole window at once, six open at a time
         assert pace.wait_time() == 0
         pace.sent()
         if pace.open == 6:
-            assert pace.wait_time() == float("inf")
+            assert sent == limits.max_weighted or pace.wait_time() == float("inf")
             pace.answered(latency_s=30.0, bars=400)  # queued behind the burst: not held against IB
     assert pace.rate == pace.min_rate and pace.open_limit == 2
     while pace.open:
         pace.answered(latency_s=30.0, bars=400)
     assert 0 < pace.wait_time() <= 1 / pace.min_rate  # past strict's window: the rate decides
+    clock.t += 1 / pace.min_rate
+    pace.sent()
+    clock.t += 1 / pace.min_rate
+    assert pace.wait_time() == float("inf")  # the first past the window goes alone, until it is answered
+    pace.answered(latency_s=1.0, bars=400)
+    assert pace.wait_time() == 0
     clock.t += limits.window_s
     assert pace.wait_time() == 0  # the window has room again
 

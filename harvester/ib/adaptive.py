@@ -15,7 +15,10 @@ disconnect (docs/sim-hmds.md §3), so the pace watches them.
   strict's long-run rate), one fewer may be open, and the next SAMPLE answers are awaited before judging
   again. A disconnect does the same.
 - A 162 pacing violation means the hard rules do apply to these bars at this gateway (the legacy rules):
-  the run goes back to strict pacing for good (`fell_back`, said in the summary).
+  the run goes back to strict pacing for good (`fell_back`, said in the summary). No client can learn
+  which rules a gateway applies without going past the window once, so the first request past it goes
+  alone, and more follow only after it is answered with bars: on the old rules a run costs one
+  violation (retried), never a burst of them.
 The rate starts at strict pacing's long-run rate and never exceeds MAX_RATE_PER_S (at IB's timescale;
 scaled with the pacing windows). Bars of 30 s and less and head timestamps keep every hard rule, and
 every send is still recorded in the gateway's pacing budget (`ib.budget`). Pure: the clock is injected.
@@ -58,6 +61,7 @@ class AdaptivePace:
         self._last_sent = -math.inf
         self._sends: deque[float] = deque()  # this pace's sends within the hard window
         self._unjudged = 0  # answers still due to requests that went as strict would send them
+        self._beyond_answered = False  # a request past strict's window has been answered with bars
 
     @property
     def active(self) -> bool:
@@ -68,8 +72,9 @@ class AdaptivePace:
         now = self.clock()
         if self._strict_has_room(now):  # strict would send it now
             return 0.0 if self.open < self.max_open else math.inf
-        if self.open >= self.open_limit:
-            return math.inf
+        beyond = self.open - self._unjudged  # open requests sent past strict's window
+        if beyond >= (self.open_limit if self._beyond_answered else 1):
+            return math.inf  # the first past the window goes alone: on the old rules it is the only one paced
         return max(0.0, self._last_sent + 1.0 / self.rate - now)
 
     def sent(self) -> None:
@@ -89,6 +94,7 @@ class AdaptivePace:
         if self._unjudged:  # sent in strict's burst: its time is mostly its queue behind the burst
             self._unjudged -= 1
             return
+        self._beyond_answered = True
         recent = self._recent.setdefault(max(1, bars).bit_length(), deque(maxlen=SAMPLE))
         recent.append(latency_s)
         if len(recent) < SAMPLE:
@@ -108,6 +114,7 @@ class AdaptivePace:
     def ended(self) -> None:
         """A soft request ended without an answer that says anything about load (an error, a timeout)."""
         self.open = max(0, self.open - 1)
+        self._unjudged = min(self._unjudged, self.open)
 
     def disconnected(self) -> None:
         self._slow_down()
