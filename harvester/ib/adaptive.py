@@ -9,8 +9,9 @@ disconnect (docs/sim-hmds.md §3), so the pace watches them.
   sent in a burst, their time is mostly their wait behind one another.
 - Beyond, a rate and an open limit decide. The signal is the median time of the last SAMPLE answers of
   windows of about one size (within a factor of two: a fixed cost per answer makes time per bar no
-  measure of load; a median: one slow answer is noise) against the lowest such median seen for that
-  size. While it stays within FLAT of it, each answer raises the rate by CLIMB and every
+  measure of load; a median: one slow answer is noise) against the calmest such median seen for that
+  size (the lowest, drifting up by DRIFT a judgement, far slower than the rate climbs, so one lucky
+  median does not make every later answer look slow). While it stays within FLAT of it, each answer raises the rate by CLIMB and every
   CONCURRENCY_EVERY answers one more request may be open; past GROWN, the rate halves (never below
   strict's long-run rate), one fewer may be open, and the next SAMPLE answers are awaited before judging
   again. A disconnect does the same.
@@ -20,7 +21,8 @@ disconnect (docs/sim-hmds.md §3), so the pace watches them.
   alone, and more follow only after it is answered with bars: on the old rules a run costs one
   violation (retried), never a burst of them.
 The rate starts at strict pacing's long-run rate and never exceeds MAX_RATE_PER_S (at IB's timescale;
-scaled with the pacing windows). Bars of 30 s and less and head timestamps keep every hard rule, and
+scaled with the pacing windows); it holds over any minute too, strict's burst counted in it, since a soft
+throttle counts requests, not the profile that sent them. Bars of 30 s and less and head timestamps keep every hard rule, and
 every send is still recorded in the gateway's pacing budget (`ib.budget`). Pure: the clock is injected.
 """
 
@@ -35,6 +37,7 @@ from harvester.ibrules import PacingLimits
 
 FLAT, GROWN = 1.3, 1.8  # the recent median answer time against the calmest median seen for its size
 SAMPLE = 5
+DRIFT = 1.02  # the calm median rises this much a judged answer: a lucky median is not the bar for ever
 CLIMB, FALL = 1.15, 0.5
 CONCURRENCY_EVERY = 4
 START_OPEN = 2  # open requests beyond strict's budget, before any answer has been judged
@@ -75,7 +78,14 @@ class AdaptivePace:
         beyond = self.open - self._unjudged  # open requests sent past strict's window
         if beyond >= (self.open_limit if self._beyond_answered else 1):
             return math.inf  # the first past the window goes alone: on the old rules it is the only one paced
-        return max(0.0, self._last_sent + 1.0 / self.rate - now)
+        return max(0.0, self._last_sent + 1.0 / self.rate - now, self._minute_wait(now))
+
+    def _minute_wait(self, now: float) -> float:
+        """Until the last minute's sends, strict's burst among them, are fewer than the rate allows a minute."""
+        minute = 60.0 * self.time_unit
+        recent = [t for t in self._sends if now - t < minute]
+        allowed = max(1, int(self.rate * minute))
+        return 0.0 if len(recent) < allowed else recent[-allowed] + minute - now
 
     def sent(self) -> None:
         self._last_sent = self.clock()
@@ -101,7 +111,7 @@ class AdaptivePace:
             return
         median = statistics.median(recent)
         size = max(1, bars).bit_length()
-        self._calm[size] = min(self._calm.get(size, math.inf), max(median, 1e-6))
+        self._calm[size] = min(self._calm.get(size, math.inf) * DRIFT, max(median, 1e-6))
         ratio = median / self._calm[size]
         if ratio <= FLAT:
             self.rate = min(self.max_rate, self.rate * CLIMB)
