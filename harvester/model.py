@@ -133,6 +133,11 @@ class Outcome(enum.Enum):
         """True when retrying cannot help (report by name, never retry forever)."""
         return self in (Outcome.NO_PERMISSION, Outcome.INVALID, Outcome.UNKNOWN_CONTRACT)
 
+    @property
+    def unanswered(self) -> bool:
+        """True when IB never answered (a timeout, or its 162 "query cancelled"): the window was too big."""
+        return self in (Outcome.TIMEOUT, Outcome.CANCELLED)
+
 
 # -- half-open intervals ---------------------------------------------------------------------------------
 

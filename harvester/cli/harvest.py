@@ -86,13 +86,12 @@ class ProgressReport:
 
     def __init__(self, limits: PacingLimits, stream=None, clock=time.monotonic, every_s: float = 60.0) -> None:
         self.limits, self.stream, self.clock, self.every_s = limits, stream or sys.stderr, clock, every_s
-        self.tty = self.stream.isatty()
         self._answers: deque[float] = deque(maxlen=limits.max_weighted)  # when recent answers came (≈ sends)
         self._started = clock()
         self._done = self._printed = 0
         self._next_line = (1, self._started + every_s)  # (requests, time) that print the next line
         self._bar = None
-        if self.tty:
+        if self.stream.isatty():
             from tqdm import tqdm
 
             self._bar = tqdm(total=0, unit="req", file=self.stream, dynamic_ncols=True,

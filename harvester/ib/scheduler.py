@@ -297,7 +297,7 @@ class Scheduler:
             self.adaptive.disconnected()
 
     def _split(self, work: Work, outcome: Outcome) -> list[Work] | None:
-        if self.split is None or work.kind is not WorkKind.BARS or outcome not in (Outcome.TIMEOUT, Outcome.CANCELLED):
+        if self.split is None or work.kind is not WorkKind.BARS or not outcome.unanswered:
             return None
         return self.split(work, True)
 

@@ -68,7 +68,7 @@ class WindowSizes:
         asked, current = request.expected_bars, self.target(name)
         if outcome is Outcome.BARS or outcome is Outcome.EMPTY:
             self.proven[name] = max(self.proven.get(name, 0), asked)
-        if outcome in (Outcome.TIMEOUT, Outcome.CANCELLED):
+        if outcome.unanswered:
             new = min(current, asked) * ON_TIMEOUT
             self.proven[name] = min(self.proven.get(name, 0), round(new))
         elif outcome is not Outcome.BARS or asked < TESTED * current:
