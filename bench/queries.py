@@ -16,7 +16,8 @@ read. Variants, each in the same rounds:
   pruning=...      (a), (b), (d) through the `bars` view with a `period` partition predicate ("filters") or
                    the `ts` filter alone ("none")
   rg<N>            `queries` and `duckdb` over a copy of the warehouse whose bars files delta-rs rewrote in
-                   row groups of N rows (--row-groups)
+                   row groups of N rows (--row-groups; rg<N>:<codec> also compressed with that codec)
+  aligned          the same over a copy in row groups cut where the symbol changes (pyarrow's writer)
 Side by side in the same run: the previous file layout (commit PREVIOUS, extracted with `git archive`, its
 own writer, queries and cases in a child process) and ArcticDB, which pins pandas<3, so it runs in its own
 venv (--arctic-python), also in a child process:
@@ -192,8 +193,9 @@ def time_queries(data_dir: Path, one: str, prefix: str = "", full: bool = True) 
     return timed
 
 
-def rewritten(data_dir: Path, rows: int) -> Path:
-    """A copy of the warehouse whose bars partitions delta-rs rewrote in row groups of `rows` (once, cached)."""
+def rewritten(data_dir: Path, variant: str) -> Path:
+    """A copy of the warehouse whose bars partitions delta-rs rewrote as `variant` says: "ROWS" row groups,
+    zstd as ours, or "ROWS:CODEC" (once, cached)."""
     import shutil
 
     import deltalake
@@ -203,7 +205,8 @@ def rewritten(data_dir: Path, rows: int) -> Path:
 
     from harvester import layout, tables
 
-    copy = data_dir.parent / f"{data_dir.name}-rg{rows}"
+    rows, _, codec = variant.partition(":")
+    copy = data_dir.parent / f"{data_dir.name}-rg{rows}{codec.lower()}"
     if (copy / MINUTES).exists():
         return copy
     shutil.rmtree(copy, ignore_errors=True)
@@ -219,8 +222,54 @@ def rewritten(data_dir: Path, rows: int) -> Path:
             table, part.cast(tables.BARS_TABLE_SCHEMA).combine_chunks(), mode="overwrite",
             predicate=f"bar_size = '1min' AND what_to_show = 'TRADES' AND use_rth = true AND period = '{period}'",
             partition_by=list(layout.PARTITIONS[layout.BARS]),
-            writer_properties=WriterProperties(compression="ZSTD", max_row_group_size=rows))
+            writer_properties=WriterProperties(compression=codec or "ZSTD", max_row_group_size=int(rows)))
     DeltaTable(root).vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
+    return copy
+
+
+def aligned(data_dir: Path) -> Path:
+    """A copy of the warehouse whose bars files pyarrow rewrote with row groups cut where the symbol changes
+    (one symbol-month of 1-min bars a group), committed as Delta add actions (once, cached): what a writer
+    of our own would give one-symbol reads. delta-rs cannot cut so: arrow-rs closes a group every
+    `max_row_group_size` rows."""
+    import itertools
+    import json
+    import shutil
+
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+    from deltalake.transaction import AddAction
+
+    from harvester import layout
+
+    copy = data_dir.parent / f"{data_dir.name}-aligned"
+    if (copy / MINUTES).exists():
+        return copy
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(data_dir, copy)
+    root = copy / layout.BARS
+    snapshot = DeltaTable(str(root))
+    actions = []
+    for n, uri in enumerate(sorted(snapshot.file_uris())):
+        rows = pq.read_table(uri)
+        symbols = rows.column("symbol").to_numpy(zero_copy_only=False)
+        cuts = [0, *(np.flatnonzero(symbols[1:] != symbols[:-1]) + 1).tolist(), rows.num_rows]
+        target = Path(uri).with_name(f"aligned-{n}.zstd.parquet")
+        with pq.ParquetWriter(target, rows.schema, compression="zstd") as writer:
+            for a, b in itertools.pairwise(cuts):
+                writer.write_table(rows.slice(a, b - a), row_group_size=b - a)
+        values = dict(part.split("=") for part in target.parent.relative_to(root).parts)
+        ranges = {c: (pc.min(rows.column(c)).as_py(), pc.max(rows.column(c)).as_py()) for c in ("ts", "session_date")}
+        shown = {"ts": lambda t: f"{t:%Y-%m-%d %H:%M:%S}", "session_date": lambda d: d.isoformat()}
+        stats = {"numRecords": rows.num_rows, "minValues": {c: shown[c](lo) for c, (lo, _) in ranges.items()},
+                 "maxValues": {c: shown[c](hi) for c, (_, hi) in ranges.items()}}
+        actions.append(AddAction(str(target.relative_to(root)), target.stat().st_size, values, int(time.time() * 1000),
+                                 True, json.dumps(stats)))
+    snapshot.create_write_transaction(actions, "overwrite", snapshot.schema(),
+                                      partition_by=list(layout.PARTITIONS[layout.BARS]))
+    DeltaTable(str(root)).vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
     return copy
 
 
@@ -333,8 +382,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--previous", default=PREVIOUS, help="commit of the previous file layout ('' to skip)")
     ap.add_argument("--arctic-python", help="python of a venv with arcticdb (it pins pandas<3)")
-    ap.add_argument("--row-groups", type=int, nargs="*", default=[65_536, 16_384, 8_192],
-                    help="also time copies of the warehouse rewritten in row groups of these many rows")
+    ap.add_argument("--row-groups", nargs="*", default=["65536", "16384", "8192", "16384:LZ4_RAW"],
+                    help="also time copies of the warehouse rewritten in row groups of these many rows "
+                         "(ROWS:CODEC: compressed so)")
+    ap.add_argument("--no-aligned", dest="aligned", action="store_false",
+                    help="skip the copy in row groups cut at symbol boundaries")
     ap.add_argument("--child", choices=("arctic", "previous"), help=argparse.SUPPRESS)
     ap.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--one", help=argparse.SUPPRESS)
@@ -363,8 +415,10 @@ def main() -> None:
         children["arcticdb"] = Child([args.arctic_python, __file__, "--child", "arctic", "--dir", str(data_dir),
                                       "--one", one])
     ours = time_queries(data_dir, one)
-    for rows in args.row_groups:
-        ours.update(time_queries(rewritten(data_dir, rows), one, prefix=f"rg{rows} ", full=False))
+    for variant in args.row_groups:
+        ours.update(time_queries(rewritten(data_dir, variant), one, prefix=f"rg{variant} ", full=False))
+    if args.aligned:
+        ours.update(time_queries(aligned(data_dir), one, prefix="aligned ", full=False))
     runs: list[tuple[str, Callable[[], float]]] = [(k, lambda fn=fn: timed_ms(fn)) for k, fn in ours.items()]
     for label, child in children.items():
         runs += [(key if label == "arcticdb" else f"{label} {key}", lambda c=child, k=key: c.time(k))
