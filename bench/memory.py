@@ -69,7 +69,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     print(f"{'command':42} {'peak MB':>8} {'wall s':>7} {'exit':>4}")
     for name, mb, wall, code in rows:
-        print(f"{name:42} {mb:8.0f} {wall:7.1f} {code:4}")
+        print(f"{name:42} {mb:8.0f} {wall:7.1f} {code:4}" + ("" if code == 0 else "  FAILED (see its exit code)"))
     minute = [r for r in rows if "1 min" in r[0]]
     if len(minute) >= 2:
         print(f"slope: {minute[-1][1] / minute[0][1]:.2f}x peak for {args.symbols[-1] / args.symbols[0]:.0f}x symbols")

@@ -614,9 +614,12 @@ READ_MEMORY_LIMIT = "128MB"  # what a read verb lets DuckDB hold before it spill
 
 def limit_memory(con: duckdb.DuckDBPyConnection) -> None:
     """Cap DuckDB's memory on a read verb's connection, spilling to the per-user temp folder: unbounded, the
-    `gaps` view of the S&P 500's daily history (5 M series × session rows) took a 1.2 GB process."""
+    `gaps` view of the S&P 500's daily history (5 M series × session rows) took a 1.2 GB process. One thread:
+    with two, each holds its own share of the joins, and `harvest status` over that history ran out of the
+    cap instead of spilling."""
     con.execute(f"SET temp_directory = {sql_literal(cli_temp_directory())}")
     con.execute(f"SET memory_limit = '{READ_MEMORY_LIMIT}'")
+    con.execute("SET threads = 1")
 
 
 def write_init_script(output: Path, data_dir: Path) -> Path:

@@ -80,15 +80,19 @@ def coverage_grid(data_dir: str | os.PathLike[str] | None, bar_size: str,
     con.execute("CREATE TEMP TABLE days AS SELECT DISTINCT session_date FROM sessions WHERE calendar IN "
                 "(SELECT calendar FROM series) AND session_date BETWEEN ? AND ? ORDER BY 1", [first, last])
     days = [r[0] for r in con.execute("SELECT session_date FROM days ORDER BY 1").fetchall()]
-    at = con.execute(
+    cells = con.sql(
         """WITH r AS (SELECT series, row_number() OVER (ORDER BY series) - 1 AS i FROM (
                       SELECT DISTINCT series FROM labelled)),
                 d AS (SELECT session_date, row_number() OVER (ORDER BY session_date) - 1 AS j FROM days)
            SELECT r.i::INTEGER AS i, d.j::INTEGER AS j, l.state FROM labelled l JOIN r USING (series)
-           JOIN d USING (session_date)""").fetchnumpy()
+           JOIN d USING (session_date)""").to_arrow_reader(CELLS_PER_FETCH)
     grid = np.full((len(labels), len(days)), MISSING, dtype=np.int8)
-    grid[at["i"], at["j"]] = at["state"]
+    for at in cells:  # a batch at a time: the S&P 500's 5 M cells fetched at once held 100 MB
+        grid[at["i"].to_numpy(), at["j"].to_numpy()] = at["state"].to_numpy()
     return labels, days, grid
+
+
+CELLS_PER_FETCH = 500_000
 
 
 MAX_LABELLED_ROWS = 60
@@ -123,7 +127,8 @@ def coverage_map(output: Path | None, bar_size: str = "1 day", symbol: str | Non
     fig = Picture(figsize=(12, max(2.5, height)), dpi=100)
     ax = fig.subplots()
     shown, per_column = fit_columns(grid, MAX_DRAWN_SESSIONS)
-    ax.imshow(shown, aspect="auto", cmap=_COLOURS, vmin=0, vmax=3, interpolation="nearest")
+    # Coloured here as bytes: given the states and a colour map, imshow held them as float RGBA (8× the size).
+    ax.imshow(_COLOURS(shown, bytes=True), aspect="auto", interpolation="nearest")
     step = max(1, -(-len(labels) // MAX_LABELLED_ROWS))
     ax.set_yticks(range(0, len(labels), step), labels[::step], fontsize=8 if len(labels) < 40 else 6)
     ticks = np.linspace(0, shown.shape[1] - 1, min(shown.shape[1], 10)).astype(int)

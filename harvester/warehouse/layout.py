@@ -155,10 +155,11 @@ def split_by_partition(table: pa.Table, label: str, what_to_show: str, use_rth: 
 
 
 def partitions_of(session_dates: pa.Array | pa.ChunkedArray, label: str, what_to_show: str, use_rth: bool
-                  ) -> list[PartitionKey]:
-    """The partitions rows of these session dates go to (as `split_by_partition` files them)."""
-    return [PartitionKey(label, what_to_show, use_rth, slot)
-            for slot in pc.unique(_slots(session_dates, label)).to_pylist()]
+                  ) -> dict[PartitionKey, int]:
+    """The partitions rows of these session dates go to (as `split_by_partition` files them), with how many."""
+    counts = pc.value_counts(_slots(session_dates, label))
+    return {PartitionKey(label, what_to_show, use_rth, slot): n
+            for slot, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)}
 
 
 def with_partition(key: PartitionKey, rows: pa.Table) -> pa.Table:

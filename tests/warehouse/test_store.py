@@ -453,3 +453,37 @@ def test_rows_handed_to_delta_in_many_chunks_keep_their_order_in_the_file(tmp_pa
                                                tables.BARS_TABLE_SCHEMA)
     (path,) = data_files(tmp_path)
     assert sorted_by_symbol_ts(path)
+
+
+def test_commit_groups_cut_partitions_in_order_at_most_the_limit_each():
+    from harvester.warehouse.layout import PartitionKey
+    from harvester.warehouse.store import commit_groups
+
+    keys = [PartitionKey("1min", "TRADES", True, f"2024-{m:02d}") for m in range(1, 6)]
+    rows = dict(zip(keys, [30, 30, 50, 10, 10], strict=True))
+    assert commit_groups(rows, 60) == [keys[:2], keys[2:4], keys[4:]]
+    assert commit_groups(rows, 15) == [[k] for k in keys]  # a partition over the limit goes alone
+    assert commit_groups(rows, 1_000) == [keys]
+
+
+def test_a_commit_rewrites_at_most_commit_rows_per_bars_transaction(tmp_path, monkeypatch):
+    """delta-rs holds every partition of a transaction in memory until it ends: a big commit is cut into
+    several bars transactions (stored + staged rows each at most COMMIT_ROWS), with the same result."""
+    from harvester.warehouse import store
+
+    days = [date(2024, 4, 30), date(2024, 5, 31), date(2024, 6, 3)]  # three monthly partitions
+    reference = Warehouse.open(tmp_path / "ref", simulated=True)
+    cut = Warehouse.open(tmp_path / "cut", simulated=True)
+    for wh in (reference, cut):
+        for con_id in (1, 2):
+            for day in days:
+                req = request(con_id, day)
+                wh.stage(req, Outcome.BARS, bars_for(req, 10.0 + con_id), symbol=f"S{con_id}")
+    reference.commit()
+    monkeypatch.setattr(store, "COMMIT_ROWS", 70)  # 60 rows a partition: one partition a transaction
+    before = cut.version()
+    stats = cut.commit()
+    assert (stats.partitions_written, stats.rows_in_written_files) == (3, 180)
+    assert cut.version() - (before or 0) >= 3
+    pd.testing.assert_frame_equal(read_bars(tmp_path / "cut"), read_bars(tmp_path / "ref"))
+    pd.testing.assert_frame_equal(coverage_rows(tmp_path / "cut"), coverage_rows(tmp_path / "ref"))
