@@ -382,7 +382,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--previous", default=PREVIOUS, help="commit of the previous file layout ('' to skip)")
     ap.add_argument("--arctic-python", help="python of a venv with arcticdb (it pins pandas<3)")
-    ap.add_argument("--row-groups", nargs="*", default=["65536", "16384", "8192", "16384:LZ4_RAW"],
+    ap.add_argument("--row-groups", nargs="*", default=["65536", "8192", "16384:LZ4_RAW"],
                     help="also time copies of the warehouse rewritten in row groups of these many rows "
                          "(ROWS:CODEC: compressed so)")
     ap.add_argument("--no-aligned", dest="aligned", action="store_false",
