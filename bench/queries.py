@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 YEAR = 2024
@@ -63,8 +63,6 @@ def build(data_dir: Path) -> int:
     """Generate a year of RTH 1-min TRADES bars per symbol with the simulator's generator and write them
     through the project's own writer (stage one month per symbol, then one commit): month files holding
     all symbols, sorted by (symbol, ts), zstd, in the writer's row groups."""
-    from datetime import UTC, datetime
-
     import pandas as pd
 
     from harvester.calendar import TradingCalendar
@@ -128,8 +126,8 @@ def time_queries(data_dir: Path, one: str, prefix: str = "", full: bool = True) 
 
     def hand_pyarrow(files: list[str], start: str, end: str) -> Callable[[], object]:
         """pyarrow's own reader, pruning row groups by the symbol and ts statistics."""
-        where = [("symbol", "=", one), ("ts", ">=", datetime.fromisoformat(start)),
-                 ("ts", "<", datetime.fromisoformat(end))]
+        where = [("symbol", "=", one), ("ts", ">=", datetime.fromisoformat(start).replace(tzinfo=UTC)),
+                 ("ts", "<", datetime.fromisoformat(end).replace(tzinfo=UTC))]  # ts is stored UTC-aware
         return lambda: pq.read_table(files, filters=where).to_pandas(date_as_object=False)
 
     def through_duckdb(db: duckdb.DuckDBPyConnection, start: str, end: str) -> Callable[[], object]:
@@ -262,7 +260,7 @@ def aligned(data_dir: Path) -> Path:
                 writer.write_table(rows.slice(a, b - a), row_group_size=b - a)
         values = dict(part.split("=") for part in target.parent.relative_to(root).parts)
         ranges = {c: (pc.min(rows.column(c)).as_py(), pc.max(rows.column(c)).as_py()) for c in ("ts", "session_date")}
-        shown = {"ts": lambda t: f"{t:%Y-%m-%d %H:%M:%S}", "session_date": lambda d: d.isoformat()}
+        shown = {"ts": lambda t: f"{t.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}", "session_date": lambda d: d.isoformat()}
         stats = {"numRecords": rows.num_rows, "minValues": {c: shown[c](lo) for c, (lo, _) in ranges.items()},
                  "maxValues": {c: shown[c](hi) for c, (_, hi) in ranges.items()}}
         actions.append(AddAction(str(target.relative_to(root)), target.stat().st_size, values, int(time.time() * 1000),
@@ -286,6 +284,7 @@ def arctic_cases(data_dir: Path, one: str) -> dict[str, Callable[[], object]]:
         columns = ["symbol", "con_id", "ts", "session_date", "open", "high", "low", "close", "volume", "wap",
                    "bar_count"]
         frame = pq.read_table(str(data_dir / MINUTES), columns=columns).to_pandas(date_as_object=False)
+        frame["ts"] = frame["ts"].dt.tz_localize(None)  # naive UTC, as the cases' date ranges
         for symbol, part in frame.groupby("symbol"):
             lib.write(symbol, part.drop(columns=["symbol", "con_id"]).set_index("ts").sort_index())
     symbols = sorted(lib.list_symbols())

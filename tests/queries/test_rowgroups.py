@@ -40,7 +40,8 @@ def through_duckdb(con, symbol: str, start, end) -> pd.DataFrame:
             where.append(f"{'ts' if instant else 'session_date'} {op_ts if instant else op_day} ?")
             params.append(datetime.fromisoformat(bound) if instant else date.fromisoformat(bound))
     sql = f"SELECT * FROM bars WHERE {' AND '.join(where)} ORDER BY symbol, ts"
-    return con.sql(sql, params=params).to_arrow_table().to_pandas(date_as_object=False)
+    frame = con.sql(sql, params=params).to_arrow_table().to_pandas(date_as_object=False)
+    return frame.astype({"session_date": readthrough.PANDAS_DATE})
 
 
 @pytest.mark.parametrize(("symbol", "start", "end"), [
