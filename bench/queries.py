@@ -8,8 +8,9 @@ then times, as warm medians in one run:
   all symbols, the year       (d) one symbol, the year
 Every range is an instant range [start, end), the rows ArcticDB's `date_range` and the hand-written SQL
 read. Variants, each in the same rounds:
-  queries          the default: `bars()` (one symbol from its row groups by pyarrow, queries/rowgroups.py)
-                   and `scan()`
+  queries          the default: `bars()` (one symbol from its row groups by pyarrow, queries/rowgroups.py,
+                   its files decoded in a thread pool) and `scan()`
+  queries serial   (d) with the files decoded one after another
   duckdb           `bars()`' own file list and SQL through DuckDB (the read path before the row-group reader)
   duckdb+cache     the same with DuckDB's Parquet metadata cache on
   hand             hand-written read_parquet of the same files
@@ -158,6 +159,21 @@ def time_queries(data_dir: Path, one: str, prefix: str = "", full: bool = True) 
         sql = f"SELECT {columns} FROM bars_files WHERE {' AND '.join(where)} ORDER BY symbol, ts"
         return lambda: frame(con.sql(sql, params=params))
 
+    def serial(read: Callable[[], object]) -> Callable[[], object]:
+        """`read` with the row-group reader decoding its files one after another in this thread."""
+        from queries import rowgroups
+
+        class InThisThread:
+            map = staticmethod(map)
+
+        def run() -> object:
+            pool, rowgroups._pool = rowgroups._pool, InThisThread()
+            try:
+                return read()
+            finally:
+                rowgroups._pool = pool
+        return run
+
     def daily(db: duckdb.DuckDBPyConnection) -> Callable[[], object]:
         return lambda: queries.scan("daily_from_minutes", con=db, start=YEAR_RANGE[0], end=YEAR_RANGE[1])
 
@@ -174,6 +190,7 @@ def time_queries(data_dir: Path, one: str, prefix: str = "", full: bool = True) 
         CASES[2]: {"queries": daily(con), "duckdb+cache": daily(cached), "hand": hand_sql(hand_bars + daily_sql,
                                                                                           daily_params)},
         CASES[3]: {"queries": lambda: queries.bars(one, "1 min", *YEAR_RANGE, con=con, data_dir=data_dir),
+                   "queries serial": serial(lambda: queries.bars(one, "1 min", *YEAR_RANGE, con=con, data_dir=data_dir)),
                    "duckdb": through_duckdb(con, *YEAR_RANGE), "duckdb+cache": through_duckdb(cached, *YEAR_RANGE),
                    "hand": hand_sql(f"SELECT * FROM read_parquet({all_files}) WHERE symbol = '{one}' ORDER BY "
                                     "symbol, ts"),
@@ -182,7 +199,7 @@ def time_queries(data_dir: Path, one: str, prefix: str = "", full: bool = True) 
     timed = {}
     for name, variants in cases.items():
         for variant, fn in variants.items():
-            if full or variant in ("queries", "duckdb"):
+            if full or variant in ("queries", "queries serial", "duckdb"):
                 timed[f"{prefix}{name}|{variant}"] = fn
     if full:
         for case, symbols, span in ((CASES[0], [one], MONTH), (CASES[1], [], DAY), (CASES[3], [one], YEAR_RANGE)):
