@@ -156,7 +156,7 @@ class Recorder:
         """Compare the re-read stored bars: unchanged or revised → stage it and what waited; split → hold."""
         request = answer.request
         stored = self.warehouse.stored_rows(key, request.start, request.check_until)
-        fetched = answer.kept.filter(pc.less(answer.kept["ts"], pa.scalar(request.check_until.replace(tzinfo=None),
+        fetched = answer.kept.filter(pc.less(answer.kept["ts"], pa.scalar(request.check_until,
                                                                            answer.kept.schema.field("ts").type)))
         verdict = compare_overlap(stored, fetched)
         if verdict.kind == "split":

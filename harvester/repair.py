@@ -29,6 +29,7 @@ from harvester.recorder import HeldSeries, Recorder
 from harvester.warehouse import Warehouse
 from harvester.warehouse.changes import matches_rescaled
 from harvester.warehouse.layout import period_of
+from harvester.warehouse.tables import BAR_TS
 
 
 @dataclass
@@ -112,7 +113,7 @@ def _verified(plan: RepairPlan, held: HeldSeries) -> bool:
         return False
     request = plan.requests[0]
     ts = plan.stored["ts"]
-    window = plan.stored.filter(pc.and_(pc.greater_equal(ts, _naive(request.start)), pc.less(ts, _naive(request.end))))
+    window = plan.stored.filter(pc.and_(pc.greater_equal(ts, _utc(request.start)), pc.less(ts, _utc(request.end))))
     return matches_rescaled(window, answer, held.verdict.price_ratio)
 
 
@@ -147,5 +148,6 @@ def _calendar(plan: RepairPlan) -> TradingCalendar:
     return plan.contract.calendar
 
 
-def _naive(instant: datetime) -> pa.Scalar:
-    return pa.scalar(instant.replace(tzinfo=None), pa.timestamp("us"))
+def _utc(instant: datetime) -> pa.Scalar:
+    """An aware instant as a scalar comparable with a stored bar's `ts`."""
+    return pa.scalar(instant, BAR_TS)

@@ -436,6 +436,7 @@ def connect(data_dir: str | os.PathLike[str] | None = None,
     if isinstance(directory, Path):
         refuse_old_layout(directory)
     con = duckdb.connect(":memory:")
+    in_utc(con)
     con.execute(f"CREATE TABLE {SOURCE_TABLE} (data_dir VARCHAR, as_of_version BIGINT, as_of_time TIMESTAMP, "
                 "version BIGINT)")
     con.execute(f"INSERT INTO {SOURCE_TABLE} VALUES (?, ?, ?, NULL)",
@@ -443,6 +444,16 @@ def connect(data_dir: str | os.PathLike[str] | None = None,
                  as_of if isinstance(as_of, datetime) else None])
     with naming_damage(directory):
         _build(con, directory, as_of)
+    return con
+
+
+UTC_SESSION = "SET GLOBAL TimeZone = 'UTC'"  # GLOBAL: the connection's cursors too
+
+
+def in_utc(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Set `con`'s TimeZone to UTC (its database's: cursors too): `bars.ts` is a TIMESTAMPTZ, and DuckDB reads a naive literal
+    compared with it ('2024-06-03 13:30', the other tables' naive UTC instants) and prints it in that zone."""
+    con.execute(UTC_SESSION)
     return con
 
 
@@ -544,7 +555,7 @@ def bars_file_index(store: DeltaTables, bars: DeltaTable | None) -> FileIndex:
     if bars is None:
         return {}
     actions = pa.table(bars.get_add_actions(flatten=True))
-    columns = [actions.column(c).to_pylist() if c in actions.column_names else [None] * actions.num_rows
+    columns = [_naive_utc(actions.column(c)).to_pylist() if c in actions.column_names else [None] * actions.num_rows
                for c in _STATS]
     stats = dict(zip([unquote(p) for p in actions.column("path").to_pylist()], zip(*columns, strict=True),
                      strict=True))
@@ -555,6 +566,14 @@ def bars_file_index(store: DeltaTables, bars: DeltaTable | None) -> FileIndex:
         ranges = stats.get(path[len(root) + 1:], (None,) * len(_STATS))
         index.setdefault((key.label, key.what_to_show, key.use_rth), []).append(BarsFile(key.period, path, *ranges))
     return index
+
+
+def _naive_utc(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A statistics column as `bars()` compares bounds with: instants naive UTC (format 3 stores `ts` aware,
+    a snapshot from before `harvest migrate` naive)."""
+    if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+        return column.cast(pa.timestamp(column.type.unit))
+    return column
 
 
 def series_files(index: FileIndex, size: BarSize, what_to_show: str, use_rth: bool, start: date | datetime | None,
@@ -654,6 +673,8 @@ def write_init_script(output: Path, data_dir: Path) -> Path:
         "-- re-run it and `.read` this file to see later commits).",
         "-- DuckDB spills to ./.tmp by default, a folder it would leave in the directory the CLI runs from:",
         f"SET temp_directory = {sql_literal(cli_temp_directory())};",
+        "-- bars.ts is a TIMESTAMPTZ: naive literals and instants compared with it are UTC, as it prints:",
+        f"{UTC_SESSION};",
         *(f"{sql};" for sql in over_files),
         f"CREATE OR REPLACE TABLE sessions AS SELECT * FROM read_parquet({sql_literal(sessions_file)});",
         f"CREATE OR REPLACE TABLE contract_calendars AS {mapping_sql};",

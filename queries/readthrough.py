@@ -46,6 +46,7 @@ from queries.connection import (
     FileIndex,
     bars_file_index,
     existing_warehouse,
+    in_utc,
     naming_damage,
     one_after_another,
     refresh,
@@ -58,6 +59,7 @@ from queries.identity import BarsRequestError, Chosen, as_instant, choose, norma
 
 FETCH_MODES = ("missing", "never")
 OUTPUT_KINDS = ("pandas", "arrow", "polars")
+PANDAS_DATE = "datetime64[us]"  # a DATE as DuckDB's .df() gives it (README "Types")
 LOCK_TIMEOUT_S = 60.0  # how long fetch='missing' waits by default for series another harvest holds
 log = logging.getLogger(__name__)
 
@@ -90,8 +92,8 @@ class FetchBlocked(FetchError):
 def to_bound(value: str | date | datetime | pd.Timestamp | np.datetime64 | None, name: str
              ) -> date | datetime | None:
     """A bound of `bars()`: a date (a `date`, or an ISO string with no time: '2024-06-03') is an exchange date,
-    the `session_date` of the series' bars; anything with a time is an instant, as naive UTC (how `ts` is
-    stored; naive inputs are taken as UTC).
+    the `session_date` of the series' bars; anything with a time is an instant, as naive UTC (naive inputs
+    are taken as UTC; `bars_query` binds it aware, as `ts` is stored).
 
     Only unambiguous values pass: dates, datetimes, Timestamps, datetime64 and ISO 8601 strings. A number
     (is 20230703 a date or epoch nanoseconds?) or another spelling ("07/03/2023") is refused."""
@@ -158,10 +160,10 @@ def bars_query(symbols: list[str] | None, size: BarSize, start: date | datetime 
         params += chosen_params
     if start is not None:
         where.append("ts >= ?" if isinstance(start, datetime) else "session_date >= ?")
-        params.append(start)
+        params.append(_aware(start))  # a TIMESTAMPTZ whatever the session's TimeZone
     if end is not None:
         where.append("ts < ?" if isinstance(end, datetime) else "session_date <= ?")
-        params.append(end)
+        params.append(_aware(end))
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     columns = BARS_COLUMNS.replace("bar_size", "? AS bar_size").replace("what_to_show", "? AS what_to_show")
     columns = columns.replace("use_rth", "?::BOOLEAN AS use_rth")
@@ -194,7 +196,7 @@ def latest_files(directory: Path | str, size: BarSize, what_to_show: str, use_rt
     return series_files(_indexes[key], size, what_to_show, use_rth, start, end)
 
 
-_reader = duckdb.connect()  # what bars() without a connection reads through: a new database costs 20-70 ms
+_reader = in_utc(duckdb.connect())  # what bars() without a connection reads through: a new database costs 20-70 ms
 
 
 _open_tables: dict[str, DeltaTable] = {}
@@ -363,8 +365,8 @@ def bars(
         with naming_damage(directory):
             result = db.sql(sql, params=params)
             found = result.pl() if as_ == "polars" else result.to_arrow_table()
-        if as_ == "pandas":
-            return found.to_pandas(date_as_object=False)  # faster than .df() (duckdb 2.0, pandas 3)
+        if as_ == "pandas":  # faster than .df() (duckdb 2.0, pandas 3), and the same dtypes
+            return found.to_pandas(date_as_object=False).astype({"session_date": PANDAS_DATE})
         return found
 
     if fetch == "missing":

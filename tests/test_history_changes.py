@@ -152,7 +152,7 @@ def test_bundled_fb_to_meta_rename_keeps_one_series_under_the_conid(make_gateway
     assert compare(tmp_path / "nightly", tmp_path / "fresh").clean  # stored symbol included: META everywhere
 
     whole = queries.bars("META", bar_size, "2022-05-01", "2022-07-01", data_dir=tmp_path / "nightly")
-    assert set(whole.symbol) == {"META"} and whole.ts.min() < pd.Timestamp("2022-06-09")
+    assert set(whole.symbol) == {"META"} and whole.ts.min() < pd.Timestamp("2022-06-09", tz="UTC")
     assert whole.equals(queries.bars("FB", bar_size, "2022-05-01", "2022-07-01", data_dir=tmp_path / "nightly"))
     con = queries.connect(tmp_path / "nightly")
     history = con.sql("SELECT symbol, valid_to IS NULL AS current FROM symbols ORDER BY valid_from, current").fetchall()

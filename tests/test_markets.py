@@ -81,7 +81,7 @@ def test_overnight_sessions_are_dated_as_ib_dates_them(make_gateway, tmp_path):
     assert report.ok, report.failures
     con = queries.connect(data)
     first = dict(con.sql("SELECT symbol, min(ts) FROM bars GROUP BY 1").fetchall())
-    assert first == {"ESM4": datetime(2024, 3, 24, 22), "EUR.USD": datetime(2024, 3, 24, 21, 15)}
+    assert first == {"ESM4": datetime(2024, 3, 24, 22, tzinfo=UTC), "EUR.USD": datetime(2024, 3, 24, 21, 15, tzinfo=UTC)}
     dated = dict(con.sql("SELECT symbol, arg_min(session_date, ts) FROM bars GROUP BY 1").fetchall())
     assert dated == {"ESM4": date(2024, 3, 25), "EUR.USD": date(2024, 3, 25)}  # a Sunday evening: Monday's
     per_day = set(con.sql("SELECT symbol, session_date, count(*) FROM bars GROUP BY 1, 2").fetchall())

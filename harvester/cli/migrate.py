@@ -6,6 +6,7 @@ import click
 
 from harvester.cli.exits import warehouse_errors
 from harvester.cli.options import data_dir_option, settings_for
+from harvester.warehouse.layout import FORMAT
 from harvester.warehouse.migrate import migrate
 
 
@@ -13,12 +14,13 @@ from harvester.warehouse.migrate import migrate
 @data_dir_option
 @click.pass_context
 def migrate_command(ctx: click.Context, data_dir: str | None) -> None:
-    """Convert the warehouse to Delta tables (safe to rerun; old files go only after the new are committed)."""
+    """Convert an older warehouse to the current format in place (safe to rerun; nothing is refetched)."""
     directory = settings_for(ctx, data_dir=data_dir).data_dir
     with warehouse_errors():
         stats = migrate(directory)
     if not stats.migrated:
-        click.echo(f"{directory}: already Delta tables, nothing to do")
+        click.echo(f"{directory}: already the current format, nothing to do")
         return
     tables = ", ".join(f"{name} {rows:,}" for name, rows in stats.rows_by_table.items())
-    click.echo(f"{directory}: converted {stats.bar_files} bars file(s) to Delta tables (rows: {tables})")
+    what = "to Delta tables" if stats.from_format == 1 else "with bar times UTC-aware"
+    click.echo(f"{directory}: converted {stats.bar_files} bars file(s) {what}, format {FORMAT} (rows: {tables})")

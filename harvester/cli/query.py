@@ -62,6 +62,22 @@ def _table(relation: queries.Relation) -> str:
     return frame.to_string(index=False) + "\n" + more
 
 
+def _text_columns(relation: queries.Relation) -> str:
+    """The result's columns for CSV and JSON: a TIMESTAMPTZ (`bars.ts`) as ISO 8601 UTC with `Z`
+    ('2024-06-03T13:30:00Z', fractions only where there are some), whatever the session's TimeZone; the rest
+    as DuckDB writes them. Parquet keeps the type itself."""
+    out = []
+    for name, kind in zip(relation.columns, relation.types, strict=True):
+        quoted = '"' + name.replace('"', '""') + '"'
+        if str(kind) != "TIMESTAMP WITH TIME ZONE":
+            out.append(quoted)
+            continue
+        utc = f"timezone('UTC', {quoted})"
+        out.append(f"CASE WHEN microsecond({utc}) % 1000000 = 0 THEN strftime({utc}, '%Y-%m-%dT%H:%M:%SZ') "
+                   f"ELSE strftime({utc}, '%Y-%m-%dT%H:%M:%S.%fZ') END AS {quoted}")
+    return ", ".join(out)
+
+
 def _emit(con: duckdb.DuckDBPyConnection, relation: queries.Relation, fmt: str, output: Path | None,
           private: Path) -> None:
     if fmt == "table":
@@ -78,7 +94,8 @@ def _emit(con: duckdb.DuckDBPyConnection, relation: queries.Relation, fmt: str, 
         _bad(f"column {twice[0]!r} appears twice in the result; rename one (... AS other_name) for --format {fmt}")
     written = private / f"result.{fmt}"
     con.register("harvest_result", relation)  # a view; a PIVOT's relation is already read, which create_view refuses
-    con.execute(f"COPY (SELECT * FROM harvest_result) TO {queries.sql_literal(written)} ({COPY_OPTIONS[fmt]})")
+    columns = "*" if fmt == "parquet" else _text_columns(relation)
+    con.execute(f"COPY (SELECT {columns} FROM harvest_result) TO {queries.sql_literal(written)} ({COPY_OPTIONS[fmt]})")
     if output is not None:
         put_in_place(written, output)
         return

@@ -39,7 +39,7 @@ class CheckedBars:
 
 def check_bars(request: BarRequest, bars: pd.DataFrame | None, symbol: str,
                calendar: TradingCalendar | None = None) -> CheckedBars:
-    """Normalise (UTC naive ts, sentinels → NULL) and validate one answer against its request and,
+    """Normalise (ts UTC: aware when kept, naive when refused; sentinels → NULL) and validate one answer against its request and,
     when the instrument's calendar is given, against its sessions (RTH or extended, per the series)."""
     if bars is None or len(bars) == 0:
         return CheckedBars(BARS_SCHEMA.empty_table(), REJECTED_SCHEMA.empty_table())

@@ -31,7 +31,7 @@ from harvester.warehouse.layout import (
     partitions_predicate,
     with_partition,
 )
-from harvester.warehouse.migrate import refuse_old_layout
+from harvester.warehouse.migrate import refuse_naive_bars, refuse_old_layout
 from harvester.warehouse.storage import Location, filesystem, fs_paths
 from harvester.warehouse.tables import BAR_COLUMNS, BARS_SCHEMA, BARS_TABLE_SCHEMA
 
@@ -53,6 +53,7 @@ def compact(data_dir: str | Path | Location, retention_hours: float = 168.0) -> 
         raise WarehouseError(f"{loc.root}: no such folder, so there is no warehouse to compact; check --data-dir")
     if loc.is_local:
         refuse_old_layout(Path(loc.root))
+    refuse_naive_bars(loc)  # its rewrites would write UTC-aware files into a naive table
     tables = DeltaTables(loc, PARTITIONS)
     stats = CompactStats()
     by_partition: dict[PartitionKey, list[str]] = {}

@@ -229,7 +229,7 @@ def sql_file_list(files: Sequence[str]) -> str:
 def duckdb_type(kind: pa.DataType) -> str:
     """DuckDB's name for one of the warehouse's Arrow column types."""
     return {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN",
-            pa.date32(): "DATE", pa.timestamp("us"): "TIMESTAMP"}[kind]
+            pa.date32(): "DATE", pa.timestamp("us"): "TIMESTAMP", pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ"}[kind]
 
 
 def read_bars_file(path: str | Path, loc: Location | None = None) -> pa.Table:

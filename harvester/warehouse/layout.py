@@ -22,7 +22,8 @@ from harvester.ibrules import BAR_SIZES, BY_LABEL, WHAT_TO_SHOW, BarSize
 from harvester.warehouse.files import WarehouseError
 
 META_FILE = "warehouse.json"  # simulated or real, gateway, account, format
-FORMAT = 2  # 1: Parquet files replaced in place (`harvest migrate` converts it); 2: Delta tables
+FORMAT = 3  # 1: Parquet files replaced in place; 2: Delta tables, bar times naive; 3: bar times UTC-aware
+# (`harvest migrate` converts 1 and 2 in place)
 VERIFIED_FILE = "verified.json"  # the bars data files read back whole since they were written
 LOCK_FILE = ".harvest.lock"
 STAGING_DIR = "_staging"  # answers fetched, not yet committed

@@ -1,11 +1,19 @@
-"""`harvest migrate`: a warehouse in the old file layout (format 1) becomes Delta tables in place, no refetch.
+"""`harvest migrate`: an older warehouse becomes the current format (3) in place, no refetch.
+
+Format 2 → 3: the bars table's `ts` was naive (Delta `timestamp_ntz`); it becomes UTC-aware (Delta `timestamp`,
+Parquet isAdjustedToUTC). One transaction rewrites every data file with `ts` cast, values unchanged, as a new
+version of the bars table: killed before it lands, the table is the format-2 one it was (the files half
+written are no snapshot's: vacuum removes them); after, a rerun only marks `warehouse.json`. Versions before
+it stay readable by time travel, as they were stored (naive). The old files take disk space until vacuum.
+
+Format 1 → 2 (→ 3): a warehouse in the old file layout becomes Delta tables in place.
 
 The old layout kept each table as plain Parquet replaced in place: `bars/bar_size=<label>/what_to_show=<W>/
 use_rth=<0|1>/year=<YYYY>/<data|YYYY-MM|YYYY-MM-DD>.parquet`, `contracts/contracts.parquet`,
 `heads/heads.parquet`, `coverage/coverage.parquet`, `journal/*.parquet`, `quarantine/bars-*.parquet`.
 This module is the only place that still knows it.
 
-Steps, each safe to interrupt: (1) the old table folders move aside into `.old-layout/` (renames: the data
+Format 1 steps, each safe to interrupt: (1) the old table folders move aside into `.old-layout/` (renames: the data
 stays whole), (2) every table is written from there as a Delta table, (3) the warehouse is marked format 2,
 (4) `.old-layout/` is deleted. A rerun after a crash finds `.old-layout/`, removes the Delta tables half
 written from it and does (2)–(4) again; the old files go only after the new tables are committed.
@@ -16,14 +24,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import deltalake
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake.exceptions import CommitFailedError, DeltaError
 
-from harvester.warehouse.delta import DeltaTables, is_delta_table, read_bars_file
-from harvester.warehouse.files import WarehouseError, fsync_dir, write_json_atomic
+from harvester.warehouse.delta import CONFLICT_RETRIES, WRITER, DeltaTables, is_delta_table, read_bars_file
+from harvester.warehouse.files import WarehouseError, fsync_dir
 from harvester.warehouse.layout import (
     BARS,
     CONTRACTS,
@@ -31,15 +43,17 @@ from harvester.warehouse.layout import (
     FORMAT,
     HEADS,
     JOURNAL,
-    META_FILE,
     PARTITIONS,
     QUARANTINE,
     TABLES,
     VERIFIED_FILE,
     PartitionKey,
+    partition_of,
     with_partition,
 )
 from harvester.warehouse.lock import WriterLock
+from harvester.warehouse.meta import read_meta, write_meta
+from harvester.warehouse.storage import Location
 from harvester.warehouse.tables import (
     BARS_TABLE_SCHEMA,
     CONTRACTS_SCHEMA,
@@ -58,14 +72,15 @@ _GLOBS = {CONTRACTS: "*.parquet", HEADS: "*.parquet", COVERAGE: "*.parquet", JOU
 
 @dataclass
 class MigrateStats:
-    migrated: bool = False  # False: the warehouse was already in Delta tables
+    migrated: bool = False  # False: the warehouse was already in the current format
     bar_files: int = 0
     bars: int = 0
     rows_by_table: dict[str, int] | None = None
+    from_format: int | None = None  # 1 or 2: what it was
 
 
 class OldLayoutError(WarehouseError):
-    """The warehouse is in the format before Delta tables: `harvest migrate` converts it in place."""
+    """The warehouse is in an older format: `harvest migrate` converts it in place."""
 
 
 def refuse_old_layout(root: Path) -> None:
@@ -73,6 +88,24 @@ def refuse_old_layout(root: Path) -> None:
     if needs_migration(root):
         raise OldLayoutError(f"{root} is in the old file layout; convert it once with "
                              f"`harvest migrate --data-dir {root}` (nothing is refetched)")
+
+
+def refuse_naive_bars(location: Location | str | Path) -> None:
+    """Every writer stops at a format-2 warehouse (bar times naive): its rows would not match the table's type.
+    Readers read it as it is stored."""
+    loc = Location.parse(location)
+    if naive_bars(DeltaTables(loc).open(BARS)):
+        raise OldLayoutError(f"{loc.root} stores bar times without a zone (warehouse format 2); convert it once "
+                             f"with `harvest migrate --data-dir {loc.root}` (one rewrite of the bars table, "
+                             "nothing is refetched)")
+
+
+def naive_bars(table: DeltaTable | None) -> bool:
+    """Whether a bars table's `ts` is naive (Delta `timestamp_ntz`: format 2)."""
+    if table is None:
+        return False
+    fields = json.loads(table.schema().to_json())["fields"]
+    return any(f["name"] == "ts" and f["type"] == "timestamp_ntz" for f in fields)
 
 
 def needs_migration(root: Path) -> bool:
@@ -86,14 +119,18 @@ def needs_migration(root: Path) -> bool:
                for name, glob in _GLOBS.items())
 
 
-def migrate(data_dir: str | Path) -> MigrateStats:
-    """Convert the warehouse at `data_dir` in place, under the writer lock (raises WarehouseLocked)."""
-    root = Path(data_dir).absolute()
+def migrate(data_dir: str | Path | Location) -> MigrateStats:
+    """Convert the warehouse at `data_dir` in place, a local one under the writer lock (raises WarehouseLocked).
+    On S3 only format 2 exists to convert; its one transaction needs no lock (a concurrent commit conflicts)."""
+    loc = Location.parse(data_dir)
+    if not loc.is_local:
+        return _bars_to_utc(DeltaTables(loc, PARTITIONS), loc)
+    root = Path(loc.root)
     if not root.is_dir():
         raise WarehouseError(f"data directory {root} does not exist")
     with WriterLock(root):
         if not needs_migration(root):
-            return MigrateStats()
+            return _bars_to_utc(DeltaTables(root, PARTITIONS), loc)
         aside = root / ASIDE
         if aside.is_dir():
             for name in TABLES:  # half written by a migration that died: written again from the old files
@@ -106,12 +143,51 @@ def migrate(data_dir: str | Path) -> MigrateStats:
                     os.rename(root / name, aside / name)
             fsync_dir(aside)
             fsync_dir(root)
-        stats = _write_tables(aside, DeltaTables(root, PARTITIONS))
+        stats = _write_tables(aside, DeltaTables(root, PARTITIONS))  # bars written as format 3 already
         (root / VERIFIED_FILE).unlink(missing_ok=True)  # it named old paths
-        _mark_format(root)
+        _mark_format(loc)
         shutil.rmtree(aside)
-    stats.migrated = True
+    stats.migrated, stats.from_format = True, 1
     return stats
+
+
+def _bars_to_utc(tables: DeltaTables, loc: Location) -> MigrateStats:
+    """Format 2 → 3: one overwrite of the bars table with `ts` UTC-aware (see the module's docstring)."""
+    for _ in range(CONFLICT_RETRIES):
+        snapshot = tables.open(BARS)
+        if not naive_bars(snapshot):
+            if snapshot is not None and _meta_format(loc) == 2:
+                _mark_format(loc)  # the rewrite landed, the mark did not
+            return MigrateStats()
+        stats = MigrateStats(migrated=True, from_format=2)
+        rows = pa.RecordBatchReader.from_batches(BARS_TABLE_SCHEMA, _utc_batches(tables, snapshot, stats))
+        try:
+            deltalake.write_deltalake(snapshot, rows, mode="overwrite", schema_mode="overwrite",
+                                      partition_by=list(PARTITIONS[BARS]), writer_properties=WRITER)
+        except CommitFailedError:  # a harvest of an older version committed meanwhile: rebuilt on its snapshot
+            continue
+        except (DeltaError, OSError) as exc:  # a file that does not read (or Ctrl-C), reported through delta-rs
+            raise WarehouseError(f"cannot rewrite {tables.uri(BARS)}, left as it was: "
+                                 f"{str(exc).splitlines()[0][:300]}") from exc
+        _mark_format(loc)
+        stats.rows_by_table = {BARS: stats.bars}
+        return stats
+    raise WarehouseError(f"{tables.uri(BARS)}: {CONFLICT_RETRIES} migrations in a row lost to other writers")
+
+
+def _utc_batches(tables: DeltaTables, snapshot: DeltaTable, stats: MigrateStats) -> Iterator[pa.RecordBatch]:
+    """Every partition of the snapshot as one batch, in its files' order (delta-rs keeps the rows of one batch
+    in order: each file stays sorted by (symbol, ts)), `ts` cast to UTC (the same values: naive meant UTC)."""
+    by_partition: dict[PartitionKey, list[str]] = {}
+    for uri in tables.files(BARS, snapshot):
+        by_partition.setdefault(partition_of(tables.uri(BARS), uri), []).append(uri)
+    for key, files in sorted(by_partition.items()):
+        rows = pa.concat_tables([read_bars_file(f, tables.location) for f in files])  # read as BARS_SCHEMA
+        stats.bar_files += len(files)
+        stats.bars += rows.num_rows
+        if rows.num_rows:
+            yield from with_partition(key, rows).cast(BARS_TABLE_SCHEMA).combine_chunks().to_batches(
+                max_chunksize=max(rows.num_rows, 1))
 
 
 def _write_tables(aside: Path, tables: DeltaTables) -> MigrateStats:
@@ -152,7 +228,12 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _mark_format(root: Path) -> None:
-    path = root / META_FILE
-    meta = json.loads(path.read_text()) if path.exists() else {}
-    write_json_atomic(path, {**meta, "format": FORMAT})
+def _meta_format(loc: Location) -> int | None:
+    return (read_meta(loc) or {}).get("format")
+
+
+def _mark_format(loc: Location) -> None:
+    """warehouse.json says the current format (a warehouse without one gets none: its first harvest writes it)."""
+    meta = read_meta(loc)
+    if meta is not None and meta.get("format") != FORMAT:
+        write_meta(loc, {**meta, "format": FORMAT})

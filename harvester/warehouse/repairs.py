@@ -20,7 +20,6 @@ import pyarrow.compute as pc
 
 from harvester.ibrules import BAR_SIZES
 from harvester.warehouse.changes import close_to, rescale
-from harvester.warehouse.coverage import naive_utc
 from harvester.warehouse.delta import DeltaTables, parquet_source, read_bars_file
 from harvester.warehouse.layout import BARS, PartitionKey, family_filters, partition_of, periods_for
 from harvester.warehouse.staging import StagedEntry
@@ -31,6 +30,7 @@ from harvester.warehouse.tables import (
     REVISED_COLUMNS,
     REVISIONS_SCHEMA,
     SYMBOLS_IDENTITY,
+    bar_ts,
     rows_to_table,
 )
 
@@ -44,12 +44,12 @@ def read_window(tables: DeltaTables, files: list[str], start: datetime, end: dat
     if not tables.location.is_local:
         rows = pa.concat_tables([read_bars_file(f, tables.location) for f in files])
         ts = rows["ts"]
-        keep = pc.and_(pc.greater_equal(ts, naive_utc(start).to_pydatetime()), pc.less(ts, naive_utc(end).to_pydatetime()))
+        keep = pc.and_(pc.greater_equal(ts, bar_ts(start)), pc.less(ts, bar_ts(end)))
         if con_id is not None:
             keep = pc.and_(keep, pc.equal(rows["con_id"], con_id))
         return rows.filter(keep).sort_by([("con_id", "ascending"), ("ts", "ascending")])
     columns = ", ".join(f'"{c}"' for c in BARS_SCHEMA.names)
-    params = [naive_utc(start).to_pydatetime(), naive_utc(end).to_pydatetime()]
+    params = [bar_ts(start).as_py(), bar_ts(end).as_py()]  # aware: no cast by the session's TimeZone
     only = ""
     if con_id is not None:
         only, params = " AND con_id = ?", [*params, con_id]
@@ -80,7 +80,7 @@ def repair_applies(entry: StagedEntry, rows_of: Callable[[PartitionKey], list[pa
         return True
     s = entry.series
     key = PartitionKey(BAR_SIZES[s.bar_size].label, s.what_to_show, s.use_rth, anchor["period"])
-    ts = pd.Timestamp(anchor["ts"]).to_pydatetime()
+    ts = bar_ts(anchor["ts"])
     for table in rows_of(key):
         hit = table.filter(pc.and_(pc.equal(table["con_id"], s.con_id), pc.equal(table["ts"], ts)))
         if hit.num_rows:
@@ -115,7 +115,7 @@ def json_rows(frame: pd.DataFrame) -> dict[str, list]:
 
 
 def _from_json_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    frame["ts"] = pd.to_datetime(frame["ts"])
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.tz_localize(None)  # revisions keep naive UTC
     frame["session_date"] = pd.to_datetime(frame["session_date"]).dt.date
     for column in REVISED_COLUMNS:
         if column == "bar_count":

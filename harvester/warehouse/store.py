@@ -26,7 +26,6 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from harvester.allocators import trim
@@ -51,7 +50,6 @@ from harvester.warehouse.layout import (
     FORMAT,
     HEADS,
     JOURNAL,
-    META_FILE,
     PARTITIONS,
     QUARANTINE,
     REVISIONS,
@@ -70,7 +68,8 @@ from harvester.warehouse.layout import (
     with_partition,
 )
 from harvester.warehouse.lock import WarehouseLocked
-from harvester.warehouse.migrate import refuse_old_layout
+from harvester.warehouse.meta import read_meta, write_meta
+from harvester.warehouse.migrate import refuse_naive_bars, refuse_old_layout
 from harvester.warehouse.repairs import (
     action_rows,
     apply_repair,
@@ -82,7 +81,7 @@ from harvester.warehouse.repairs import (
     symbol_history,
 )
 from harvester.warehouse.staging import StagedEntry, StagingArea
-from harvester.warehouse.storage import Location, StorageError, check_writable, filesystem, fs_paths
+from harvester.warehouse.storage import Location, StorageError, check_writable
 from harvester.warehouse.tables import (
     BARS_SCHEMA,
     BARS_TABLE_SCHEMA,
@@ -191,6 +190,7 @@ class Warehouse:
             if not os.access(path, os.W_OK | os.X_OK):
                 raise WarehouseError(f"data directory {path} is not writable")
             refuse_old_layout(path)
+        refuse_naive_bars(loc)
         warehouse = cls(loc, simulated, quarantine_nights)
         if simulated is not None:
             warehouse.mark_origin(simulated, gateway, account)
@@ -211,7 +211,7 @@ class Warehouse:
                 f"{mine} bars must not mix with them: give this run its own --data-dir")
         self.simulated = simulated
         if meta is None and write:
-            _write_meta(self.location, {
+            write_meta(self.location, {
                 "format": FORMAT, "simulated": simulated, "gateway": gateway, "account": account,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             })
@@ -702,31 +702,6 @@ class Warehouse:
         self.claims.release()
 
 
-def read_meta(loc: Location) -> dict | None:
-    """The warehouse's `warehouse.json` (simulated or real, format), None if it has none yet."""
-    try:
-        if loc.is_local:
-            path = Path(loc.root) / META_FILE
-            return json.loads(path.read_text()) if path.exists() else None
-        fs, _ = filesystem(loc)
-        key = fs_paths([loc.uri(META_FILE)])[0]
-        if fs.get_file_info(key).type == pafs.FileType.NotFound:
-            return None
-        with fs.open_input_stream(key) as f:
-            return json.loads(f.read())
-    except (OSError, ValueError) as exc:
-        raise WarehouseError(f"cannot read {loc.uri(META_FILE)}: {exc}") from exc
-
-
-def _write_meta(loc: Location, meta: dict) -> None:
-    if loc.is_local:
-        write_json_atomic(Path(loc.root) / META_FILE, meta)
-        return
-    fs, _ = filesystem(loc)
-    with fs.open_output_stream(fs_paths([loc.uri(META_FILE)])[0]) as f:  # one PUT: whole or absent
-        f.write(json.dumps(meta, indent=1, sort_keys=True).encode())
-
-
 # Rows (stored + staged) of the partitions one bars transaction rewrites: delta-rs holds every partition's file
 # open until the transaction ends (measured: 40 partitions of 100 k rows, 990 MB; one of 100 k, 246 MB). The
 # daily backfill of the S&P 500's first 200 names peaked at 588 MB with 500 k, 498 MB with 250 k.
@@ -767,7 +742,7 @@ def _covered_spans(entry: StagedEntry) -> list[tuple[datetime, datetime, int | N
         return [(entry.start, entry.end, entry.rows)]
     spans = subtract_intervals([(entry.start, entry.end)], quarantine.holes(entry.read_rejected(), entry.series.bar_size))
     kept = entry.read_bars()
-    ts = [] if kept is None else sorted(pd.Timestamp(t, tz=UTC) for t in kept["ts"].to_pylist())
+    ts = [] if kept is None else sorted(pd.to_datetime(kept["ts"].to_pylist(), utc=True))  # staged naive before format 3
     return [(a, b, sum(1 for t in ts if a <= t < b)) for a, b in spans]
 
 

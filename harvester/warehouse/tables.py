@@ -1,7 +1,8 @@
 """Every table the warehouse stores, by its Parquet schema (written here and nowhere else), and rows → Arrow.
 
 Fixed schemas keep every file readable by one DuckDB glob without `union_by_name` (which reads every footer);
-`queries` builds its views from these same schemas. Timestamps are naive UTC, microseconds.
+`queries` builds its views from these same schemas. A bar's `ts` is stored UTC-aware (Parquet
+isAdjustedToUTC, Delta `timestamp`: warehouse format 3); the other tables' instants are naive UTC. Microseconds.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import pyarrow as pa
 from harvester.model import Outcome
 from harvester.warehouse.files import WarehouseError
 
-_TS = pa.timestamp("us")
+_TS = pa.timestamp("us")  # naive UTC
+BAR_TS = pa.timestamp("us", tz="UTC")  # a bar's start, stored with its zone (docs/warehouse.md "Types")
 BARS_SCHEMA = pa.schema(
     [
         ("symbol", pa.string()),
         ("con_id", pa.int64()),
-        ("ts", _TS),  # the bar's start
+        ("ts", BAR_TS),  # the bar's start
         ("session_date", pa.date32()),  # the exchange's trading date
         ("open", pa.float64()),
         ("high", pa.float64()),
@@ -40,7 +42,9 @@ BARS_TABLE_SCHEMA = pa.schema(
     list(BARS_SCHEMA)
     + [("bar_size", pa.string()), ("what_to_show", pa.string()), ("use_rth", pa.bool_()), ("period", pa.string())]
 )
-REJECTED_SCHEMA = BARS_SCHEMA.append(pa.field("reason", pa.string()))  # one answer's rows refused at the door
+# One answer's rows refused at the door (`ts` naive UTC, as in every table but bars).
+REJECTED_SCHEMA = BARS_SCHEMA.set(BARS_SCHEMA.get_field_index("ts"), pa.field("ts", _TS)).append(
+    pa.field("reason", pa.string()))
 # One row per refused bar (series, ts): the latest values refused and their reason, and its history. Times
 # of first_seen, last_seen and resolved_at are the gateway's clock when the answer came (the clock nights
 # are counted in); quarantined_at is this machine's, when the bar was first refused.
@@ -176,6 +180,12 @@ CLAIMS_SCHEMA = pa.schema(
         ("expires_at", _TS),
     ]
 )
+
+
+def bar_ts(instant: datetime | pd.Timestamp | str) -> pa.Scalar:
+    """An instant as a scalar comparable with a stored bar's `ts` (naive ones are UTC, as staged before format 3)."""
+    stamp = pd.Timestamp(instant)
+    return pa.scalar(stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC), BAR_TS)
 
 
 def utc_now_naive() -> datetime:

@@ -11,6 +11,6 @@ SELECT symbol, con_id, '1 day' AS bar_size, what_to_show, use_rth, min(ts) AS ts
        sum(volume) AS volume, sum(wap * volume) / nullif(sum(volume), 0) AS wap, sum(bar_count) AS bar_count
 FROM bars
 WHERE bar_size = '1 min' AND what_to_show = $what_to_show AND use_rth = $use_rth::BOOLEAN
-  AND ($start IS NULL OR ts >= $start::TIMESTAMP) AND ($end IS NULL OR ts < $end::TIMESTAMP)
+  AND ($start IS NULL OR ts >= $start::TIMESTAMPTZ) AND ($end IS NULL OR ts < $end::TIMESTAMPTZ)
 GROUP BY symbol, con_id, what_to_show, use_rth, session_date
 ORDER BY symbol, session_date

@@ -82,10 +82,11 @@ def test_query_cannot_read_a_secret_in_dot_tmp_here_or_in_home(warehouse: Path, 
 
 def test_files_are_duckdbs_own_output_byte_for_byte(warehouse: Path, tmp_path: Path) -> None:
     sql = "SELECT * FROM bars ORDER BY symbol, ts"
+    as_text = "SELECT * REPLACE (strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%SZ') AS ts) FROM bars ORDER BY symbol, ts"
     con = queries.connect(warehouse)
     for fmt, options in (("csv", "FORMAT csv, HEADER true"), ("json", "FORMAT json, ARRAY true")):
         reference = tmp_path / f"reference.{fmt}"
-        con.execute(f"COPY ({sql}) TO {queries.sql_literal(reference)} ({options})")
+        con.execute(f"COPY ({as_text}) TO {queries.sql_literal(reference)} ({options})")
         target = tmp_path / f"out.{fmt}"
         code, _, err = run("query", sql, "--format", fmt, "--output", str(target), "--data-dir", str(warehouse))
         assert code == 0, err
@@ -93,6 +94,19 @@ def test_files_are_duckdbs_own_output_byte_for_byte(warehouse: Path, tmp_path: P
         code, out, _ = run("query", sql, "--format", fmt, "--data-dir", str(warehouse))
         assert code == 0 and out.encode() == reference.read_bytes()
     assert sorted(os.listdir(tmp_path)) == ["out.csv", "out.json", "reference.csv", "reference.json"]
+
+
+def test_bar_times_come_out_in_utc_with_z(warehouse: Path) -> None:
+    """Issue 11 item 18: `ts` is an instant; CSV and JSON say so the way IB users read it, `Z`."""
+    sql = ("SELECT ts, session_date, TIMESTAMPTZ '2024-06-03 13:30:00.25+00' AS fraction FROM bars "
+           "WHERE symbol = 'AAA' ORDER BY ts LIMIT 1")
+    code, out, err = run("query", sql, "--format", "csv", "--data-dir", str(warehouse))
+    assert code == 0, err
+    assert out.splitlines() == ["ts,session_date,fraction", "2024-06-03T13:30:00Z,2024-06-03,2024-06-03T13:30:00.250000Z"]
+    code, out, err = run("query", sql, "--format", "json", "--data-dir", str(warehouse))
+    assert code == 0, err
+    assert json.loads(out) == [{"ts": "2024-06-03T13:30:00Z", "session_date": "2024-06-03",
+                                "fraction": "2024-06-03T13:30:00.250000Z"}]
 
 
 def test_integers_lists_and_install_come_out_as_written(warehouse: Path) -> None:

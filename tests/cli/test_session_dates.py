@@ -46,7 +46,7 @@ def test_an_end_date_with_all_hours_includes_its_session_to_the_extended_close(t
 
     # queries.bars takes a date the same way: the session, end included, whatever its UTC hours
     day = queries.bars("AAPL", "1 min", "2024-11-08", "2024-11-08", use_rth=False, data_dir=data)
-    assert len(day) == 960 and day.ts.max() == datetime(2024, 11, 9, 0, 59)
+    assert len(day) == 960 and day.ts.max() == datetime(2024, 11, 9, 0, 59, tzinfo=UTC)
     assert len(queries.bars("AAPL", "1 min", date(2024, 11, 4), date(2024, 11, 8), use_rth=False,
                             data_dir=data)) == 5 * 960
     # an instant stays an instant: bars starting in [start, end)

@@ -85,6 +85,7 @@ def split_partitions(data_dir: Path) -> int:
 
     table_dir = data_dir / "bars"
     snapshot = DeltaTable(str(table_dir))
+    version = snapshot.version()
     actions = []
     for n, path in enumerate(snapshot.file_uris()):
         key = partition_of(table_dir, Path(path))
@@ -93,7 +94,8 @@ def split_partitions(data_dir: Path) -> int:
                   "period": key.period}
         half = (rows.num_rows + 1) // 2
         for k, part in enumerate((rows.slice(0, half), rows.slice(half))):
-            target = Path(path).with_name(f"split-{n}-{k}.parquet")
+            # a name of its own each call: an earlier call's file may still be read through an older snapshot
+            target = Path(path).with_name(f"split-{version}-{n}-{k}.parquet")
             pq.write_table(part, target)
             actions.append(AddAction(str(target.relative_to(table_dir)), target.stat().st_size, values,
                                      int(time.time() * 1000), True, json.dumps({"numRecords": part.num_rows})))
@@ -114,7 +116,8 @@ def write_bars(data_dir: Path, df: pd.DataFrame, bar_size: str = "1 min", what: 
     frame = frame.sort_values(["symbol", "ts"])[tables.BARS_TABLE_SCHEMA.names]
     uri = str(data_dir / "bars")
     for _, part in frame.groupby("period", sort=True):
-        table = pa.Table.from_pandas(part, preserve_index=False).cast(tables.BARS_TABLE_SCHEMA)
+        # one contiguous batch, as the harvester's `delta.one_batch`: without it 6 of 15 files came out of order
+        table = pa.Table.from_pandas(part, preserve_index=False).cast(tables.BARS_TABLE_SCHEMA).combine_chunks()
         write_deltalake(uri, table, mode="append", partition_by=["bar_size", "what_to_show", "use_rth", "period"])
     return DeltaTable(uri).file_uris()
 
@@ -138,3 +141,17 @@ def coverage_row(con_id: int, bar_size: str, start: datetime, end: datetime, kin
                  bars: int = 0, what: str = "TRADES", use_rth: bool = True) -> dict:
     return {"con_id": con_id, "bar_size": bar_size, "what_to_show": what, "use_rth": use_rth,
             "start_ts": start, "end_ts": end, "kind": kind, "bars": bars, "recorded_at": datetime(2024, 7, 1)}
+
+
+def write_format_2_bars(source: Path, uri: str, storage_options: dict[str, str] | None = None) -> None:
+    """`source`'s bars as a format-2 warehouse held them at `uri`: a bars table created with `ts` naive (Delta
+    timestamp_ntz), one write per data file (each stays sorted)."""
+    from harvester.warehouse.layout import BARS_PARTITION_BY, partition_of, with_partition
+
+    naive = tables.BARS_TABLE_SCHEMA.set(tables.BARS_TABLE_SCHEMA.get_field_index("ts"),
+                                         pa.field("ts", pa.timestamp("us")))
+    for path in snapshot_files(source):
+        key = partition_of(source / "bars", Path(path))
+        rows = with_partition(key, pq.read_table(path).select(tables.BAR_COLUMNS)).cast(naive)
+        write_deltalake(uri, rows, mode="append", partition_by=list(BARS_PARTITION_BY),
+                        storage_options=storage_options)

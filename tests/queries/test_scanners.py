@@ -66,7 +66,7 @@ def test_daily_from_minutes_matches_pandas_resample(warehouse) -> None:
     assert len(got) == len(want)
     for col in ("open", "high", "low", "close", "volume", "wap", "bar_count"):
         np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), rtol=1e-12, err_msg=col)
-    assert (got["ts"].to_numpy() == want["ts"].to_numpy()).all()
+    assert (got["ts"] == want["ts"].dt.tz_localize("UTC")).all()
     narrowed = queries.scan("daily_from_minutes", data_dir=data_dir, start="2024-06-03", end="2024-06-05")
     assert sorted(narrowed.session_date.astype(str).unique()) == ["2024-06-03", "2024-06-04"]
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import queries
@@ -74,9 +76,70 @@ def test_bars_view_types_and_ib_bar_size_spelling(tmp_path: Path) -> None:
     rows = con.execute("SELECT bar_size, use_rth, count(*) FROM bars GROUP BY ALL ORDER BY 1").fetchall()
     assert rows == [("1 min", False, len(df)), ("5 secs", True, 3)]
     types = {r[0]: r[1] for r in con.execute("DESCRIBE bars").fetchall()}
-    assert types["ts"] == "TIMESTAMP" and types["use_rth"] == "BOOLEAN" and types["session_date"] == "DATE"
+    assert types["ts"] == "TIMESTAMP WITH TIME ZONE" and types["use_rth"] == "BOOLEAN"
+    assert types["session_date"] == "DATE"
     got = con.execute("SELECT * FROM bars WHERE bar_size = '1 min' ORDER BY ts").df()
     pd.testing.assert_series_equal(got["close"], df["close"], check_names=False)
+
+
+def test_types_for_notebooks_are_the_same_in_sql_in_bars_and_in_dot_df(tmp_path: Path) -> None:
+    """Issue 11 item 18: `ts` is an instant (TIMESTAMPTZ in DuckDB, datetime64[us, UTC] in pandas) and
+    `session_date` a DATE (datetime64[us] in pandas, as DuckDB's .df() gives a DATE), by every path."""
+    df = minute_bars(["AAA"], "2024-06-03", "2024-06-04")
+    write_bars(tmp_path, df)
+    con = queries.connect(tmp_path)
+    assert dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE bars)").fetchall())["ts"] \
+        == "TIMESTAMP WITH TIME ZONE"
+    assert con.execute("SELECT typeof(session_date) FROM bars LIMIT 1").fetchall() == [("DATE",)]
+    frames = [con.sql("SELECT ts, session_date FROM bars ORDER BY ts").df(),
+              queries.bars("AAA", "1 min", "2024-06-03", "2024-06-04", data_dir=tmp_path),
+              queries.bars("AAA", "1 min", datetime(2024, 6, 3), datetime(2024, 6, 5), con=con)]
+    for i, frame in enumerate(frames):
+        assert str(frame["ts"].dtype) == "datetime64[us, UTC]"
+        assert str(frame["session_date"].dtype) == "datetime64[us]"
+        assert frame["ts"].iloc[0] == pd.Timestamp("2024-06-03 13:30", tz="UTC"), i
+        assert frame["session_date"].iloc[0] == pd.Timestamp("2024-06-03")
+    arrow = queries.bars("AAA", "1 min", "2024-06-03", "2024-06-03", data_dir=tmp_path, as_="arrow")
+    assert str(arrow.schema.field("ts").type) == "timestamp[us, tz=UTC]" and str(arrow.schema.field("session_date").type) == "date32[day]"
+    # a naive literal is UTC: the connection's TimeZone is UTC whatever the machine's
+    assert con.execute("SELECT current_setting('TimeZone'), min(ts)::VARCHAR FROM bars WHERE ts >= '2024-06-04 13:30'"
+                       ).fetchall() == [("UTC", "2024-06-04 13:30:00+00")]
+
+
+def test_a_one_day_filter_on_ts_reads_only_that_days_row_groups(tmp_path: Path) -> None:
+    """Stored UTC-aware, `ts` is compared as stored: DuckDB prunes row groups by their statistics. (A view that
+    converted a naive `ts` scanned all 50 of 50 row groups for one day.)"""
+    from deltalake import WriterProperties, write_deltalake
+
+    from harvester import tables
+    from harvester.warehouse.layout import BARS_PARTITION_BY
+
+    df = minute_bars(["AAA"], "2024-06-03", "2024-06-28").assign(bar_size="1min", what_to_show="TRADES",
+                                                                 use_rth=True, period="2024-06")
+    rows = pa.Table.from_pandas(df[tables.BARS_TABLE_SCHEMA.names], preserve_index=False).cast(tables.BARS_TABLE_SCHEMA)
+    write_deltalake(str(tmp_path / "bars"), rows, partition_by=list(BARS_PARTITION_BY),
+                    writer_properties=WriterProperties(max_row_group_size=390))  # a session a row group
+    con = queries.connect(tmp_path)
+    con.execute("PRAGMA enable_profiling = 'json'")  # EXPLAIN ANALYZE answers with the profile as JSON
+
+    def row_groups(sql: str) -> tuple[int, int]:
+        """(row groups scanned, row groups of the files) of the query's one Parquet scan."""
+        scans = []
+
+        def walk(node: dict) -> None:
+            if "row_groups_scanned" in node:
+                scans.append((node["row_groups_scanned"], node["total_row_groups_to_scan"]))
+            for child in node.get("operator", []) + node.get("children", []):
+                walk(child)
+
+        walk(json.loads(con.execute(f"EXPLAIN ANALYZE {sql}").fetchall()[0][1]))
+        (scan,) = scans
+        return scan
+
+    sessions_stored = df.session_date.nunique()  # 19: June 19th is a holiday
+    assert row_groups("SELECT close FROM bars WHERE ts >= '2024-06-05' AND ts < '2024-06-06'") == (1, sessions_stored)
+    assert row_groups("SELECT close FROM bars WHERE ts >= TIMESTAMPTZ '2024-06-05 09:30-04' "
+                      "AND ts < TIMESTAMPTZ '2024-06-05 16:00-04'") == (1, sessions_stored)
 
 
 def test_files_no_snapshot_lists_and_staging_are_invisible(tmp_path: Path) -> None:

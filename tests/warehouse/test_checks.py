@@ -27,7 +27,7 @@ def test_clean_answer_is_kept_whole():
     checked = check_bars(REQ, frame(), "X")
     assert (checked.kept.num_rows, checked.quarantined.num_rows) == (10, 0)
     assert set(checked.kept["con_id"].to_pylist()) == {7} and set(checked.kept["symbol"].to_pylist()) == {"X"}
-    assert checked.kept["ts"][0].as_py() == START.replace(tzinfo=None)
+    assert checked.kept["ts"][0].as_py() == START  # stored UTC-aware
 
 
 def test_minus_one_sentinels_become_null():

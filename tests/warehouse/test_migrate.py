@@ -1,5 +1,7 @@
 """`harvest migrate`: a warehouse in the old file layout becomes Delta tables row for row, nothing refetched,
-safe to rerun after a crash at any transaction; the old layout is refused by every reader until then."""
+safe to rerun after a crash at any transaction; the old layout is refused by every reader until then. A
+format-2 warehouse (bar times naive) becomes format 3 (UTC-aware) in one transaction; writers refuse it until
+then, readers read it as stored."""
 
 from __future__ import annotations
 
@@ -12,14 +14,15 @@ import pytest
 from click.testing import CliRunner
 
 import queries
-from harvester import OldLayoutError
+from harvester import OldLayoutError, WarehouseError
 from harvester.cli import Exit, main
+from harvester.warehouse import migrate as migrate_module
 from harvester.warehouse.delta import DeltaTables
 from harvester.warehouse.layout import partition_of
 from harvester.warehouse.migrate import ASIDE, migrate, needs_migration
 from tests.helpers.gateways import next_client_id
 from tests.helpers.reference import Span, compare, harvest_with, reference_dir
-from tests.helpers.warehouses import snapshot_files
+from tests.helpers.warehouses import snapshot_files, write_format_2_bars
 
 SPAN = Span(("AAPL", "MSFT"))
 
@@ -62,7 +65,8 @@ def test_migration_is_row_for_row_and_the_next_harvest_asks_nothing(old: Path, m
     for table in ("contracts", "coverage", "journal"):
         assert rows(old, table) == rows(reference_dir(SPAN), table)
     assert not (old / ASIDE).exists()
-    assert json.loads((old / "warehouse.json").read_text())["format"] == 2
+    assert json.loads((old / "warehouse.json").read_text())["format"] == 3  # bars written UTC-aware at once
+    assert bars_type(old) == "TIMESTAMP WITH TIME ZONE"
     assert not migrate(old).migrated  # a rerun has nothing to do
     report = harvest_with(make_gateway(), old, SPAN, next_client_id())
     assert report.ok and report.plan == [] and report.head_requests == 0
@@ -106,6 +110,90 @@ def test_every_verb_refuses_the_old_layout_in_one_line_naming_migrate(old: Path)
     nightly = CliRunner().invoke(main, ["--universe", str(universe), "--sim", "--data-dir", str(old)])
     assert nightly.exit_code == Exit.BAD_INPUT and "harvest migrate" in nightly.stderr
     assert stored() == before  # nothing stored was touched
+
+
+def bars_type(data: Path) -> str:
+    return dict(queries.connect(data).execute("SELECT column_name, column_type FROM (DESCRIBE bars)").fetchall())["ts"]
+
+
+def format_2(delta_dir: Path, target: Path) -> Path:
+    """The same warehouse as format 2 wrote it (`ts` naive), warehouse.json saying format 2."""
+    shutil.copytree(delta_dir, target)
+    shutil.rmtree(target / "bars")
+    write_format_2_bars(delta_dir, str(target / "bars"))
+    meta = json.loads((target / "warehouse.json").read_text())
+    (target / "warehouse.json").write_text(json.dumps({**meta, "format": 2}))
+    return target
+
+
+@pytest.fixture
+def naive(tmp_path: Path) -> Path:
+    return format_2(reference_dir(SPAN), tmp_path / "data")
+
+
+def test_a_format_2_warehouse_is_refused_by_writers_and_migrates_to_utc_bar_for_bar(naive: Path, make_gateway) -> None:
+    assert bars_type(naive) == "TIMESTAMP"  # readers read it as stored
+    universe = naive.parent / "u.csv"
+    universe.write_text("symbol\nAAPL\n")
+    for args in (["--universe", str(universe), "--sim"], ["compact"]):
+        result = CliRunner().invoke(main, [*args, "--data-dir", str(naive)])
+        assert result.exit_code == Exit.BAD_INPUT, (args, result.output)
+        assert "harvest migrate" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    version = DeltaTables(naive).version("bars")
+    result = CliRunner().invoke(main, ["migrate", "--data-dir", str(naive)])
+    assert result.exit_code == 0 and "bar times UTC-aware, format 3" in result.stdout, result.output
+    assert DeltaTables(naive).version("bars") == version + 1  # one transaction
+    assert bars_type(naive) == "TIMESTAMP WITH TIME ZONE"
+    assert json.loads((naive / "warehouse.json").read_text())["format"] == 3
+    assert compare(naive, reference_dir(SPAN)).clean
+    for path in snapshot_files(naive):  # each file still sorted by (symbol, ts): reads skip the sort
+        rows = pq.read_table(path, columns=["symbol", "ts"])
+        assert rows.equals(rows.sort_by([("symbol", "ascending"), ("ts", "ascending")])), path
+    assert queries.connect(naive).sql("SELECT * FROM bars ORDER BY con_id, ts").df().equals(
+        queries.connect(reference_dir(SPAN)).sql("SELECT * FROM bars ORDER BY con_id, ts").df())
+    assert "nothing to do" in CliRunner().invoke(main, ["migrate", "--data-dir", str(naive)]).stdout
+    before = queries.connect(naive, as_of=version)  # the version before the migration: as it was stored
+    assert before.execute("SELECT typeof(ts), count(*) FROM bars GROUP BY 1").fetchall() == \
+        [("TIMESTAMP", queries.connect(naive).execute("SELECT count(*) FROM bars").fetchall()[0][0])]
+    report = harvest_with(make_gateway(), naive, SPAN, next_client_id())
+    assert report.ok and report.plan == [] and report.head_requests == 0
+
+
+def test_a_migration_to_utc_killed_while_writing_leaves_the_format_2_warehouse(naive: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    version = DeltaTables(naive).version("bars")
+    real, reads = migrate_module.read_bars_file, []
+
+    def dying(*args, **kwargs):
+        reads.append(1)
+        if len(reads) == 2:
+            raise KeyboardInterrupt  # the process dies after one partition was handed to the writer
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(migrate_module, "read_bars_file", dying)
+    with pytest.raises(WarehouseError, match="left as it was"):  # delta-rs reports the stream that died
+        migrate(naive)
+    assert len(reads) == 2
+    monkeypatch.setattr(migrate_module, "read_bars_file", real)
+    assert DeltaTables(naive).version("bars") == version and bars_type(naive) == "TIMESTAMP"
+    assert compare(naive, reference_dir(SPAN)).clean  # readable, whole
+    assert migrate(naive).migrated and bars_type(naive) == "TIMESTAMP WITH TIME ZONE"
+    assert compare(naive, reference_dir(SPAN)).clean
+
+
+def test_a_migration_to_utc_killed_after_its_commit_is_marked_by_the_rerun(naive: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def dying(loc) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(migrate_module, "_mark_format", dying)
+    with pytest.raises(KeyboardInterrupt):
+        migrate(naive)
+    monkeypatch.undo()
+    assert bars_type(naive) == "TIMESTAMP WITH TIME ZONE" and compare(naive, reference_dir(SPAN)).clean
+    assert json.loads((naive / "warehouse.json").read_text())["format"] == 2
+    assert not migrate(naive).migrated  # nothing left to rewrite
+    assert json.loads((naive / "warehouse.json").read_text())["format"] == 3
 
 
 def test_a_file_outside_the_old_layout_stops_the_migration_naming_it(old: Path) -> None:

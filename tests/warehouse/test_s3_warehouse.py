@@ -21,6 +21,7 @@ from tests.helpers import crash
 from tests.helpers.gateways import PACING_SCALE, SIM_NOW, next_client_id
 from tests.helpers.reference import Span, reference_dir, write_toml
 from tests.helpers.s3 import S3Server, s3_server_fixture
+from tests.helpers.warehouses import write_format_2_bars
 
 s3 = s3_server_fixture()
 SPAN = Span(("AAPL", "MSFT", "NVDA", "KO"), target_bars=120)
@@ -122,6 +123,20 @@ def test_two_jobs_at_once_on_s3_store_one_harvest(job_dir, s3: S3Server) -> None
     pd.testing.assert_frame_equal(rows, reference_rows())
     fetched = journal_of(uri, env).query("kind == 'bars' and outcome == 'bars'")
     assert (fetched.groupby("con_id")["run_id"].nunique() == 1).all()
+
+
+def test_migrate_converts_a_format_2_warehouse_on_s3(job_dir, s3: S3Server) -> None:
+    """Bar times stored naive (format 2) on S3: a writer refuses in one line; `harvest migrate` rewrites them."""
+    cwd, env = job_dir
+    loc = s3.location("format2/wh")
+    write_format_2_bars(reference_dir(SPAN), loc.uri("bars"), loc.storage_options)
+    code, out, err = run(cwd, env, *harvest_args(loc.root))
+    assert code == 2 and "harvest migrate" in err and len(err.strip().splitlines()) == 1, out + err
+    code, out, err = run(cwd, env, "migrate", "--data-dir", loc.root)
+    assert code == 0 and "bar times UTC-aware" in out, out + err
+    rows = stored(loc.root, env)
+    assert str(rows.ts.dtype) == "datetime64[us, UTC]"
+    pd.testing.assert_frame_equal(rows, reference_rows())
 
 
 @pytest.mark.parametrize(("override", "says"), [

@@ -153,8 +153,8 @@ def assert_coverage_claims_only_stored_bars(data_dir, wh: Warehouse) -> None:
         for start, end in wh.coverage().intervals(series):
             if series.con_id == 3:
                 continue
-            inside = stored[(stored.con_id == series.con_id) & (stored.ts >= start.replace(tzinfo=None))
-                            & (stored.ts < end.replace(tzinfo=None))]
+            inside = stored[(stored.con_id == series.con_id) & (stored.ts >= start)
+                            & (stored.ts < end)]
             assert len(inside) == (end - start) // timedelta(minutes=1)
 
 
