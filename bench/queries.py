@@ -8,9 +8,8 @@ then times, as warm medians in one run:
   all symbols, the year       (d) one symbol, the year
 Every range is an instant range [start, end), the rows ArcticDB's `date_range` and the hand-written SQL
 read. Variants, each in the same rounds:
-  queries          the default: `bars()` (one symbol from its row groups by pyarrow, queries/rowgroups.py,
-                   its files decoded in a thread pool) and `scan()`
-  queries serial   (d) with the files decoded one after another
+  queries          the default: `bars()` (one symbol from its row groups by pyarrow, queries/rowgroups.py)
+                   and `scan()`
   duckdb           `bars()`' own file list and SQL through DuckDB (the read path before the row-group reader)
   duckdb+cache     the same with DuckDB's Parquet metadata cache on
   hand             hand-written read_parquet of the same files
@@ -159,21 +158,6 @@ def time_queries(data_dir: Path, one: str, prefix: str = "", full: bool = True) 
         sql = f"SELECT {columns} FROM bars_files WHERE {' AND '.join(where)} ORDER BY symbol, ts"
         return lambda: frame(con.sql(sql, params=params))
 
-    def serial(read: Callable[[], object]) -> Callable[[], object]:
-        """`read` with the row-group reader decoding its files one after another in this thread."""
-        from queries import rowgroups
-
-        class InThisThread:
-            map = staticmethod(map)
-
-        def run() -> object:
-            pool, rowgroups._pool = rowgroups._pool, InThisThread()
-            try:
-                return read()
-            finally:
-                rowgroups._pool = pool
-        return run
-
     def daily(db: duckdb.DuckDBPyConnection) -> Callable[[], object]:
         return lambda: queries.scan("daily_from_minutes", con=db, start=YEAR_RANGE[0], end=YEAR_RANGE[1])
 
@@ -190,7 +174,6 @@ def time_queries(data_dir: Path, one: str, prefix: str = "", full: bool = True) 
         CASES[2]: {"queries": daily(con), "duckdb+cache": daily(cached), "hand": hand_sql(hand_bars + daily_sql,
                                                                                           daily_params)},
         CASES[3]: {"queries": lambda: queries.bars(one, "1 min", *YEAR_RANGE, con=con, data_dir=data_dir),
-                   "queries serial": serial(lambda: queries.bars(one, "1 min", *YEAR_RANGE, con=con, data_dir=data_dir)),
                    "duckdb": through_duckdb(con, *YEAR_RANGE), "duckdb+cache": through_duckdb(cached, *YEAR_RANGE),
                    "hand": hand_sql(f"SELECT * FROM read_parquet({all_files}) WHERE symbol = '{one}' ORDER BY "
                                     "symbol, ts"),
@@ -199,7 +182,7 @@ def time_queries(data_dir: Path, one: str, prefix: str = "", full: bool = True) 
     timed = {}
     for name, variants in cases.items():
         for variant, fn in variants.items():
-            if full or variant in ("queries", "queries serial", "duckdb"):
+            if full or variant in ("queries", "duckdb"):
                 timed[f"{prefix}{name}|{variant}"] = fn
     if full:
         for case, symbols, span in ((CASES[0], [one], MONTH), (CASES[1], [], DAY), (CASES[3], [one], YEAR_RANGE)):
@@ -209,8 +192,8 @@ def time_queries(data_dir: Path, one: str, prefix: str = "", full: bool = True) 
 
 
 def rewritten(data_dir: Path, variant: str) -> Path:
-    """A copy of the warehouse whose bars partitions delta-rs rewrote as `variant` says: "ROWS" row groups,
-    zstd as ours, or "ROWS:CODEC" (once, cached)."""
+    """A copy of the warehouse whose bars partitions delta-rs rewrote as `variant` says: "ROWS" row groups
+    compressed as ours, or "ROWS:CODEC" (once, cached)."""
     import shutil
 
     import deltalake
@@ -219,6 +202,7 @@ def rewritten(data_dir: Path, variant: str) -> Path:
     from deltalake import DeltaTable, WriterProperties
 
     from harvester import layout, tables
+    from harvester.warehouse.delta import WRITER
 
     rows, _, codec = variant.partition(":")
     copy = data_dir.parent / f"{data_dir.name}-rg{rows}{codec.lower()}"
@@ -237,7 +221,7 @@ def rewritten(data_dir: Path, variant: str) -> Path:
             table, part.cast(tables.BARS_TABLE_SCHEMA).combine_chunks(), mode="overwrite",
             predicate=f"bar_size = '1min' AND what_to_show = 'TRADES' AND use_rth = true AND period = '{period}'",
             partition_by=list(layout.PARTITIONS[layout.BARS]),
-            writer_properties=WriterProperties(compression=codec or "ZSTD", max_row_group_size=int(rows)))
+            writer_properties=WriterProperties(compression=codec or WRITER.compression, max_row_group_size=int(rows)))
     DeltaTable(root).vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
     return copy
 
@@ -272,7 +256,7 @@ def aligned(data_dir: Path) -> Path:
         symbols = rows.column("symbol").to_numpy(zero_copy_only=False)
         cuts = [0, *(np.flatnonzero(symbols[1:] != symbols[:-1]) + 1).tolist(), rows.num_rows]
         target = Path(uri).with_name(f"aligned-{n}.zstd.parquet")
-        with pq.ParquetWriter(target, rows.schema, compression="zstd") as writer:
+        with pq.ParquetWriter(target, rows.schema, compression="lz4") as writer:  # LZ4_RAW, as ours
             for a, b in itertools.pairwise(cuts):
                 writer.write_table(rows.slice(a, b - a), row_group_size=b - a)
         values = dict(part.split("=") for part in target.parent.relative_to(root).parts)
@@ -398,7 +382,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--previous", default=PREVIOUS, help="commit of the previous file layout ('' to skip)")
     ap.add_argument("--arctic-python", help="python of a venv with arcticdb (it pins pandas<3)")
-    ap.add_argument("--row-groups", nargs="*", default=["65536", "8192", "16384:LZ4_RAW"],
+    ap.add_argument("--row-groups", nargs="*", default=["65536", "16384:ZSTD", "8192"],
                     help="also time copies of the warehouse rewritten in row groups of these many rows "
                          "(ROWS:CODEC: compressed so)")
     ap.add_argument("--no-aligned", dest="aligned", action="store_false",

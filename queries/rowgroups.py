@@ -15,7 +15,6 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -101,17 +100,6 @@ def footer(path: str) -> Footer:
     return found
 
 
-_pool: ThreadPoolExecutor | None = None
-
-
-def _workers() -> ThreadPoolExecutor:
-    """Files are decoded in parallel (pyarrow releases the GIL); one file uses pyarrow's own threads."""
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="harvest-read")
-    return _pool
-
-
 def read_point(files: Sequence[str], size: BarSize, what_to_show: str, use_rth: bool, names: Sequence[str],
                con_ids: Sequence[int] | None, loose: Sequence[str], start: date | datetime | None,
                end: date | datetime | None, db: duckdb.DuckDBPyConnection) -> pa.Table:
@@ -128,14 +116,13 @@ def read_point(files: Sequence[str], size: BarSize, what_to_show: str, use_rth: 
             if not groups:
                 return None
             rows = pq.ParquetFile(path, metadata=found.metadata, read_dictionary=["symbol"]).read_row_groups(
-                groups, columns=_COLUMNS, use_threads=len(files) == 1)  # symbol as indices: a third of the decoding
+                groups, columns=_COLUMNS, use_threads=False)  # symbol as indices: a third of the decoding
         except _UNREADABLE as exc:
             raise DamagedFile(path, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) \
                 from exc
         return rows.filter(_selected(rows, names, con_ids, loose, start, end))
 
-    parts = list(map(one, files) if len(files) == 1 else _workers().map(one, files))
-    parts = [p for p in parts if p is not None]
+    parts = [p for p in map(one, files) if p is not None]  # one after another: a thread pool lost under load
     rows = pa.concat_tables(parts) if parts else None
     return _as_view_columns(rows, size, what_to_show, use_rth, db)
 
