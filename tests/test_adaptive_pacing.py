@@ -74,25 +74,46 @@ class Clock:
         return self.t
 
 
+def test_the_pace_is_never_slower_than_strict_and_does_not_judge_strict_s_burst():
+    clock = Clock()
+    limits = PacingLimits()
+    pace = AdaptivePace(limits, clock, max_open=6)
+    for _ in range(limits.max_weighted):  # strict's whole window at once, six open at a time
+        assert pace.wait_time() == 0
+        pace.sent()
+        if pace.open == 6:
+            assert pace.wait_time() == float("inf")
+            pace.answered(latency_s=30.0, bars=400)  # queued behind the burst: not held against IB
+    assert pace.rate == pace.min_rate and pace.open_limit == 2
+    while pace.open:
+        pace.answered(latency_s=30.0, bars=400)
+    assert 0 < pace.wait_time() <= 1 / pace.min_rate  # past strict's window: the rate decides
+    clock.t += limits.window_s
+    assert pace.wait_time() == 0  # the window has room again
+
+
+def past_the_window(limits: PacingLimits, clock: Clock) -> AdaptivePace:
+    pace = AdaptivePace(limits, clock, max_open=6)
+    for _ in range(limits.max_weighted):
+        pace.sent()
+        pace.answered(latency_s=1.0, bars=400)
+    return pace
+
+
 def test_the_pace_climbs_while_answers_stay_flat_and_falls_back_when_they_grow():
     clock = Clock()
-    pace = AdaptivePace(PacingLimits(), clock, max_open=6)
+    pace = past_the_window(PacingLimits(), clock)
     start = pace.rate
-    assert pace.wait_time() == 0 and pace.open_limit == 1
-    pace.sent()
-    assert pace.wait_time() == float("inf")  # one open at first
-    pace.open = 0
     for _ in range(12):
         pace.sent()
         pace.answered(latency_s=1.0, bars=400)
-        clock.t += 60
-    assert pace.rate == pytest.approx(start * 1.15 ** 8) and pace.open_limit == 3  # 8 judged answers
+    assert pace.rate == pytest.approx(start * 1.15 ** 8) and pace.open_limit == 4  # 8 judged answers
     climbed = pace.rate
     pace.answered(latency_s=9.0, bars=400)  # one slow answer is noise: the median holds
     assert pace.rate > climbed
     pace.answered(latency_s=9.0, bars=400)
     pace.answered(latency_s=9.0, bars=400)  # answers take longer: IB is slowing us down
-    assert pace.rate < climbed and pace.open_limit == 2
+    assert pace.rate < climbed and pace.open_limit == 3
     for _ in range(60):
         pace.answered(latency_s=1.0, bars=400)
     assert pace.rate == pytest.approx(0.8)  # never past 48 a minute
@@ -103,3 +124,16 @@ def test_the_pace_climbs_while_answers_stay_flat_and_falls_back_when_they_grow()
     assert pace.rate == pytest.approx(start)  # never slower than strict's long-run rate
     pace.violation()
     assert not pace.active and "strict" in pace.fell_back
+
+
+def test_answers_are_judged_against_windows_of_their_own_size():
+    """A fixed cost per answer: 4,000-bar windows taking longer than 400-bar ones is no sign of load."""
+    clock = Clock()
+    pace = past_the_window(PacingLimits(), clock)
+    for _ in range(10):
+        pace.answered(latency_s=1.0, bars=400)
+        pace.answered(latency_s=4.0, bars=4000)
+    assert pace.rate > pace.min_rate * 1.15 ** 10
+    for _ in range(5):
+        pace.answered(latency_s=4.0, bars=400)  # the small windows now take as long: load
+    assert pace.rate < pace.max_rate and pace.open_limit < 6

@@ -4,7 +4,8 @@ IB publishes no numbers for either. The model: an answer takes a fixed cost plus
 bars asked for (linearly on a quiet day, as a power on a busy one: ib_insync #268), times a load factor
 from what HMDS served lately and what it is serving now. Intraday answers over `max_bars` never come (the
 client times out and cancels; the cancel gets IB's 162), and under a load past `max_load` an answer comes
-only after `late_s`. Daily and longer bars are IB's pre-built ones: they pay the quiet linear cost only.
+only after `late_s`. Daily and longer bars are IB's pre-built ones: they pay the quiet linear cost only,
+load or not, and add a request but no bars to the load.
 Under the `current` rules, bars of 1 min and up meet IB's "soft" throttle instead of the hard pacing
 rules: answers slow down as the request rate rises, and past `disconnect_at` the client is disconnected.
 Every span is multiplied by the scale the simulator runs at, so tests stay fast.
@@ -119,15 +120,15 @@ class HmdsLoad:
             self._soft.clear()  # the client is gone; its successor starts a fresh count
             return Answer(None, disconnect=True)
         pressure = self.pressure()
-        self._recent.append((now, bars))
+        self._recent.append((now, bars if intraday else 0))  # pre-built bars cost HMDS a lookup, not work
         self.in_progress += 1
         if intraday and p.max_bars is not None and bars > p.max_bars:
             return Answer(None, withheld="size")
-        factor = (1.0 + pressure) ** 2
+        factor = (1.0 + pressure) ** 2 if intraday else 1.0
         if throttled:
             factor *= self.throttle.factor(recent_soft)
         seconds = p.size_s(bars, intraday) * factor
-        if p.max_load is not None and pressure > p.max_load:
+        if intraday and p.max_load is not None and pressure > p.max_load:
             return Answer(max(seconds, p.late_s) * self._latency_scale, late=True)
         return Answer(seconds * self._latency_scale)
 

@@ -45,6 +45,22 @@ def test_daily_bars_are_never_withheld_and_stay_quick():
     assert answer.delay_s is not None and answer.delay_s < 2.0
 
 
+def test_daily_bars_are_looked_up_load_or_not_and_add_no_bars_to_the_load():
+    hmds = load()
+    idle_daily = hmds.plan(10_000, intraday=False, soft=False).delay_s
+    idle_minutes = load().plan(1000, intraday=True, soft=False).delay_s
+    for _ in range(30):
+        hmds.plan(1000, intraday=True, soft=False)  # a loaded HMDS
+    assert hmds.plan(10_000, intraday=False, soft=False).delay_s == pytest.approx(idle_daily)
+    daily_only = load()
+    for _ in range(30):
+        daily_only.plan(10_000, intraday=False, soft=False)  # 300,000 pre-built bars: requests, no bars
+    for _ in range(30):
+        daily_only.done()
+    assert daily_only.pressure() == pytest.approx(30 / BUSY.load_requests)
+    assert daily_only.plan(1000, intraday=True, soft=False).delay_s < 1.6 * idle_minutes
+
+
 def test_load_slows_answers_and_past_max_load_they_come_late():
     clock = Clock()
     hmds = load(clock=clock)
