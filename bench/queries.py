@@ -1,12 +1,23 @@
-"""Query benchmark: `queries` against a hand-written read_parquet of the same files, and ArcticDB.
+"""Query benchmark: `queries` against hand-written reads of the same files, other read paths and row-group
+sizes, and ArcticDB.
 
 Builds (once, cached) a warehouse of 100 symbols × one year of RTH 1-min bars from the simulator's
 generator, written through the project's own writer (harvester.warehouse.store),
 then times, as warm medians in one run:
   (a) one symbol, one month   (b) all symbols, one day   (c) daily bars resampled from minutes,
   all symbols, the year       (d) one symbol, the year
-plus (a), (b), (d) through the `bars` view with a `period` partition predicate ("filters") or with only
-the `ts` filter ("none") instead of `bars()`'s default of naming the snapshot's partition files.
+Every range is an instant range [start, end), the rows ArcticDB's `date_range` and the hand-written SQL
+read. Variants, each in the same rounds:
+  queries          the default: `bars()` (one symbol from its row groups by pyarrow, queries/rowgroups.py)
+                   and `scan()`
+  duckdb           `bars()`' own file list and SQL through DuckDB (the read path before the row-group reader)
+  duckdb+cache     the same with DuckDB's Parquet metadata cache on
+  hand             hand-written read_parquet of the same files
+  pruning=...      (a), (b), (d) through the `bars` view with a `period` partition predicate ("filters") or
+                   the `ts` filter alone ("none")
+  rg<N>            `queries` and `duckdb` over a copy of the warehouse whose bars files delta-rs rewrote in
+                   row groups of N rows (--row-groups; rg<N>:<codec> also compressed with that codec)
+  aligned          the same over a copy in row groups cut where the symbol changes (pyarrow's writer)
 Side by side in the same run: the previous file layout (commit PREVIOUS, extracted with `git archive`, its
 own writer, queries and cases in a child process) and ArcticDB, which pins pandas<3, so it runs in its own
 venv (--arctic-python), also in a child process:
@@ -25,13 +36,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 YEAR = 2024
-MONTH = (f"{YEAR}-06-01", f"{YEAR}-07-01")
-DAY = (f"{YEAR}-06-12", f"{YEAR}-06-13")
-YEAR_RANGE = (f"{YEAR}-01-01", f"{YEAR + 1}-01-01")
+# Instants: a date bound of bars() is an exchange date with the end included, one more session than these
+MONTH = (f"{YEAR}-06-01T00:00", f"{YEAR}-07-01T00:00")
+DAY = (f"{YEAR}-06-12T00:00", f"{YEAR}-06-13T00:00")
+YEAR_RANGE = (f"{YEAR}-01-01T00:00", f"{YEAR + 1}-01-01T00:00")
 MINUTES = "bars/bar_size=1min"  # the benchmark's one series family (one commit: no stale files beside it)
 CASES = ("(a) one symbol, one month", "(b) all symbols, one day", "(c) daily from minutes, all, year",
          "(d) one symbol, the year")
@@ -50,9 +62,7 @@ def universe() -> list:
 def build(data_dir: Path) -> int:
     """Generate a year of RTH 1-min TRADES bars per symbol with the simulator's generator and write them
     through the project's own writer (stage one month per symbol, then one commit): month files holding
-    all symbols, sorted by (symbol, ts), zstd, 64k-row groups."""
-    from datetime import UTC, datetime
-
+    all symbols, sorted by (symbol, ts), zstd, in the writer's row groups."""
     import pandas as pd
 
     from harvester.calendar import TradingCalendar
@@ -83,26 +93,30 @@ def build(data_dir: Path) -> int:
     return rows
 
 
-def time_queries(data_dir: Path, one: str) -> dict[str, Callable[[], object]]:
-    """Each case through `queries` ("<case>|queries") and hand-written ("<case>|hand"), plus the
-    no-partition-predicate variants."""
+def time_queries(data_dir: Path, one: str, prefix: str = "", full: bool = True) -> dict[str, Callable[[], object]]:
+    """Each case as "<prefix><case>|<variant>" (the module's docstring lists them); `full`: also the
+    hand-written reads and the view's partition-pruning variants."""
     import duckdb
+    import pyarrow.parquet as pq
     from deltalake import DeltaTable
 
     import queries
     from harvester import BAR_SIZES, layout
-    from queries import Relation
-    from queries.connection import BARS_COLUMNS
+    from queries import Relation, readthrough
+    from queries.connection import BARS_COLUMNS, one_after_another, series_files, snapshot_of
 
     con = queries.connect(data_dir)
+    cached = queries.connect(data_dir)
+    cached.execute("SET parquet_metadata_cache = true")
     hand = duckdb.connect()
     snapshot = [f for f in DeltaTable(str(data_dir / layout.BARS)).file_uris() if "bar_size=1min/" in f]
-    month_file = str([f for f in snapshot if f"period={YEAR}-06/" in f])
-    all_files = str(snapshot)
+    june = [f for f in snapshot if f"period={YEAR}-06/" in f]
+    month_file, all_files = str(june), str(snapshot)
     daily_sql = queries.scanners.load("daily_from_minutes").sql
     hand_bars = (f"WITH bars AS (SELECT symbol, con_id, '1 min' AS bar_size, 'TRADES' AS what_to_show, "
                  f"true AS use_rth, * EXCLUDE (symbol, con_id) FROM read_parquet({all_files})) ")
     daily_params = {"start": YEAR_RANGE[0], "end": YEAR_RANGE[1], "what_to_show": "TRADES", "use_rth": True}
+    size = BAR_SIZES["1 min"]
 
     def frame(relation: Relation) -> object:
         return relation.to_arrow_table().to_pandas(date_as_object=False)  # as bars() converts
@@ -110,10 +124,26 @@ def time_queries(data_dir: Path, one: str) -> dict[str, Callable[[], object]]:
     def hand_sql(sql: str, params: dict | None = None) -> Callable[[], object]:
         return lambda: frame(hand.sql(sql, params=params))
 
+    def hand_pyarrow(files: list[str], start: str, end: str) -> Callable[[], object]:
+        """pyarrow's own reader, pruning row groups by the symbol and ts statistics."""
+        where = [("symbol", "=", one), ("ts", ">=", datetime.fromisoformat(start).replace(tzinfo=UTC)),
+                 ("ts", "<", datetime.fromisoformat(end).replace(tzinfo=UTC))]  # ts is stored UTC-aware
+        return lambda: pq.read_table(files, filters=where).to_pandas(date_as_object=False)
+
+    def through_duckdb(db: duckdb.DuckDBPyConnection, start: str, end: str) -> Callable[[], object]:
+        """bars()' own file list and SQL on `db`, as bars() read one symbol before the row-group reader."""
+        def read() -> object:
+            first, last = readthrough.to_bound(start, "start"), readthrough.to_bound(end, "end")
+            found = series_files(snapshot_of(db).files, size, "TRADES", True, first, last)
+            wanted, ids, loose = readthrough._chosen(data_dir, [one], None, None, first, last, None)
+            sql, params = readthrough.bars_query(wanted, size, first, last, "TRADES", True, [f.path for f in found],
+                                                 None, ids, loose, files_in_ts_order=one_after_another(found))
+            return frame(db.sql(sql, params=params))
+        return read
+
     def pruned_by(pruning: str, symbols: list[str], start: str, end: str) -> Callable[[], object]:
         """The glob view instead of bars()'s own file list: with hive (year) and filename predicates
         ('filters') or the `ts` bounds alone ('none')."""
-        size = BAR_SIZES["1 min"]
         where = ["bar_size = ?", "what_to_show = 'TRADES'", "use_rth", "ts >= ?", "ts < ?"]
         params: list = [size.label, start, end]
         if symbols:
@@ -128,27 +158,118 @@ def time_queries(data_dir: Path, one: str) -> dict[str, Callable[[], object]]:
         sql = f"SELECT {columns} FROM bars_files WHERE {' AND '.join(where)} ORDER BY symbol, ts"
         return lambda: frame(con.sql(sql, params=params))
 
-    cases = {
-        CASES[0]: (lambda: queries.bars(one, "1 min", *MONTH, con=con, data_dir=data_dir),
-                   hand_sql(f"SELECT * FROM read_parquet({month_file}) WHERE symbol = '{one}' AND ts >= "
-                            f"'{MONTH[0]}' AND ts < '{MONTH[1]}' ORDER BY symbol, ts")),
-        CASES[1]: (lambda: queries.bars(None, "1 min", *DAY, con=con, data_dir=data_dir),
-                   hand_sql(f"SELECT * FROM read_parquet({month_file}) WHERE ts >= '{DAY[0]}' AND ts < "
-                            f"'{DAY[1]}' ORDER BY symbol, ts")),
-        CASES[2]: (lambda: queries.scan("daily_from_minutes", con=con, start=YEAR_RANGE[0], end=YEAR_RANGE[1]),
-                   hand_sql(hand_bars + daily_sql, daily_params)),
-        CASES[3]: (lambda: queries.bars(one, "1 min", *YEAR_RANGE, con=con, data_dir=data_dir),
-                   hand_sql(f"SELECT * FROM read_parquet({all_files}) WHERE symbol = '{one}' ORDER BY symbol, ts")),
-        **{f"{case[:3]} pruning={how}": (pruned_by(how, symbols, *span), None)
-           for case, symbols, span in ((CASES[0], [one], MONTH), (CASES[1], [], DAY), (CASES[3], [one], YEAR_RANGE))
-           for how in ("filters", "none")},
+    def daily(db: duckdb.DuckDBPyConnection) -> Callable[[], object]:
+        return lambda: queries.scan("daily_from_minutes", con=db, start=YEAR_RANGE[0], end=YEAR_RANGE[1])
+
+    cases: dict[str, dict[str, Callable[[], object]]] = {
+        CASES[0]: {"queries": lambda: queries.bars(one, "1 min", *MONTH, con=con, data_dir=data_dir),
+                   "duckdb": through_duckdb(con, *MONTH), "duckdb+cache": through_duckdb(cached, *MONTH),
+                   "hand": hand_sql(f"SELECT * FROM read_parquet({month_file}) WHERE symbol = '{one}' AND ts >= "
+                                    f"'{MONTH[0]}' AND ts < '{MONTH[1]}' ORDER BY symbol, ts"),
+                   "hand pyarrow": hand_pyarrow(june, *MONTH)},
+        CASES[1]: {"queries": lambda: queries.bars(None, "1 min", *DAY, con=con, data_dir=data_dir),
+                   "duckdb+cache": lambda: queries.bars(None, "1 min", *DAY, con=cached, data_dir=data_dir),
+                   "hand": hand_sql(f"SELECT * FROM read_parquet({month_file}) WHERE ts >= '{DAY[0]}' AND ts < "
+                                    f"'{DAY[1]}' ORDER BY symbol, ts")},
+        CASES[2]: {"queries": daily(con), "duckdb+cache": daily(cached), "hand": hand_sql(hand_bars + daily_sql,
+                                                                                          daily_params)},
+        CASES[3]: {"queries": lambda: queries.bars(one, "1 min", *YEAR_RANGE, con=con, data_dir=data_dir),
+                   "duckdb": through_duckdb(con, *YEAR_RANGE), "duckdb+cache": through_duckdb(cached, *YEAR_RANGE),
+                   "hand": hand_sql(f"SELECT * FROM read_parquet({all_files}) WHERE symbol = '{one}' ORDER BY "
+                                    "symbol, ts"),
+                   "hand pyarrow": hand_pyarrow(snapshot, *YEAR_RANGE)},
     }
     timed = {}
-    for name, (through_queries, by_hand) in cases.items():
-        timed[f"{name}|queries"] = through_queries
-        if by_hand is not None:
-            timed[f"{name}|hand"] = by_hand
+    for name, variants in cases.items():
+        for variant, fn in variants.items():
+            if full or variant in ("queries", "duckdb"):
+                timed[f"{prefix}{name}|{variant}"] = fn
+    if full:
+        for case, symbols, span in ((CASES[0], [one], MONTH), (CASES[1], [], DAY), (CASES[3], [one], YEAR_RANGE)):
+            for how in ("filters", "none"):
+                timed[f"{case[:3]} pruning={how}|queries"] = pruned_by(how, symbols, *span)
     return timed
+
+
+def rewritten(data_dir: Path, variant: str) -> Path:
+    """A copy of the warehouse whose bars partitions delta-rs rewrote as `variant` says: "ROWS" row groups
+    compressed as ours, or "ROWS:CODEC" (once, cached)."""
+    import shutil
+
+    import deltalake
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable, WriterProperties
+
+    from harvester import layout, tables
+    from harvester.warehouse.delta import WRITER
+
+    rows, _, codec = variant.partition(":")
+    copy = data_dir.parent / f"{data_dir.name}-rg{rows}{codec.lower()}"
+    if (copy / MINUTES).exists():
+        return copy
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(data_dir, copy)
+    root = str(copy / layout.BARS)
+    for uri in sorted(DeltaTable(root).file_uris()):
+        table = DeltaTable(root)
+        period = uri.split("period=")[1].split("/")[0]
+        part = pq.read_table(uri).select(tables.BAR_COLUMNS)
+        for name, value in (("bar_size", "1min"), ("what_to_show", "TRADES"), ("use_rth", True), ("period", period)):
+            part = part.append_column(name, pa.array([value] * part.num_rows))
+        deltalake.write_deltalake(
+            table, part.cast(tables.BARS_TABLE_SCHEMA).combine_chunks(), mode="overwrite",
+            predicate=f"bar_size = '1min' AND what_to_show = 'TRADES' AND use_rth = true AND period = '{period}'",
+            partition_by=list(layout.PARTITIONS[layout.BARS]),
+            writer_properties=WriterProperties(compression=codec or WRITER.compression, max_row_group_size=int(rows)))
+    DeltaTable(root).vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
+    return copy
+
+
+def aligned(data_dir: Path) -> Path:
+    """A copy of the warehouse whose bars files pyarrow rewrote with row groups cut where the symbol changes
+    (one symbol-month of 1-min bars a group), committed as Delta add actions (once, cached): what a writer
+    of our own would give one-symbol reads. delta-rs cannot cut so: arrow-rs closes a group every
+    `max_row_group_size` rows."""
+    import itertools
+    import json
+    import shutil
+
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+    from deltalake.transaction import AddAction
+
+    from harvester import layout
+
+    copy = data_dir.parent / f"{data_dir.name}-aligned"
+    if (copy / MINUTES).exists():
+        return copy
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(data_dir, copy)
+    root = copy / layout.BARS
+    snapshot = DeltaTable(str(root))
+    actions = []
+    for n, uri in enumerate(sorted(snapshot.file_uris())):
+        rows = pq.read_table(uri)
+        symbols = rows.column("symbol").to_numpy(zero_copy_only=False)
+        cuts = [0, *(np.flatnonzero(symbols[1:] != symbols[:-1]) + 1).tolist(), rows.num_rows]
+        target = Path(uri).with_name(f"aligned-{n}.zstd.parquet")
+        with pq.ParquetWriter(target, rows.schema, compression="lz4") as writer:  # LZ4_RAW, as ours
+            for a, b in itertools.pairwise(cuts):
+                writer.write_table(rows.slice(a, b - a), row_group_size=b - a)
+        values = dict(part.split("=") for part in target.parent.relative_to(root).parts)
+        ranges = {c: (pc.min(rows.column(c)).as_py(), pc.max(rows.column(c)).as_py()) for c in ("ts", "session_date")}
+        shown = {"ts": lambda t: f"{t.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}", "session_date": lambda d: d.isoformat()}
+        stats = {"numRecords": rows.num_rows, "minValues": {c: shown[c](lo) for c, (lo, _) in ranges.items()},
+                 "maxValues": {c: shown[c](hi) for c, (_, hi) in ranges.items()}}
+        actions.append(AddAction(str(target.relative_to(root)), target.stat().st_size, values, int(time.time() * 1000),
+                                 True, json.dumps(stats)))
+    snapshot.create_write_transaction(actions, "overwrite", snapshot.schema(),
+                                      partition_by=list(layout.PARTITIONS[layout.BARS]))
+    DeltaTable(str(root)).vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
+    return copy
 
 
 def arctic_cases(data_dir: Path, one: str) -> dict[str, Callable[[], object]]:
@@ -164,6 +285,7 @@ def arctic_cases(data_dir: Path, one: str) -> dict[str, Callable[[], object]]:
         columns = ["symbol", "con_id", "ts", "session_date", "open", "high", "low", "close", "volume", "wap",
                    "bar_count"]
         frame = pq.read_table(str(data_dir / MINUTES), columns=columns).to_pandas(date_as_object=False)
+        frame["ts"] = frame["ts"].dt.tz_localize(None)  # naive UTC, as the cases' date ranges
         for symbol, part in frame.groupby("symbol"):
             lib.write(symbol, part.drop(columns=["symbol", "con_id"]).set_index("ts").sort_index())
     symbols = sorted(lib.list_symbols())
@@ -260,6 +382,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--previous", default=PREVIOUS, help="commit of the previous file layout ('' to skip)")
     ap.add_argument("--arctic-python", help="python of a venv with arcticdb (it pins pandas<3)")
+    ap.add_argument("--row-groups", nargs="*", default=["65536", "16384:ZSTD", "8192"],
+                    help="also time copies of the warehouse rewritten in row groups of these many rows "
+                         "(ROWS:CODEC: compressed so)")
+    ap.add_argument("--no-aligned", dest="aligned", action="store_false",
+                    help="skip the copy in row groups cut at symbol boundaries")
     ap.add_argument("--child", choices=("arctic", "previous"), help=argparse.SUPPRESS)
     ap.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--one", help=argparse.SUPPRESS)
@@ -288,16 +415,15 @@ def main() -> None:
         children["arcticdb"] = Child([args.arctic_python, __file__, "--child", "arctic", "--dir", str(data_dir),
                                       "--one", one])
     ours = time_queries(data_dir, one)
-    names = list(dict.fromkeys(k.split("|")[0] for k in ours))
-    runs: list[tuple[str, Callable[[], float]]] = []  # (label, one timed run) in the order of a round
-    for name in names:
-        for side in ("queries", "hand", "arcticdb"):
-            key = f"{name}|{side}"
-            if key in ours:
-                runs.append((key, lambda fn=ours[key]: timed_ms(fn)))
-            for label, child in children.items():
-                if key in child.cases:
-                    runs.append((key if label == "arcticdb" else f"{label} {key}", lambda c=child, k=key: c.time(k)))
+    for variant in args.row_groups:
+        ours.update(time_queries(rewritten(data_dir, variant), one, prefix=f"rg{variant} ", full=False))
+    if args.aligned:
+        ours.update(time_queries(aligned(data_dir), one, prefix="aligned ", full=False))
+    runs: list[tuple[str, Callable[[], float]]] = [(k, lambda fn=fn: timed_ms(fn)) for k, fn in ours.items()]
+    for label, child in children.items():
+        runs += [(key if label == "arcticdb" else f"{label} {key}", lambda c=child, k=key: c.time(k))
+                 for key in sorted(child.cases)]
+    runs.sort(key=lambda run: case_of(run[0]))  # a case's variants and children run one after another
     samples: dict[str, list[float]] = {}
     for round_ in range(args.repeat + 1):  # round 0 warms every case up; then each round runs every case once
         for label, run in runs:
@@ -309,15 +435,34 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in samples.items()}
     print(f"warm medians of {args.repeat} interleaved rounds, ms; previous layout = commit {args.previous} "
           "(its own writer, queries and cases, in a child process)")
-    print(f"{'query':34} {'delta q':>8} {'hand':>8} {'prev q':>8} {'hand':>8} {'d/prev':>6} {'arcticdb':>9} "
-          f"{'d/arctic':>8}")
-    for name in names:
-        q, h = med.get(f"{name}|queries"), med.get(f"{name}|hand")
-        pq_, ph = med.get(f"previous {name}|queries"), med.get(f"previous {name}|hand")
-        a = med.get(f"{name}|arcticdb")
-        cells = [cell(q), cell(h), cell(pq_), cell(ph), cell(q / pq_ if q and pq_ else None, 6, 2),
+    for case in CASES:
+        arctic = med.get(f"{case}|arcticdb")
+        print(f"\n{case}" + (f" (ArcticDB {arctic:.1f} ms)" if arctic else ""))
+        for label, _ in runs:
+            if case_of(label) == case[:3] and not label.endswith("|arcticdb"):
+                ratio = f"{med[label] / arctic:8.2f}x ArcticDB" if arctic else ""
+                print(f"  {variant_of(label):32} {med[label]:9.1f} {ratio}")
+    print(f"\n{'query':34} {'queries':>8} {'best hand':>9} {'q/hand':>6} {'prev q':>8} {'arcticdb':>9} "
+          f"{'q/arctic':>8}")
+    for case in CASES:
+        q, a = med.get(f"{case}|queries"), med.get(f"{case}|arcticdb")
+        hands = [med[k] for k in (f"{case}|hand", f"{case}|hand pyarrow") if k in med]
+        h = min(hands) if hands else None
+        cells = [cell(q), cell(h, 9), cell(q / h if q and h else None, 6, 2), cell(med.get(f"previous {case}|queries")),
                  cell(a, 9), cell(q / a if q and a else None, 8, 2)]
-        print(f"{name:34} {' '.join(cells)}")
+        print(f"{case:34} {' '.join(cells)}")
+
+
+def case_of(label: str) -> str:
+    """"(a)".."(d)" of a run's label ("rg16384 (a) one symbol...|queries", "previous (b) ...|hand")."""
+    return label[label.index("("):][:3]
+
+
+def variant_of(label: str) -> str:
+    """What a label measures, its case left out: "rg16384 duckdb", "pruning=none", "previous hand"."""
+    at = label.index("(")
+    case, variant = label[at:].split("|")
+    return f"{label[:at]}{case[4:] if 'pruning=' in case else variant}"
 
 
 def timed_ms(fn: Callable[[], object]) -> float:

@@ -22,6 +22,8 @@ import duckdb
 import psutil
 from deltalake import WriterProperties, write_deltalake
 
+from harvester.warehouse.files import ROW_GROUP_ROWS
+
 HARVEST = str(Path(sys.executable).with_name("harvest"))
 SQL = "SELECT * FROM bars"
 COPY = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json, ARRAY true", "parquet": "FORMAT parquet, COMPRESSION zstd"}
@@ -40,7 +42,7 @@ def build(data_dir: Path, rows: int) -> None:
                strftime(session_date, '%Y-%m') AS period
         FROM range({per_symbol * 100}) t(i) ORDER BY symbol, ts""").to_arrow_table()
     write_deltalake(str(data_dir / "bars"), table, partition_by=["bar_size", "what_to_show", "use_rth", "period"],
-                    writer_properties=WriterProperties(compression="ZSTD", max_row_group_size=65_536))  # as ours
+                    writer_properties=WriterProperties(compression="LZ4_RAW", max_row_group_size=ROW_GROUP_ROWS))  # as ours
     (data_dir / "warehouse.json").write_text('{"format": 2, "simulated": true}\n')
 
 

@@ -56,6 +56,7 @@ from queries.connection import (
     snapshot_of,
 )
 from queries.identity import BarsRequestError, Chosen, as_instant, choose, normalise, symbol_rows
+from queries.rowgroups import read_point
 
 FETCH_MODES = ("missing", "never")
 OUTPUT_KINDS = ("pandas", "arrow", "polars")
@@ -360,14 +361,14 @@ def bars(
             store = DeltaTables(directory, layout.PARTITIONS)
             source = duckdb_source(db, store.location, files, tables.BARS_TABLE_SCHEMA, store.uri(layout.BARS),
                                    layout.PARTITIONS[layout.BARS])
+        in_ts_order = source is None and one_after_another(found)
+        if source is None and wanted is not None and len(wanted) + len(loose) == 1 and (in_ts_order or len(files) == 1):
+            return _as_output(read_point(files, size, what, rth, wanted, ids, loose, first, last, db), as_)
         sql, params = bars_query(wanted, size, first, last, what, rth, files, source, ids, loose,
-                                 files_in_ts_order=source is None and one_after_another(found))
+                                 files_in_ts_order=in_ts_order)
         with naming_damage(directory):
             result = db.sql(sql, params=params)
-            found = result.pl() if as_ == "polars" else result.to_arrow_table()
-        if as_ == "pandas":  # faster than .df() (duckdb 2.0, pandas 3), and the same dtypes
-            return found.to_pandas(date_as_object=False).astype({"session_date": PANDAS_DATE})
-        return found
+            return result.pl() if as_ == "polars" else _as_output(result.to_arrow_table(), as_)
 
     if fetch == "missing":
         connection_settings = {"host": host, "port": port, "client_id": client_id}
@@ -384,6 +385,16 @@ def bars(
         if con is not None:
             refresh(con)
     return read()
+
+
+def _as_output(rows: pa.Table, as_: str) -> Any:
+    if as_ == "pandas":  # faster than DuckDB's .df() (duckdb 2.0, pandas 3), and the same dtypes
+        return rows.to_pandas(date_as_object=False).astype({"session_date": PANDAS_DATE})
+    if as_ == "polars":
+        import polars  # optional: only for as_='polars'
+
+        return polars.from_arrow(rows)
+    return rows
 
 
 def _chosen(directory: Path | str, names: list[str] | None, con_ids: list[int] | None, exchange: str | None,

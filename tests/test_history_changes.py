@@ -194,8 +194,8 @@ def test_dividend_adjusted_series_across_an_ex_date_equals_a_fresh_harvest(make_
     factors = con.sql("SELECT symbol, session_date, factor FROM adjusted_bars WHERE bar_size = '1 day' "
                       "ORDER BY symbol, session_date").df()
     ko = factors[factors.symbol == "KO"].set_index("session_date").factor
-    close_before = con.sql("SELECT close FROM bars WHERE symbol = 'KO' AND what_to_show = 'TRADES' "
-                           "AND session_date = '2024-06-13'").fetchall()[0][0]
+    ((close_before,),) = con.sql("SELECT close FROM bars WHERE symbol = 'KO' AND what_to_show = 'TRADES' "
+                                 "AND bar_size = '1 day' AND session_date = '2024-06-13'").fetchall()
     assert ko[ko.index < pd.Timestamp("2024-06-14")].to_numpy() == pytest.approx(1 - 0.485 / close_before, rel=1e-9)
     assert ko[ko.index >= pd.Timestamp("2024-06-14")].to_numpy() == pytest.approx(1.0)
     assert factors[factors.symbol == "MSFT"].factor.to_numpy() == pytest.approx(1.0)  # no dividend in the table

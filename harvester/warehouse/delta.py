@@ -28,7 +28,9 @@ from harvester.warehouse.files import ROW_GROUP_ROWS, WarehouseError
 from harvester.warehouse.storage import Location, filesystem, fs_paths
 from harvester.warehouse.tables import BARS_SCHEMA
 
-WRITER = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
+# LZ4 (raw) rather than zstd: files 13 % larger, decoded about twice as fast (bench/queries.py: a year's daily
+# bars resampled from every symbol's minutes, and one symbol's year)
+WRITER = WriterProperties(compression="LZ4_RAW", max_row_group_size=ROW_GROUP_ROWS)
 CONFLICT_RETRIES = 10
 Write = tuple[pa.Table | pa.RecordBatchReader, str | None]  # rows, and the predicate they replace (None: append)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.transaction import AddAction
 
 from harvester import tables
@@ -105,10 +105,10 @@ def split_partitions(data_dir: Path) -> int:
 
 
 def write_bars(data_dir: Path, df: pd.DataFrame, bar_size: str = "1 min", what: str = "TRADES",
-               use_rth: bool = True) -> list[str]:
+               use_rth: bool = True, row_group_rows: int | None = None) -> list[str]:
     """Append `df` (bars columns) to the bars table, one data file per partition, sorted (symbol, ts) (one
-    write per partition: delta-rs keeps the rows' order within a partition only when handed it alone);
-    returns the table's data files afterwards."""
+    write per partition: delta-rs keeps the rows' order within a partition only when handed it alone), in
+    row groups of `row_group_rows` (delta-rs's default: one); returns the table's data files afterwards."""
     b = BAR_SIZES[bar_size]
     sd = pd.to_datetime(df["session_date"])
     period = {"year": sd.dt.strftime("%Y"), "month": sd.dt.strftime("%Y-%m"), "day": sd.dt.strftime("%Y-%m-%d")}
@@ -118,7 +118,8 @@ def write_bars(data_dir: Path, df: pd.DataFrame, bar_size: str = "1 min", what: 
     for _, part in frame.groupby("period", sort=True):
         # one contiguous batch, as the harvester's `delta.one_batch`: without it 6 of 15 files came out of order
         table = pa.Table.from_pandas(part, preserve_index=False).cast(tables.BARS_TABLE_SCHEMA).combine_chunks()
-        write_deltalake(uri, table, mode="append", partition_by=["bar_size", "what_to_show", "use_rth", "period"])
+        write_deltalake(uri, table, mode="append", partition_by=["bar_size", "what_to_show", "use_rth", "period"],
+                        writer_properties=WriterProperties(max_row_group_size=row_group_rows) if row_group_rows else None)
     return DeltaTable(uri).file_uris()
 
 
